@@ -1,0 +1,31 @@
+"""The one record type every task loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt with its gold answer.
+
+    Attributes:
+        id: unique within its dataset.
+        prompt: the text the policy sees.
+        answer: the gold answer in the task's normalised form ('72', 'yes', 'B'), or the
+            dataset's raw answer field; ``""`` when the prompt has no gold answer.
+        task: the answer format / scorer to use: 'gsm8k' (number), 'strategyqa' (yes/no),
+            'mmlu' (letter), or a free-text task name.
+        domain: a finer label used in per-domain tables and selection plots (defaults to task).
+    """
+
+    id: str
+    prompt: str
+    answer: str = ""
+    task: str = ""
+    domain: str = ""
+
+    @property
+    def group(self) -> str:
+        """The label results are broken down by: the domain, else the task."""
+        return self.domain or self.task
