@@ -1,0 +1,262 @@
+"""Serve reward models over HTTP on loopback: the server behind ``laser serve-rm``.
+
+Routes (JSON in, JSON out):
+
+* ``GET /health`` -> ``{"status": "ok", "rms": [names]}``
+* ``POST /score`` with ``{"prompts": [...], "responses": [...], "rm": name}`` -> ``{"scores":
+  [float | null, ...], "rm": name}``; ``rm`` may be left out when one RM is served.
+* ``POST /get_reward`` (OpenRLHF's remote-RM API) with ``{"query": [...], "prompts": [...]}`` ->
+  ``{"rewards": [...], "scores": [...], "rm": name}``. A query that starts with its prompt is split
+  into (prompt, response); without ``prompts`` (or when a query does not start with its prompt)
+  the RM sees ``prompt = ""`` and ``response = query``.
+
+Bad requests get HTTP 400 (413 when too large) with ``{"error": "..."}`` naming the field; an RM
+that raises gets HTTP 500 with its message. NaN scores go out as ``null``. Calls into the RMs are
+serialised by one lock because models are not thread-safe (and several RMs may share one model):
+the server handles connections concurrently but scores one batch at a time. There is no
+authentication, which is why the default host is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from laser.rewards.base import RewardModel, check_scores
+
+log = logging.getLogger(__name__)
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class RMServer(ThreadingHTTPServer):
+    """A threading HTTP server that scores with a fixed set of reward models.
+
+    Use :func:`make_server` to build one. ``serve_forever()`` blocks (run it in a thread in
+    tests); ``shutdown()`` stops it from another thread; ``server_close()`` frees the port.
+    """
+
+    daemon_threads = True  # a stuck client connection never blocks shutdown
+    request_queue_size = 128  # listen backlog: the default 5 drops bursts of concurrent clients
+
+    def __init__(self, rms: Mapping[str, RewardModel], host: str, port: int, max_batch: int,
+                 max_body_bytes: int, request_timeout: float):
+        self.rms = dict(rms)
+        self.max_batch, self.max_body_bytes = max_batch, max_body_bytes
+        self.request_timeout = request_timeout
+        self.lock = threading.Lock()
+        super().__init__((host, port), _Handler)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful after asking for port 0)."""
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server_address[0]}:{self.port}"
+
+    def pick(self, name: object) -> str:
+        """The RM a request asks for, or the only one served."""
+        if name is None:
+            if len(self.rms) == 1:
+                return next(iter(self.rms))
+            raise _BadRequest(f'field "rm" is required when several reward models are served '
+                              f'(served: {", ".join(self.rms)})')
+        if not isinstance(name, str) or name not in self.rms:
+            raise _BadRequest(f'field "rm": unknown reward model {name!r} (served: {", ".join(self.rms)})')
+        return name
+
+    def score(self, name: str, prompts: list[str], responses: list[str]) -> list[float | None]:
+        """Score under the lock; NaN becomes None so it is written as JSON null."""
+        rm = self.rms[name]
+        with self.lock:
+            raw = rm.score(prompts, responses)
+        arr = check_scores(raw, len(responses), name)
+        return [None if np.isnan(v) else float(v) for v in arr]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RMServer
+    server_version = "laser-serve-rm"
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout  # a client that stalls mid-request is dropped
+        super().setup()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/health":
+            self._send(200, {"status": "ok", "rms": list(self.server.rms)})
+        else:
+            self._send(404, {"error": f"no route GET {self.path} (try GET /health, POST /score)"})
+
+    def do_POST(self) -> None:
+        route = self.path.split("?")[0]
+        if route not in ("/score", "/get_reward"):
+            self._send(404, {"error": f"no route POST {self.path} (try /score or /get_reward)"})
+            return
+        try:
+            body = self._read_json()
+            if route == "/score":
+                name = self.server.pick(body.get("rm"))
+                prompts = _strings(body, "prompts")
+                responses = _strings(body, "responses")
+                if len(prompts) != len(responses):
+                    raise _BadRequest(f'fields "prompts" and "responses" differ in length '
+                                      f"({len(prompts)} vs {len(responses)})")
+            else:
+                name = self.server.pick(body.get("rm"))
+                prompts, responses = _split_queries(body)
+            if len(responses) > self.server.max_batch:
+                raise _BadRequest(f"{len(responses)} responses exceed max_batch "
+                                  f"{self.server.max_batch}; send smaller batches", 413)
+        except _BadRequest as exc:
+            self._send(exc.status, {"error": str(exc)})
+            return
+        try:
+            scores = self.server.score(name, prompts, responses)
+        except Exception as exc:  # the RM's failure is the client's 500, the server lives on
+            log.warning("reward model %r failed: %s", name, exc)
+            self._send(500, {"error": f"reward model {name!r} failed: {type(exc).__name__}: {exc}"})
+            return
+        if route == "/score":
+            self._send(200, {"scores": scores, "rm": name})
+        else:
+            self._send(200, {"rewards": scores, "scores": scores, "rm": name})
+
+    def _read_json(self) -> dict:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise _BadRequest("a Content-Length header is required", 411)
+        if int(length) > self.server.max_body_bytes:
+            raise _BadRequest(f"body of {length} bytes exceeds {self.server.max_body_bytes}", 413)
+        raw = self.rfile.read(int(length))
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise _BadRequest(f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise _BadRequest(f"body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def _send(self, status: int, obj: dict) -> None:
+        data = json.dumps(obj, allow_nan=False).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client went away before the answer was written")
+
+
+def _strings(body: dict, field: str) -> list[str]:
+    """``body[field]`` as a list of strings, or a 400 naming the field and the bad item."""
+    if field not in body:
+        raise _BadRequest(f'field "{field}" is missing (keys: {", ".join(sorted(body))})')
+    items = body[field]
+    if not isinstance(items, list):
+        raise _BadRequest(f'field "{field}" must be a list of strings, got {type(items).__name__}')
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise _BadRequest(f'field "{field}"[{i}] must be a string, got {type(item).__name__}')
+    return items
+
+
+def _split_queries(body: dict) -> tuple[list[str], list[str]]:
+    """OpenRLHF sends ``query`` = prompt + response (some versions say ``queries``)."""
+    field = "query" if "query" in body or "queries" not in body else "queries"
+    queries = _strings(body, field)
+    if body.get("prompts") is None:
+        return [""] * len(queries), queries
+    prompts = _strings(body, "prompts")
+    if len(prompts) != len(queries):
+        raise _BadRequest(f'fields "{field}" and "prompts" differ in length '
+                          f"({len(queries)} vs {len(prompts)})")
+    pairs = [(p, q[len(p):]) if q.startswith(p) else ("", q) for p, q in zip(prompts, queries)]
+    return [p for p, _ in pairs], [r for _, r in pairs]
+
+
+def make_server(
+    rms: Mapping[str, RewardModel] | Sequence[RewardModel] | RewardModel,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_batch: int = 4096,
+    max_body_bytes: int = 64 * 1024 * 1024,
+    request_timeout: float = 60.0,
+) -> RMServer:
+    """Build (and bind) a server for one or several reward models.
+
+    Args:
+        rms: one RM, a list of RMs (keyed by their ``name``), or a ``{name: rm}`` mapping.
+        host: interface to bind; 127.0.0.1 by default because the API has no authentication.
+        port: TCP port; 0 picks a free one (read it back from ``server.port``).
+        max_batch: most responses accepted in one request (more gets HTTP 413).
+        max_body_bytes: largest request body accepted (more gets HTTP 413).
+        request_timeout: seconds a connection may stall while sending its request.
+
+    Returns:
+        The bound :class:`RMServer`; call ``serve_forever()`` to start answering.
+
+    Raises:
+        ValueError: no RMs, or two RMs with the same name.
+    """
+    if isinstance(rms, Mapping):
+        table = dict(rms)
+    else:
+        items = [rms] if not isinstance(rms, (list, tuple)) else list(rms)
+        names = [rm.name for rm in items]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate reward model names: {', '.join(dup)}")
+        table = dict(zip(names, items))
+    if not table:
+        raise ValueError("make_server needs at least one reward model")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    return RMServer(table, host, port, max_batch, max_body_bytes, request_timeout)
+
+
+def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
+    """Serve the reward models of a YAML config until interrupted (``laser serve-rm``).
+
+    The YAML holds a top-level ``rewards:`` list of RM specs, built by
+    ``laser.rewards.factory.build_reward_models``.
+
+    Raises:
+        ValueError: the file has no ``rewards:`` list.
+        FileNotFoundError: the config file does not exist.
+    """
+    import yaml
+
+    from laser.rewards.factory import build_reward_models
+
+    with open(config_path, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("rewards"), list) or not cfg["rewards"]:
+        raise ValueError(f"{config_path}: expected a top-level key \"rewards\" holding a non-empty "
+                         "list of reward model specs")
+    server = make_server(build_reward_models(cfg["rewards"]), host=host, port=port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: the API has no authentication", host)
+    print(f"serving reward models {list(server.rms)} on {server.url} "
+          "(GET /health, POST /score, POST /get_reward); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
