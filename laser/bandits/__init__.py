@@ -1,0 +1,17 @@
+"""Bandits and baseline rules that pick which reward model scores a batch (numpy only).
+
+Every selector shares the :class:`Selector` interface (``select``, ``update``, ``scores``,
+``select_batch``, ``update_batch``, arm masking, ``state_dict``); build one by name with
+:func:`make_selector`. :class:`QuantileNormalizer` turns raw feedback into rewards in [0, 1].
+"""
+
+from laser.bandits.base import NoArmAvailable, Selector
+from laser.bandits.baselines import FixedSelector, RandomSelector, RoundRobinSelector
+from laser.bandits.factory import SELECTORS, make_selector
+from laser.bandits.linucb import LinUCB, ucb_scores
+from laser.bandits.normalizer import QuantileNormalizer
+
+__all__ = [
+    "SELECTORS", "FixedSelector", "LinUCB", "NoArmAvailable", "QuantileNormalizer",
+    "RandomSelector", "RoundRobinSelector", "Selector", "make_selector", "ucb_scores",
+]
