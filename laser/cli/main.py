@@ -1,0 +1,123 @@
+"""The ``laser`` command: demo, train, validate, serve-rm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from laser.config import ConfigError, load_config
+
+log = logging.getLogger("laser")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="laser", description="LASeR: train a language model with several reward "
+                                "models while a contextual bandit picks which one to trust.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run LASeR (or a baseline) from a YAML config")
+    t.add_argument("--config", required=True, help="run config (YAML)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5 selector.name=random")
+
+    v = sub.add_parser("validate", help="check a config and its prompt file without loading any model")
+    v.add_argument("--config", required=True)
+    v.add_argument("overrides", nargs="*")
+
+    d = sub.add_parser("demo", help="LASeR vs the baselines on the embedded benchmark (CPU, no downloads)")
+    d.add_argument("--out", default="demo_out", help="folder for results.json and logs")
+    d.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
+    d.add_argument("--quick", action="store_true", help="a reduced run in seconds (for tests)")
+
+    s = sub.add_parser("serve-rm", help="serve configured reward models over HTTP on 127.0.0.1")
+    s.add_argument("--config", required=True, help="YAML with a `rewards:` list")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1")
+    return p
+
+
+def load_run(config: str, overrides: list[str]):
+    """Config + RM specs + prompts, all validated before any model loads."""
+    from laser.rewards.factory import check_specs
+    from laser.tasks.datasets import read_prompts_jsonl
+
+    cfg = load_config(config, overrides)
+    problems = check_specs(cfg.rewards)
+    if problems:
+        raise ConfigError(problems, config)
+    d = cfg.data
+    examples = read_prompts_jsonl(d.prompts, prompt_field=d.prompt_field, id_field=d.id_field,
+                                  answer_field=d.answer_field)
+    if d.limit:
+        examples = examples[: d.limit]
+    return cfg, examples
+
+
+def cmd_validate(args) -> int:
+    cfg, examples = load_run(args.config, args.overrides)
+    print(f"{args.config}: OK ({len(examples)} prompts, {len(cfg.rewards)} reward models, "
+          f"selector {cfg.selector.name})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from laser.policy.model import Policy, load_model_and_tokenizer
+    from laser.rewards.factory import build_reward_models
+    from laser.training.checkpoint import find_latest
+    from laser.training.loop import Trainer
+
+    cfg, examples = load_run(args.config, args.overrides)
+    existing, _ = find_latest(Path(cfg.output_dir) / "checkpoints")
+    if existing is not None and not args.resume:
+        print(f"error: {cfg.output_dir} already holds checkpoint {existing.name}; pass --resume to continue "
+              "it or set output_dir to a new folder", file=sys.stderr)
+        return 2
+    rms = build_reward_models(cfg.rewards)
+    model, tokenizer = load_model_and_tokenizer(cfg.policy)
+    policy = Policy(model, tokenizer, chat_template=cfg.policy.chat_template)
+    context_fn = None
+    if cfg.selector.context == "encoder":
+        from laser.policy.encoder import SentenceEncoder
+
+        context_fn = SentenceEncoder(cfg.selector.encoder).embed
+    summary = Trainer(cfg, policy, rms, examples, context_fn=context_fn).run()
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from laser.demo import run_demo
+
+    run_demo(out=args.out, seeds=args.seeds, quick=args.quick)
+    return 0
+
+
+def cmd_serve_rm(args) -> int:
+    from laser.rewards.server import serve_rm_main
+
+    serve_rm_main(args.config, args.port, host=args.host)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    handlers = {"train": cmd_train, "validate": cmd_validate, "demo": cmd_demo, "serve-rm": cmd_serve_rm}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # data errors name file:line and field
+        if exc.__class__.__name__ in ("DataError",):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
