@@ -230,26 +230,41 @@ def make_server(
     return RMServer(table, host, port, max_batch, max_body_bytes, request_timeout)
 
 
-def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
-    """Serve the reward models of a YAML config until interrupted (``laser serve-rm``).
+def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1") -> RMServer:
+    """Build (and bind) a server for the reward models listed in a YAML config.
 
     The YAML holds a top-level ``rewards:`` list of RM specs, built by
     ``laser.rewards.factory.build_reward_models``.
 
     Raises:
-        ValueError: the file has no ``rewards:`` list.
         FileNotFoundError: the config file does not exist.
+        ValueError: the file has no non-empty ``rewards:`` list, or two RMs share a name.
     """
     import yaml
-
-    from laser.rewards.factory import build_reward_models
 
     with open(config_path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("rewards"), list) or not cfg["rewards"]:
-        raise ValueError(f"{config_path}: expected a top-level key \"rewards\" holding a non-empty "
-                         "list of reward model specs")
-    server = make_server(build_reward_models(cfg["rewards"]), host=host, port=port)
+        keys = ", ".join(map(str, cfg)) if isinstance(cfg, dict) else type(cfg).__name__
+        raise ValueError(f'{config_path}: expected a top-level key "rewards" holding a non-empty '
+                         f"list of reward model specs (found: {keys})")
+    from laser.rewards.factory import build_reward_models  # heavy backends load only here
+
+    return make_server(build_reward_models(cfg["rewards"]), host=host, port=port)
+
+
+def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
+    """Serve the reward models of a YAML config until interrupted (``laser serve-rm``).
+
+    Args:
+        config_path: YAML file with a top-level ``rewards:`` list of RM specs.
+        port: TCP port to listen on.
+        host: interface to bind; keep 127.0.0.1 unless the network is trusted.
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`server_from_config`.
+    """
+    server = server_from_config(config_path, port, host)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the API has no authentication", host)
     print(f"serving reward models {list(server.rms)} on {server.url} "
