@@ -7,11 +7,18 @@ Every selector shares the :class:`Selector` interface (``select``, ``update``, `
 
 from laser.bandits.base import NoArmAvailable, Selector
 from laser.bandits.baselines import FixedSelector, RandomSelector, RoundRobinSelector
+from laser.bandits.epsilon_greedy import EpsilonGreedy
+from laser.bandits.exp3 import Exp3
 from laser.bandits.factory import SELECTORS, make_selector
+from laser.bandits.linear import LinearSelector
+from laser.bandits.lints import LinTS
 from laser.bandits.linucb import LinUCB, ucb_scores
 from laser.bandits.normalizer import QuantileNormalizer
+from laser.bandits.sliding_linucb import SlidingWindowLinUCB
+from laser.bandits.ucb1 import UCB1
 
 __all__ = [
-    "SELECTORS", "FixedSelector", "LinUCB", "NoArmAvailable", "QuantileNormalizer",
-    "RandomSelector", "RoundRobinSelector", "Selector", "make_selector", "ucb_scores",
+    "SELECTORS", "UCB1", "EpsilonGreedy", "Exp3", "FixedSelector", "LinTS", "LinUCB", "LinearSelector",
+    "NoArmAvailable", "QuantileNormalizer", "RandomSelector", "RoundRobinSelector", "Selector",
+    "SlidingWindowLinUCB", "make_selector", "ucb_scores",
 ]

@@ -6,11 +6,17 @@ import inspect
 
 from laser.bandits.base import Selector
 from laser.bandits.baselines import FixedSelector, RandomSelector, RoundRobinSelector
+from laser.bandits.epsilon_greedy import EpsilonGreedy
+from laser.bandits.exp3 import Exp3
+from laser.bandits.lints import LinTS
 from laser.bandits.linucb import LinUCB
+from laser.bandits.sliding_linucb import SlidingWindowLinUCB
+from laser.bandits.ucb1 import UCB1
 
 #: name -> class; ``make_selector`` and configs use these names.
 SELECTORS: dict[str, type[Selector]] = {
-    cls.name: cls for cls in (LinUCB, FixedSelector, RandomSelector, RoundRobinSelector)
+    cls.name: cls for cls in (LinUCB, LinTS, SlidingWindowLinUCB, Exp3, UCB1, EpsilonGreedy,
+                              FixedSelector, RandomSelector, RoundRobinSelector)
 }
 
 
