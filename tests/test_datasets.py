@@ -280,3 +280,19 @@ def test_data_error_is_value_error() -> None:
     assert issubclass(DataError, ValueError)
     with pytest.raises(ValueError, match="no such file"):
         read_prompts_jsonl("/nonexistent/prompts.jsonl")
+
+
+def test_import_laser_tasks_stays_light() -> None:
+    """`import laser.tasks` must not pull torch, transformers, datasets or rouge-score/nltk."""
+    import ast
+    import subprocess
+
+    code = ("import sys, laser.tasks as t; "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'rouge_score', 'nltk') "
+            "if m in sys.modules)); print(sorted(t.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.splitlines()
+    assert out[0] == "[]"
+    assert {"Example", "extract_answer", "is_correct", "load_gsm8k", "load_strategyqa",
+            "load_mmlu", "load_task", "read_prompts_jsonl", "DataError", "accuracy", "token_f1",
+            "rouge_l", "win_rate"} <= set(ast.literal_eval(out[1]))
