@@ -44,6 +44,9 @@ def load_run(config: str, overrides: list[str]):
     from laser.tasks.datasets import read_prompts_jsonl
 
     cfg = load_config(config, overrides)
+    for spec in cfg.rewards:  # a verifier without its own gold answers checks against the prompt file's
+        if isinstance(spec, dict) and spec.get("type") == "verifier" and not {"gold", "data"} & set(spec):
+            spec["data"] = cfg.data.prompts
     problems = check_specs(cfg.rewards)
     if problems:
         raise ConfigError(problems, config)

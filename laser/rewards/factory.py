@@ -23,6 +23,9 @@ ADAPTERS = {
     "judge": "laser.rewards.judge:YesNoJudgeRM",
     "remote": "laser.rewards.remote:RemoteRM",
     "demo": "laser.rewards.factory:_demo_rm",
+    "length": "laser.rewards.rules:LengthRM",
+    "regex": "laser.rewards.rules:RegexRM",
+    "verifier": "laser.rewards.rules:VerifierRM",
 }
 COMMON = ("name", "type", "noise_sigma", "noise_seed")
 

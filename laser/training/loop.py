@@ -146,6 +146,7 @@ class Trainer:
         t["sample"] = time.perf_counter()
         arms, scores, votes, events = self._select_and_score(contexts, samples, prompts)
         t["score"] = time.perf_counter()
+        self._arms_by_rank = self._gather_arms(arms)
         self._current_arm_name = self.ensemble or self.pool.names[arms[0]]
         pairs, skipped = self._pairs(samples, scores, votes)
         self.skipped_prompts += skipped
@@ -179,6 +180,14 @@ class Trainer:
         sizes = gather_object([self._shard_size])
         start = sum(sizes[: self.acc.process_index])
         return values[start:start + self._shard_size]
+
+    def _gather_arms(self, arms: list[int]) -> list[list[int]]:
+        """The arms every process applied (they must be equal: the decision is broadcast)."""
+        if self.acc.num_processes == 1:
+            return [arms]
+        from accelerate.utils import gather_object
+
+        return gather_object([arms])
 
     def _decide(self, contexts: np.ndarray) -> list[int]:
         """Arm per prompt of the whole batch; decided on the main process and broadcast."""
@@ -379,7 +388,7 @@ class Trainer:
         return {
             "iteration": self.iteration, "step": self.step_in_iter, "global_step": self.global_step + 1,
             "arm": arm0, "arm_name": self.ensemble or names[arm0], "prompt_ids": [ex.id for ex in batch],
-            "prompt_arms": arms, "ucb": ucb, "reward": rewards, "raw_reward": raw,
+            "prompt_arms": arms, "arms_by_rank": self._arms_by_rank, "ucb": ucb, "reward": rewards, "raw_reward": raw,
             "loss": terms["loss"], "dpo": terms["dpo"], "nll": terms["nll"], "grad_norm": terms["grad_norm"],
             "loss_after": terms.get("loss_after"), "n_pairs": terms["n_pairs"],
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
