@@ -134,8 +134,8 @@ def test_500_always_exhausts_retries_then_opens_breaker_and_recovers_half_open()
         t.now += 30.0
         assert rm.available()
         np.testing.assert_array_equal(rm.score(PROMPTS, RESPONSES), LENGTHS)
-    assert rm.state == "closed" and rm.last_error is None
-    assert rm.n_requests == 14
+    assert rm.stats() == {"endpoint": srv.url + "/score", "state": "closed", "last_error": None,
+                          "n_requests": 14, "n_retries": 9, "n_failures": 4, "n_rejected": 1}
 
 
 def test_breaker_counts_consecutive_failures_only():

@@ -345,6 +345,12 @@ class RemoteRM:
         finally:
             conn.close()
 
+    def stats(self) -> dict:
+        """Counters and breaker state, for a step's log record."""
+        with self._lock:
+            counts = {k: getattr(self, k) for k in ("n_requests", "n_retries", "n_failures", "n_rejected")}
+        return {"endpoint": self.endpoint, "state": self.state, "last_error": self.last_error, **counts}
+
     def __repr__(self) -> str:
         return f"RemoteRM(name={self.name!r}, endpoint={self.endpoint!r}, state={self.state!r})"
 
