@@ -407,3 +407,25 @@ def test_soak_benchmark_small_run_has_no_errors_and_bounded_memory():
     # a coarse bound (a leak per request would need far more requests to show; the benchmark at
     # full length prints the real figures)
     assert r["rss_after_mib"] - r["rss_before_mib"] < 16
+
+
+def test_yaml_served_rm_and_factory_built_remote_rm_agree(tmp_path):
+    """End to end through the real factory: serve `rewards:` from YAML, score through a RemoteRM
+    that the factory builds from a `type: remote` spec, compare with the local RM."""
+    from laser.rewards.factory import build_reward_models
+    from laser.rewards.server import server_from_config
+
+    cfg = tmp_path / "rm.yaml"
+    cfg.write_text("rewards:\n  - {name: long, type: length}\n  - {name: short, type: length, prefer: short}\n")
+    server = server_from_config(str(cfg))
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        remote, = build_reward_models([{"name": "short_remote", "type": "remote", "url": server.url,
+                                        "server_rm": "short", "max_retries": 0}])
+        prompts, responses = ["p", "p", "q"], ["a", "a b c", ""]
+        out = remote.score(prompts, responses)
+    finally:
+        server.shutdown()
+        server.server_close()
+    np.testing.assert_array_equal(out, server.rms["short"].score(prompts, responses))
+    assert isinstance(remote, RemoteRM) and remote.available()

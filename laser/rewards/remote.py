@@ -213,6 +213,7 @@ class RemoteRM:
             self._trial_running = False
             if ok:
                 self._consecutive_failures, self._opened_at, self.last_error = 0, None, None
+            if ok or error is None:
                 return
             self.n_failures += 1
             self._consecutive_failures += 1
@@ -252,10 +253,10 @@ class RemoteRM:
         except RewardModelUnavailable as exc:
             error = str(exc)
             raise
-        except BaseException as exc:  # a bug or KeyboardInterrupt: still leave the breaker sane
+        except Exception as exc:  # a bug: counted as a failure so the breaker stays sane
             error = f"{type(exc).__name__}: {exc}"
             raise
-        finally:
+        finally:  # error stays None on KeyboardInterrupt: only the trial flag is cleared
             self._leave(ok, error)
 
     def _request(self, prompts: list[str], responses: list[str], until: float | None,
