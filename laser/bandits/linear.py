@@ -94,6 +94,24 @@ class LinearSelector(Selector):
                              f"{self.counts_[arm]} updates; set priors before training")
         self.arms_[arm] = self._new_arm(precision, mean)
 
+    def warm_start(self, arm: int, contexts: np.ndarray, rewards: np.ndarray) -> None:
+        """Add many logged observations to one arm at once (a block update, m x m solve only).
+
+        The model equals that of ``update`` called on each row (up to round-off, not
+        bit-for-bit); ``counts_[arm]`` grows by the number of rows. Sliding-window selectors
+        fall back to row-by-row updates so their window stays exact.
+        """
+        arm = self._check_arm(arm)
+        C = self._as_contexts(np.asarray(contexts, dtype=np.float64))
+        r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        if len(r) != len(C) or not np.all(np.isfinite(r)):
+            raise ValueError(f"{type(self).__name__}.warm_start: need {len(C)} finite rewards, got {r.shape}")
+        if self._keep_rows:
+            self.update_batch(np.full(len(r), arm), C, r)
+            return
+        self.arms_[arm].add_rows(self._features(C), r)
+        self.counts_[arm] += len(r)
+
     # ----------------------------------------------------------------- learned state
     @property
     def theta_(self) -> np.ndarray:

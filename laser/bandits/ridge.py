@@ -74,22 +74,41 @@ class RidgeArm:
         if p0.ndim == 2:
             if p0.shape != (self.dim, self.dim) or not np.allclose(p0, p0.T):
                 raise ValueError(f"prior_precision matrix must be symmetric ({self.dim}, {self.dim}), got {p0.shape}")
+        elif p0.ndim > 1 or p0.size not in (1, self.dim) or not np.all(p0 > 0):
+            raise ValueError(f"prior_precision must be > 0 and a scalar or ({self.dim},), got shape {p0.shape}")
+        self.prior_mean = m0
+        self.prior_precision = p0 if p0.ndim == 2 else np.broadcast_to(p0, (self.dim,)).copy()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Back to the prior: A = P0, b = P0 m0, theta = m0, no rows."""
+        p0, m0 = self.prior_precision, self.prior_mean
+        if p0.ndim == 2:
             self.mode = "dense"
             self.d0inv = np.zeros(0, dtype=self.dtype)
-            self.Ainv = np.linalg.inv(p0).astype(self.dtype)  # once per arm, never per step
+            self.Ainv = np.linalg.inv(p0).astype(self.dtype)  # the prior only, never per step
             b = p0 @ m0
         else:
-            diag = np.broadcast_to(p0, (self.dim,))
-            if diag.shape != (self.dim,) or not np.all(diag > 0):
-                raise ValueError(f"prior_precision must be > 0 and a scalar or ({self.dim},), got shape {p0.shape}")
             self.mode = "lowrank" if self.max_rank > 0 else "dense"
-            self.d0inv = (1.0 / diag).astype(self.dtype)
+            self.d0inv = (1.0 / p0).astype(self.dtype)
             self.Ainv = np.diag(self.d0inv) if self.mode == "dense" else None
-            b = diag * m0
+            b = p0 * m0
         self.theta = m0.astype(self.dtype)
         self.b = b.astype(self.dtype)
         self.t = 0
+        self.removed_since_refresh = 0
         self._alloc(0)
+
+    def refresh(self) -> None:
+        """Rebuild A^-1 and theta from the prior and the kept rows (keep_rows only).
+
+        Called after every t removals (amortised O(t d + t^2) per removal in low-rank form,
+        O(d^2) in dense form; never a d x d inversion for a diagonal prior), so round-off from
+        downdates cannot accumulate; an arm whose rows are all removed is exactly the prior.
+        """
+        X, R = self.X.copy(), self._R[:self.t].copy()
+        self._reset()
+        self.add_rows(X, R)
 
     # ----------------------------------------------------------------- buffers
     def _alloc(self, t: int) -> None:
@@ -181,6 +200,55 @@ class RidgeArm:
             self._R[t] = r
         self.t = t + 1
 
+    def add_rows(self, Xn: np.ndarray, y: np.ndarray) -> None:
+        """Add m observations at once (block Woodbury), same model as m calls to :meth:`add`.
+
+        With V = A^-1 Xn^T (d, m) and S = I_m + Xn V (m, m, the block Schur complement):
+
+            A'^-1 = A^-1 - V S^-1 V^T,        theta' = theta + V S^-1 (y - Xn theta)
+
+        and in low-rank form K grows by the block inverse [[K + G S^-1 G^T, -G S^-1],
+        [-S^-1 G^T, S^-1]], G = K X D^-1 Xn^T. Only an m x m system is solved, never d x d.
+        Used to warm-start an arm from logged data; rows beyond max_rank go through :meth:`add`.
+        """
+        Xn = np.asarray(Xn, dtype=self.dtype).reshape(-1, self.dim)
+        y = np.asarray(y, dtype=self.dtype).reshape(-1)
+        if self.mode == "lowrank" and self.t + len(Xn) > self.max_rank:
+            room = max(self.max_rank - self.t, 0)
+            if room:
+                self.add_rows(Xn[:room], y[:room])
+            for x, r in zip(Xn[room:], y[room:]):
+                self.add(x, float(r))
+            return
+        t, m = self.t, len(Xn)
+        if m == 0:
+            return
+        if self.mode == "lowrank":
+            Zn = Xn * self.d0inv  # (m, d) rows of Xn D^-1
+            G = self._K[:t, :t] @ (self.X @ Zn.T)  # (t, m)
+            V = Zn.T - self.d0inv[:, None] * (self.X.T @ G)  # (d, m) = A^-1 Xn^T
+        else:
+            V = self.Ainv @ Xn.T
+        S = np.eye(m, dtype=self.dtype) + Xn @ V
+        Sinv = np.linalg.inv(S)  # m x m
+        self.theta += V @ (Sinv @ (y - Xn @ self.theta))
+        self.b += Xn.T @ y
+        self._fit_capacity(t + m)
+        if self.mode == "dense":
+            self.Ainv -= V @ (Sinv @ V.T)
+        else:
+            K = self._K
+            GS = G @ Sinv
+            K[:t, :t] += GS @ G.T
+            K[:t, t:t + m] = -GS
+            K[t:t + m, :t] = -GS.T
+            K[t:t + m, t:t + m] = Sinv
+        if self._X is not None:
+            self._X[t:t + m] = Xn
+        if self._R is not None:
+            self._R[t:t + m] = y
+        self.t = t + m
+
     def remove_oldest(self) -> None:
         """Remove the oldest observation exactly (keep_rows only): A -= x x^T, b -= r x."""
         if not self.keep_rows or self.t == 0:
@@ -203,6 +271,9 @@ class RidgeArm:
         self._X[t - 1], self._R[t - 1] = 0.0, 0.0
         self.t = t - 1
         self._fit_capacity(self.t)
+        self.removed_since_refresh += 1
+        if self.removed_since_refresh >= max(self.t, 1):
+            self.refresh()
 
     def _densify(self) -> None:
         """Switch to the dense inverse (once, O(d^2 t)); rows are dropped unless keep_rows."""
@@ -217,6 +288,8 @@ class RidgeArm:
     def state(self) -> dict[str, np.ndarray]:
         """Flat arrays that :meth:`load` restores exactly."""
         sd = {"mode": np.array(self.mode), "t": np.array(self.t, dtype=np.int64),
+              "removed_since_refresh": np.array(self.removed_since_refresh, dtype=np.int64),
+              "prior_mean": self.prior_mean.copy(), "prior_precision": self.prior_precision.copy(),
               "theta": self.theta.copy(), "b": self.b.copy(), "d0inv": self.d0inv.copy()}
         if self._X is not None:
             sd["X"] = self.X.copy()
@@ -231,6 +304,9 @@ class RidgeArm:
     def load(self, sd: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state`'s output (buffers get the capacity they had)."""
         self.mode, self.t = str(sd["mode"][()]), int(sd["t"])
+        self.removed_since_refresh = int(sd["removed_since_refresh"])
+        self.prior_mean = np.array(sd["prior_mean"], dtype=np.float64)
+        self.prior_precision = np.array(sd["prior_precision"], dtype=np.float64)
         self.theta = np.array(sd["theta"], dtype=self.dtype)
         self.b = np.array(sd["b"], dtype=self.dtype)
         self.d0inv = np.array(sd["d0inv"], dtype=self.dtype)

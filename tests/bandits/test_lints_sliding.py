@@ -103,3 +103,21 @@ def test_sliding_window_tracks_a_switch_linucb_does_not():
 
     windowed, plain = run(SlidingWindowLinUCB(2, 2, alpha=0.5, window=60)), run(LinUCB(2, 2, alpha=0.5))
     assert windowed > 0.8 and windowed > plain + 0.2
+
+
+@pytest.mark.parametrize("max_rank", [None, 2])
+def test_sliding_window_no_drift_over_long_runs(max_rank):
+    """4,000 updates (about 3,950 exact downdates) of badly scaled contexts (|x| ~ 30) with
+    window 30: still the closed form to 1e-8, thanks to the periodic exact rebuild."""
+    dim, W = 8, 30
+    arms, X, y = _data(11, 4000, dim, 2)
+    X *= 10.0
+    s = SlidingWindowLinUCB(2, dim, window=W, woodbury_max_rank=max_rank)
+    s.update_batch(arms, X, y)
+    for k in range(2):
+        keep = np.flatnonzero(arms == k)
+        keep = keep[keep >= 4000 - W]
+        A = np.eye(dim) + X[keep].T @ X[keep]
+        theta = np.linalg.solve(A, X[keep].T @ y[keep])
+        assert np.linalg.norm(s.theta_[k] - theta) / np.linalg.norm(theta) < 1e-8
+        assert np.linalg.norm(s.A_inv(k) - np.linalg.inv(A)) / np.linalg.norm(np.linalg.inv(A)) < 1e-8

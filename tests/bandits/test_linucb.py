@@ -150,3 +150,21 @@ def test_bad_inputs_are_named():
         s.update(2, np.ones(3), 0.5)
     with pytest.raises(ValueError, match="alpha"):
         LinUCB(2, 3, alpha=-1.0)
+
+
+@pytest.mark.parametrize("max_rank", [None, 0, 30])
+def test_warm_start_block_update_equals_row_updates(max_rank):
+    """warm_start (block Woodbury / dense block update, m x m solve) gives the same model as
+    row-by-row updates: 3 blocks of 25, 10 and 30 rows at d = 40, so the max_rank = 30 case
+    crosses into dense form inside a block."""
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(65, 40)), rng.uniform(size=65)
+    block, rows = LinUCB(2, 40, woodbury_max_rank=max_rank), LinUCB(2, 40, woodbury_max_rank=max_rank)
+    for lo, hi in ((0, 25), (25, 35), (35, 65)):
+        block.warm_start(1, X[lo:hi], y[lo:hi])
+    rows.update_batch(np.ones(65, dtype=np.int64), X, y)
+    assert block.counts_.tolist() == [0, 65]
+    np.testing.assert_allclose(block.A_inv(1), rows.A_inv(1), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(block.theta_[1], rows.theta_[1], rtol=1e-10)
+    c = rng.normal(size=40)
+    np.testing.assert_allclose(block.scores(c), rows.scores(c), rtol=1e-10)
