@@ -87,8 +87,15 @@ def cmd_train(args) -> int:
         from laser.policy.encoder import SentenceEncoder
 
         context_fn = SentenceEncoder(cfg.selector.encoder).embed
-    summary = Trainer(cfg, policy, rms, examples, context_fn=context_fn).run()
-    print(json.dumps(summary))
+    trainer = Trainer(cfg, policy, rms, examples, context_fn=context_fn)
+    summary = trainer.run()
+    if trainer.acc.is_main_process:
+        print(json.dumps(summary))
+    trainer.acc.end_training()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # a clean exit for every rank (no abort at interpreter shutdown)
     return 0
 
 

@@ -334,8 +334,9 @@ class Trainer:
         if total == 0:
             return 0.0
         if self.acc.num_processes > 1:
-            for p in self.params.values():
-                p.grad = self.acc.reduce(p.grad, reduction="sum")
+            for p in self.params.values():  # a process with no local pairs contributes zeros
+                grad = p.grad if p.grad is not None else torch.zeros_like(p)
+                p.grad = self.acc.reduce(grad, reduction="sum")
         clip = self.cfg.train.grad_clip or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(list(self.params.values()), clip))
         for what, value in (("loss", mean_loss), ("gradient norm", grad_norm)):
@@ -383,6 +384,7 @@ class Trainer:
     def _record(self, batch, arms, contexts, scores, terms, rewards, raw, events, t) -> dict:
         names = self.pool.names
         arm0 = arms[0]
+        calls = [int(c) for c in self._sum_across(self.pool.calls.astype(float).tolist())]  # all processes
         ucb = getattr(self, "_decision_scores", None)  # each arm's score when the arm was picked
         self._decision_scores = None
         return {
@@ -392,7 +394,7 @@ class Trainer:
             "loss": terms["loss"], "dpo": terms["dpo"], "nll": terms["nll"], "grad_norm": terms["grad_norm"],
             "loss_after": terms.get("loss_after"), "n_pairs": terms["n_pairs"],
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
-            "rm_calls": self.pool.calls.tolist(), "rm_calls_total": int(self.pool.calls.sum()),
+            "rm_calls": calls, "rm_calls_total": int(sum(calls)),
             "skipped_prompts": self.skipped_prompts, "events": events,
             "time": {k: round(t[k] - t["start"], 4) for k in ("context", "sample", "score", "update", "end")},
         }
