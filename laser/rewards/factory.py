@@ -27,7 +27,7 @@ ADAPTERS = {
     "regex": "laser.rewards.rules:RegexRM",
     "verifier": "laser.rewards.rules:VerifierRM",
 }
-COMMON = ("name", "type", "noise_sigma", "noise_seed")
+COMMON = ("name", "type", "noise_sigma", "noise_seed", "add_at_step")
 
 
 def _import(target: str):
@@ -77,6 +77,9 @@ def check_specs(specs: list[dict]) -> list[str]:
             required = p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
             if required and pname not in spec and pname != "name":
                 problems.append(f"rewards[{i}].{pname}: required for type {kind}")
+        join = spec.get("add_at_step", 0)
+        if not isinstance(join, int) or isinstance(join, bool) or join < 0:
+            problems.append(f"rewards[{i}].add_at_step: must be an integer step >= 0, got {join!r}")
         sigma = spec.get("noise_sigma", 0)
         if not isinstance(sigma, (int, float)) or sigma < 0:
             problems.append(f"rewards[{i}].noise_sigma: must be a number >= 0, got {sigma!r}")

@@ -63,7 +63,9 @@ class Trainer:
 
         self.cfg, self.policy, self.examples = cfg, policy, list(examples)
         self.acc = accelerator or Accelerator(cpu=policy.device.type == "cpu")
-        self.pool = RewardPool(rms)
+        join_at = {k: int(spec["add_at_step"]) for k, spec in enumerate(cfg.rewards)
+                   if isinstance(spec, dict) and spec.get("add_at_step")}
+        self.pool = RewardPool(rms, join_at)
         self.out = Path(cfg.output_dir)
         self.ensemble = cfg.selector.name if cfg.selector.name in SELECTOR_ENSEMBLES else None
         self.context_free = cfg.selector.name in CONTEXT_FREE or cfg.selector.context == "none"
@@ -208,7 +210,7 @@ class Trainer:
 
     def _select_and_score(self, contexts, samples, prompts):
         """Pick arms and score; an RM that fails is masked and the decision is made again."""
-        events = self.pool.refresh(self.selector)
+        events = self.pool.refresh(self.selector, step=self.global_step + 1)
         self._shard_size = len(prompts)
         while True:
             arms = self._decide(contexts)
@@ -236,7 +238,7 @@ class Trainer:
         if self.ensemble:
             matrix = np.full((len(self.pool.rms), n), np.nan)
             for k in range(len(self.pool.rms)):
-                if k in self.pool.down:
+                if k in self.pool.down or k in self.pool.waiting(self.global_step + 1):
                     continue
                 self._failed_arm = k
                 matrix[k] = self.pool.score(k, prompts, samples.texts)

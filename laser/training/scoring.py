@@ -28,8 +28,9 @@ class RewardPool:
         rms: the reward models; arm k is ``rms[k]``.
     """
 
-    def __init__(self, rms: list):
+    def __init__(self, rms: list, join_at: dict[int, int] | None = None):
         self.rms = list(rms)
+        self.join_at = dict(join_at or {})  # arm -> global step (1-based) at which the RM joins the run
         self.calls = np.zeros(len(rms), dtype=np.int64)
         self.last_errors: dict[int, str] = {}
         self.down: set[int] = set()
@@ -43,9 +44,14 @@ class RewardPool:
         self.calls = np.append(self.calls, 0)
         return len(self.rms) - 1
 
-    def refresh(self, selector=None) -> list[str]:
+    def waiting(self, step: int) -> set[int]:
+        """Arms whose RM has not joined the run yet at 1-based global ``step``."""
+        return {k for k, at in self.join_at.items() if step < at}
+
+    def refresh(self, selector=None, step: int = 1) -> list[str]:
         """Re-check RMs that report availability; sync the selector's mask. Returns events."""
-        events = []
+        events = [f"reward model {self.rms[k].name!r} joins at step {step}"
+                  for k, at in self.join_at.items() if at == step]
         for k, rm in enumerate(self.rms):
             check = getattr(rm, "available", None)
             if check is None:
@@ -58,8 +64,9 @@ class RewardPool:
                 self.down.add(k)
                 events.append(f"reward model {rm.name!r} unavailable: {self.last_errors.get(k, 'circuit open')}")
         if selector is not None:
+            off = self.down | self.waiting(step)
             for k in range(len(self.rms)):
-                (selector.mask_arm if k in self.down else selector.unmask_arm)(k)
+                (selector.mask_arm if k in off else selector.unmask_arm)(k)
         return events
 
     def mark_down(self, k: int, error: Exception, selector=None) -> str:
@@ -71,7 +78,7 @@ class RewardPool:
         return f"reward model {self.rms[k].name!r} failed and is masked: {self.last_errors[k]}"
 
     def raise_if_all_down(self) -> None:
-        if len(self.down) == len(self.rms):
+        if self.down and len(self.down) == len(self.rms):
             detail = "; ".join(
                 f"{rm.name} ({getattr(rm, 'url', 'local')}): {self.last_errors.get(k, 'unavailable')}"
                 for k, rm in enumerate(self.rms))
