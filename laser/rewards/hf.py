@@ -111,7 +111,8 @@ class HFClassifierRM:
             ids, mask = hf.pad_right([rows[i]["input_ids"] for i in idx], self.pad_id, dev)
             inputs = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in rows[idx[0]]:
-                inputs["token_type_ids"] = hf.pad_right([rows[i]["token_type_ids"] for i in idx], 0, dev)[0]
+                types = [rows[i]["token_type_ids"] for i in idx]
+                inputs["token_type_ids"] = hf.pad_right(types, 0, dev)[0]
             logits = self.model(**inputs).logits
             out[idx] = logits[:, self.label_index].float().cpu().numpy()
         return check_scores(out, len(responses), self.name)

@@ -43,7 +43,9 @@ def resolve_token_ids(tokenizer: Any, variants: Sequence[str], what: str) -> lis
         if len(enc) == 1 and enc[0] not in ids:
             ids.append(enc[0])
     if not ids:
-        raise ValueError(f"none of the {what} tokens {list(variants)!r} is a single token in this vocabulary")
+        raise ValueError(
+            f"none of the {what} tokens {list(variants)!r} is a single token in this vocabulary"
+        )
     return ids
 
 
@@ -222,8 +224,9 @@ class PairwiseJudge(_Judge):
                 f"{len(prompts)} prompts, {len(responses_a)} responses_a, {len(responses_b)} responses_b"
             )
         fmt = self.template.format
-        ab = [fmt(prompt=p, response_a=a, response_b=b) for p, a, b in zip(prompts, responses_a, responses_b)]
-        ba = [fmt(prompt=p, response_a=b, response_b=a) for p, a, b in zip(prompts, responses_a, responses_b)]
+        triples = list(zip(prompts, responses_a, responses_b))
+        ab = [fmt(prompt=p, response_a=a, response_b=b) for p, a, b in triples]
+        ba = [fmt(prompt=p, response_a=b, response_b=a) for p, a, b in triples]
         q = self.probs(ab + ba, self.a_ids, self.b_ids)
         n = len(prompts)
         return 0.5 * (q[:n] + 1.0 - q[n:])
