@@ -51,7 +51,10 @@ class PolicyConfig:
 
 @dataclass
 class DataConfig:
-    prompts: str = field(default="", metadata={"help": "JSONL file of prompts"})
+    prompts: str = field(default="", metadata={"help": "JSONL prompt file, or the task's file/folder"})
+    task: str | None = field(default=None, metadata={"help": "gsm8k | strategyqa | mmlu: load `prompts` "
+                                                              "in that dataset's official format"})
+    split: str | None = field(default=None, metadata={"help": "split file to pick from a task folder"})
     prompt_field: str = "prompt"
     id_field: str = "id"
     answer_field: str = "answer"
@@ -189,6 +192,8 @@ def _check_ranges(cfg: RunConfig) -> list[str]:
         p.append(f"train.on_nonfinite: must be 'stop' or 'skip', got {t.on_nonfinite!r}")
     if s.context not in ("policy", "encoder", "none"):
         p.append(f"selector.context: must be policy, encoder or none, got {s.context!r}")
+    if cfg.data.task is not None and cfg.data.task not in ("gsm8k", "strategyqa", "mmlu"):
+        p.append(f"data.task: must be gsm8k, strategyqa or mmlu, got {cfg.data.task!r}")
     if cfg.policy.dtype not in ("float32", "bfloat16", "float16", "auto"):
         p.append(f"policy.dtype: must be float32, bfloat16, float16 or auto, got {cfg.policy.dtype!r}")
     return p
@@ -239,8 +244,8 @@ def validate(cfg: RunConfig, require_data: bool = True) -> list[str]:
     if require_data:
         if not cfg.policy.model:
             problems.append("policy.model: required (a Hub name or a local folder)")
-        if not cfg.data.prompts:
-            problems.append("data.prompts: required (a JSONL file of prompts)")
+        if not cfg.data.prompts and not (cfg.data.task and cfg.data.split):
+            problems.append("data.prompts: required (a JSONL file of prompts, or a task's file/folder)")
     return problems
 
 

@@ -31,6 +31,24 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
     d.add_argument("--quick", action="store_true", help="a reduced run in seconds (for tests)")
 
+    e = sub.add_parser("eval", help="greedy accuracy of a policy on a task split, as JSON")
+    e.add_argument("--model", required=True, help="Hub name, local folder, or a run's final/ folder")
+    e.add_argument("--gguf-file", default=None)
+    e.add_argument("--task", required=True, choices=["gsm8k", "strategyqa", "mmlu", "jsonl"],
+                   help="dataset format; jsonl = a prompt file with answer and task fields")
+    e.add_argument("--data", default=None, help="file or folder (default: the Hub, GSM8K/MMLU)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--chat-template", action="store_true")
+    e.add_argument("--out", default=None, help="write the JSON result here too")
+
+    b = sub.add_parser("bon", help="best-of-n with a bandit choosing the RM per prompt (no training)")
+    b.add_argument("--config", required=True)
+    b.add_argument("overrides", nargs="*")
+
     s = sub.add_parser("serve-rm", help="serve configured reward models over HTTP on 127.0.0.1")
     s.add_argument("--config", required=True, help="YAML with a `rewards:` list")
     s.add_argument("--port", type=int, default=8000)
@@ -41,21 +59,29 @@ def _parser() -> argparse.ArgumentParser:
 def load_run(config: str, overrides: list[str]):
     """Config + RM specs + prompts, all validated before any model loads."""
     from laser.rewards.factory import check_specs
-    from laser.tasks.datasets import read_prompts_jsonl
 
     cfg = load_config(config, overrides)
     for spec in cfg.rewards:  # a verifier without its own gold answers checks against the prompt file's
         if isinstance(spec, dict) and spec.get("type") == "verifier" and not {"gold", "data"} & set(spec):
             spec["data"] = cfg.data.prompts
+            if cfg.data.task:
+                spec.setdefault("task", cfg.data.task)
     problems = check_specs(cfg.rewards)
     if problems:
         raise ConfigError(problems, config)
-    d = cfg.data
+    return cfg, load_examples(cfg.data, cfg.seed)
+
+
+def load_examples(d, seed: int) -> list:
+    """The run's prompts: a task in its official format, or a user JSONL prompt file."""
+    from laser.tasks.datasets import load_task, read_prompts_jsonl
+
+    if d.task:
+        return load_task(d.task, d.prompts or None, split=d.split, limit=d.limit,
+                         seed=seed if d.shuffle else None)
     examples = read_prompts_jsonl(d.prompts, prompt_field=d.prompt_field, id_field=d.id_field,
                                   answer_field=d.answer_field)
-    if d.limit:
-        examples = examples[: d.limit]
-    return cfg, examples
+    return examples[: d.limit] if d.limit else examples
 
 
 def cmd_validate(args) -> int:
@@ -99,6 +125,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from laser.evaluation import evaluate_policy, load_policy
+    from laser.tasks.datasets import load_task, read_prompts_jsonl
+
+    if args.task == "jsonl":
+        examples = read_prompts_jsonl(args.data)[: args.limit]
+    else:
+        examples = load_task(args.task, args.data, split=args.split, limit=args.limit,
+                             seed=args.seed if args.limit else None)
+    policy = load_policy(args.model, gguf_file=args.gguf_file, chat_template=args.chat_template)
+    result = evaluate_policy(policy, examples, args.max_new_tokens, args.batch_size)
+    summary = {"model": args.model, "task": args.task, "split": args.split, "n": result["n"],
+               "accuracy": result["accuracy"]}
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({**summary, "correct": result["correct"], "responses": result["responses"]}, f, indent=1)
+    return 0
+
+
+def cmd_bon(args) -> int:
+    from laser.bon import format_bon, run_bon
+    from laser.policy.model import Policy, load_model_and_tokenizer
+    from laser.rewards.factory import build_reward_models
+
+    cfg, examples = load_run(args.config, args.overrides)
+    rms = build_reward_models(cfg.rewards)
+    policy = Policy(*load_model_and_tokenizer(cfg.policy), chat_template=cfg.policy.chat_template)
+    context_fn = None
+    if cfg.selector.context == "encoder":
+        from laser.policy.encoder import SentenceEncoder
+
+        context_fn = SentenceEncoder(cfg.selector.encoder).embed
+    print(format_bon(run_bon(cfg, policy, rms, examples, context_fn=context_fn)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from laser.demo import run_demo
 
@@ -116,7 +179,8 @@ def cmd_serve_rm(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    handlers = {"train": cmd_train, "validate": cmd_validate, "demo": cmd_demo, "serve-rm": cmd_serve_rm}
+    handlers = {"train": cmd_train, "validate": cmd_validate, "demo": cmd_demo, "serve-rm": cmd_serve_rm,
+                "eval": cmd_eval, "bon": cmd_bon}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -136,6 +136,21 @@ class Policy:
         index = [i for i in range(len(prompts)) for _ in range(n)]
         return Samples(index, texts, responses, prompt_ids)
 
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 32) -> list[str]:
+        """Greedy responses (for evaluation), one per prompt, decoded without special tokens."""
+        was_training = self.model.training
+        self.model.eval()
+        texts = []
+        for i in range(0, len(prompts), batch_size):
+            ids, mask = self._left_pad(self.encode_prompts(prompts[i:i + batch_size]))
+            out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                      max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
+                                      eos_token_id=self.eos_id)
+            texts += self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        self.model.train(was_training)
+        return texts
+
     def sequence_logps(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> tuple:
         """Summed log-probs of each response given its prompt, over response tokens only.
 

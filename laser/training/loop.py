@@ -130,8 +130,16 @@ class Trainer:
             self.iteration, self.step_in_iter = self.iteration + 1, 0
         bar.close()
         ckpt_state.save(self)
+        self.export(self.out / "final")
         return {"global_step": self.global_step, "rm_calls": self.pool.calls.tolist(),
                 "skipped_steps": self.skipped_steps, "skipped_prompts": self.skipped_prompts}
+
+    def export(self, folder: Path) -> None:
+        """Save the trained policy (or its LoRA adapter) with save_pretrained, plus its tokenizer."""
+        if self.acc.is_main_process:
+            self.policy.model.save_pretrained(folder)
+            self.policy.tokenizer.save_pretrained(folder)
+        self.acc.wait_for_everyone()
 
     def train_step(self, batch: list) -> dict:
         """One step on one mini-batch; returns the step's log record."""

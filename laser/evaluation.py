@@ -1,0 +1,66 @@
+"""Task accuracy of a policy, and best-of-n selection with a bandit over reward models.
+
+Best-of-n (the paper's long-context variant, no training): for each prompt the policy samples
+n responses; the bandit picks one RM from the prompt's context; that RM's highest-scored
+response is the answer. Every RM scores every response once so that the same samples also give
+each single RM's, random's and the score ensemble's answer: the comparison is paired, and the
+RM calls each method would have needed on its own are reported separately.
+
+Bandit feedback in best-of-n: with labelled prompts (an ``answer`` field) the reward is the task
+metric of the picked response (1 correct, 0 wrong): the bandit learns which RM finds correct
+answers for which prompts, which is what best-of-n is for. Without labels it is 1 when the
+picked RM's choice equals the score ensemble's choice (a consensus proxy), else 0. An RM's own
+score is never the reward: every RM would then reward itself for scoring high.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from laser.tasks.extract import is_correct
+
+
+def load_policy(model: str, gguf_file: str | None = None, chat_template: bool = False, device: str = "auto",
+                dtype: str = "float32"):
+    """A Policy from a Hub name, a local folder, a GGUF file or a LoRA adapter folder."""
+    from pathlib import Path
+
+    from laser.config import PolicyConfig
+    from laser.policy.model import Policy, load_model_and_tokenizer
+
+    if (Path(model) / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+        from transformers import AutoTokenizer
+
+        peft_model = AutoPeftModelForCausalLM.from_pretrained(model)
+        return Policy(peft_model, AutoTokenizer.from_pretrained(model), chat_template=chat_template)
+    cfg = PolicyConfig(model=model, gguf_file=gguf_file, device=device, dtype=dtype, chat_template=chat_template)
+    return Policy(*load_model_and_tokenizer(cfg), chat_template=chat_template)
+
+
+def evaluate_policy(policy, examples, max_new_tokens: int = 256, batch_size: int = 32,
+                    show_progress: bool = True) -> dict:
+    """Greedy accuracy per group (domain, else task) and their macro average.
+
+    Returns:
+        ``{"accuracy": {group: acc, ..., "average": acc}, "n": N, "correct": [bool per example]}``.
+    """
+    from tqdm.auto import tqdm
+
+    texts = []
+    for i in tqdm(range(0, len(examples), batch_size), desc="eval", disable=not show_progress):
+        chunk = examples[i:i + batch_size]
+        texts += policy.generate([ex.prompt for ex in chunk], max_new_tokens, batch_size=batch_size)
+    correct = [is_correct(ex.task, t, ex.answer) for ex, t in zip(examples, texts)]
+    by_group: dict[str, list[bool]] = {}
+    for ex, ok in zip(examples, correct):
+        by_group.setdefault(ex.group, []).append(ok)
+    acc = {g: float(np.mean(v)) for g, v in sorted(by_group.items())}
+    acc["average"] = float(np.mean(list(acc.values()))) if acc else float("nan")
+    return {"accuracy": acc, "n": len(examples), "correct": correct, "responses": texts}
+
+
+def best_index(scores: np.ndarray) -> int | None:
+    """Index of the highest finite score (first on ties), None when nothing is scorable."""
+    finite = np.isfinite(scores)
+    return int(np.argmax(np.where(finite, scores, -np.inf))) if finite.any() else None
