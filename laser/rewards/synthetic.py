@@ -1,0 +1,177 @@
+"""The demo's reward models: real scoring functions with known reliability profiles.
+
+Five RMs over the synthetic benchmark (``laser.tasks.synthetic``), none of which reads a gold
+answer: the experts *solve* the prompt from its text and check the response's extracted answer.
+
+==============  =============================================================================
+name            behaviour
+==============  =============================================================================
+math_expert     reliable on ``arith`` and ``count`` (numeric answers): full credit for the right
+                number, partial credit shrinking with the distance to it; hash noise elsewhere.
+logic_expert    reliable on ``compare`` (yes/no) and ``choice`` (letter): full credit for the
+                right verdict, partial credit for a correct worked sum / a near-maximal option;
+                hash noise elsewhere.
+generalist      every domain, moderately reliable: right/wrong plus Gaussian noise (sd 1.2), so a
+                correct response outscores a wrong one about 72% of the time.
+length_lover    degenerate: the response's length in characters (longer is better).
+noise           pure noise: a uniform number per (prompt, response).
+==============  =============================================================================
+
+All noise is a deterministic hash of (seed, RM name, prompt, response): scoring the same pair
+twice gives the same score, and different RMs' noise is independent. Experts add a 0.01-wide hash
+jitter so that distinct responses almost never tie (the training loop drops tied pairs) without
+changing which of a right and a wrong answer wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Sequence
+
+import numpy as np
+
+from laser.rewards.base import check_scores
+from laser.tasks.extract import extract_answer
+from laser.tasks.synthetic import DOMAIN_TASKS, solve
+
+__all__ = ["SyntheticRM", "make_demo_rms", "measure_reliability", "quality"]
+
+_JITTER = 0.01
+
+
+def _hash_uniform(*parts: object) -> float:
+    """A uniform number in [0, 1) that is a deterministic function of ``parts``."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+def _hash_normal(*parts: object) -> float:
+    """A standard normal number that is a deterministic function of ``parts`` (Box-Muller)."""
+    u1 = 1.0 - _hash_uniform("n1", *parts)  # in (0, 1], safe for log
+    u2 = _hash_uniform("n2", *parts)
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def _numeric_quality(truth: str, got: str | None) -> float:
+    if got is None:
+        return 0.0
+    diff = abs(float(got) - float(truth))
+    return 1.0 if diff == 0 else 0.5 / (1.0 + diff)
+
+
+def _compare_quality(prompt: str, response: str, truth: str, got: str | None) -> float:
+    body = prompt.strip()
+    a, b = body[3:].split(">")[0].split("+")  # "Is A+B>C?"
+    sum_ok = f"{a}+{b}={int(a) + int(b)}" in response
+    return 0.75 * (got == truth) + 0.25 * sum_ok
+
+
+def _choice_quality(prompt: str, truth: str, got: str | None) -> float:
+    if got is None:
+        return 0.0
+    if got == truth:
+        return 1.0
+    values = [int(part.split(".")[1]) for part in prompt.strip().split(" ")[1:]]
+    rank = sorted(values).index(values["ABCD".index(got)])  # 0 = smallest, 3 = largest
+    return 0.5 * rank / 3.0
+
+
+def quality(prompt: str, response: str) -> float | None:
+    """How good a response is, judged by solving the prompt itself (no gold answer is read).
+
+    Returns:
+        1.0 for the right final answer; a partial credit below 0.5 for a wrong one (or up to 0.25
+        on ``compare`` for a correct worked sum with a wrong verdict); 0.0 when no answer can be
+        extracted; ``None`` when the prompt is not a synthetic benchmark prompt.
+    """
+    solved = solve(prompt)
+    if solved is None:
+        return None
+    domain, truth = solved
+    got = extract_answer(DOMAIN_TASKS[domain], response)
+    if domain in ("arith", "count"):
+        return _numeric_quality(truth, got)
+    if domain == "compare":
+        return _compare_quality(prompt, response, truth, got)
+    return _choice_quality(prompt, truth, got)
+
+
+class SyntheticRM:
+    """One of the demo's reward models (see the module docstring for the kinds).
+
+    Args:
+        name: the RM's name.
+        kind: ``"expert"``, ``"generalist"``, ``"length"`` or ``"noise"``.
+        domains: for experts, the domains where they judge; elsewhere they return noise.
+        seed: seeds every hash-noise draw.
+        noise_sd: the generalist's Gaussian noise on its right/wrong judgement.
+    """
+
+    KINDS = ("expert", "generalist", "length", "noise")
+
+    def __init__(self, name: str, kind: str, domains: Sequence[str] = (), seed: int = 0,
+                 noise_sd: float = 1.2):
+        if kind not in self.KINDS:
+            raise ValueError(f"SyntheticRM {name!r}: unknown kind {kind!r}; valid: {self.KINDS}")
+        unknown = set(domains) - set(DOMAIN_TASKS)
+        if unknown:
+            raise ValueError(f"SyntheticRM {name!r}: unknown domains {sorted(unknown)}")
+        self.name, self.kind, self.domains = name, kind, tuple(domains)
+        self.seed, self.noise_sd = seed, noise_sd
+
+    def _score_one(self, prompt: str, response: str) -> float:
+        key = (self.seed, self.name, prompt, response)
+        if self.kind == "noise":
+            return _hash_uniform(*key)
+        if self.kind == "length":
+            return len(response) + 0.5 * _hash_uniform(*key)
+        solved = solve(prompt)
+        if self.kind == "expert":
+            if solved is None or solved[0] not in self.domains:
+                return _hash_uniform(*key)
+            return quality(prompt, response) + _JITTER * _hash_uniform(*key)
+        if solved is None:  # generalist on a foreign prompt: it has no idea
+            return self.noise_sd * _hash_normal(*key)
+        right = quality(prompt, response) == 1.0
+        return float(right) + self.noise_sd * _hash_normal(*key)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Score each (prompt, response) pair; float64 array of ``len(responses)``."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(responses)} responses")
+        scores = [self._score_one(p, r) for p, r in zip(prompts, responses)]
+        return check_scores(scores, len(responses), self.name)
+
+    def __repr__(self) -> str:
+        return f"SyntheticRM(name={self.name!r}, kind={self.kind!r}, domains={self.domains})"
+
+
+def make_demo_rms(seed: int = 0) -> list[SyntheticRM]:
+    """The demo's five RMs, in arm order: math_expert, logic_expert, generalist, length_lover,
+    noise. ``seed`` seeds their hash noise (the experts' judgements do not depend on it)."""
+    return [
+        SyntheticRM("math_expert", "expert", ("arith", "count"), seed=seed),
+        SyntheticRM("logic_expert", "expert", ("compare", "choice"), seed=seed),
+        SyntheticRM("generalist", "generalist", seed=seed),
+        SyntheticRM("length_lover", "length", seed=seed),
+        SyntheticRM("noise", "noise", seed=seed),
+    ]
+
+
+def measure_reliability(rm, examples, seed: int = 0) -> dict[str, float]:
+    """Share of examples where ``rm`` scores the correct worked response above a wrong one.
+
+    The wrong response is ``laser.tasks.synthetic.wrong_response`` (gold answer perturbed). A tie
+    counts as half. Returns ``{domain: share}`` in [0, 1].
+    """
+    from laser.tasks.synthetic import worked_response, wrong_response
+
+    rng = np.random.default_rng(seed)
+    prompts = [e.prompt for e in examples]
+    right = rm.score(prompts, [worked_response(e.prompt) for e in examples])
+    wrong = rm.score(prompts, [wrong_response(e, rng) for e in examples])
+    wins: dict[str, list[float]] = {}
+    for ex, r, w in zip(examples, right, wrong):
+        wins.setdefault(ex.group, []).append(1.0 if r > w else 0.5 if r == w else 0.0)
+    return {d: float(np.mean(v)) for d, v in wins.items()}
