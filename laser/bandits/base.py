@@ -57,8 +57,8 @@ class Selector:
     """Base class: arm bookkeeping, masking, validation, state and the decision rule.
 
     Subclasses implement ``_score_batch(contexts) -> (B, n_arms)`` and, when learning,
-    ``_update(arm, context, reward)``; non-argmax rules (Exp3, random, round-robin) override
-    :meth:`select_batch`. Hyper-parameters are stored verbatim as attributes, learned state
+    ``_update(arm, context, reward)``; rules that are not an argmax of the scores (Exp3,
+    random, round-robin, epsilon-greedy) override ``_choose(scores) -> arms``. Hyper-parameters are stored verbatim as attributes, learned state
     in trailing-underscore attributes (``counts_``, ``theta_``, ...).
 
     Args:
@@ -163,12 +163,10 @@ class Selector:
         """Each arm's score for one context: float64 ``(n_arms,)``, NaN for masked arms.
 
         What a score means depends on the selector (UCB for LinUCB, a posterior sample for
-        Thompson sampling, a probability for Exp3 / random); it is what gets logged each step.
+        Thompson sampling, a probability for Exp3 / random); sampled scores draw from ``rng_``.
+        To log the very scores a decision used, call :meth:`select_with_scores`.
         """
-        c = None if not self.contextual else np.asarray(context, dtype=np.float64)[None, :]
-        s = np.array(self._score_batch(self._as_contexts(c)), dtype=np.float64)[0]
-        s[self.masked] = np.nan
-        return s
+        return self._masked_scores(self._one(context))[0]
 
     def select(self, context: np.ndarray) -> int:
         """Pick one arm for ``context`` (float ``(d,)``; ignored by non-contextual selectors).
@@ -176,17 +174,39 @@ class Selector:
         Raises:
             NoArmAvailable: every arm is masked or removed.
         """
-        c = None if not self.contextual else np.asarray(context, dtype=np.float64)[None, :]
-        return int(self.select_batch(c)[0])
+        return int(self.select_batch(self._one(context))[0])
+
+    def select_with_scores(self, context: np.ndarray) -> tuple[int, np.ndarray]:
+        """:meth:`select` plus the scores it decided on (same RNG use as ``select`` alone).
+
+        Returns:
+            (arm, scores) with scores float64 ``(n_arms,)``, NaN for masked arms.
+        """
+        self._available()
+        s = self._masked_scores(self._one(context))
+        return int(self._choose(s)[0]), s[0]
 
     def select_batch(self, contexts: np.ndarray) -> np.ndarray:
         """Pick one arm per context: ``(B, d)`` -> int64 ``(B,)``, one pass over each arm's state.
 
-        The default rule is the argmax of the scores with uniform random tie-breaking.
+        Raises:
+            NoArmAvailable: every arm is masked or removed.
         """
-        free = self._available()
-        s = np.asarray(self._score_batch(self._as_contexts(contexts)), dtype=np.float64)
-        s = np.where(self.masked[None, :], -np.inf, s)
+        self._available()
+        return self._choose(self._masked_scores(contexts))
+
+    def _one(self, context: np.ndarray) -> np.ndarray | None:
+        return None if not self.contextual else np.asarray(context, dtype=np.float64)[None, :]
+
+    def _masked_scores(self, contexts: np.ndarray | None) -> np.ndarray:
+        s = np.array(self._score_batch(self._as_contexts(contexts)), dtype=np.float64)
+        s[:, self.masked] = np.nan
+        return s
+
+    def _choose(self, scores: np.ndarray) -> np.ndarray:
+        """Arms for a (B, n_arms) score matrix (NaN = masked). Default: argmax, random ties."""
+        s = np.where(np.isnan(scores), -np.inf, scores)
+        free = np.flatnonzero(~self.masked)
         out = np.empty(s.shape[0], dtype=np.int64)
         for i, row in enumerate(s):
             out[i] = argmax_random_tie(row, self.rng_) if np.any(row > -np.inf) else free[0]
@@ -206,8 +226,7 @@ class Selector:
         r = float(reward)
         if not np.isfinite(r):
             raise ValueError(f"{type(self).__name__}: reward for arm {arm} is not finite ({reward!r})")
-        c = None if not self.contextual else np.asarray(context, dtype=np.float64)[None, :]
-        self._update(arm, self._as_contexts(c)[0], r)
+        self._update(arm, self._as_contexts(self._one(context))[0], r)
         self.counts_[arm] += 1
 
     def update_batch(self, arms: np.ndarray, contexts: np.ndarray, rewards: np.ndarray) -> None:

@@ -33,11 +33,10 @@ class FixedSelector(Selector):
         s[:, self.arm] = 1.0
         return s
 
-    def select_batch(self, contexts: np.ndarray) -> np.ndarray:
-        self._available()
+    def _choose(self, scores: np.ndarray) -> np.ndarray:
         if self.masked[self.arm]:
             raise NoArmAvailable(f"FixedSelector: its only arm {self.arm} is masked or removed")
-        return np.full(len(self._as_contexts(contexts)), self.arm, dtype=np.int64)
+        return np.full(len(scores), self.arm, dtype=np.int64)
 
 
 class RandomSelector(Selector):
@@ -49,9 +48,9 @@ class RandomSelector(Selector):
         free = ~self.masked
         return np.tile(free / max(free.sum(), 1), (len(contexts), 1))
 
-    def select_batch(self, contexts: np.ndarray) -> np.ndarray:
+    def _choose(self, scores: np.ndarray) -> np.ndarray:
         free = self._available()
-        return free[self.rng_.integers(free.size, size=len(self._as_contexts(contexts)))].astype(np.int64)
+        return free[self.rng_.integers(free.size, size=len(scores))].astype(np.int64)
 
 
 class RoundRobinSelector(Selector):
@@ -81,8 +80,8 @@ class RoundRobinSelector(Selector):
             s[:, self._turn()] = 1.0
         return s
 
-    def select_batch(self, contexts: np.ndarray) -> np.ndarray:
-        out = np.empty(len(self._as_contexts(contexts)), dtype=np.int64)
+    def _choose(self, scores: np.ndarray) -> np.ndarray:
+        out = np.empty(len(scores), dtype=np.int64)
         for i in range(out.size):
             out[i] = self._turn()
             self.next_ = (int(out[i]) + 1) % self.n_arms

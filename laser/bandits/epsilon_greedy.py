@@ -46,15 +46,14 @@ class EpsilonGreedy(Selector):
     def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
         return np.tile(self._means(), (len(contexts), 1))
 
-    def select_batch(self, contexts: np.ndarray) -> np.ndarray:
+    def _choose(self, scores: np.ndarray) -> np.ndarray:
         free = self._available()
-        means = np.where(self.masked, -np.inf, self._means())
-        out = np.empty(len(self._as_contexts(contexts)), dtype=np.int64)
-        for i in range(out.size):
+        out = np.empty(len(scores), dtype=np.int64)
+        for i, row in enumerate(np.where(np.isnan(scores), -np.inf, scores)):
             if self.rng_.random() < self.epsilon:
                 out[i] = free[self.rng_.integers(free.size)]
             else:
-                out[i] = argmax_random_tie(means, self.rng_)
+                out[i] = argmax_random_tie(row, self.rng_)
         return out
 
     def _update(self, arm: int, context: np.ndarray, reward: float) -> None:

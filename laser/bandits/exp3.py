@@ -56,9 +56,9 @@ class Exp3(Selector):
             return np.zeros((len(contexts), self.n_arms))
         return np.tile(self.probabilities(), (len(contexts), 1))
 
-    def select_batch(self, contexts: np.ndarray) -> np.ndarray:
+    def _choose(self, scores: np.ndarray) -> np.ndarray:
         p = self.probabilities()
-        arms = self.rng_.choice(self.n_arms, size=len(self._as_contexts(contexts)), p=p).astype(np.int64)
+        arms = self.rng_.choice(self.n_arms, size=len(scores), p=p).astype(np.int64)
         self.last_p_[arms] = p[arms]
         return arms
 

@@ -27,7 +27,8 @@ class LinearSelector(Selector):
         projection_dim: if set, contexts are projected to this many dimensions first.
         woodbury_max_rank: an arm works in the t-dimensional (Woodbury) form while it has at
             most this many observations, then switches to a dense rank-1-updated inverse.
-            None means the feature dimension; 0 means dense from the start.
+            None means 0.6 x the feature dimension (where the low-rank form stops being
+            cheaper, see :class:`RidgeArm`); 0 means dense from the start.
         prior_precision: shared prior precision of every arm (scalar, (p,) diagonal or (p, p)).
         prior_mean: shared prior mean (p,) or None for zeros.
 

@@ -6,7 +6,7 @@ The arm's model after t observations (x_i, r_i), with prior precision P0 and pri
 
 Two exact representations of A^-1 (shapes: x (d,), X (t, d), K (t, t)):
 
-* low rank (t <= max_rank, default d; P0 = D diagonal), by the Woodbury identity
+* low rank (t <= max_rank, default 0.6 d; P0 = D diagonal), by the Woodbury identity
 
       A^-1 = D^-1 - D^-1 X^T K X D^-1,        K = (I_t + X D^-1 X^T)^-1
 
@@ -58,7 +58,8 @@ class RidgeArm:
         prior_mean: m0, (d,) or None for zeros.
         dtype: float64 (default) or float32 for all stored state.
         max_rank: most rows kept in low-rank form; the arm switches to dense A^-1 when t would
-            exceed it. None means d (the crossover where low rank stops being cheaper).
+            exceed it. None means 0.6 d: there t d + t^2 (the low-rank state and the memory
+            a decision or an update reads) reaches d^2, so past it the dense form is cheaper.
         keep_rows: keep every row and reward (needed to remove the oldest one).
     """
 
@@ -66,7 +67,7 @@ class RidgeArm:
                  prior_mean: np.ndarray | None = None, dtype: type = np.float64,
                  max_rank: int | None = None, keep_rows: bool = False) -> None:
         self.dim, self.dtype, self.keep_rows = int(dim), np.dtype(dtype), bool(keep_rows)
-        self.max_rank = self.dim if max_rank is None else int(max_rank)
+        self.max_rank = (3 * self.dim) // 5 if max_rank is None else int(max_rank)
         p0 = np.asarray(prior_precision, dtype=np.float64)
         m0 = np.zeros(self.dim) if prior_mean is None else np.asarray(prior_mean, dtype=np.float64)
         if m0.shape != (self.dim,):

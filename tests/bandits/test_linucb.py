@@ -61,7 +61,8 @@ def test_woodbury_and_dense_paths_agree():
     theta and A^-1 agree to relative 1e-8, and the Woodbury arm really stayed low-rank."""
     rng = np.random.default_rng(1)
     dim, n = 48, 90
-    lowrank, dense = LinUCB(3, dim, alpha=0.7, seed=5), LinUCB(3, dim, alpha=0.7, seed=5, woodbury_max_rank=0)
+    lowrank = LinUCB(3, dim, alpha=0.7, seed=5, woodbury_max_rank=dim)
+    dense = LinUCB(3, dim, alpha=0.7, seed=5, woodbury_max_rank=0)
     arms, X, y = rng.integers(3, size=n), rng.normal(size=(n, dim)), rng.uniform(size=n)
     for s in (lowrank, dense):
         s.update_batch(arms, X, y)
@@ -168,3 +169,16 @@ def test_warm_start_block_update_equals_row_updates(max_rank):
     np.testing.assert_allclose(block.theta_[1], rows.theta_[1], rtol=1e-10)
     c = rng.normal(size=40)
     np.testing.assert_allclose(block.scores(c), rows.scores(c), rtol=1e-10)
+
+
+def test_memory_is_o_td_before_the_switch():
+    """At d = 4096 with 20 updates per arm nothing d x d exists: each arm holds its rows
+    (20 x 4096) and a small t x t block; the whole state is well under one d x d matrix (128 MiB)."""
+    rng = np.random.default_rng(9)
+    s = LinUCB(2, 4096, seed=0)
+    C = rng.normal(size=(40, 4096))
+    s.update_batch(np.repeat([0, 1], 20), C, rng.uniform(size=40))
+    assert all(a.mode == "lowrank" and a.Ainv is None for a in s.arms_)
+    assert s.arms_[0]._K.shape == (32, 32) and s.arms_[0]._X.shape == (32, 4096)
+    assert sum(v.nbytes for v in s.state_dict().values()) < 3 * 20 * 4096 * 8
+    assert s.arms_[0].max_rank == (3 * 4096) // 5

@@ -12,11 +12,12 @@ from laser.bandits import LinTS, LinUCB
 mabwiser = pytest.importorskip("mabwiser.mab")
 
 
-@pytest.mark.parametrize("dim,max_rank", [(8, None), (40, None), (40, 0)])
+@pytest.mark.parametrize("dim,max_rank", [(8, None), (40, 1000), (40, 0)])
 def test_linucb_matches_mabwiser(dim, max_rank):
     """30 warm-up rows, then 80 steps decided by us and fed to both: the UCBs agree to 1e-9
     relative and the chosen arms agree wherever the top two are not tied within 1e-9.
-    (d = 8 crosses into the dense form; d = 40 stays in the Woodbury form unless max_rank = 0.)"""
+    (d = 8 crosses into the dense form; d = 40 stays in the Woodbury form with max_rank = 1000
+    and is dense throughout with max_rank = 0.)"""
     from mabwiser.mab import MAB, LearningPolicy
 
     rng = np.random.default_rng(dim)
@@ -42,6 +43,7 @@ def test_linucb_matches_mabwiser(dim, max_rank):
         ours.update(k, c, r)
         ref.partial_fit(decisions=[k], rewards=[r], contexts=c[None, :])
     assert compared >= 70
+    assert {a.mode for a in ours.arms_} == {"dense" if max_rank != 1000 else "lowrank"}
     for k in range(n_arms):
         model = ref._imp.arm_to_model[k]
         np.testing.assert_allclose(ours.theta_[k], model.beta, rtol=1e-9, atol=1e-13)

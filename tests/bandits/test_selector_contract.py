@@ -150,3 +150,23 @@ def test_no_torch_import():
     import sys
     code = "import sys, laser.bandits; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_select_with_scores_is_select_plus_the_scores_used(name):
+    """Twins with the same state: select_with_scores picks what select picks (same RNG use),
+    and for argmax rules the arm is the best of the returned scores (NaN on masked arms)."""
+    a, b = build(name), build(name)
+    rng = np.random.default_rng(6)
+    drive(a, np.random.default_rng(7), 20)
+    drive(b, np.random.default_rng(7), 20)
+    a.mask_arm(2)
+    b.mask_arm(2)
+    for _ in range(30):
+        c = rng.normal(size=DIM)
+        k, s = a.select_with_scores(c)
+        assert k == b.select(c) and s.shape == (3,) and np.isnan(s[2]) and k != 2
+        if name in ("linucb", "lints", "sliding_linucb", "ucb1"):
+            assert s[k] == np.nanmax(s)
+        a.update(k, c, 0.5)
+        b.update(k, c, 0.5)
