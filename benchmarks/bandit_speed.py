@@ -55,44 +55,57 @@ def inverse_per_step(A: list[np.ndarray], b: list[np.ndarray], c: np.ndarray, re
     return k, ucb
 
 
-def bench_cell(d: int, n_arms: int, t: int, steps: int, slow_steps: int, rng: np.random.Generator) -> dict:
-    X = rng.normal(size=(n_arms, t, d)) / np.sqrt(d)
-    y = rng.uniform(size=(n_arms, t))
-    C = rng.normal(size=(steps, d)) / np.sqrt(d)
-    R = rng.uniform(size=steps)
-    row = {"d": d, "K": n_arms, "t": t}
-
+def time_ours(X, y, C, R, steps: int) -> tuple[float, np.ndarray, float]:
+    """(ms per step, scores at the first context before any timed step, MiB of arm 0's state)."""
+    n_arms, _, d = X.shape
     ours = LinUCB(n_arms, d, alpha=ALPHA, seed=0)
     for k in range(n_arms):
         ours.warm_start(k, X[k], y[k])  # block update: the setup, not what is timed
     first_scores = ours.scores(C[0])
-    row["ours_ms"] = _median_ms(lambda i: ours.update(ours.select(C[i]), C[i], R[i]), steps)
+    ms = _median_ms(lambda i: ours.update(ours.select(C[i]), C[i], R[i]), steps)
     arm = ours.arms_[0]
-    row["ours_mib"] = (arm.X.nbytes + arm.t ** 2 * 8 if arm.mode == "lowrank" else arm.Ainv.nbytes) / 2**20
-    row["dense_mib"] = d * d * 8 / 2**20
-    del ours
+    mib = (arm.X.nbytes + arm.t ** 2 * 8 if arm.mode == "lowrank" else arm.Ainv.nbytes) / 2**20
+    return ms, first_scores, mib
 
-    A = [np.eye(d) + X[k].T @ X[k] for k in range(n_arms)]
-    b = [X[k].T @ y[k] for k in range(n_arms)]
-    ucbs = []  # the first timed step scores the same state and context as first_scores
-    row["inv_ms"] = _median_ms(lambda i: ucbs.append(inverse_per_step(A, b, C[i], R[i])[1]), slow_steps)
-    row["max_rel_diff"] = float(np.max(np.abs(first_scores - ucbs[0]) / np.abs(ucbs[0])))
-    del A, b
 
+def time_inverse(X, y, C, R, steps: int) -> tuple[float, np.ndarray]:
+    """(ms per step, scores of the first timed step) of the per-step inverse baseline."""
+    A = [np.eye(X.shape[2]) + Xk.T @ Xk for Xk in X]
+    b = [Xk.T @ yk for Xk, yk in zip(X, y)]
+    ucbs = []
+    ms = _median_ms(lambda i: ucbs.append(inverse_per_step(A, b, C[i], R[i])[1]), steps)
+    return ms, ucbs[0]
+
+
+def time_mabwiser(X, y, C, R, steps: int) -> float:
+    """ms per step of mabwiser's LinUCB (predict + partial_fit); NaN if it is not installed."""
     try:
         from mabwiser.mab import MAB, LearningPolicy
     except ImportError:
-        row["mab_ms"] = float("nan")
-        return row
+        return float("nan")
+    n_arms, t, d = X.shape
     mab = MAB(arms=list(range(n_arms)), learning_policy=LearningPolicy.LinUCB(alpha=ALPHA, l2_lambda=1.0), seed=0)
     mab.fit(decisions=np.repeat(np.arange(n_arms), t), rewards=y.reshape(-1), contexts=X.reshape(-1, d))
 
-    def mab_step(i):
+    def step(i):
         k = mab.predict(C[i][None, :])
         mab.partial_fit(decisions=[k], rewards=[R[i]], contexts=C[i][None, :])
 
-    row["mab_ms"] = _median_ms(mab_step, slow_steps)
-    return row
+    return _median_ms(step, steps)
+
+
+def bench_cell(d: int, n_arms: int, t: int, steps: int, slow_steps: int, rng) -> dict:
+    """One table row: the three implementations on the same rows, contexts and rewards."""
+    X = rng.normal(size=(n_arms, t, d)) / np.sqrt(d)
+    y = rng.uniform(size=(n_arms, t))
+    C = rng.normal(size=(steps, d)) / np.sqrt(d)
+    R = rng.uniform(size=steps)
+    ours_ms, ours_scores, ours_mib = time_ours(X, y, C, R, steps)
+    inv_ms, inv_scores = time_inverse(X, y, C, R, slow_steps)
+    return {"d": d, "K": n_arms, "t": t, "ours_ms": ours_ms, "inv_ms": inv_ms,
+            "mab_ms": time_mabwiser(X, y, C, R, slow_steps),
+            "max_rel_diff": float(np.max(np.abs(ours_scores - inv_scores) / np.abs(inv_scores))),
+            "ours_mib": ours_mib, "dense_mib": d * d * 8 / 2**20}
 
 
 def main() -> None:
@@ -110,6 +123,7 @@ def main() -> None:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)
     import numpy
+
     from laser.bandits import LinUCB as _LinUCB
 
     np, LinUCB = numpy, _LinUCB

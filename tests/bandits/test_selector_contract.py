@@ -105,7 +105,7 @@ def test_add_arm_leaves_other_arms_untouched(name):
     assert sel.add_arm() == 3 and sel.n_arms == 3 + 1 and sel.counts_.tolist()[-1] == 0
     after = sel.state_dict()
     for key, value in before.items():
-        if key.startswith("arm") or key in ("rng",) or key.startswith("hp."):
+        if key.startswith(("arm", "hp.")) or key == "rng":
             assert np.array_equal(after[key], value), key
     c = np.random.default_rng(4).normal(size=DIM)
     assert sel.scores(c).shape == (4,)
