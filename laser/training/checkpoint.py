@@ -4,6 +4,11 @@ A checkpoint is a folder ``ckpt-<global step, 8 digits>`` written as: temporary 
 files, each fsynced -> ``manifest.json`` (sizes and sha256 of every file) written last ->
 rename into place -> fsync of the parent. Resume takes the newest folder whose manifest
 verifies; broken ones are reported and skipped; leftover temporary folders are removed.
+
+A write for a step that already has a checkpoint (the end-of-run save after an in-loop save of
+the same step, or a re-run after resume) first renames the old folder aside to
+``ckpt-<step>.replaced`` and deletes it only after the new folder is in place, so a kill at any
+moment leaves at least one complete checkpoint of that step.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-PREFIX, TMP_PREFIX, MANIFEST = "ckpt-", ".tmp-ckpt-", "manifest.json"
+PREFIX, TMP_PREFIX, MANIFEST, ASIDE = "ckpt-", ".tmp-ckpt-", "manifest.json", ".replaced"
 
 
 def _sha256(path: Path) -> str:
@@ -34,6 +39,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _step_of(folder: Path) -> int | None:
+    """The global step in a checkpoint folder's name, None for a name that is not one."""
+    digits = folder.name[len(PREFIX):len(PREFIX) + 8]
+    rest = folder.name[len(PREFIX) + 8:]
+    if not folder.name.startswith(PREFIX) or not digits.isdigit() or rest not in ("", ASIDE):
+        return None
+    return int(digits)
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders, newest first; at equal step the primary folder before its aside copy."""
+    found = [f for f in root.glob(f"{PREFIX}*") if _step_of(f) is not None]
+    return sorted(found, key=lambda f: (_step_of(f), not f.name.endswith(ASIDE)), reverse=True)
+
+
 def write_checkpoint(root: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]],
                      keep_last: int = 2) -> Path:
     """Write files atomically into ``root/ckpt-<step>``; returns the final folder.
@@ -42,7 +62,10 @@ def write_checkpoint(root: str | Path, global_step: int, writers: dict[str, Call
         root: the run's checkpoint folder.
         global_step: completed steps; names the folder.
         writers: file name -> function writing that file at the given path.
-        keep_last: how many verified checkpoints to keep (older ones are deleted).
+        keep_last: how many checkpoints to keep (older ones are deleted).
+
+    Returns:
+        The checkpoint folder, complete and fsynced.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -58,23 +81,40 @@ def write_checkpoint(root: str | Path, global_step: int, writers: dict[str, Call
     (tmp / MANIFEST).write_text(json.dumps({"global_step": global_step, "files": files}, indent=1))
     _fsync(tmp / MANIFEST)
     _fsync(tmp)
-    if final.exists():  # a re-run of the same step (e.g. after resume): replace it
-        shutil.rmtree(final)
+    aside = final.with_name(final.name + ASIDE)
+    if final.exists():  # keep the old copy until the new one is in place (a kill may come between)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(final, aside)
     os.rename(tmp, final)
     _fsync(root)
+    shutil.rmtree(aside, ignore_errors=True)
     prune(root, keep_last)
     return final
 
 
-def verify(folder: Path) -> str | None:
-    """None when ``folder`` is a complete checkpoint, else the reason it is not."""
-    manifest = folder / MANIFEST
+def verify(folder: Path, required: Iterable[str] = ()) -> str | None:
+    """None when ``folder`` is a complete checkpoint, else the reason it is not.
+
+    Args:
+        folder: a checkpoint folder.
+        required: file names the manifest must list (e.g. the trainer's state files).
+    """
+    manifest = Path(folder) / MANIFEST
     try:
         meta = json.loads(manifest.read_text())
-    except (OSError, ValueError) as exc:
+        files = meta["files"]
+        if not isinstance(files, dict) or not files:
+            raise ValueError("no files listed")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"manifest unreadable ({exc.__class__.__name__}: {exc})"
-    for name, info in meta.get("files", {}).items():
-        path = folder / name
+    step = _step_of(Path(folder))
+    if step is not None and meta.get("global_step") != step:
+        return f"manifest is for step {meta.get('global_step')}, folder for step {step}"
+    missing = sorted(set(required) - set(files))
+    if missing:
+        return f"manifest lacks {', '.join(missing)}"
+    for name, info in files.items():
+        path = Path(folder) / name
         if not path.is_file():
             return f"{name} missing"
         if path.stat().st_size != info["size"]:
@@ -84,10 +124,17 @@ def verify(folder: Path) -> str | None:
     return None
 
 
-def find_latest(root: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+def find_latest(root: str | Path, required: Iterable[str] = ()) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The newest verified checkpoint under ``root`` and the broken ones skipped on the way.
 
     Leftover temporary folders (a write interrupted before its rename) are removed.
+
+    Args:
+        root: the run's checkpoint folder.
+        required: file names a usable checkpoint's manifest must list.
+
+    Returns:
+        ``(folder or None, [(broken folder, reason), ...])``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -95,8 +142,8 @@ def find_latest(root: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     for tmp in root.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(tmp, ignore_errors=True)
     skipped = []
-    for folder in sorted(root.glob(f"{PREFIX}*"), reverse=True):
-        reason = verify(folder)
+    for folder in _checkpoints(root):
+        reason = verify(folder, required)
         if reason is None:
             return folder, skipped
         skipped.append((folder, reason))
@@ -104,7 +151,11 @@ def find_latest(root: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
 
 
 def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints."""
-    folders = sorted(root.glob(f"{PREFIX}*"))
-    for old in folders[:-keep_last]:
+    """Delete all but the newest ``keep_last`` checkpoints, and aside copies older than those kept."""
+    primary = [f for f in _checkpoints(Path(root)) if not f.name.endswith(ASIDE)]
+    for old in primary[keep_last:]:
         shutil.rmtree(old, ignore_errors=True)
+    newest = _step_of(primary[0]) if primary else None
+    for aside in Path(root).glob(f"{PREFIX}*{ASIDE}"):
+        if newest is not None and _step_of(aside) is not None and _step_of(aside) <= newest:
+            shutil.rmtree(aside, ignore_errors=True)

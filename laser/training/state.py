@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,17 @@ from laser.training.checkpoint import find_latest, write_checkpoint
 log = logging.getLogger("laser")
 
 
+REQUIRED_FILES = ("trainable.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt",
+                  "normalizer.npz", "state.json", "config.json")
+
+
 class ResumeError(RuntimeError):
     """The checkpoint does not belong to this run's set-up (other RMs, other model shape)."""
+
+
+def required_files(tr) -> tuple[str, ...]:
+    """Files a checkpoint of trainer ``tr`` must hold to be resumed from."""
+    return REQUIRED_FILES + (("selector.npz",) if tr.selector is not None else ())
 
 
 def model_signature(params: dict[str, torch.Tensor]) -> dict[str, list[int]]:
@@ -78,7 +88,7 @@ def _loadz(path: Path) -> dict:
 
 def maybe_resume(tr) -> bool:
     """Restore trainer ``tr`` from the newest verified checkpoint, if any. Returns whether it did."""
-    folder, skipped = find_latest(tr.out / "checkpoints")
+    folder, skipped = find_latest(tr.out / "checkpoints", required_files(tr))
     for bad, reason in skipped:
         log.warning("skipping broken checkpoint %s: %s", bad, reason)
     if folder is None:
@@ -124,10 +134,59 @@ def check_compatible(state: dict, tr) -> None:
         raise ResumeError(f"cannot resume from {tr.out / 'checkpoints'}: " + "; ".join(problems))
 
 
+def check_resume_config(folder: str | Path, cfg) -> list[str]:
+    """Problems resuming run config ``cfg`` from checkpoint ``folder``, found without loading a model.
+
+    Compares what the checkpoint was trained with (its ``state.json`` and ``config.json``) with
+    the configured reward models (``rewards``, by name and order), ``selector.name``,
+    ``policy.model`` and ``policy.lora``. The model's parameter shapes are compared again after
+    it loads (:func:`check_compatible`).
+
+    Returns:
+        ``dotted.key: message`` lines, empty when the run may resume.
+    """
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    saved = json.loads((folder / "config.json").read_text())
+    names = [spec.get("name") for spec in cfg.rewards if isinstance(spec, dict)]
+    problems = []
+    if state["rm_names"] != names:
+        problems.append(f"rewards: the checkpoint {folder} was trained with reward models {state['rm_names']}, "
+                        f"the config lists {names}")
+    if state.get("selector") != cfg.selector.name:
+        problems.append(f"selector.name: the checkpoint {folder} was trained with {state.get('selector')!r}, "
+                        f"the config says {cfg.selector.name!r}")
+    policy = saved.get("policy", {})
+    if policy.get("model") != cfg.policy.model:
+        problems.append(f"policy.model: the checkpoint {folder} was trained from {policy.get('model')!r}, "
+                        f"the config says {cfg.policy.model!r}")
+    if policy.get("lora") != dataclasses.asdict(cfg.policy.lora):
+        problems.append(f"policy.lora: differs from the checkpoint {folder}'s ({policy.get('lora')})")
+    return problems
+
+
 def _truncate_log(path: Path, global_step: int) -> None:
-    """Drop log records of steps after the checkpoint (they will be run again)."""
+    """Drop log records of steps after the checkpoint (they will be run again).
+
+    A last line cut short by a kill is dropped too; the file is replaced atomically so a kill
+    during the rewrite leaves either the old or the new log.
+    """
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["global_step"] <= global_step]
-    path.write_text("".join(line + "\n" for line in keep))
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:  # the write of the last record was interrupted
+                break
+            raise ValueError(f"{path}:{i + 1}: log record is not valid JSON") from None
+        if record["global_step"] <= global_step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,69 @@
+"""Figures of the reliability suite, collected by the tests and printed as ONE table at the end.
+
+Tests ask for the ``figures`` fixture and record what they measured::
+
+    figures.set("1 crash/resume", "kills survived (SIGKILL, then --resume)", "10/10")
+    with figures.case("4 bad input", "bad datasets rejected (file:line + field)"):
+        ...  # counts as ok only when the block finishes without an exception
+
+``pytest_terminal_summary`` prints the table (and the suite's wall time) whenever at least one
+figure was recorded, e.g. after ``python -m pytest -m reliability``.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import pytest
+
+TITLE = "LASeR reliability summary"
+_FIGURES: dict[tuple[str, str], str] = {}  # (item, figure) -> value, in recording order
+_CASES: dict[tuple[str, str], list[int]] = {}  # (item, figure) -> [ok, total]
+_START = time.perf_counter()
+
+
+class Figures:
+    """Recorder handed to tests (see the module docstring)."""
+
+    def set(self, item: str, figure: str, value) -> None:
+        _FIGURES[(item, figure)] = str(value)
+
+    @contextmanager
+    def case(self, item: str, figure: str):
+        counts = _CASES.setdefault((item, figure), [0, 0])
+        counts[1] += 1
+        yield
+        counts[0] += 1
+
+
+@pytest.fixture
+def figures() -> Figures:
+    return Figures()
+
+
+def summary_rows() -> list[tuple[str, str, str]]:
+    rows = [(item, fig, value) for (item, fig), value in _FIGURES.items()]
+    rows += [(item, fig, f"{ok}/{total}") for (item, fig), (ok, total) in _CASES.items()]
+    return sorted(rows, key=lambda r: r[0].split()[0])  # stable: recording order within an item
+
+
+def pytest_sessionstart(session) -> None:
+    global _START
+    _START = time.perf_counter()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    rows = summary_rows()
+    if not rows:
+        return
+    w_item = max(len(r[0]) for r in rows)
+    w_fig = max(len(r[1]) for r in rows)
+    tr = terminalreporter
+    tr.write_sep("=", TITLE)
+    tr.write_line(f"{'item':<{w_item}}  {'figure':<{w_fig}}  value")
+    last = None
+    for item, fig, value in rows:
+        tr.write_line(f"{item if item != last else '':<{w_item}}  {fig:<{w_fig}}  {value}")
+        last = item
+    tr.write_line(f"suite wall time: {time.perf_counter() - _START:.1f} s (exit status {int(exitstatus)})")
