@@ -138,3 +138,19 @@ def test_bad_construction_is_named():
         SyntheticRM("x", "oracle")
     with pytest.raises(ValueError, match="unknown domains"):
         SyntheticRM("x", "expert", ("poetry",))
+
+
+def test_generalist_judges_the_final_answer_not_the_worked_steps(rms):
+    """On compare, a right verdict after a wrong sum is still right for the generalist: it beats
+    a wrong verdict after a right sum about 72% of the time (see the generalist test above)."""
+    wins = []
+    for e in make_benchmark(200, seed=5, split="test", domains=("compare",)):
+        a, b = (int(x) for x in e.prompt[3:].split(">")[0].split("+"))
+        c = int(e.prompt.split(">")[1].rstrip("?\n"))
+        s, verdict = a + b, e.answer
+        wrong_verdict = "no" if verdict == "yes" else "yes"
+        right = f"{a}+{b}={s + 1}. {s + 1}{'>' if verdict == 'yes' else '<'}{c}. The answer is {verdict}"
+        wrong = f"{a}+{b}={s}. {s}{'<' if verdict == 'yes' else '>'}{c}. The answer is {wrong_verdict}"
+        sr, sw = rms["generalist"].score([e.prompt] * 2, [right, wrong])
+        wins.append(sr > sw)
+    assert 0.62 <= np.mean(wins) <= 0.82

@@ -81,9 +81,10 @@ def quality(prompt: str, response: str) -> float | None:
     """How good a response is, judged by solving the prompt itself (no gold answer is read).
 
     Returns:
-        1.0 for the right final answer; a partial credit below 0.5 for a wrong one (or up to 0.25
-        on ``compare`` for a correct worked sum with a wrong verdict); 0.0 when no answer can be
-        extracted; ``None`` when the prompt is not a synthetic benchmark prompt.
+        1.0 for the right final answer (on ``compare``: 0.75 for the right verdict plus 0.25 when
+        the worked sum is right too); a partial credit below 0.5 for a wrong one (at most 0.25 on
+        ``compare``, for a right sum with a wrong verdict); 0.0 when no answer can be extracted;
+        ``None`` when the prompt is not a synthetic benchmark prompt.
     """
     solved = solve(prompt)
     if solved is None:
@@ -133,7 +134,8 @@ class SyntheticRM:
             return quality(prompt, response) + _JITTER * _hash_uniform(*key)
         if solved is None:  # generalist on a foreign prompt: it has no idea
             return self.noise_sd * _hash_normal(*key)
-        right = quality(prompt, response) == 1.0
+        domain, truth = solved
+        right = extract_answer(DOMAIN_TASKS[domain], response) == truth
         return float(right) + self.noise_sd * _hash_normal(*key)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
