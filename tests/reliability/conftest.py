@@ -3,6 +3,7 @@
 Tests ask for the ``figures`` fixture and record what they measured::
 
     figures.set("1 crash/resume", "kills survived (SIGKILL, then --resume)", "10/10")
+    figures.count("1 crash/resume", "kills that landed inside a checkpoint write")
     with figures.case("4 bad input", "bad datasets rejected (file:line + field)"):
         ...  # counts as ok only when the block finishes without an exception
 
@@ -20,6 +21,7 @@ import pytest
 TITLE = "LASeR reliability summary"
 _FIGURES: dict[tuple[str, str], str] = {}  # (item, figure) -> value, in recording order
 _CASES: dict[tuple[str, str], list[int]] = {}  # (item, figure) -> [ok, total]
+_COUNTS: dict[tuple[str, str], int] = {}  # (item, figure) -> running count
 _START = time.perf_counter()
 
 
@@ -28,6 +30,9 @@ class Figures:
 
     def set(self, item: str, figure: str, value) -> None:
         _FIGURES[(item, figure)] = str(value)
+
+    def count(self, item: str, figure: str, n: int = 1) -> None:
+        _COUNTS[(item, figure)] = _COUNTS.get((item, figure), 0) + int(n)
 
     @contextmanager
     def case(self, item: str, figure: str):
@@ -45,6 +50,7 @@ def figures() -> Figures:
 def summary_rows() -> list[tuple[str, str, str]]:
     rows = [(item, fig, value) for (item, fig), value in _FIGURES.items()]
     rows += [(item, fig, f"{ok}/{total}") for (item, fig), (ok, total) in _CASES.items()]
+    rows += [(item, fig, str(n)) for (item, fig), n in _COUNTS.items()]
     return sorted(rows, key=lambda r: r[0].split()[0])  # stable: recording order within an item
 
 
