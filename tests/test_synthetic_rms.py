@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from laser.rewards.base import RewardModel
-from laser.rewards.synthetic import SyntheticRM, make_demo_rms, measure_reliability, quality
-from laser.tasks.synthetic import DOMAINS, make_benchmark, worked_response, wrong_response
+from laser.rewards.synthetic import (
+    SyntheticRM,
+    make_demo_rms,
+    measure_reliability,
+    quality,
+)
+from laser.tasks.synthetic import (
+    DOMAINS,
+    make_benchmark,
+    worked_response,
+    wrong_response,
+)
 
 OWN = {"math_expert": {"arith", "count"}, "logic_expert": {"compare", "choice"}}
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import laser.policy.tiny as tiny
+from laser.policy import tiny
 from laser.policy.tiny import (
     PRESETS,
     build_tiny_policy,
@@ -18,7 +19,13 @@ from laser.policy.tiny import (
     make_tiny_model,
     train_sft,
 )
-from laser.tasks.synthetic import DOMAINS, SEP, make_benchmark, worked_response, wrong_response
+from laser.tasks.synthetic import (
+    DOMAINS,
+    SEP,
+    make_benchmark,
+    worked_response,
+    wrong_response,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -61,7 +68,7 @@ def test_tokenizer_save_load_round_trip(tok, examples, tmp_path):
 
 
 def test_sft_labels_cover_response_and_eos_only(tok, examples):
-    ids, mask, labels = tiny._sft_tensors(tok, examples, None)
+    _ids, mask, labels = tiny._sft_tensors(tok, examples, None)
     for row, e in enumerate(examples):
         prompt_len = len(e.prompt) + 1  # <bos> + one token per character
         response = worked_response(e.prompt)
@@ -161,7 +168,7 @@ def test_sampling_is_seeded_and_prompt_major(tok, examples):
 def test_evaluate_accuracy_scores_with_the_shared_extractor(tok, monkeypatch):
     test = make_benchmark(5, seed=0, split="test")
     by_prompt = {e.prompt: e for e in test}
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
 
     def fake_generate(model, tokenizer, prompts, *args, **kwargs):
         # right answers on even-numbered examples of each domain, wrong on odd ones

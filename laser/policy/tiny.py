@@ -22,8 +22,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -54,10 +54,10 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos
 #: 100% on every domain and samples at temperature 0.8 mix right and wrong answers (see
 #: docs/embedded_benchmark.md for the measured figures).
 PRESETS: dict[str, dict] = {
-    "moderate": dict(hidden=64, layers=2, heads=4, n_train_per_domain=1000, steps=600, lr=3e-3,
-                     batch_size=32, n_eval_per_domain=100),
-    "smoke": dict(hidden=32, layers=1, heads=2, n_train_per_domain=20, steps=3, lr=3e-3,
-                  batch_size=8, n_eval_per_domain=2),
+    "moderate": {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000, "steps": 600,
+                 "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100},
+    "smoke": {"hidden": 32, "layers": 1, "heads": 2, "n_train_per_domain": 20, "steps": 3,
+              "lr": 3e-3, "batch_size": 8, "n_eval_per_domain": 2},
 }
 _RECIPE_VERSION = 1  # bump when the training recipe or the data change meaning
 _INFO_FILE = "laser_sft.json"
@@ -73,7 +73,14 @@ def make_char_tokenizer(padding_side: str = "right"):
     Args:
         padding_side: ``"right"`` for training, ``"left"`` for batched generation.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     specials = list(SPECIAL_TOKENS.values())
@@ -201,9 +208,9 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 40,
             for i in range(0, len(prompts), batch_size):
                 enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt",
                                 padding=True)
-                kwargs = dict(do_sample=False) if greedy else dict(
-                    do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                    num_return_sequences=num_return_sequences)
+                kwargs = {"do_sample": False} if greedy else {
+                    "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0,
+                    "num_return_sequences": num_return_sequences}
                 seqs = model.generate(**enc, max_new_tokens=max_new_tokens,
                                       pad_token_id=tokenizer.pad_token_id,
                                       eos_token_id=tokenizer.eos_token_id, **kwargs)

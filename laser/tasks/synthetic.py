@@ -8,7 +8,7 @@ domain     task (format)   prompt (``SEP`` not shown)            worked response
 =========  ==============  ====================================  ==========================================
 arith      gsm8k (number)  ``12+6*3=?`` or ``6*3+12=?``          ``6*3=18. 12+18=30. The answer is 30``
 compare    strategyqa      ``Is 38+29>65?``                      ``38+29=67. 67>65. The answer is yes``
-choice     mmlu (letter)   ``Max? A.17 B.42 C.85 D.23``          ``85 is max. The answer is C``
+choice     mmlu (letter)   ``Max? A.46 B.35 C.17 D.55``          ``55 is max. The answer is D``
 count      gsm8k (number)  ``How many a in bdacaab?``            ``The answer is 3``
 =========  ==============  ====================================  ==========================================
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,8 +40,8 @@ __all__ = [
     "format_prompt",
     "make_benchmark",
     "solve",
-    "wrong_response",
     "worked_response",
+    "wrong_response",
 ]
 
 #: Separator between prompt and response; every synthetic prompt ends with it.
@@ -104,7 +104,7 @@ _PATTERNS: dict[str, re.Pattern] = {
 
 
 def _parse(prompt: str) -> tuple[str, tuple] | None:
-    body = prompt[: -len(SEP)] if prompt.endswith(SEP) else prompt
+    body = prompt.removesuffix(SEP)
     for domain, pattern in _PATTERNS.items():
         m = pattern.match(body)
         if m and domain == "arith":  # -> (a, b, c, a_first) for "a+b*c" / "b*c+a"
