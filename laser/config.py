@@ -60,6 +60,8 @@ class DataConfig:
     answer_field: str = "answer"
     limit: int | None = None
     shuffle: bool = True
+    group_batches: bool = field(default=False, metadata={"help": "every batch from one domain/task "
+                                                                 "(as when mixing several datasets)"})
 
 
 @dataclass

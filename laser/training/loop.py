@@ -80,7 +80,7 @@ class Trainer:
         self.ref_state: dict[str, torch.Tensor] = {}
         self.iteration = self.step_in_iter = self.global_step = self.skipped_steps = 0
         self.skipped_prompts = 0
-        self.steps_per_iter = -(-len(self.examples) // cfg.train.batch_size)
+        self.steps_per_iter = len(self._batches(0))
         self.feedback_fn, self.needs_after = FEEDBACKS[cfg.train.feedback]
 
     # ----- set-up -------------------------------------------------------------------------
@@ -98,10 +98,17 @@ class Trainer:
         return make_selector(s.name, len(self.pool.rms), dim, seed=self.cfg.seed, **kwargs)
 
     def _batches(self, iteration: int) -> list[list]:
+        """This iteration's mini-batches: a seeded shuffle, or per-group batches in shuffled order."""
         n, b = len(self.examples), self.cfg.train.batch_size
-        order = np.random.default_rng([self.cfg.seed, iteration]).permutation(n) if self.cfg.data.shuffle \
-            else np.arange(n)
-        return [[self.examples[i] for i in order[j:j + b]] for j in range(0, n, b)]
+        rng = np.random.default_rng([self.cfg.seed, iteration])
+        order = rng.permutation(n) if self.cfg.data.shuffle else np.arange(n)
+        if not self.cfg.data.group_batches:
+            return [[self.examples[i] for i in order[j:j + b]] for j in range(0, n, b)]
+        groups: dict[str, list] = {}
+        for i in order:
+            groups.setdefault(self.examples[i].group, []).append(self.examples[i])
+        batches = [g[j:j + b] for _, g in sorted(groups.items()) for j in range(0, len(g), b)]
+        return [batches[i] for i in rng.permutation(len(batches))] if self.cfg.data.shuffle else batches
 
     # ----- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
@@ -139,6 +146,9 @@ class Trainer:
         if self.acc.is_main_process:
             self.policy.model.save_pretrained(folder)
             self.policy.tokenizer.save_pretrained(folder)
+            base = {"model": self.cfg.policy.model, "gguf_file": self.cfg.policy.gguf_file,
+                    "chat_template": self.cfg.policy.chat_template}
+            (Path(folder) / "laser_policy.json").write_text(json.dumps(base, indent=1))
         self.acc.wait_for_everyone()
 
     def train_step(self, batch: list) -> dict:

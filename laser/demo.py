@@ -1,0 +1,194 @@
+"""`laser demo`: LASeR against every baseline on the embedded benchmark, on a CPU, no downloads.
+
+Every method starts from the same SFT checkpoint of the tiny character-level policy, trains on
+the same prompts with the same reward models, and is evaluated by greedy decoding on the same
+held-out prompts with the benchmark's exact answer extraction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_FEEDBACK = "neg_loss"
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of one demo run (the defaults finish in under 5 minutes on 2 CPU cores)."""
+
+    n_train_per_domain: int = 16
+    n_test_per_domain: int = 50
+    iterations: int = 3
+    batch_size: int = 16
+    n_samples: int = 8
+    max_new_tokens: int = 40
+    pairs_per_prompt: int = 3
+    lr: float = 3e-4
+    beta: float = 0.1
+    nll_weight: float = 1.0
+    sft_target: str = "moderate"
+    group_batches: bool = True  # each batch from one domain, as when training on several datasets
+
+
+QUICK = DemoSettings(n_train_per_domain=4, n_test_per_domain=5, iterations=1, batch_size=8, n_samples=4,
+                     max_new_tokens=24, pairs_per_prompt=2, sft_target="smoke")
+
+
+def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
+    extra = [f"laser:{f}" for f in feedbacks if f != DEFAULT_FEEDBACK]
+    return ["laser", "laser_per_prompt", *extra, "random", "round_robin", "score_ensemble",
+            "agreement_ensemble", *[f"single:{n}" for n in rm_names]]
+
+
+def _selector_for(method: str) -> tuple[dict, str]:
+    """(selector config, feedback) of a demo method name."""
+    if method == "laser":
+        return {"name": "linucb"}, DEFAULT_FEEDBACK
+    if method == "laser_per_prompt":
+        return {"name": "linucb", "per_prompt": True}, DEFAULT_FEEDBACK
+    if method.startswith("laser:"):
+        return {"name": "linucb"}, method.split(":", 1)[1]
+    if method.startswith("single:"):
+        return {"name": "fixed", "arm": method.split(":", 1)[1]}, DEFAULT_FEEDBACK
+    return {"name": method}, DEFAULT_FEEDBACK
+
+
+def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[str], s: DemoSettings,
+               out: Path) -> tuple[dict, object, Path]:
+    """Train one method from the SFT start; returns (trainer summary, policy, run folder)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from laser.config import load_config
+    from laser.policy.model import Policy
+    from laser.rewards.synthetic import make_demo_rms
+    from laser.training.loop import Trainer
+
+    selector, feedback = _selector_for(method)
+    run_dir = out / f"seed{seed}" / method.replace(":", "_")
+    cfg = load_config(data={
+        "seed": seed, "output_dir": str(run_dir),
+        "rewards": [{"name": n, "type": "demo", "seed": seed} for n in rm_names], "selector": selector,
+        "data": {"group_batches": s.group_batches},
+        "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
+                  "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
+                  "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
+        "checkpoint": {"every": 0, "keep_last": 1},
+    }, require_data=False)
+    tok = AutoTokenizer.from_pretrained(policy_dir)
+    tok.padding_side = "left"
+    policy = Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
+    summary = Trainer(cfg, policy, make_demo_rms(seed=seed), train, show_progress=False).run()
+    return summary, policy, run_dir
+
+
+def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[str]) -> dict:
+    """Share of each domain's prompts scored by each RM in the last iteration of a run."""
+    records = [json.loads(line) for line in open(log_path)]
+    last = max(r["iteration"] for r in records)
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        if r["iteration"] == last:
+            for pid, arm in zip(r["prompt_ids"], r["prompt_arms"]):
+                counts[domain_of[pid]][rm_names[arm]] += 1
+    return {d: {n: c[n] / max(sum(c.values()), 1) for n in rm_names} for d, c in sorted(counts.items())}
+
+
+def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbacks: list[str] | None = None,
+             methods: list[str] | None = None) -> dict:
+    """Run the demo, print the tables, write ``out/results.json``; returns the results dict."""
+    import torch
+
+    from laser.policy.tiny import build_tiny_policy, evaluate_accuracy
+    from laser.rewards.synthetic import make_demo_rms
+    from laser.tasks.synthetic import make_benchmark
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-method weight-loading bars would drown the table
+    torch.set_num_threads(1)  # tiny model: one thread is faster than two on a shared 2-core machine
+    s, out_dir = (QUICK if quick else DemoSettings()), Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rm_names = [rm.name for rm in make_demo_rms(seed=0)]
+    methods = methods or method_names(rm_names, feedbacks or [])
+    per_seed: list[dict] = []
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        policy_dir = build_tiny_policy(seed=seed, target=s.sft_target)
+        print(f"[seed {seed}] SFT policy ready in {time.perf_counter() - t0:.1f}s: {policy_dir}", flush=True)
+        train = make_benchmark(s.n_train_per_domain, seed=seed, split="train")
+        test = make_benchmark(s.n_test_per_domain, seed=seed, split="test")
+        domain_of = {ex.id: ex.group for ex in train}
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        sft = evaluate_accuracy(AutoModelForCausalLM.from_pretrained(policy_dir),
+                                AutoTokenizer.from_pretrained(policy_dir), test, max_new_tokens=s.max_new_tokens)
+        result = {"sft": sft, "methods": {}, "selection": {}}
+        for i, method in enumerate(methods, 1):
+            t = time.perf_counter()
+            summary, policy, run_dir = run_method(method, seed, policy_dir, train, rm_names, s, out_dir)
+            wall = time.perf_counter() - t
+            acc = evaluate_accuracy(policy.model, policy.tokenizer, test, max_new_tokens=s.max_new_tokens)
+            result["methods"][method] = {"accuracy": acc, "rm_calls": int(sum(summary["rm_calls"])),
+                                         "wall_time_s": wall}
+            if method.startswith("laser"):
+                result["selection"][method] = selection_matrix(run_dir / "log.jsonl", domain_of, rm_names)
+            print(f"[seed {seed}] {i:2d}/{len(methods)} {method:<28} avg acc {acc['average']:.3f} "
+                  f"(SFT {sft['average']:.3f})  {wall:5.1f}s", flush=True)
+        per_seed.append(result)
+    results = aggregate(per_seed, rm_names, list(range(seeds)))
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    print(format_table(results))
+    return results
+
+
+def _mean_std(values: list[dict]) -> tuple[dict, dict]:
+    keys = values[0].keys()
+    return ({k: float(np.mean([v[k] for v in values])) for k in keys},
+            {k: float(np.std([v[k] for v in values])) for k in keys})
+
+
+def aggregate(per_seed: list[dict], rm_names: list[str], seeds: list[int]) -> dict:
+    """Means over seeds; with several seeds each accuracy gets a sibling ``accuracy_std``."""
+    several = len(per_seed) > 1
+    sft_mean, sft_std = _mean_std([r["sft"] for r in per_seed])
+    results = {"sft": {"accuracy": sft_mean, **({"accuracy_std": sft_std} if several else {})},
+               "methods": {}, "rms": rm_names, "seeds": seeds}
+    for m in per_seed[0]["methods"]:
+        runs = [r["methods"][m] for r in per_seed]
+        mean, std = _mean_std([r["accuracy"] for r in runs])
+        results["methods"][m] = {"accuracy": mean, **({"accuracy_std": std} if several else {}),
+                                 "rm_calls": int(np.mean([r["rm_calls"] for r in runs])),
+                                 "wall_time_s": float(np.mean([r["wall_time_s"] for r in runs]))}
+    selections = [r["selection"].get("laser") for r in per_seed if r["selection"].get("laser")]
+    results["selection"] = {d: {n: float(np.mean([sel[d][n] for sel in selections])) for n in rm_names}
+                            for d in selections[0]} if selections else {}
+    results["selection_by_method"] = {m: per_seed[-1]["selection"][m] for m in per_seed[-1]["selection"]}
+    return results
+
+
+def format_table(results: dict) -> str:
+    """The accuracy table (paper Table 1 layout) and LASeR's selection matrix, as text."""
+    domains = [d for d in results["sft"]["accuracy"] if d != "average"]
+    several = "accuracy_std" in results["sft"]
+    head = f"{'method':<28}" + "".join(f"{d:>14}" for d in [*domains, "average"]) + f"{'RM calls':>10}{'time s':>8}"
+    lines = [head, "-" * len(head)]
+
+    def cell(entry, d):
+        v = f"{100 * entry['accuracy'][d]:.1f}"
+        return f"{v + (' ±' + format(100 * entry['accuracy_std'][d], '.1f') if several else ''):>14}"
+
+    lines.append(f"{'sft':<28}" + "".join(cell(results["sft"], d) for d in [*domains, "average"]))
+    for m, e in results["methods"].items():
+        lines.append(f"{m:<28}" + "".join(cell(e, d) for d in [*domains, "average"])
+                     + f"{e['rm_calls']:>10}{e['wall_time_s']:>8.1f}")
+    lines += ["", "LASeR selection (share of each domain's prompts per RM, last iteration):",
+              f"{'domain':<10}" + "".join(f"{n:>14}" for n in results["rms"])]
+    for d, row in results["selection"].items():
+        lines.append(f"{d:<10}" + "".join(f"{100 * row[n]:>13.0f}%" for n in results["rms"]))
+    return "\n".join(lines)
