@@ -58,8 +58,9 @@ class Selector:
 
     Subclasses implement ``_score_batch(contexts) -> (B, n_arms)`` and, when learning,
     ``_update(arm, context, reward)``; rules that are not an argmax of the scores (Exp3,
-    random, round-robin, epsilon-greedy) override ``_choose(scores) -> arms``. Hyper-parameters are stored verbatim as attributes, learned state
-    in trailing-underscore attributes (``counts_``, ``theta_``, ...).
+    random, round-robin, epsilon-greedy) override ``_choose(scores) -> arms``.
+    Hyper-parameters are stored verbatim as attributes, learned state in trailing-underscore
+    attributes (``counts_``, ``theta_``, ...).
 
     Args:
         n_arms: number of arms at the start (>= 1); :meth:`add_arm` grows it.
