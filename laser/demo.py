@@ -60,8 +60,16 @@ def _selector_for(method: str) -> tuple[dict, str]:
 
 
 def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[str], s: DemoSettings,
-               out: Path) -> tuple[dict, object, Path]:
-    """Train one method from the SFT start; returns (trainer summary, policy, run folder)."""
+               out: Path, rms: list | None = None, selector=None, reward_specs: list[dict] | None = None,
+               selector_cfg: dict | None = None) -> tuple[dict, object, Path]:
+    """Train one method from the SFT start; returns (trainer summary, policy, run folder).
+
+    Args:
+        rms: reward models to use instead of the demo's (e.g. noisy copies); names must match.
+        selector: a pre-built selector object (e.g. a fitted classifier) for the Trainer.
+        reward_specs: extra keys per RM spec (same order), e.g. ``{"add_at_step": 10}``.
+        selector_cfg: overrides of the method's selector config (e.g. ``{"name": "lints"}``).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from laser.config import load_config
@@ -69,11 +77,14 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
     from laser.rewards.synthetic import make_demo_rms
     from laser.training.loop import Trainer
 
-    selector, feedback = _selector_for(method)
+    selector_conf, feedback = _selector_for(method)
+    selector_conf.update(selector_cfg or {})
+    extra = reward_specs or [{} for _ in rm_names]
     run_dir = out / f"seed{seed}" / method.replace(":", "_")
     cfg = load_config(data={
         "seed": seed, "output_dir": str(run_dir),
-        "rewards": [{"name": n, "type": "demo", "seed": seed} for n in rm_names], "selector": selector,
+        "rewards": [{"name": n, "type": "demo", "seed": seed, **x} for n, x in zip(rm_names, extra)],
+        "selector": selector_conf,
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
                   "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
@@ -83,7 +94,8 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
     tok = AutoTokenizer.from_pretrained(policy_dir)
     tok.padding_side = "left"
     policy = Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
-    summary = Trainer(cfg, policy, make_demo_rms(seed=seed), train, show_progress=False).run()
+    summary = Trainer(cfg, policy, rms or make_demo_rms(seed=seed), train, show_progress=False,
+                      selector=selector).run()
     return summary, policy, run_dir
 
 
@@ -100,7 +112,7 @@ def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[s
 
 
 def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbacks: list[str] | None = None,
-             methods: list[str] | None = None) -> dict:
+             methods: list[str] | None = None, settings: DemoSettings | None = None) -> dict:
     """Run the demo, print the tables, write ``out/results.json``; returns the results dict."""
     import torch
 
@@ -112,7 +124,7 @@ def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbac
 
     hf_logging.disable_progress_bar()  # per-method weight-loading bars would drown the table
     torch.set_num_threads(1)  # tiny model: one thread is faster than two on a shared 2-core machine
-    s, out_dir = (QUICK if quick else DemoSettings()), Path(out)
+    s, out_dir = settings or (QUICK if quick else DemoSettings()), Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rm_names = [rm.name for rm in make_demo_rms(seed=0)]
     methods = methods or method_names(rm_names, feedbacks or [])

@@ -55,10 +55,11 @@ class Trainer:
         context_fn: optional ``prompts -> (B, d)`` replacing the policy's hidden states
             (e.g. a sentence encoder).
         show_progress: draw a tqdm bar on the main process.
+        selector: an already-built selector (e.g. a fitted classifier) instead of ``cfg.selector``.
     """
 
     def __init__(self, cfg: RunConfig, policy, rms: list, examples: list, accelerator=None,
-                 context_fn=None, show_progress: bool = True):
+                 context_fn=None, show_progress: bool = True, selector=None):
         from accelerate import Accelerator
 
         self.cfg, self.policy, self.examples = cfg, policy, list(examples)
@@ -72,7 +73,7 @@ class Trainer:
         self.context_fn = context_fn
         self.show_progress = show_progress
         dim = 1 if self.context_free else self._context_dim()
-        self.selector = None if self.ensemble else self._make_selector(dim)
+        self.selector = None if self.ensemble else (selector or self._make_selector(dim))
         self.normalizer = QuantileNormalizer(cfg.selector.normalizer_low, cfg.selector.normalizer_high)
         self.params = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(self.params.values(), lr=cfg.train.lr,
@@ -218,8 +219,9 @@ class Trainer:
             elif self.cfg.selector.per_prompt:
                 decision = [[int(a) for a in self.selector.select_batch(contexts)]]
             else:
-                self._decision_scores = self.selector.scores(contexts.mean(axis=0)).tolist()
-                decision = [[int(self.selector.select(contexts.mean(axis=0)))] * len(contexts)]
+                arm, scores = self.selector.select_with_scores(contexts.mean(axis=0))
+                self._decision_scores = np.asarray(scores).tolist()  # exactly what the decision used
+                decision = [[int(arm)] * len(contexts)]
         if self.acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
