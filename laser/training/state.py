@@ -91,7 +91,9 @@ def maybe_resume(tr) -> bool:
     folder, skipped = find_latest(tr.out / "checkpoints", required_files(tr))
     for bad, reason in skipped:
         log.warning("skipping broken checkpoint %s: %s", bad, reason)
-    if folder is None:
+    if folder is None:  # starting over: records of steps never checkpointed go too
+        if tr.acc.is_main_process:
+            _truncate_log(tr.out / "log.jsonl", 0)
         return False
     state = json.loads((folder / "state.json").read_text())
     check_compatible(state, tr)
@@ -113,7 +115,8 @@ def maybe_resume(tr) -> bool:
     tr.pool.calls = np.asarray(state["rm_calls"], dtype=np.int64)
     tr.pool.down = set(state["rm_down"])
     tr.pool.last_errors = {int(k): v for k, v in state["rm_errors"].items()}
-    _truncate_log(tr.out / "log.jsonl", tr.global_step)
+    if tr.acc.is_main_process:  # the log is the main process's
+        _truncate_log(tr.out / "log.jsonl", tr.global_step)
     log.info("resumed from %s at iteration %d, step %d", folder, tr.iteration, tr.step_in_iter)
     return True
 
@@ -184,7 +187,7 @@ def _truncate_log(path: Path, global_step: int) -> None:
             raise ValueError(f"{path}:{i + 1}: log record is not valid JSON") from None
         if record["global_step"] <= global_step:
             keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
         f.write("".join(line + "\n" for line in keep))
         f.flush()

@@ -308,3 +308,24 @@ def test_a_log_line_cut_by_a_kill_does_not_block_resume(tmp_path):
     log.write_text('{"global_step": 1}\n{"glo\n{"global_step": 3}\n')
     with pytest.raises(ValueError, match=r"log.jsonl:2: log record is not valid JSON"):
         _truncate_log(log, 3)
+
+
+def test_a_crash_in_the_first_checkpoint_write_leaves_no_duplicate_log_records(tmp_path, monkeypatch):
+    """Step 1 is logged, then its checkpoint write dies: resume finds no checkpoint and starts over,
+    so the log must start over too (each step logged once)."""
+    from conftest import make_tiny_policy
+    from laser.training import state
+    from laser.training.loop import Trainer
+
+    from ._helpers import EXAMPLES, make_cfg, rms
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt("killed inside the first checkpoint write")
+
+    monkeypatch.setattr(state, "write_checkpoint", dies)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(make_cfg(tmp_path, iterations=1), make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
+    assert [r["global_step"] for r in read_log(tmp_path)] == [1]
+    monkeypatch.undo()
+    Trainer(make_cfg(tmp_path, iterations=1), make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
+    assert [r["global_step"] for r in read_log(tmp_path)] == [1, 2, 3, 4, 5]
