@@ -17,8 +17,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 PREFIX, TMP_PREFIX, MANIFEST, ASIDE = "ckpt-", ".tmp-ckpt-", "manifest.json", ".replaced"
 

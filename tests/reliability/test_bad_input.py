@@ -179,7 +179,7 @@ def other_model(tmp_path_factory):
 
 
 def changed(trained, what: str, other_model=None) -> dict:
-    root, cfg = trained
+    _, cfg = trained
     cfg = yaml.safe_load(yaml.safe_dump(cfg))
     if what == "rewards":
         cfg["rewards"][1]["name"] = "short"

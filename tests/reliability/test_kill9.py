@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import write_prompts
+
 from laser.cli.main import main
 from laser.training import checkpoint
 from laser.training.checkpoint import find_latest, verify, write_checkpoint
@@ -291,7 +291,7 @@ def test_rewriting_a_step_killed_between_the_renames_keeps_a_complete_copy(tmp_p
     with pytest.raises(KeyboardInterrupt):
         write_steps(tmp_path, [2], keep_last=1)
     monkeypatch.setattr(checkpoint.os, "rename", real)
-    chosen, skipped = find_latest(tmp_path)
+    chosen, _ = find_latest(tmp_path)
     assert chosen is not None and chosen.name == "ckpt-00000002.replaced" and verify(chosen) is None
     write_steps(tmp_path, [3], keep_last=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000003"]
@@ -314,6 +314,7 @@ def test_a_crash_in_the_first_checkpoint_write_leaves_no_duplicate_log_records(t
     """Step 1 is logged, then its checkpoint write dies: resume finds no checkpoint and starts over,
     so the log must start over too (each step logged once)."""
     from conftest import make_tiny_policy
+
     from laser.training import state
     from laser.training.loop import Trainer
 

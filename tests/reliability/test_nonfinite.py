@@ -8,14 +8,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_tiny_policy
+
 from laser.rewards.base import CallableRM
-from laser.rewards.rules import LengthRM
 from laser.training.checkpoint import find_latest, verify
 from laser.training.loop import NonFiniteError, Trainer
 
-from ._helpers import EXAMPLES, independent_verify, make_cfg, read_log, rms, trainer_hash
+from ._helpers import (
+    EXAMPLES,
+    independent_verify,
+    make_cfg,
+    read_log,
+    rms,
+    trainer_hash,
+)
 
 pytestmark = pytest.mark.reliability
 ITEM = "2 non-finite"
@@ -93,7 +99,7 @@ def test_all_unscorable_trains_nothing_and_finishes(tmp_path):
 
 def inject(tr: Trainer, what: str, steps) -> None:
     """Make the loss, the gradient norm or the bandit reward non-finite at the given global steps."""
-    now = lambda: tr.global_step + 1  # noqa: E731  (the step being run)
+    now = lambda: tr.global_step + 1
     if what == "loss":
         real = tr._loss_terms
 

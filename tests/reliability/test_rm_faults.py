@@ -9,8 +9,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from conftest import make_tiny_policy
+
 from laser.rewards.factory import build_reward_models
 from laser.rewards.remote import RemoteRM
 from laser.training.checkpoint import find_latest
@@ -108,7 +108,7 @@ def test_every_arm_down_stops_naming_endpoints_and_nothing_trained_is_lost(tmp_p
         folder, skipped = find_latest(tmp_path / "run" / "checkpoints")
         assert folder.name == "ckpt-00000003" and not skipped and independent_verify(folder) is None
         a.then = b.then = Reply()  # the servers come back
-        resumed, summary = run(tmp_path / "run", specs)
+        resumed, _ = run(tmp_path / "run", specs)
         undisturbed, _ = run(tmp_path / "clean", specs)
     assert [r["global_step"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4, 5]
     assert trainer_hash(resumed) == trainer_hash(undisturbed)
