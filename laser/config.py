@@ -8,6 +8,7 @@ before anything heavy (a model, a dataset) is loaded.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
 SELECTOR_ENSEMBLES = ("score_ensemble", "agreement_ensemble")
 FEEDBACKS = ("neg_loss", "loss_decrease", "margin_gain")
 
@@ -136,7 +138,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
 def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     """Instantiate dataclass ``cls`` from a mapping, recording every problem with its dotted key."""
     if not isinstance(data, dict):
-        problems.append(f"{prefix or '<root>'}: expected a mapping, got {type(data).__name__}")
+        problems.append(f"{prefix.rstrip('.') or '<root>'}: expected a mapping, got {type(data).__name__}")
         return cls()
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -152,6 +154,8 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             kwargs[f.name] = _build(tp, value, f"{prefix}{f.name}.", problems)
         elif _type_ok(value, tp):
             kwargs[f.name] = float(value) if tp is float else value
+        elif tp is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            kwargs[f.name] = float(value)
         else:
             problems.append(f"{prefix}{f.name}: expected {_type_name(tp)}, got {value!r}")
     return cls(**kwargs)
@@ -238,10 +242,15 @@ def _check_rewards(rewards: list[Any]) -> tuple[list[str], list[str]]:
     return problems, names
 
 
-def validate(cfg: RunConfig, require_data: bool = True) -> list[str]:
-    """All problems of a built config as ``dotted.key: message`` lines (empty when valid)."""
+def validate(cfg: RunConfig, require_data: bool = True, bad_keys: set[str] = frozenset()) -> list[str]:
+    """All problems of a built config as ``dotted.key: message`` lines (empty when valid).
+
+    ``bad_keys``: top-level keys already reported as malformed (not checked again).
+    """
     problems = _check_ranges(cfg)
     rm_problems, names = _check_rewards(cfg.rewards)
+    if "rewards" in bad_keys:
+        rm_problems = []
     problems += rm_problems + _check_selector(cfg, names)
     if require_data:
         if not cfg.policy.model:
@@ -290,7 +299,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
         node[keys[-1]] = value
     problems: list[str] = []
     cfg = _build(RunConfig, data, "", problems)
-    problems += validate(cfg, require_data=require_data)  # values that failed to parse kept defaults
+    bad = {p.split(":")[0].split(".")[0].split("[")[0] for p in problems}
+    problems += validate(cfg, require_data=require_data, bad_keys=bad)  # failed values kept defaults
     if problems:
         raise ConfigError(problems, source)
     return cfg

@@ -22,14 +22,15 @@ DEFAULT_FEEDBACK = "neg_loss"
 class DemoSettings:
     """Sizes of one demo run (the defaults finish in under 5 minutes on 2 CPU cores)."""
 
-    n_train_per_domain: int = 16
-    n_test_per_domain: int = 50
-    iterations: int = 3
+    n_train_per_domain: int = 32
+    n_test_per_domain: int = 100
+    iterations: int = 5
     batch_size: int = 16
-    n_samples: int = 8
+    n_samples: int = 12
     max_new_tokens: int = 40
-    pairs_per_prompt: int = 3
-    lr: float = 3e-4
+    pairs_per_prompt: int = 2
+    pairing: str = "topk_vs_bottomk"  # best vs worst, 2nd best vs 2nd worst: fewer near-tie pairs
+    lr: float = 1e-4
     beta: float = 0.1
     nll_weight: float = 1.0
     sft_target: str = "moderate"
@@ -88,6 +89,7 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
                   "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
+                  "pairing": s.pairing,
                   "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
         "checkpoint": {"every": 0, "keep_last": 1},
     }, require_data=False)

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_out", help="folder for results.json and logs")
     d.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
     d.add_argument("--quick", action="store_true", help="a reduced run in seconds (for tests)")
+    d.add_argument("--feedbacks", default="", help="extra LASeR variants by bandit feedback, e.g. "
+                   "loss_decrease,margin_gain (each adds a method laser:<feedback>)")
+    d.add_argument("--methods", default="", help="comma-separated subset of methods to run")
 
     e = sub.add_parser("eval", help="greedy accuracy of a policy on a task split, as JSON")
     e.add_argument("--model", required=True, help="Hub name, local folder, or a run's final/ folder")
@@ -114,6 +117,12 @@ def cmd_train(args) -> int:
         print(f"error: {cfg.output_dir} already holds checkpoint {existing.name}; pass --resume to continue "
               "it or set output_dir to a new folder", file=sys.stderr)
         return 2
+    if existing is not None:  # a checkpoint of another set-up is refused before anything loads
+        from laser.training.state import check_resume_config
+
+        problems = check_resume_config(existing, cfg)
+        if problems:
+            raise ConfigError(problems, args.config)
     rms = build_rms(cfg, examples)
     model, tokenizer = load_model_and_tokenizer(cfg.policy)
     policy = Policy(model, tokenizer, chat_template=cfg.policy.chat_template)
@@ -173,7 +182,9 @@ def cmd_bon(args) -> int:
 def cmd_demo(args) -> int:
     from laser.demo import run_demo
 
-    run_demo(out=args.out, seeds=args.seeds, quick=args.quick)
+    feedbacks = [f for f in args.feedbacks.split(",") if f]
+    methods = [m for m in args.methods.split(",") if m] or None
+    run_demo(out=args.out, seeds=args.seeds, quick=args.quick, feedbacks=feedbacks, methods=methods)
     return 0
 
 
@@ -194,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # the after-load check (model shapes) of laser.training.state
+        if exc.__class__.__name__ in ("ResumeError", "AllRewardModelsDown"):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
     except ValueError as exc:  # data errors name file:line and field
         if exc.__class__.__name__ in ("DataError",):
             print(f"error: {exc}", file=sys.stderr)

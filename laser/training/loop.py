@@ -417,7 +417,7 @@ class Trainer:
             "loss_after": terms.get("loss_after"), "n_pairs": terms["n_pairs"],
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
             "rm_calls": calls, "rm_calls_total": int(sum(calls)),
-            "skipped_prompts": self.skipped_prompts, "events": events,
+            "skipped_prompts": self.skipped_prompts, "skipped_steps": self.skipped_steps, "events": events,
             "time": {k: round(t[k] - t["start"], 4) for k in ("context", "sample", "score", "update", "end")},
         }
 

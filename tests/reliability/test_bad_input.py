@@ -146,8 +146,6 @@ def test_override_errors_name_the_key(tmp_path, capsys, no_loading):
     assert "nokey: overrides must look like key.sub=value" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG config.py: YAML 1.1 reads `1e-5` (no dot) as a string, so the "
-                   "common `lr: 1e-5` is rejected as 'expected float, got '1e-5''")
 def test_exponent_without_dot_is_a_float(tmp_path, capsys, no_loading):
     cfg = base_config(tmp_path)
     cfg["train"]["lr"] = "1e-5"  # what yaml.safe_load gives for `lr: 1e-5`
@@ -222,9 +220,6 @@ def _write(root, cfg: dict):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="BUG cli/main.py: resuming into other RMs or another model raises an "
-                   "uncaught ResumeError (traceback, exit 1) after the model loaded, instead of one error "
-                   "naming the config key with exit status 2 before loading (fix: check_resume_config in cmd_train)")
 @pytest.mark.parametrize("what", ["rewards", "policy.model"])
 def test_resume_into_another_setup_is_one_error_before_loading(trained, other_model, capsys, no_loading, what):
     root, _ = trained
@@ -232,8 +227,6 @@ def test_resume_into_another_setup_is_one_error_before_loading(trained, other_mo
     assert f"{what}: the checkpoint" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG config.py: a section given as a scalar is reported as 'selector.: ...' "
-                   "(trailing dot), and `rewards` given as a mapping is reported twice")
 @pytest.mark.parametrize("key,value,expected", [
     ("selector", "linucb", "selector: expected a mapping, got str"),
     ("rewards", {"name": "a", "type": "length"}, "rewards: expected list"),
