@@ -1,0 +1,60 @@
+"""`laser compare`: LASeR against every baseline over seeds, with tests, plots and analyses.
+
+Wire into the CLI with::
+
+    from laser.compare import add_compare_parser, compare_main
+    add_compare_parser(subparsers)        # then dispatch "compare" to compare_main(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_compare_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``compare`` sub-command to an ``argparse`` subparsers object; returns its parser."""
+    p = subparsers.add_parser("compare", help="methods x seeds on the embedded benchmark: tables, paired tests, plots")
+    p.add_argument("--config", help="YAML with the keys of laser.compare.runner.CompareConfig (settings nested)")
+    p.add_argument("--out", help="report folder (default compare_out); reruns skip finished (method, seed) jobs")
+    p.add_argument("--seeds", type=int, help="number of seeds (default 3)")
+    p.add_argument("--methods", type=_names, help="comma-separated methods (default: all; see docs/compare.md)")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (seconds per method)")
+    p.add_argument("--noise", type=_floats, help="noise sigmas, e.g. 0,0.3: reruns --analysis-methods with noisy RMs")
+    p.add_argument("--noise-rm", help="RM whose scores get the noise, or 'all' (default)")
+    p.add_argument("--add-rm", help="an RM that joins the run late (with --add-at)")
+    p.add_argument("--add-at", type=int, help="global step at which --add-rm joins")
+    p.add_argument("--analysis-methods", type=_names, help="methods of the noise / add-RM analyses")
+    p.add_argument("--judged", action="store_true", help="also: prompts without gold, LASeR vs a baseline, judge win rate")
+    p.add_argument("--judged-baseline", help="the baseline of --judged (default score_ensemble)")
+    return p
+
+
+def compare_main(args) -> int:
+    """Run `laser compare` from parsed arguments; returns the exit code (2 for a bad config)."""
+    import sys
+
+    from laser.compare.runner import load_compare_config, run_compare
+    from laser.demo import QUICK
+
+    try:
+        cfg = load_compare_config(
+            args.config, out=args.out, seeds=args.seeds, methods=args.methods, noise=args.noise,
+            noise_rm=args.noise_rm, add_rm=args.add_rm, add_at=args.add_at, analysis_methods=args.analysis_methods,
+            judged=True if args.judged else None, judged_baseline=args.judged_baseline,
+            settings=QUICK if args.quick else None)
+    except (ValueError, OSError) as exc:
+        print(f"laser compare: {exc}", file=sys.stderr)
+        return 2
+    run_compare(cfg)
+    return 0

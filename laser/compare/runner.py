@@ -1,0 +1,290 @@
+"""`laser compare`: methods x seeds on the same data, resumable, with the paper's analyses.
+
+Layout of ``OUT``::
+
+    runs/<variant>/<method>/seed<s>/   one job: progress.json (per-iteration evaluations, wall
+                                       time), result.json (written last: the job is finished),
+                                       and the Trainer's run folder with its checkpoint and log
+    runs/sft/seed<s>.json              the SFT start's per-prompt test correctness
+    runs/agreement/seed<s>.json        RM agreement counts on SFT samples
+    results.json, report.md, *.png     the report (laser.compare.report)
+
+Variants: ``main``; ``noise=<sigma>`` (Gaussian noise on one or all RMs' scores);
+``add=<rm>@<step>`` (that RM joins at a global step); ``judged`` (prompts without gold or
+domain, compared by a pairwise judge). Accuracy per iteration comes from evaluating after every
+iteration: each job trains iteration by iteration, resuming the Trainer from its own checkpoint
+with ``iterations`` one larger (bit-identical to an uninterrupted run on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from laser.compare import methods as M
+from laser.demo import DemoSettings
+
+
+@dataclass
+class CompareConfig:
+    """Everything `laser compare` runs; a YAML file holds the same keys (``settings`` nested)."""
+
+    out: str = "compare_out"
+    seeds: int = 3
+    methods: list[str] = field(default_factory=list)  # empty: laser.compare.methods.default_methods
+    settings: DemoSettings = field(default_factory=DemoSettings)
+    noise: list[float] = field(default_factory=lambda: [0.0])
+    noise_rm: str = "all"
+    add_rm: str | None = None
+    add_at: int | None = None
+    judged: bool = False
+    judged_baseline: str = "score_ensemble"
+    analysis_methods: list[str] = field(default_factory=lambda: ["laser", "round_robin", "random",
+                                                                   "score_ensemble"])
+    n_label_per_domain: int = 50
+    eta: float = 0.5
+    n_boot: int = 2000
+
+
+def check_config(cfg: CompareConfig, rm_names: list[str]) -> list[str]:
+    """Every problem with a compare config, one line each (empty when valid)."""
+    p = [f"methods: {e}" for m in cfg.methods if (e := M.check_method(m, rm_names))]
+    p += [f"analysis_methods: {e}" for m in cfg.analysis_methods if (e := M.check_method(m, rm_names))]
+    if cfg.seeds < 1:
+        p.append(f"seeds: must be >= 1, got {cfg.seeds}")
+    if any(s < 0 for s in cfg.noise):
+        p.append(f"noise: sigmas must be >= 0, got {cfg.noise}")
+    if cfg.noise_rm != "all" and cfg.noise_rm not in rm_names:
+        p.append(f"noise_rm: {cfg.noise_rm!r} is not 'all' or an RM ({', '.join(rm_names)})")
+    if (cfg.add_rm is None) != (cfg.add_at is None):
+        p.append("add_rm / add_at: give both (an RM name and the global step it joins at) or neither")
+    elif cfg.add_rm is not None:
+        if cfg.add_rm not in rm_names:
+            p.append(f"add_rm: {cfg.add_rm!r} is not an RM ({', '.join(rm_names)})")
+        if not isinstance(cfg.add_at, int) or cfg.add_at < 2:
+            p.append(f"add_at: must be a global step >= 2, got {cfg.add_at!r}")
+    if e := M.check_method(cfg.judged_baseline, rm_names):
+        p.append(f"judged_baseline: {e}")
+    return p
+
+
+def load_compare_config(path: str | None, **overrides) -> CompareConfig:
+    """A :class:`CompareConfig` from a YAML file (optional) and overrides (None = not given).
+
+    Raises:
+        ValueError: unknown keys or bad values, all listed, with the file named.
+    """
+    data: dict = {}
+    if path:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(CompareConfig)}
+    sfields = {f.name for f in dataclasses.fields(DemoSettings)}
+    problems = [f"{k}: unknown key (valid: {', '.join(sorted(fields))})" for k in data if k not in fields]
+    settings = data.pop("settings", None) or {}
+    if isinstance(settings, DemoSettings):
+        settings = dataclasses.asdict(settings)
+    problems += [f"settings.{k}: unknown key (valid: {', '.join(sorted(sfields))})" for k in settings if k not in sfields]
+    if problems:
+        raise ValueError(f"invalid compare config {path or ''}:\n  " + "\n  ".join(problems))
+    cfg = CompareConfig(**{k: v for k, v in data.items() if k in fields},
+                        settings=DemoSettings(**{k: v for k, v in settings.items() if k in sfields}))
+    from laser.rewards.synthetic import make_demo_rms
+
+    problems = check_config(cfg, [rm.name for rm in make_demo_rms()])
+    if problems:
+        raise ValueError(f"invalid compare config {path or ''}:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+# ----------------------------------------------------------------------------- per seed
+class SeedData:
+    """The SFT start, train/test prompts and cached SFT evaluation and RM agreement of one seed."""
+
+    def __init__(self, cfg: CompareConfig, seed: int, runs: Path):
+        from laser.policy.tiny import build_tiny_policy
+        from laser.tasks.synthetic import make_benchmark
+
+        s = cfg.settings
+        self.seed = seed
+        self.policy_dir = build_tiny_policy(seed=seed, target=s.sft_target)
+        self.train = make_benchmark(s.n_train_per_domain, seed=seed, split="train")
+        self.test = make_benchmark(s.n_test_per_domain, seed=seed, split="test")
+        self.domain_of = {ex.id: ex.group for ex in self.train}
+        self.sft = _cached(runs / "sft" / f"seed{seed}.json", lambda: evaluate(self._load(), self.test, s))
+        self.agreement = _cached(runs / "agreement" / f"seed{seed}.json", lambda: self._agreement(s))
+
+    def _load(self):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return AutoModelForCausalLM.from_pretrained(self.policy_dir), AutoTokenizer.from_pretrained(self.policy_dir)
+
+    def _agreement(self, s: DemoSettings) -> dict:
+        from laser.compare.analyses import agreement_counts
+        from laser.policy.tiny import generate
+        from laser.rewards.synthetic import make_demo_rms
+        from laser.tasks.extract import is_correct
+
+        model, tok = self._load()
+        prompts = [ex.prompt for ex in self.train]
+        texts = generate(model, tok, prompts, s.max_new_tokens, greedy=False, temperature=0.8,
+                         num_return_sequences=s.n_samples, seed=self.seed)
+        rep = [p for p in prompts for _ in range(s.n_samples)]
+        scores = np.stack([np.asarray(rm.score(rep, texts)) for rm in make_demo_rms(seed=self.seed)])
+        n = s.n_samples
+        correct = np.array([[float(is_correct(ex.task, texts[i * n + j], ex.answer)) for j in range(n)]
+                            for i, ex in enumerate(self.train)])
+        return agreement_counts(scores.reshape(len(scores), -1, n), correct)
+
+
+def _cached(path: Path, compute):
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+    return value
+
+
+def evaluate(model_tok, test, s: DemoSettings, keep_texts: bool = False) -> dict:
+    """Greedy test answers: per-prompt correctness and accuracy per domain (macro average)."""
+    from laser.policy.tiny import generate
+    from laser.tasks.extract import is_correct
+    from laser.tasks.synthetic import format_prompt
+
+    model, tok = model_tok
+    texts = generate(model, tok, [format_prompt(e) for e in test], s.max_new_tokens)
+    correct = [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts)]
+    by: dict[str, list[int]] = {}
+    for e, c in zip(test, correct):
+        by.setdefault(e.group, []).append(c)
+    acc = {d: float(np.mean(v)) for d, v in by.items()}
+    acc["average"] = float(np.mean(list(acc.values())))
+    out = {"accuracy": acc, "correct": correct, "ids": [e.id for e in test], "domains": [e.group for e in test]}
+    return {**out, "texts": texts} if keep_texts else out
+
+
+# ----------------------------------------------------------------------------- variants and jobs
+def variants(cfg: CompareConfig, rm_names: list[str]) -> list[dict]:
+    """(tag, methods, sigma, add spec, judged) of every variant this config runs."""
+    methods = cfg.methods or M.default_methods(rm_names)
+    out = [{"tag": "main", "methods": methods, "sigma": 0.0, "add": None, "judged": False}]
+    for sigma in sorted(set(cfg.noise)):
+        if sigma > 0:
+            out.append({"tag": f"noise={sigma:g}", "methods": cfg.analysis_methods, "sigma": sigma,
+                        "add": None, "judged": False})
+    if cfg.add_rm is not None:
+        keep = [m for m in cfg.analysis_methods if m != f"single:{cfg.add_rm}"]
+        out.append({"tag": f"add={cfg.add_rm}@{cfg.add_at}", "methods": keep, "sigma": 0.0,
+                    "add": (cfg.add_rm, cfg.add_at), "judged": False})
+    if cfg.judged:
+        out.append({"tag": "judged", "methods": ["laser", cfg.judged_baseline], "sigma": 0.0, "add": None,
+                    "judged": True})
+    return out
+
+
+def _rms_for(variant: dict, cfg: CompareConfig, seed: int) -> list:
+    from laser.rewards.factory import NoisyRM
+    from laser.rewards.synthetic import make_demo_rms
+
+    rms = make_demo_rms(seed=seed)
+    if variant["sigma"] > 0:
+        rms = [NoisyRM(rm, variant["sigma"], seed=seed) if cfg.noise_rm in ("all", rm.name) else rm for rm in rms]
+    return rms
+
+
+def run_job(cfg: CompareConfig, variant: dict, method: str, data: SeedData, runs: Path) -> dict:
+    """Train and evaluate one (variant, method, seed), iteration by iteration; resumable."""
+    from laser.compare.judged import strip_gold
+
+    job = runs / variant["tag"] / method.replace(":", "_").replace("@", "_at_") / f"seed{data.seed}"
+    if (job / "result.json").exists():
+        return json.loads((job / "result.json").read_text())
+    job.mkdir(parents=True, exist_ok=True)
+    prog_path = job / "progress.json"
+    prog = json.loads(prog_path.read_text()) if prog_path.exists() else {"evals": [], "wall_time_s": 0.0}
+    rms = _rms_for(variant, cfg, data.seed)
+    names = [rm.name for rm in rms]
+    specs = ([{"add_at_step": variant["add"][1]} if n == variant["add"][0] else {} for n in names]
+             if variant["add"] else None)
+    train_set = strip_gold(data.train) if variant["judged"] else data.train
+    clf, label_share = None, None
+    if method == "classifier":
+        if prog["evals"]:
+            clf = M.empty_classifier(data.policy_dir, len(rms), data.seed)  # restored from the checkpoint
+        else:
+            clf, label_share = M.fit_classifier(data.policy_dir, rms, cfg.settings, cfg.n_label_per_domain, data.seed)
+            prog["label_share"] = label_share
+    run_dir = None
+    for it in range(len(prog["evals"]) + 1, cfg.settings.iterations + 1):
+        t = time.perf_counter()
+        _, policy, run_dir = M.train(method, data.seed, data.policy_dir, train_set, names,
+                                     dataclasses.replace(cfg.settings, iterations=it), job, rms, specs,
+                                     classifier=clf, eta=cfg.eta)
+        prog["wall_time_s"] += time.perf_counter() - t
+        prog["evals"].append(evaluate((policy.model, policy.tokenizer), data.test, cfg.settings,
+                                      keep_texts=variant["judged"]))
+        prog["run_dir"] = str(run_dir)
+        prog_path.write_text(json.dumps(prog))
+    result = {"method": method, "variant": variant["tag"], "seed": data.seed, "wall_time_s": prog["wall_time_s"],
+              "accuracy_by_iteration": [data.sft["accuracy"]] + [e["accuracy"] for e in prog["evals"]],
+              **{k: prog["evals"][-1][k] for k in ("accuracy", "correct", "ids", "domains")},
+              "label_share": prog.get("label_share"), "texts": prog["evals"][-1].get("texts"),
+              **_read_log(Path(prog["run_dir"]) / "log.jsonl", data.domain_of)}
+    (job / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def _read_log(path: Path, domain_of: dict[str, str]) -> dict:
+    """Per-step arms (with each prompt's domain), RM calls and, for the online ensemble, weights."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = [{"global_step": r["global_step"], "iteration": r["iteration"], "arms": r["prompt_arms"],
+              "domains": [domain_of[p] for p in r["prompt_ids"]], "weights": r.get("weights")} for r in records]
+    calls = records[-1]["rm_calls"]
+    return {"steps": steps, "rm_calls_per_rm": calls, "rm_calls": int(sum(calls))}
+
+
+def run_compare(cfg: CompareConfig) -> dict:
+    """Run every (variant, method, seed) not finished yet, then write the report; returns results."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from laser.compare import report
+    from laser.rewards.synthetic import make_demo_rms
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(1)  # the tiny model is faster on one thread on a shared 2-core machine
+    rm_names = [rm.name for rm in make_demo_rms()]
+    problems = check_config(cfg, rm_names)
+    if problems:
+        raise ValueError("invalid compare config:\n  " + "\n  ".join(problems))
+    out = Path(cfg.out)
+    runs = out / "runs"
+    t0 = time.perf_counter()
+    data: dict[int, SeedData] = {}
+    jobs: dict[str, dict[str, list[dict]]] = {}
+    plan = variants(cfg, rm_names)
+    total, done = sum(len(v["methods"]) for v in plan) * cfg.seeds, 0
+    for v in plan:
+        for method in v["methods"]:
+            for seed in range(cfg.seeds):
+                if seed not in data:
+                    data[seed] = SeedData(cfg, seed, runs)
+                t = time.perf_counter()
+                res = run_job(cfg, v, method, data[seed], runs)
+                jobs.setdefault(v["tag"], {}).setdefault(method, []).append(res)
+                done += 1
+                print(f"[{done:3d}/{total}] {v['tag']:<14} {method:<24} seed {seed}: avg acc "
+                      f"{res['accuracy']['average']:.3f} (SFT {data[seed].sft['accuracy']['average']:.3f}) "
+                      f"train {res['wall_time_s']:5.1f}s ({time.perf_counter() - t:4.1f}s now)", flush=True)
+    results = report.write_report(cfg, jobs, data, rm_names, out, wall_time_s=time.perf_counter() - t0)
+    return results
