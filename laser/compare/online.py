@@ -84,7 +84,10 @@ def run_online_ensemble(seed: int, policy_dir: str, train, rm_names: list[str], 
                         rms: list | None = None, reward_specs: list[dict] | None = None,
                         eta: float = 0.5) -> tuple[dict, object, Path]:
     """Train the online ensemble from the SFT start; same set-up and return value as
-    :func:`laser.demo.run_method` (run folder ``out/seed<seed>/online_ensemble``)."""
+    :func:`laser.demo.run_method` (run folder ``out/seed<seed>/online_ensemble``).
+
+    The config mirrors ``run_method``'s; keep the two in step (or move this into the loop).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from laser.config import load_config
@@ -100,7 +103,7 @@ def run_online_ensemble(seed: int, policy_dir: str, train, rm_names: list[str], 
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
                   "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
-                  "beta": s.beta, "nll_weight": s.nll_weight, "feedback": "neg_loss"},
+                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": "neg_loss"},
         "checkpoint": {"every": 0, "keep_last": 1},
     }, require_data=False)
     tok = AutoTokenizer.from_pretrained(policy_dir)
