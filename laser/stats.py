@@ -100,7 +100,7 @@ def _wilcoxon_pure(d: np.ndarray, alternative: str) -> tuple[float, float, str]:
     stat = min(w_plus, w_minus) if alternative == "two-sided" else w_plus
     if n <= 50 and (ties == 1).all():
         counts = _exact_counts(n) / 2.0**n
-        k = int(round(w_plus))
+        k = round(w_plus)
         cdf, sf = counts[:k + 1].sum(), counts[k:].sum()  # P(W+ <= w+), P(W+ >= w+)
         p = {"two-sided": min(1.0, 2 * min(cdf, sf)), "greater": sf, "less": cdf}[alternative]
         return stat, float(p), "exact"

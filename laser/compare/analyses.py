@@ -24,7 +24,7 @@ def agreement_counts(scores: np.ndarray, correct: np.ndarray) -> dict:
         within-prompt pairs i < j, ``total[a][b]`` counts pairs both orderers order strictly,
         ``agree[a][b]`` those they order the same way. Equal scores (a tie) order nothing.
     """
-    K, P, n = scores.shape
+    K, _, n = scores.shape
     order = np.concatenate([scores, correct[None]], axis=0)  # (K+1, P, n)
     i, j = np.triu_indices(n, k=1)
     sign = np.sign(order[:, :, i] - order[:, :, j]).reshape(K + 1, -1)  # (K+1, P * pairs)

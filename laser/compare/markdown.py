@@ -16,9 +16,9 @@ def render(res: dict) -> str:
     doms, rms = res["domains"], res["rms"]
     s = res["settings"]
     lines = ["# laser compare report", "",
-             f"Seeds {res['seeds']}; {s['n_train_per_domain']} train and {s['n_test_per_domain']} test prompts per "
-             f"domain; {s['iterations']} iterations of batch {s['batch_size']}, {s['n_samples']} samples per prompt. "
-             f"Total wall time {res['wall_time_s']:.0f} s.", "", "## Accuracy (%)", "",
+             (f"Seeds {res['seeds']}; {s['n_train_per_domain']} train and {s['n_test_per_domain']} test prompts per "
+              f"domain; {s['iterations']} iterations of batch {s['batch_size']}, {s['n_samples']} samples per prompt. "
+              f"Total wall time {res['wall_time_s']:.0f} s."), "", "## Accuracy (%)", "",
              "Mean over seeds x test prompts, +- the std of the per-seed accuracies, and the 95% bootstrap interval.", ""]
     rows = []
     for name, e in [("sft", res["sft"]), *res["methods"].items()]:
@@ -37,11 +37,10 @@ def render(res: dict) -> str:
                     [[m, f"{e['rm_calls']:.0f}", f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}"]
                      for m, e in res["methods"].items()])
     lines += ["![training time](training_time.png)", "", "## Accuracy per iteration", "",
-              "Greedy test accuracy after every iteration (the run is trained one iteration at a time, resuming "
-              "from its checkpoint; iteration 0 is the SFT start).", "", "![accuracy per iteration](accuracy_per_iteration.png)", ""]
+              ("Greedy test accuracy after every iteration (the run is trained one iteration at a time, resuming "
+               "from its checkpoint; iteration 0 is the SFT start)."), "", "![accuracy per iteration](accuracy_per_iteration.png)", ""]
     if "laser" in res["selection"]:
-        lines += ["## Which RM LASeR selects", "", "Share of each domain's prompts scored by each RM (all iterations, "
-                  "seeds pooled).", ""]
+        lines += ["## Which RM LASeR selects", "", "Share of each domain's prompts scored by each RM (all iterations, seeds pooled).", ""]
         lines += _table(["method", "domain", *rms],
                         [[m, d, *[_p(r[n]) for n in rms]] for m, sel in res["selection"].items()
                          if m.startswith("laser") or m == "classifier" for d, r in sel["by_domain"].items()])
@@ -52,18 +51,19 @@ def render(res: dict) -> str:
         lines += _table(["domain", *rms], [[d, *[_p(r[n]) for n in rms]] for d, r in res["classifier_labels"].items()])
     if res.get("online_ensemble_weights"):
         w = res["online_ensemble_weights"]
-        lines += ["Online ensemble weights after the last step (mean over seeds): "
-                  + ", ".join(f"{n} {w[n]:.2f}" for n in rms), ""]
+        text = ", ".join(f"{n} {w[n]:.2f}" for n in rms)
+        lines += [f"Online ensemble weights after the last step (mean over seeds): {text}", ""]
     ag = res["agreement"]
-    lines += ["## RM agreement", "", "Fraction of sampled response pairs (SFT policy, train prompts, all within-prompt "
-              "pairs) that two RMs order the same way, among pairs both order strictly; `correct` orders a pair "
-              "only when exactly one response is right.", ""]
+    lines += ["## RM agreement", "", ("Fraction of sampled response pairs (SFT policy, train prompts, all within-prompt "
+                                      "pairs) that two RMs order the same way, among pairs both order strictly; "
+                                      "`correct` orders a pair only when exactly one response is right."), ""]
     lines += _table(["", *ag["labels"]], [[a, *[f"{v:.2f}" for v in row]] for a, row in zip(ag["labels"], ag["matrix"])])
     lines += ["![RM agreement](rm_agreement.png)", ""]
     if "noise" in res:
         n = res["noise"]
-        lines += ["## Noise robustness", "", f"Gaussian noise N(0, sigma^2) added to the scores of {n['rm']} RM(s). "
-                  "Drop = accuracy without noise minus with noise (points, paired over the same items).", ""]
+        lines += ["## Noise robustness", "", (f"Gaussian noise N(0, sigma^2) added to the scores of {n['rm']} RM(s). "
+                                              "Drop = accuracy without noise minus with noise (points, paired over "
+                                              "the same items)."), ""]
         sig = [k for k in next(iter(n["methods"].values())) if k != "0"]
         lines += _table(["method", "sigma 0", *[f"sigma {k}: acc / drop [95% CI] (p)" for k in sig]],
                         [[m, _p(row["0"]["accuracy"]), *[f"{_p(row[k]['accuracy'])} / {100 * row[k]['drop']:+.1f} "
@@ -82,7 +82,8 @@ def render(res: dict) -> str:
     if "judged" in res:
         j = res["judged"]
         lines += ["## Instruction following, judged", "",
-                  f"Prompts without gold answers or domain labels; `{j['a']}` vs `{j['b']}`, greedy answers on the test "
-                  f"prompts, judge: {j['judge']}. Win rate {_p(j['win_rate'])}% [{_p(j['ci_low'])}, {_p(j['ci_high'])}] "
-                  f"over {j['n']} items ({j['wins']} wins, {j['ties']} ties, {j['losses']} losses).", ""]
+                  (f"Prompts without gold answers or domain labels; `{j['a']}` vs `{j['b']}`, greedy answers on the "
+                   f"test prompts, judge: {j['judge']}. Win rate {_p(j['win_rate'])}% [{_p(j['ci_low'])}, "
+                   f"{_p(j['ci_high'])}] over {j['n']} items ({j['wins']} wins, {j['ties']} ties, "
+                   f"{j['losses']} losses)."), ""]
     return "\n".join(lines)
