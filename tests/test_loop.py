@@ -173,3 +173,12 @@ def test_noise_sigma_wraps_any_rm_reproducibly():
     assert np.array_equal(a, b) and noisy.name == "long"
     noise = a - base
     assert abs(noise.mean()) < 0.03 and abs(noise.std() - 0.3) < 0.02  # 2000 draws: se 0.0067 / 0.0047
+
+
+def test_loss_decrease_feedback_is_before_minus_after(tmp_path):
+    cfg = make_cfg(tmp_path, selector="linucb", feedback="loss_decrease")
+    Trainer(cfg, make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
+    for r in read_log(tmp_path):
+        if r["n_pairs"]:
+            assert r["raw_reward"][0] == pytest.approx(r["loss"] - r["loss_after"], rel=1e-9, abs=1e-12)
+            assert r["loss_after"] < r["loss"]  # one step of lr 1e-2 lowers the loss on its own pairs

@@ -29,6 +29,7 @@ from laser.training import state as ckpt_state
 from laser.training.feedback import FEEDBACKS
 from laser.training.losses import laser_loss
 from laser.training.pairs import build_pairs, ensemble_scores
+from laser.training.records import finite_or_none, json_default, per_prompt
 from laser.training.scoring import RewardPool
 
 log = logging.getLogger("laser")
@@ -319,6 +320,7 @@ class Trainer:
         total = self._sum_across([float(len(flat))])[0]
         mb = self.cfg.train.micro_batch_pairs
         chunks = [flat[j:j + mb] for j in range(0, len(flat), mb)]
+        self.policy.model.eval()  # reference (and after-update) log-probs without dropout noise
         with self._reference_weights():
             refs = [self._pair_logps(samples, ch, grad=False)[:2] for ch in chunks]
         self.optimizer.zero_grad(set_to_none=False)
@@ -336,13 +338,14 @@ class Trainer:
         prompt_of = np.array([i for i, _, _ in flat], dtype=np.int64)
         pair_losses = torch.cat(per_pair["loss"]).numpy() if flat else np.zeros(0)
         out = {**means, "grad_norm": grad_norm, "n_pairs": int(total), "local_pairs": len(flat),
-               "prompt_loss": _per_prompt(pair_losses, prompt_of, n_prompts)}
-        if self.needs_after and flat:
+               "prompt_loss": per_prompt(pair_losses, prompt_of, n_prompts)}
+        if self.needs_after:  # every process joins the sum, with or without local pairs
+            self.policy.model.eval()
             with torch.no_grad():
                 after = [self._loss_terms(samples, ch, grad=False, ref=ref)["loss"] for ch, ref in zip(chunks, refs)]
-            after = torch.cat(after).numpy()
-            out["loss_after"] = self._sum_across([float(after.sum())])[0] / total
-            out["prompt_loss_after"] = _per_prompt(after, prompt_of, n_prompts)
+            after = torch.cat(after).numpy() if after else np.zeros(0)
+            out["loss_after"] = self._sum_across([float(after.sum())])[0] / total if total else float("nan")
+            out["prompt_loss_after"] = per_prompt(after, prompt_of, n_prompts)
         return out
 
     def _sum_across(self, values: list[float]) -> list[float]:
@@ -424,34 +427,4 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if self.acc.is_main_process:
             with open(self.out / "log.jsonl", "a") as f:
-                f.write(json.dumps(_finite_or_none(record), default=_json_default) + "\n")
-
-
-def _per_prompt(pair_losses: np.ndarray, prompt_of: np.ndarray, n_prompts: int) -> np.ndarray:
-    out = np.full(n_prompts, np.nan)
-    for i in range(n_prompts):
-        mine = pair_losses[prompt_of == i]
-        if len(mine):
-            out[i] = mine.mean()
-    return out
-
-
-def _finite_or_none(obj):
-    """NaN/inf become null so every log line is strict JSON."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(type(obj).__name__)
+                f.write(json.dumps(finite_or_none(record), default=json_default) + "\n")
