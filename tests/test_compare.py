@@ -121,3 +121,42 @@ def test_selection_shares_before_and_after_a_step():
     assert s["by_iteration"] == [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]
     assert s["by_domain"] == {"x": {"a": 2 / 3, "b": 1 / 3, "c": 0.0}, "y": {"a": 0.0, "b": 0.0, "c": 1.0}}
     assert s["before"] == {"a": 1.0, "b": 0.0, "c": 0.0} and s["after"] == {"a": 0.0, "b": 0.5, "c": 0.5}
+
+
+@pytest.mark.parametrize("method", ["classifier", "online_ensemble"])
+def test_iteration_by_iteration_equals_one_run(tmp_path, monkeypatch, method):
+    """The accuracy curve trains one iteration at a time (resume with iterations + 1); the final
+    weights and the logged decisions must equal an uninterrupted 2-iteration run. The second
+    call gets an unfitted classifier / a fresh ensemble: their state must come from the checkpoint."""
+    import dataclasses
+
+    import torch
+
+    from laser.compare import methods as M
+    from laser.demo import QUICK
+    from laser.policy.tiny import build_tiny_policy
+    from laser.rewards.synthetic import make_demo_rms
+    from laser.tasks.synthetic import make_benchmark
+
+    monkeypatch.setenv("LASER_CACHE_DIR", str(tmp_path / "cache"))
+    policy_dir = build_tiny_policy(seed=0, target="smoke")
+    train = make_benchmark(4, seed=0, split="train")
+    rms = make_demo_rms(0)
+    names = [rm.name for rm in rms]
+    clf = M.fit_classifier(policy_dir, rms, QUICK, 4, 0)[0] if method == "classifier" else None
+    s2 = dataclasses.replace(QUICK, iterations=2)
+    _, p_once, d_once = M.train(method, 0, policy_dir, train, names, s2, tmp_path / "once", rms, None, clf)
+    if clf is not None:
+        clf = M.fit_classifier(policy_dir, rms, QUICK, 4, 0)[0]
+    M.train(method, 0, policy_dir, train, names, QUICK, tmp_path / "steps", rms, None, clf)
+    empty = M.empty_classifier(policy_dir, len(rms), 0) if clf is not None else None
+    _, p_steps, d_steps = M.train(method, 0, policy_dir, train, names, s2, tmp_path / "steps", rms, None, empty)
+    for (n, a), (_, b) in zip(p_once.model.state_dict().items(), p_steps.model.state_dict().items()):
+        assert torch.equal(a, b), n
+    if empty is not None:
+        assert empty.fitted_ and np.array_equal(empty.W_, clf.W_)
+
+    def decisions(d):
+        return [(r["prompt_arms"], r.get("weights"), r["loss"]) for r in map(json.loads, open(d / "log.jsonl"))]
+
+    assert decisions(d_once) == decisions(d_steps) and len(decisions(d_once)) == 8  # 4 domain batches x 2
