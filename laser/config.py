@@ -18,7 +18,7 @@ import yaml
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
 SELECTOR_ENSEMBLES = ("score_ensemble", "agreement_ensemble")
-FEEDBACKS = ("neg_loss", "loss_decrease", "margin_gain")
+FEEDBACKS = ("auto", "neg_loss", "loss_decrease", "margin_gain", "pair_accuracy")
 
 
 class ConfigError(ValueError):
@@ -95,7 +95,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     micro_batch_pairs: int = 64
-    feedback: str = field(default="neg_loss", metadata={"help": "|".join(FEEDBACKS)})
+    feedback: str = field(default="auto", metadata={"help": "|".join(FEEDBACKS) + "; auto = pair_accuracy "
+                                                        "when every prompt has a gold answer, else neg_loss"})
     on_nonfinite: str = "stop"
     max_skipped_steps: int = 3
 

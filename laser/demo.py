@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_FEEDBACK = "neg_loss"
+DEFAULT_FEEDBACK = "auto"  # the loop's default: pair_accuracy on this labelled benchmark
 
 
 @dataclass

@@ -45,5 +45,6 @@ def test_aggregate_reports_mean_and_std_over_seeds():
 
 def test_method_names_include_feedback_variants():
     names = method_names(["a", "b"], ["neg_loss", "loss_decrease"])
-    assert names[:3] == ["laser", "laser_per_prompt", "laser:loss_decrease"]
+    assert names[:4] == ["laser", "laser_per_prompt", "laser:neg_loss", "laser:loss_decrease"]
+    assert method_names(["a"], ["auto"])[:3] == ["laser", "laser_per_prompt", "random"]
     assert names[-2:] == ["single:a", "single:b"]

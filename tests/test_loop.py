@@ -182,3 +182,35 @@ def test_loss_decrease_feedback_is_before_minus_after(tmp_path):
         if r["n_pairs"]:
             assert r["raw_reward"][0] == pytest.approx(r["loss"] - r["loss_after"], rel=1e-9, abs=1e-12)
             assert r["loss_after"] < r["loss"]  # one step of lr 1e-2 lowers the loss on its own pairs
+
+
+def test_pair_accuracy_feedback_uses_gold_answers(tmp_path):
+    """Prompts 'k+0=' with gold k. RM 'ones' prefers responses with many '1's; the reward is
+    mean(correct(chosen) - correct(rejected)) over the step's pairs, checked independently here."""
+    from laser.tasks.extract import is_correct
+    from laser.training.loop import resolve_feedback
+
+    labelled = [Example(id=f"p{i}", prompt=f"{i}+0=", answer=str(i), task="gsm8k") for i in range(8)]
+    assert resolve_feedback("auto", labelled) == "pair_accuracy"
+    assert resolve_feedback("auto", EXAMPLES) == "neg_loss"
+    with pytest.raises(ValueError, match="needs a gold answer.*'p0'"):
+        resolve_feedback("pair_accuracy", EXAMPLES)
+    tr = Trainer(make_cfg(tmp_path, selector="fixed"), make_tiny_policy(), rms(), labelled, show_progress=False)
+    seen = []
+    real = tr._pair_accuracy
+
+    def spy(shard, samples, pairs):
+        out = real(shard, samples, pairs)
+        diffs = [is_correct("gsm8k", samples.texts[c], ex.answer) - is_correct("gsm8k", samples.texts[r], ex.answer)
+                 for ex, ps in zip(shard, pairs) for c, r in ps]
+        seen.append((out["pair_accuracy"], float(np.mean(diffs)) if diffs else float("nan")))
+        return out
+
+    tr._pair_accuracy = spy
+    tr.run()
+    log = read_log(tmp_path)
+    assert all(r["feedback"] == "pair_accuracy" for r in log)
+    for got, expected in seen:
+        assert (np.isnan(got) and np.isnan(expected)) or got == pytest.approx(expected)
+    for r, (got, _) in zip(log, seen):
+        assert r["raw_reward"][0] == (None if np.isnan(got) or not r["n_pairs"] else pytest.approx(got))

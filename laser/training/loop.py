@@ -40,6 +40,22 @@ class NonFiniteError(FloatingPointError):
     """A loss, gradient norm or bandit reward was NaN or infinite."""
 
 
+def resolve_feedback(name: str, examples: list) -> str:
+    """``auto`` -> ``pair_accuracy`` when every prompt has a gold answer and a task, else ``neg_loss``.
+
+    Raises:
+        ValueError: a label-based feedback was asked for but some prompt has no gold answer.
+    """
+    labelled = all(ex.answer and ex.task for ex in examples)
+    if name == "auto":
+        return "pair_accuracy" if labelled and examples else "neg_loss"
+    if "labels" in FEEDBACKS[name][1] and not labelled:
+        missing = next(ex.id for ex in examples if not (ex.answer and ex.task))
+        raise ValueError(f"train.feedback={name} needs a gold answer and a task for every prompt; "
+                         f"prompt {missing!r} has none")
+    return name
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
 
@@ -83,7 +99,9 @@ class Trainer:
         self.iteration = self.step_in_iter = self.global_step = self.skipped_steps = 0
         self.skipped_prompts = 0
         self.steps_per_iter = len(self._batches(0))
-        self.feedback_fn, self.needs_after = FEEDBACKS[cfg.train.feedback]
+        self.feedback = resolve_feedback(cfg.train.feedback, self.examples)
+        self.feedback_fn, needs = FEEDBACKS[self.feedback]
+        self.needs_after, self.needs_labels = "after" in needs, "labels" in needs
 
     # ----- set-up -------------------------------------------------------------------------
     def _context_dim(self) -> int:
@@ -173,6 +191,8 @@ class Trainer:
         pairs, skipped = self._pairs(samples, scores, votes)
         self.skipped_prompts += skipped
         terms = self._update(samples, pairs, len(prompts))
+        if self.needs_labels:
+            terms.update(self._pair_accuracy(shard, samples, pairs))
         t["update"] = time.perf_counter()
         rewards, raw = self._feedback(arms, contexts, terms)
         t["end"] = time.perf_counter()
@@ -348,6 +368,21 @@ class Trainer:
             out["prompt_loss_after"] = per_prompt(after, prompt_of, n_prompts)
         return out
 
+    def _pair_accuracy(self, shard: list, samples, pairs) -> dict:
+        """Mean of correct(chosen) - correct(rejected) over the step's pairs, and per prompt."""
+        from laser.tasks.extract import is_correct
+
+        per_prompt_acc = np.full(len(shard), np.nan)
+        total = 0.0
+        for i, (ex, ps) in enumerate(zip(shard, pairs)):
+            if ps:
+                diffs = [is_correct(ex.task, samples.texts[c], ex.answer) - is_correct(ex.task, samples.texts[r], ex.answer)
+                         for c, r in ps]
+                per_prompt_acc[i], total = float(np.mean(diffs)), total + float(np.sum(diffs))
+        n_pairs = self._sum_across([float(sum(len(ps) for ps in pairs))])[0]
+        return {"pair_accuracy": self._sum_across([total])[0] / n_pairs if n_pairs else float("nan"),
+                "prompt_pair_accuracy": per_prompt_acc}
+
     def _sum_across(self, values: list[float]) -> list[float]:
         if self.acc.num_processes == 1:
             return values
@@ -386,14 +421,15 @@ class Trainer:
         if self.selector is None:
             return [], []
         if self.cfg.selector.per_prompt:
-            loss = self._gather_rows(terms["prompt_loss"][:, None])[:, 0]
-            after = terms.get("prompt_loss_after")
-            after = self._gather_rows(after[:, None])[:, 0] if after is not None else [None] * len(loss)
-            raw = [self.feedback_fn(lo, af) if np.isfinite(lo) else None for lo, af in zip(loss, after)]
+            keys = {"loss": "prompt_loss", "loss_after": "prompt_loss_after",
+                    "pair_accuracy": "prompt_pair_accuracy"}
+            cols = {k: self._gather_rows(terms[v][:, None])[:, 0] for k, v in keys.items() if v in terms}
+            outcomes = [{k: float(col[i]) for k, col in cols.items()} for i in range(len(contexts))]
+            raw = [self.feedback_fn(o) if np.isfinite(o["loss"]) else None for o in outcomes]
             ctxs, used = contexts, arms
         else:
             ok = terms["n_pairs"] > 0 and np.isfinite(terms["loss"])
-            raw = [self.feedback_fn(terms["loss"], terms.get("loss_after")) if ok else None]
+            raw = [self.feedback_fn(terms) if ok else None]
             ctxs, used = contexts.mean(axis=0, keepdims=True), arms[:1]
         rewards = []
         for r, arm in zip(raw, used):
@@ -417,7 +453,8 @@ class Trainer:
             "arm": arm0, "arm_name": self.ensemble or names[arm0], "prompt_ids": [ex.id for ex in batch],
             "prompt_arms": arms, "arms_by_rank": self._arms_by_rank, "ucb": ucb, "reward": rewards, "raw_reward": raw,
             "loss": terms["loss"], "dpo": terms["dpo"], "nll": terms["nll"], "grad_norm": terms["grad_norm"],
-            "loss_after": terms.get("loss_after"), "n_pairs": terms["n_pairs"],
+            "loss_after": terms.get("loss_after"), "pair_accuracy": terms.get("pair_accuracy"),
+            "feedback": self.feedback, "n_pairs": terms["n_pairs"],
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
             "rm_calls": calls, "rm_calls_total": int(sum(calls)),
             "skipped_prompts": self.skipped_prompts, "skipped_steps": self.skipped_steps, "events": events,
