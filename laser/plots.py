@@ -31,7 +31,8 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def accuracy_curves(curves: dict[str, dict], path: str | Path, title: str = "Test accuracy per iteration") -> Path:
-    """One line per method: mean average accuracy per iteration (0 = SFT), band = +-1 std over seeds."""
+    """One line per method: mean average accuracy per iteration (0 = SFT); band = +-1 std over seeds
+    for ``laser``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (m, c) in enumerate(curves.items()):
@@ -39,7 +40,8 @@ def accuracy_curves(curves: dict[str, dict], path: str | Path, title: str = "Tes
         style = "-" if m.startswith("laser") else "--"
         ax.plot(x, 100 * y, style, marker="o", ms=3, label=m, color=plt.cm.tab20(i % 20),
                 lw=2.5 if m == "laser" else 1.2)
-        ax.fill_between(x, 100 * (y - s), 100 * (y + s), color=plt.cm.tab20(i % 20), alpha=0.08)
+        if m == "laser":  # one band only: 17 overlapping bands are unreadable
+            ax.fill_between(x, 100 * (y - s), 100 * (y + s), color=plt.cm.tab20(i % 20), alpha=0.15)
     ax.set(xlabel="iteration (0 = SFT start)", ylabel="average accuracy (%)", title=title)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)

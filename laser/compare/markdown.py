@@ -18,7 +18,7 @@ def render(res: dict) -> str:
     lines = ["# laser compare report", "",
              (f"Seeds {res['seeds']}; {s['n_train_per_domain']} train and {s['n_test_per_domain']} test prompts per "
               f"domain; {s['iterations']} iterations of batch {s['batch_size']}, {s['n_samples']} samples per prompt. "
-              f"Total wall time {res['wall_time_s']:.0f} s."), "", "## Accuracy (%)", "",
+              f"Wall time of this invocation {res['wall_time_s']:.0f} s (finished jobs are not rerun)."), "", "## Accuracy (%)", "",
              "Mean over seeds x test prompts, +- the std of the per-seed accuracies, and the 95% bootstrap interval.", ""]
     rows = []
     for name, e in [("sft", res["sft"]), *res["methods"].items()]:
@@ -33,8 +33,9 @@ def render(res: dict) -> str:
     lines += _table(["baseline m", "laser - m (points) [95% CI]", "items laser right only / m right only",
                      "p (Wilcoxon)", "p (bootstrap)", "items"], rows)
     lines += ["## Cost", ""]
-    lines += _table(["method", "RM scoring calls", "training wall time s (mean +- std)"],
-                    [[m, f"{e['rm_calls']:.0f}", f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}"]
+    lines += _table(["method", "bandit feedback", "RM scoring calls", "training wall time s (mean +- std)"],
+                    [[m, str(e.get("feedback") or ""), f"{e['rm_calls']:.0f}",
+                      f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}"]
                      for m, e in res["methods"].items()])
     lines += ["![training time](training_time.png)", "", "## Accuracy per iteration", "",
               ("Greedy test accuracy after every iteration (the run is trained one iteration at a time, resuming "

@@ -14,12 +14,16 @@ from pathlib import Path
 from laser.bandits.factory import SELECTORS
 
 NEW_METHODS = ("online_ensemble", "classifier", "laser@exp3", "laser@lints", "laser@sliding_linucb")
+#: window of ``laser@sliding_linucb``: the bandit library's default (200 updates) is longer than the
+#: demo's whole run (40 steps), which would make it plain LinUCB; 16 = two iterations of the demo.
+SLIDING_WINDOW = 16
 PLAIN = ("laser", "laser_per_prompt", "random", "round_robin", "score_ensemble", "agreement_ensemble")
 
 
 def default_methods(rm_names: list[str]) -> list[str]:
-    """LASeR, its per-prompt variant, every baseline and the bandit variants."""
-    return [*PLAIN, *NEW_METHODS, *[f"single:{n}" for n in rm_names]]
+    """LASeR (the project's default feedback), the paper's LASeR (``laser:neg_loss``), the per-prompt
+    variant, every baseline and the bandit variants."""
+    return [PLAIN[0], "laser:neg_loss", *PLAIN[1:], *NEW_METHODS, *[f"single:{n}" for n in rm_names]]
 
 
 def check_method(method: str, rm_names: list[str]) -> str | None:
@@ -64,8 +68,10 @@ def train(method: str, seed: int, policy_dir: str, train_set, rm_names: list[str
         return run_method("laser", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
                           selector=classifier, reward_specs=reward_specs)
     if method.startswith("laser@"):
+        name = method.split("@", 1)[1]
+        conf = {"name": name, **({"kwargs": {"window": SLIDING_WINDOW}} if name == "sliding_linucb" else {})}
         return run_method("laser", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
-                          reward_specs=reward_specs, selector_cfg={"name": method.split("@", 1)[1]})
+                          reward_specs=reward_specs, selector_cfg=conf)
     return run_method(method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
                       reward_specs=reward_specs)
 

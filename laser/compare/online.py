@@ -2,12 +2,14 @@
 
 Every RM scores every response (like the score ensemble); responses are ranked by
 :meth:`OnlineEnsemble.combine` of the per-RM standardised scores; after the update each RM k
-gets the feedback LASeR would get, computed on the trained pairs RM k orders the same way:
+gets the feedback LASeR would get (``train.feedback``: ``neg_loss``, ``pair_accuracy`` or
+``auto``), computed on the trained pairs RM k orders the same way, S_k = {pairs p :
+z_k[chosen_p] > z_k[rejected_p]}:
 
-    r_k = normalise(feedback(mean loss over {pairs p : z_k[chosen_p] > z_k[rejected_p]}))
+    r_k = normalise(feedback({"loss": mean loss over S_k, "pair_accuracy": mean over S_k of
+                              correct(chosen) - correct(rejected)}))
 
-(NaN, i.e. no information, when RM k agrees with none of them), and the weights move by
-``w_k <- w_k exp(eta r_k)``. The weights are the "selector" of the run, so they are
+(NaN, i.e. no information, when S_k is empty), and the weights move by ``w_k <- w_k exp(eta r_k)``. The weights are the "selector" of the run, so they are
 checkpointed and restored with it. Single process only.
 
 This lives in :mod:`laser.compare` until the loop itself knows the ``online_ensemble``
@@ -28,16 +30,17 @@ from laser.training.pairs import standardize
 
 class OnlineEnsembleTrainer(Trainer):
     """:class:`~laser.training.loop.Trainer` with the online ensemble; ``cfg.selector.name`` must be
-    ``score_ensemble`` (the loop's all-RMs-score mode) and ``cfg.train.feedback`` ``neg_loss``."""
+    ``score_ensemble`` (the loop's all-RMs-score mode) and the feedback one computed from the
+    pairs alone (``neg_loss`` or ``pair_accuracy``, possibly through ``auto``)."""
 
     def __init__(self, cfg, policy, rms, examples, eta: float = 0.5, **kwargs):
-        if cfg.selector.name != "score_ensemble" or cfg.train.feedback != "neg_loss":
-            raise ValueError("OnlineEnsembleTrainer needs selector.name=score_ensemble and train.feedback=neg_loss, "
-                             f"got {cfg.selector.name!r} and {cfg.train.feedback!r}")
         super().__init__(cfg, policy, rms, examples, **kwargs)
+        if cfg.selector.name != "score_ensemble" or self.feedback not in ("neg_loss", "pair_accuracy"):
+            raise ValueError("OnlineEnsembleTrainer needs selector.name=score_ensemble and feedback neg_loss or "
+                             f"pair_accuracy, got {cfg.selector.name!r} and {self.feedback!r}")
         self.ensemble = "online_ensemble"
         self.selector = OnlineEnsemble(len(self.pool.rms), eta=eta, seed=cfg.seed)
-        self._z, self._flat_pairs, self._pair_losses = None, [], []
+        self._z, self._flat_pairs, self._pair_losses, self._pair_diffs = None, [], [], None
 
     def _score(self, samples, my_arms):
         prompts = [self._current_prompts[i] for i in samples.prompt_index]
@@ -53,8 +56,16 @@ class OnlineEnsembleTrainer(Trainer):
     def _pairs(self, samples, scores, votes):
         pairs, skipped = super()._pairs(samples, scores, votes)
         self._flat_pairs = [p for ps in pairs for p in ps]  # the order _update trains them in
-        self._pair_losses = []
+        self._pair_losses, self._pair_diffs = [], None
         return pairs, skipped
+
+    def _pair_accuracy(self, shard, samples, pairs):
+        from laser.tasks.extract import is_correct
+
+        self._pair_diffs = np.array([float(is_correct(ex.task, samples.texts[c], ex.answer))
+                                     - float(is_correct(ex.task, samples.texts[r], ex.answer))
+                                     for ex, ps in zip(shard, pairs) for c, r in ps])
+        return super()._pair_accuracy(shard, samples, pairs)
 
     def _loss_terms(self, samples, flat, grad, ref=None):
         terms = super()._loss_terms(samples, flat, grad, ref)
@@ -69,7 +80,10 @@ class OnlineEnsembleTrainer(Trainer):
         for k in range(self.selector.n_arms):
             mine = agree[k] == 1
             if mine.any() and np.isfinite(losses[mine]).all():
-                raw[k] = self.feedback_fn(float(losses[mine].mean()), None)
+                outcome = {"loss": float(losses[mine].mean())}
+                if self._pair_diffs is not None:
+                    outcome["pair_accuracy"] = float(self._pair_diffs[mine].mean())
+                raw[k] = self.feedback_fn(outcome)
                 rewards[k] = self.normalizer.normalize(raw[k])
         self.selector.update(rewards)
         return rewards.tolist(), raw
@@ -82,12 +96,16 @@ class OnlineEnsembleTrainer(Trainer):
 
 def run_online_ensemble(seed: int, policy_dir: str, train, rm_names: list[str], s, out: Path,
                         rms: list | None = None, reward_specs: list[dict] | None = None,
-                        eta: float = 0.5) -> tuple[dict, object, Path]:
+                        eta: float = 0.5, feedback: str | None = None) -> tuple[dict, object, Path]:
     """Train the online ensemble from the SFT start; same set-up and return value as
     :func:`laser.demo.run_method` (run folder ``out/seed<seed>/online_ensemble``).
 
     The config mirrors ``run_method``'s; keep the two in step (or move this into the loop).
+    ``feedback`` defaults to the demo's LASeR feedback (``laser.demo.DEFAULT_FEEDBACK``).
     """
+    from laser.demo import DEFAULT_FEEDBACK
+
+    feedback = feedback or DEFAULT_FEEDBACK
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from laser.config import load_config
@@ -103,7 +121,7 @@ def run_online_ensemble(seed: int, policy_dir: str, train, rm_names: list[str], 
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
                   "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
-                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": "neg_loss"},
+                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
         "checkpoint": {"every": 0, "keep_last": 1},
     }, require_data=False)
     tok = AutoTokenizer.from_pretrained(policy_dir)

@@ -38,7 +38,8 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
         entry = {"accuracy": A.method_summary(runs, domains, cfg.n_boot), "accuracy_curve": A.accuracy_curve(runs),
                  "rm_calls": float(np.mean([r["rm_calls"] for r in runs])),
                  "wall_time_s": float(np.mean([r["wall_time_s"] for r in runs])),
-                 "wall_time_std": float(np.std([r["wall_time_s"] for r in runs]))}
+                 "wall_time_std": float(np.std([r["wall_time_s"] for r in runs])),
+                 "feedback": runs[0].get("feedback")}
         if m != "laser" and "laser" in main:
             entry["vs_laser"] = A.paired_test(main["laser"], runs)
         res["methods"][m] = entry

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,8 @@ class CompareConfig:
     add_at: int | None = None
     judged: bool = False
     judged_baseline: str = "score_ensemble"
-    analysis_methods: list[str] = field(default_factory=lambda: ["laser", "round_robin", "random",
-                                                                   "score_ensemble"])
+    analysis_methods: list[str] = field(default_factory=lambda: ["laser", "laser:neg_loss", "round_robin",
+                                                                   "random", "score_ensemble"])
     n_label_per_domain: int = 50
     eta: float = 0.5
     n_boot: int = 2000
@@ -250,7 +251,8 @@ def _read_log(path: Path, domain_of: dict[str, str]) -> dict:
     steps = [{"global_step": r["global_step"], "iteration": r["iteration"], "arms": r["prompt_arms"],
               "domains": [domain_of[p] for p in r["prompt_ids"]], "weights": r.get("weights")} for r in records]
     calls = records[-1]["rm_calls"]
-    return {"steps": steps, "rm_calls_per_rm": calls, "rm_calls": int(sum(calls))}
+    return {"steps": steps, "rm_calls_per_rm": calls, "rm_calls": int(sum(calls)),
+            "feedback": records[-1].get("feedback")}
 
 
 def run_compare(cfg: CompareConfig) -> dict:
@@ -258,11 +260,21 @@ def run_compare(cfg: CompareConfig) -> dict:
     import torch
     from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(1)  # the tiny model is faster on one thread on a shared 2-core machine
+    logger = logging.getLogger("laser")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # every iteration resumes: "resumed from ..." lines would drown the table
+    try:
+        return _run_all(cfg)
+    finally:
+        logger.setLevel(level)
+
+
+def _run_all(cfg: CompareConfig) -> dict:
     from laser.compare import report
     from laser.rewards.synthetic import make_demo_rms
 
-    hf_logging.disable_progress_bar()
-    torch.set_num_threads(1)  # the tiny model is faster on one thread on a shared 2-core machine
     rm_names = [rm.name for rm in make_demo_rms()]
     problems = check_config(cfg, rm_names)
     if problems:
@@ -286,5 +298,4 @@ def run_compare(cfg: CompareConfig) -> dict:
                 print(f"[{done:3d}/{total}] {v['tag']:<14} {method:<24} seed {seed}: avg acc "
                       f"{res['accuracy']['average']:.3f} (SFT {data[seed].sft['accuracy']['average']:.3f}) "
                       f"train {res['wall_time_s']:5.1f}s ({time.perf_counter() - t:4.1f}s now)", flush=True)
-    results = report.write_report(cfg, jobs, data, rm_names, out, wall_time_s=time.perf_counter() - t0)
-    return results
+    return report.write_report(cfg, jobs, data, rm_names, out, wall_time_s=time.perf_counter() - t0)
