@@ -115,7 +115,7 @@ def inject(tr: Trainer, what: str, steps) -> None:
         p.register_hook(lambda g: g * float("inf") if now() in steps else g)
     else:
         real_fb = tr.feedback_fn
-        tr.feedback_fn = lambda loss, after: float("inf") if now() in steps else real_fb(loss, after)
+        tr.feedback_fn = lambda outcome: float("inf") if now() in steps else real_fb(outcome)
 
 
 @pytest.fixture(scope="module")
