@@ -24,7 +24,8 @@ def test_smollm2_gsm8k_example_trains_and_evaluates(tmp_path):
     if not GSM8K.is_dir():
         pytest.skip(f"{GSM8K} missing")
     out = tmp_path / "run"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # one thread: on a shared 2-core machine a second busy core stalls multi-threaded kernels
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     train = subprocess.run([sys.executable, "-m", "laser.cli.main", "train", "--config",
                             str(ROOT / "examples" / "smollm2_gsm8k.yaml"), f"output_dir={out}",
                             f"data.prompts={GSM8K}"], capture_output=True, text=True, env=env, timeout=560)
