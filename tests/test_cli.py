@@ -107,3 +107,11 @@ def test_two_processes_apply_the_same_broadcast_arm(tmp_path, tiny_model_dir):
     for r in log:
         assert len(r["arms_by_rank"]) == 2
         assert r["arms_by_rank"][0] == r["arms_by_rank"][1] == r["prompt_arms"]
+
+
+def test_cli_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("train", "validate", "demo", "eval", "bon", "compare", "serve-rm"):
+        assert command in out

@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", required=True)
     b.add_argument("overrides", nargs="*")
 
+    from laser.compare import add_compare_parser
+
+    add_compare_parser(sub)
+
     s = sub.add_parser("serve-rm", help="serve configured reward models over HTTP on 127.0.0.1")
     s.add_argument("--config", required=True, help="YAML with a `rewards:` list")
     s.add_argument("--port", type=int, default=8000)
@@ -188,6 +192,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from laser.compare import compare_main
+
+    return compare_main(args)
+
+
 def cmd_serve_rm(args) -> int:
     from laser.rewards.server import serve_rm_main
 
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     handlers = {"train": cmd_train, "validate": cmd_validate, "demo": cmd_demo, "serve-rm": cmd_serve_rm,
-                "eval": cmd_eval, "bon": cmd_bon}
+                "eval": cmd_eval, "bon": cmd_bon, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
