@@ -13,12 +13,15 @@ from laser.bandits.factory import SELECTORS, make_selector
 from laser.bandits.linear import LinearSelector
 from laser.bandits.lints import LinTS
 from laser.bandits.linucb import LinUCB, ucb_scores
+from laser.bandits.classifier import ClassifierSelector
 from laser.bandits.normalizer import QuantileNormalizer
+from laser.bandits.online_ensemble import OnlineEnsemble, pair_agreement
 from laser.bandits.sliding_linucb import SlidingWindowLinUCB
 from laser.bandits.ucb1 import UCB1
 
 __all__ = [
     "SELECTORS", "UCB1", "EpsilonGreedy", "Exp3", "FixedSelector", "LinTS", "LinUCB", "LinearSelector",
     "NoArmAvailable", "QuantileNormalizer", "RandomSelector", "RoundRobinSelector", "Selector",
-    "SlidingWindowLinUCB", "make_selector", "ucb_scores",
+    "SlidingWindowLinUCB", "make_selector", "ucb_scores", "ClassifierSelector", "OnlineEnsemble",
+    "pair_agreement",
 ]
