@@ -71,34 +71,46 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
         reward_specs: extra keys per RM spec (same order), e.g. ``{"add_at_step": 10}``.
         selector_cfg: overrides of the method's selector config (e.g. ``{"name": "lints"}``).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from laser.config import load_config
-    from laser.policy.model import Policy
     from laser.rewards.synthetic import make_demo_rms
     from laser.training.loop import Trainer
 
     selector_conf, feedback = _selector_for(method)
     selector_conf.update(selector_cfg or {})
-    extra = reward_specs or [{} for _ in rm_names]
     run_dir = out / f"seed{seed}" / method.replace(":", "_")
-    cfg = load_config(data={
+    cfg = demo_run_config(seed, run_dir, rm_names, s, selector_conf, feedback, reward_specs)
+    policy = load_sft_policy(policy_dir)
+    summary = Trainer(cfg, policy, rms or make_demo_rms(seed=seed), train, show_progress=False,
+                      selector=selector).run()
+    return summary, policy, run_dir
+
+
+def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettings, selector_conf: dict,
+                    feedback: str, reward_specs: list[dict] | None = None):
+    """The validated run config of one demo method (the demo's RMs by name, the settings' sizes)."""
+    from laser.config import load_config
+
+    extra = reward_specs or [{} for _ in rm_names]
+    return load_config(data={
         "seed": seed, "output_dir": str(run_dir),
         "rewards": [{"name": n, "type": "demo", "seed": seed, **x} for n, x in zip(rm_names, extra)],
         "selector": selector_conf,
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
                   "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
-                  "pairing": s.pairing,
-                  "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
+                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
         "checkpoint": {"every": 0, "keep_last": 1},
     }, require_data=False)
+
+
+def load_sft_policy(policy_dir: str):
+    """A fresh copy of the SFT start, left-padded for generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from laser.policy.model import Policy
+
     tok = AutoTokenizer.from_pretrained(policy_dir)
     tok.padding_side = "left"
-    policy = Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
-    summary = Trainer(cfg, policy, rms or make_demo_rms(seed=seed), train, show_progress=False,
-                      selector=selector).run()
-    return summary, policy, run_dir
+    return Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
 
 
 def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[str]) -> dict:

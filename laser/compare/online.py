@@ -100,33 +100,16 @@ def run_online_ensemble(seed: int, policy_dir: str, train, rm_names: list[str], 
     """Train the online ensemble from the SFT start; same set-up and return value as
     :func:`laser.demo.run_method` (run folder ``out/seed<seed>/online_ensemble``).
 
-    The config mirrors ``run_method``'s; keep the two in step (or move this into the loop).
+    The config is ``run_method``'s (:func:`laser.demo.demo_run_config`) with the all-RMs-score mode.
     ``feedback`` defaults to the demo's LASeR feedback (``laser.demo.DEFAULT_FEEDBACK``).
     """
-    from laser.demo import DEFAULT_FEEDBACK
-
-    feedback = feedback or DEFAULT_FEEDBACK
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from laser.config import load_config
-    from laser.policy.model import Policy
+    from laser.demo import DEFAULT_FEEDBACK, demo_run_config, load_sft_policy
     from laser.rewards.synthetic import make_demo_rms
 
-    extra = reward_specs or [{} for _ in rm_names]
+    feedback = feedback or DEFAULT_FEEDBACK
     run_dir = Path(out) / f"seed{seed}" / "online_ensemble"
-    cfg = load_config(data={
-        "seed": seed, "output_dir": str(run_dir),
-        "rewards": [{"name": n, "type": "demo", "seed": seed, **x} for n, x in zip(rm_names, extra)],
-        "selector": {"name": "score_ensemble"},
-        "data": {"group_batches": s.group_batches},
-        "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
-                  "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
-                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
-        "checkpoint": {"every": 0, "keep_last": 1},
-    }, require_data=False)
-    tok = AutoTokenizer.from_pretrained(policy_dir)
-    tok.padding_side = "left"
-    policy = Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
+    cfg = demo_run_config(seed, run_dir, rm_names, s, {"name": "score_ensemble"}, feedback, reward_specs)
+    policy = load_sft_policy(policy_dir)
     trainer = OnlineEnsembleTrainer(cfg, policy, rms or make_demo_rms(seed=seed), train, eta=eta,
                                     show_progress=False)
     return trainer.run(), policy, run_dir
