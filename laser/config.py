@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
-SELECTOR_ENSEMBLES = ("score_ensemble", "agreement_ensemble")
+SELECTOR_ENSEMBLES = ("score_ensemble", "agreement_ensemble", "online_ensemble")
 FEEDBACKS = ("auto", "neg_loss", "loss_decrease", "margin_gain", "pair_accuracy")
 
 

@@ -115,3 +115,11 @@ def test_cli_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("train", "validate", "demo", "eval", "bon", "compare", "serve-rm"):
         assert command in out
+
+
+def test_train_with_the_online_ensemble(tmp_path, tiny_model_dir):
+    path = write_config(tmp_path, tiny_model_dir, selector={"name": "online_ensemble", "kwargs": {"eta": 1.0}})
+    assert main(["train", "--config", str(path), "train.iterations=1"]) == 0
+    log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    assert all(r["arm_name"] == "online_ensemble" and abs(sum(r["weights"]) - 1) < 1e-9 for r in log)
+    assert log[-1]["rm_calls"] == [2 * 4 * 4, 2 * 4 * 4]  # every RM scores every response

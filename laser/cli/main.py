@@ -135,6 +135,8 @@ def cmd_train(args) -> int:
         from laser.policy.encoder import SentenceEncoder
 
         context_fn = SentenceEncoder(cfg.selector.encoder).embed
+    if cfg.selector.name == "online_ensemble":  # multiplicative-weights RM ensemble (a Trainer subclass)
+        from laser.compare.online import OnlineEnsembleTrainer as Trainer  # noqa: F811
     trainer = Trainer(cfg, policy, rms, examples, context_fn=context_fn)
     summary = trainer.run()
     if trainer.acc.is_main_process:

@@ -30,14 +30,19 @@ from laser.training.pairs import standardize
 
 class OnlineEnsembleTrainer(Trainer):
     """:class:`~laser.training.loop.Trainer` with the online ensemble; ``cfg.selector.name`` must be
-    ``score_ensemble`` (the loop's all-RMs-score mode) and the feedback one computed from the
-    pairs alone (``neg_loss`` or ``pair_accuracy``, possibly through ``auto``)."""
+    ``online_ensemble`` (or ``score_ensemble``: the loop's all-RMs-score mode) and the feedback one
+    computed from the pairs alone (``neg_loss`` or ``pair_accuracy``, possibly through ``auto``).
+    ``eta`` defaults to ``selector.kwargs.eta`` (else 0.5). Single process only."""
 
-    def __init__(self, cfg, policy, rms, examples, eta: float = 0.5, **kwargs):
+    def __init__(self, cfg, policy, rms, examples, eta: float | None = None, **kwargs):
         super().__init__(cfg, policy, rms, examples, **kwargs)
-        if cfg.selector.name != "score_ensemble" or self.feedback not in ("neg_loss", "pair_accuracy"):
-            raise ValueError("OnlineEnsembleTrainer needs selector.name=score_ensemble and feedback neg_loss or "
+        if cfg.selector.name not in ("online_ensemble", "score_ensemble") \
+                or self.feedback not in ("neg_loss", "pair_accuracy"):
+            raise ValueError("OnlineEnsembleTrainer needs selector.name=online_ensemble and feedback neg_loss or "
                              f"pair_accuracy, got {cfg.selector.name!r} and {self.feedback!r}")
+        if self.acc.num_processes > 1:
+            raise ValueError("selector.name=online_ensemble runs on a single process")
+        eta = float(cfg.selector.kwargs.get("eta", 0.5)) if eta is None else eta
         self.ensemble = "online_ensemble"
         self.selector = OnlineEnsemble(len(self.pool.rms), eta=eta, seed=cfg.seed)
         self._z, self._flat_pairs, self._pair_losses, self._pair_diffs = None, [], [], None

@@ -86,6 +86,9 @@ class Trainer:
         self.pool = RewardPool(rms, join_at)
         self.out = Path(cfg.output_dir)
         self.ensemble = cfg.selector.name if cfg.selector.name in SELECTOR_ENSEMBLES else None
+        if self.ensemble == "online_ensemble" and type(self) is Trainer:
+            raise ValueError("selector.name=online_ensemble runs with laser.compare.online.OnlineEnsembleTrainer "
+                             "(what `laser train` uses for it), not the plain Trainer")
         self.context_free = cfg.selector.name in CONTEXT_FREE or cfg.selector.context == "none"
         self.context_fn = context_fn
         self.show_progress = show_progress
