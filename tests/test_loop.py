@@ -214,3 +214,19 @@ def test_pair_accuracy_feedback_uses_gold_answers(tmp_path):
         assert (np.isnan(got) and np.isnan(expected)) or got == pytest.approx(expected)
     for r, (got, _) in zip(log, seen):
         assert r["raw_reward"][0] == (None if np.isnan(got) or not r["n_pairs"] else pytest.approx(got))
+
+
+def test_sentence_encoder_can_replace_the_policy_context(tmp_path):
+    """selector.context=encoder: LinUCB runs on all-MiniLM-L6-v2 embeddings (384-d), not hidden states."""
+    encoder_mod = pytest.importorskip("laser.policy.encoder")
+    try:
+        encoder = encoder_mod.SentenceEncoder()
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    tr = Trainer(make_cfg(tmp_path), make_tiny_policy(), rms(), EXAMPLES, show_progress=False,
+                 context_fn=encoder.embed)
+    assert tr.selector.dim == 384
+    tr.run()
+    log = read_log(tmp_path)
+    assert len(log) == 4 and all(len(r["ucb"]) == 2 for r in log)
+    assert tr.selector.counts_.sum() == 4
