@@ -25,7 +25,8 @@ def _names(text: str) -> list[str]:
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``compare`` sub-command to an ``argparse`` subparsers object; returns its parser."""
     p = subparsers.add_parser("compare", help="methods x seeds on the embedded benchmark: tables, paired tests, plots")
-    p.add_argument("--config", help="YAML with the keys of laser.compare.runner.CompareConfig (settings nested)")
+    p.add_argument("--config", help="YAML with the keys of laser.compare.runner.CompareConfig (settings nested; a "
+                   "user: section runs your own laser train config and test set, see docs/compare.md)")
     p.add_argument("--out", help="report folder (default compare_out); reruns skip finished (method, seed) jobs")
     p.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     p.add_argument("--methods", type=_names, help="comma-separated methods (default: all; see docs/compare.md)")

@@ -50,6 +50,7 @@ class CompareConfig:
     n_label_per_domain: int = 50
     eta: float = 0.5
     n_boot: int = 2000
+    user: dict | None = None  # a user set-up (run config + test set): laser.compare.user
 
 
 def check_config(cfg: CompareConfig, rm_names: list[str]) -> list[str]:
@@ -101,7 +102,12 @@ def load_compare_config(path: str | None, **overrides) -> CompareConfig:
                         settings=DemoSettings(**{k: v for k, v in settings.items() if k in sfields}))
     from laser.rewards.synthetic import make_demo_rms
 
-    problems = check_config(cfg, [rm.name for rm in make_demo_rms()])
+    if cfg.user is not None:
+        from laser.compare.user import check_user
+
+        problems = check_user(cfg)[0]
+    else:
+        problems = check_config(cfg, [rm.name for rm in make_demo_rms()])
     if problems:
         raise ValueError(f"invalid compare config {path or ''}:\n  " + "\n  ".join(problems))
     return cfg
@@ -261,6 +267,10 @@ def run_compare(cfg: CompareConfig) -> dict:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    if cfg.user is not None:  # the user's own model: keep torch's threads; one job trains in one go
+        from laser.compare.user import run_user_compare
+
+        return run_user_compare(cfg)
     torch.set_num_threads(1)  # the tiny model is faster on one thread on a shared 2-core machine
     logger = logging.getLogger("laser")
     level = logger.level
