@@ -307,3 +307,26 @@ class Selector:
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self._hparams().items())
         return f"{type(self).__name__}(n_arms={self.n_arms}{', ' if hp else ''}{hp})"
+
+
+class RewardSumSelector(Selector):
+    """A non-contextual selector whose learned state is each arm's reward sum ``sums_`` (S_k).
+
+    Update of arm k with reward r: ``S_k <- S_k + r`` (``counts_`` holds n_k).
+    """
+
+    def __init__(self, n_arms: int, seed: int = 0) -> None:
+        super().__init__(n_arms, seed)
+        self.sums_ = np.zeros(self.n_arms)
+
+    def _update(self, arm: int, context: np.ndarray, reward: float) -> None:
+        self.sums_[arm] += reward
+
+    def _add_arm(self) -> None:
+        self.sums_ = np.append(self.sums_, 0.0)
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        return {"sums": self.sums_.copy()}
+
+    def _load_extra_state(self, sd: dict[str, np.ndarray]) -> None:
+        self.sums_ = np.array(sd["sums"], dtype=np.float64)

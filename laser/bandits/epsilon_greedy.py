@@ -6,10 +6,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from laser.bandits.base import Selector, argmax_random_tie
+from laser.bandits.base import RewardSumSelector, argmax_random_tie
 
 
-class EpsilonGreedy(Selector):
+class EpsilonGreedy(RewardSumSelector):
     """With probability epsilon a uniformly random available arm, else the best mean so far.
 
         mean_k = S_k / n_k  (+inf while n_k = 0, so every arm is tried once)
@@ -36,7 +36,6 @@ class EpsilonGreedy(Selector):
             raise ValueError(f"EpsilonGreedy: epsilon must be in [0, 1], got {epsilon!r}")
         super().__init__(n_arms, seed)
         self.epsilon = float(epsilon)
-        self.sums_ = np.zeros(self.n_arms)
 
     def _means(self) -> np.ndarray:
         n_k = self.counts_.astype(np.float64)
@@ -55,15 +54,3 @@ class EpsilonGreedy(Selector):
             else:
                 out[i] = argmax_random_tie(row, self.rng_)
         return out
-
-    def _update(self, arm: int, context: np.ndarray, reward: float) -> None:
-        self.sums_[arm] += reward
-
-    def _add_arm(self) -> None:
-        self.sums_ = np.append(self.sums_, 0.0)
-
-    def _extra_state(self) -> dict[str, np.ndarray]:
-        return {"sums": self.sums_.copy()}
-
-    def _load_extra_state(self, sd: dict[str, np.ndarray]) -> None:
-        self.sums_ = np.array(sd["sums"], dtype=np.float64)

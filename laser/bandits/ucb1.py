@@ -6,10 +6,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from laser.bandits.base import Selector
+from laser.bandits.base import RewardSumSelector
 
 
-class UCB1(Selector):
+class UCB1(RewardSumSelector):
     """Pick the arm with the largest upper confidence bound on its mean reward.
 
     With n_k updates and reward sum S_k of arm k, and n = sum_k n_k:
@@ -36,7 +36,6 @@ class UCB1(Selector):
             raise ValueError(f"UCB1: c must be >= 0, got {c!r}")
         super().__init__(n_arms, seed)
         self.c = float(c)
-        self.sums_ = np.zeros(self.n_arms)
 
     def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
         n_k = self.counts_.astype(np.float64)
@@ -44,15 +43,3 @@ class UCB1(Selector):
         with np.errstate(divide="ignore", invalid="ignore"):
             s = np.where(n_k > 0, self.sums_ / n_k + np.sqrt(self.c * np.log(n) / n_k), np.inf)
         return np.tile(s, (len(contexts), 1))
-
-    def _update(self, arm: int, context: np.ndarray, reward: float) -> None:
-        self.sums_[arm] += reward
-
-    def _add_arm(self) -> None:
-        self.sums_ = np.append(self.sums_, 0.0)
-
-    def _extra_state(self) -> dict[str, np.ndarray]:
-        return {"sums": self.sums_.copy()}
-
-    def _load_extra_state(self, sd: dict[str, np.ndarray]) -> None:
-        self.sums_ = np.array(sd["sums"], dtype=np.float64)
