@@ -27,11 +27,15 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """Map ``"auto"`` to ``cuda`` when available (else ``cpu``); pass anything else through."""
+    """Map ``"auto"`` to this process's GPU when there is one (else ``cpu``); see
+    :func:`laser.rewards.placement.compute_device` (``cuda`` means ``cuda:$LOCAL_RANK`` under a
+    multi-process launcher)."""
     if isinstance(device, torch.device):
         return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device in ("auto", "cuda", "cpu") or device.startswith("cuda:"):
+        from laser.rewards.placement import compute_device
+
+        return compute_device(device)
     return torch.device(device)
 
 
@@ -111,6 +115,7 @@ def load_model(
     gguf_file: str | None = None,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
+    dtype_device: torch.device | None = None,
     **kwargs: Any,
 ):
     """Load a model with ``transformers.<auto_class>.from_pretrained`` in eval mode on ``device``.
@@ -121,14 +126,17 @@ def load_model(
         gguf_file: a GGUF file name inside ``name_or_path`` (de-quantised by transformers).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``.
+        dtype_device: the device ``"auto"`` dtype is chosen for when it is not ``device`` (an
+            offloaded RM is loaded into CPU memory but computes on a GPU).
         **kwargs: passed to ``from_pretrained``.
     """
     import transformers
 
     dev = resolve_device(device)
     cls = getattr(transformers, auto_class)
+    torch_dtype = resolve_dtype(dtype, dtype_device or dev)
     model = cls.from_pretrained(
-        name_or_path, dtype=resolve_dtype(dtype, dev), **_hub_kwargs(name_or_path, gguf_file), **kwargs
+        name_or_path, dtype=torch_dtype, **_hub_kwargs(name_or_path, gguf_file), **kwargs
     )
     return model.to(dev).eval()
 
@@ -155,6 +163,7 @@ def prepare(
     gguf_file: str | None,
     device: str | torch.device,
     dtype: str | torch.dtype,
+    dtype_device: torch.device | None = None,
 ) -> tuple[Any, Any]:
     """Turn what a user passed into an eval-mode ``(model, tokenizer)`` with a pad token.
 
@@ -162,6 +171,7 @@ def prepare(
     ``(model, tokenizer)`` pair, or a model object (then
     ``tokenizer`` is required unless the model is a string). A model object is moved to ``device``
     and cast to ``dtype`` only when those are not ``"auto"`` (it is modified in place).
+    ``dtype_device``: the device an ``"auto"`` dtype is chosen for when it is not ``device``.
 
     Raises:
         ValueError: a model object given without a tokenizer.
@@ -170,7 +180,7 @@ def prepare(
         model, tokenizer = model
     if isinstance(model, (str, os.PathLike)):
         path, gguf_file = resolve_name(str(model), gguf_file)
-        model = load_model(auto_class, path, gguf_file, device, dtype)
+        model = load_model(auto_class, path, gguf_file, device, dtype, dtype_device)
         if tokenizer is None:
             tokenizer = load_tokenizer(path, gguf_file)
     else:
@@ -179,7 +189,7 @@ def prepare(
         if device != "auto":
             model = model.to(resolve_device(device))
         if dtype != "auto":
-            model = model.to(resolve_dtype(dtype, model_device(model)))
+            model = model.to(resolve_dtype(dtype, dtype_device or model_device(model)))
         model = model.eval()
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = load_tokenizer(str(tokenizer), gguf_file)

@@ -2,6 +2,8 @@
 
 A spec has ``name`` and ``type``; the other keys are the adapter's constructor arguments.
 ``noise_sigma`` (any type) adds seeded Gaussian noise to the scores, for robustness studies.
+Model-backed types (``hf_classifier``, ``implicit_dpo``, ``judge``) take ``device`` (auto | cpu |
+cuda | cuda:N) and ``offload`` (true | false); see :mod:`laser.rewards.placement`.
 Specs are checked against the adapter's signature before anything is loaded.
 """
 
@@ -14,6 +16,7 @@ import inspect
 import numpy as np
 
 from laser.rewards.base import CallableRM
+from laser.rewards.placement import MODEL_BACKED, availability_problem, device_problem
 
 # type -> "module:Class"; modules import lazily so `import laser` stays light
 ADAPTERS = {
@@ -53,8 +56,37 @@ def _demo_rm(name: str, which: str | None = None, seed: int = 0):
     return rm
 
 
+def _placement_problems(i: int, spec: dict) -> list[str]:
+    """``device`` / ``offload`` problems of spec ``i`` (format only; see :func:`check_devices`)."""
+    kind, who = spec.get("type"), f"reward model {spec.get('name')!r}"
+    keys = [k for k in ("device", "offload") if k in spec]
+    if kind not in MODEL_BACKED:
+        where = ("it is placed by its server: set device/offload in the `laser serve-rm` config"
+                 if kind == "remote" else f"only {', '.join(MODEL_BACKED)} load a model")
+        return [f"rewards[{i}].{k}: {who} (type {kind}) takes no {k}; {where}" for k in keys]
+    problems = []
+    if "device" in spec and device_problem(spec["device"]):
+        problems.append(f"rewards[{i}].device: {who}: {device_problem(spec['device'])}")
+    if "offload" in spec and not isinstance(spec["offload"], bool):
+        problems.append(f"rewards[{i}].offload: {who}: must be true or false, got {spec['offload']!r}")
+    return problems
+
+
+def check_devices(specs: list[dict]) -> list[str]:
+    """Devices the specs name that this machine does not have (checked before any model loads)."""
+    problems = []
+    for i, spec in enumerate(specs):
+        device = spec.get("device", "auto") if spec.get("type") in MODEL_BACKED else "auto"
+        why = None if device_problem(device) else availability_problem(device)
+        if why:
+            problems.append(f"rewards[{i}].device: reward model {spec.get('name')!r}: {why}")
+    return problems
+
+
 def check_specs(specs: list[dict]) -> list[str]:
-    """Problems with RM specs (unknown type, unknown or missing arguments), by dotted key."""
+    """Problems with RM specs (unknown type, unknown or missing arguments, bad device or offload),
+    by dotted key. Whether a named CUDA device exists is left to :func:`check_devices` (a config
+    for a GPU machine validates on a laptop)."""
     problems = []
     for i, spec in enumerate(specs):
         if not isinstance(spec, dict):
@@ -63,6 +95,8 @@ def check_specs(specs: list[dict]) -> list[str]:
         if kind not in ADAPTERS:
             problems.append(f"rewards[{i}].type: {kind!r} is not one of {', '.join(ADAPTERS)}")
             continue
+        placement = _placement_problems(i, spec)
+        problems += placement
         try:
             params = inspect.signature(_import(ADAPTERS[kind])).parameters
         except ImportError as exc:
@@ -70,6 +104,8 @@ def check_specs(specs: list[dict]) -> list[str]:
             continue
         has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
         for key in spec:
+            if placement and key in ("device", "offload"):
+                continue  # already reported, with the reason
             if key not in COMMON and key not in params and not has_var_kw:
                 problems.append(f"rewards[{i}].{key}: unknown argument for type {kind} "
                                 f"(valid: {', '.join(k for k in params if k != 'self')})")
@@ -98,6 +134,7 @@ def build_reward_model(spec: dict):
 def build_reward_models(specs: list[dict]) -> list:
     """RMs from a list of specs, after checking all of them (ValueError lists every problem)."""
     problems = check_specs(specs)
+    problems = problems or check_devices(specs)
     if problems:
         raise ValueError("invalid reward model specs:\n  " + "\n  ".join(problems))
     return [build_reward_model(s) for s in specs]

@@ -14,6 +14,7 @@ import torch
 
 from laser.rewards import _hfutil as hf
 from laser.rewards.base import check_scores
+from laser.rewards.placement import Placement
 
 
 class HFClassifierRM:
@@ -38,10 +39,11 @@ class HFClassifierRM:
         max_length: the longest token sequence scored.
         use_chat_template: render with the tokenizer's chat template when it has one.
         label_index: which output logit is the score.
-        device: ``"cpu"``, ``"cuda"``, ``"auto"``.
-        dtype: ``"float32"``, ``"bfloat16"``, ``"auto"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`laser.rewards.placement`).
+        dtype: ``"float32"``, ``"bfloat16"``, ``"auto"`` (chosen for ``device``).
         gguf_file: a GGUF file inside the ``model`` folder.
         overflow: ``"nan"`` or ``"truncate_left"``.
+        offload: keep the weights in CPU memory and move them to ``device`` for each call.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class HFClassifierRM:
         dtype: str = "auto",
         gguf_file: str | None = None,
         overflow: str = "nan",
+        offload: bool = False,
     ):
         self.name = name or (str(model) if isinstance(model, str) else "hf_classifier")
         self.batch_size = batch_size
@@ -64,9 +67,12 @@ class HFClassifierRM:
         self.use_chat_template = use_chat_template
         self.label_index = label_index
         self.overflow = hf.check_overflow(overflow)
+        self.placement = Placement(self.name, device, offload)
         self.model, self.tokenizer = hf.prepare(
-            model, tokenizer, "AutoModelForSequenceClassification", gguf_file, device, dtype
+            model, tokenizer, "AutoModelForSequenceClassification", gguf_file,
+            self.placement.home, dtype, self.placement.dtype_device,
         )
+        self.placement.attach(self.model)
         self.pad_id = self.model.config.pad_token_id
         n_labels = self.model.config.num_labels
         if not 0 <= label_index < n_labels:
@@ -98,14 +104,19 @@ class HFClassifierRM:
                 tok.truncation_side = side
         return {k: list(enc[k]) for k in ("input_ids", "token_type_ids") if k in enc}
 
-    @torch.inference_mode()
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Score each pair; see the class docstring. Returns float64 of shape (len(responses),)."""
         hf.check_pairs(prompts, responses)
         rows = [self.encode(p, r) for p, r in zip(prompts, responses)]
         out = np.full(len(rows), np.nan)
         todo = [i for i, r in enumerate(rows) if r is not None]
-        dev = hf.model_device(self.model)
+        if todo:  # weights move outside inference mode: moved parameters stay ordinary tensors
+            with self.placement.scoring() as dev, torch.inference_mode():
+                self._forward(rows, todo, out, dev)
+        return check_scores(out, len(responses), self.name)
+
+    def _forward(self, rows: list, todo: list[int], out: np.ndarray, dev: torch.device) -> None:
+        """Fill ``out[todo]`` with the score logits, ``batch_size`` rows per forward pass."""
         for chunk in hf.batches(len(todo), self.batch_size):
             idx = [todo[j] for j in chunk]
             ids, mask = hf.pad_right([rows[i]["input_ids"] for i in idx], self.pad_id, dev)
@@ -115,7 +126,6 @@ class HFClassifierRM:
                 inputs["token_type_ids"] = hf.pad_right(types, 0, dev)[0]
             logits = self.model(**inputs).logits
             out[idx] = logits[:, self.label_index].float().cpu().numpy()
-        return check_scores(out, len(responses), self.name)
 
     def __repr__(self) -> str:
         return f"HFClassifierRM(name={self.name!r}, label_index={self.label_index})"

@@ -17,6 +17,7 @@ import torch
 
 from laser.rewards import _hfutil as hf
 from laser.rewards.base import check_scores
+from laser.rewards.placement import Placement
 
 
 def response_logps(
@@ -83,10 +84,12 @@ class ImplicitDPORM:
         length_normalize: divide each score by its number of response tokens.
         max_length: the longest token sequence scored.
         overflow: ``"nan"`` or ``"truncate_left"``.
-        device: ``"cpu"``, ``"cuda"``, ``"auto"``; the reference goes where the policy is.
-        dtype: ``"float32"``, ``"bfloat16"``, ``"auto"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`laser.rewards.placement`);
+            the reference goes where the policy is.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"auto"`` (chosen for ``device``).
         gguf_file: a GGUF file inside the ``policy`` folder.
         reference_gguf_file: a GGUF file inside the ``reference`` folder.
+        offload: keep both models in CPU memory and move them to ``device`` for each call.
 
     Raises:
         ValueError: no reference for a non-peft policy, or policy and reference vocabularies differ.
@@ -107,6 +110,7 @@ class ImplicitDPORM:
         dtype: str = "auto",
         gguf_file: str | None = None,
         reference_gguf_file: str | None = None,
+        offload: bool = False,
     ):
         self.name = name or (f"implicit:{policy}" if isinstance(policy, str) else "implicit_dpo")
         self.batch_size = batch_size
@@ -114,10 +118,13 @@ class ImplicitDPORM:
         self.length_normalize = length_normalize
         self.max_length = max_length
         self.overflow = hf.check_overflow(overflow)
+        self.placement = Placement(self.name, device, offload)
         self.policy, self.tokenizer = hf.prepare(
-            policy, tokenizer, "AutoModelForCausalLM", gguf_file, device, dtype
+            policy, tokenizer, "AutoModelForCausalLM", gguf_file, self.placement.home, dtype,
+            self.placement.dtype_device,
         )
         self.reference = self._load_reference(reference, reference_gguf_file, dtype)
+        self.placement.attach(self.policy, self.reference)
         self.pad_id = self.policy.config.pad_token_id
 
     def _load_reference(self, reference: Any, gguf_file: str | None, dtype: str) -> Any:
@@ -131,7 +138,8 @@ class ImplicitDPORM:
         if isinstance(reference, tuple):
             reference = reference[0]
         dev = hf.model_device(self.policy)
-        ref, _ = hf.prepare(reference, self.tokenizer, "AutoModelForCausalLM", gguf_file, dev, dtype)
+        ref, _ = hf.prepare(reference, self.tokenizer, "AutoModelForCausalLM", gguf_file, dev, dtype,
+                            self.placement.dtype_device)
         v_pol = getattr(self.policy.config, "vocab_size", None)
         v_ref = getattr(ref.config, "vocab_size", None)
         if v_pol is not None and v_ref is not None and v_pol != v_ref:
@@ -150,7 +158,6 @@ class ImplicitDPORM:
         with ctx:
             return response_logps(model, rows, starts, self.pad_id, self.batch_size)
 
-    @torch.inference_mode()
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Score each pair; see the class docstring. Returns float64 of shape (len(responses),)."""
         hf.check_pairs(prompts, responses)
@@ -163,9 +170,10 @@ class ImplicitDPORM:
                 starts.append(len(ids) - len(r_ids))
                 todo.append(i)
         out = np.full(len(responses), np.nan)
-        if rows:
-            pol, counts = response_logps(self.policy, rows, starts, self.pad_id, self.batch_size)
-            ref, _ = self._reference_logps(rows, starts)
+        if rows:  # weights move outside inference mode: moved parameters stay ordinary tensors
+            with self.placement.scoring(), torch.inference_mode():
+                pol, counts = response_logps(self.policy, rows, starts, self.pad_id, self.batch_size)
+                ref, _ = self._reference_logps(rows, starts)
             diff = pol - ref
             if self.length_normalize:
                 diff = np.where(counts > 0, diff / np.maximum(counts, 1), np.nan)

@@ -14,6 +14,7 @@ import torch
 
 from laser.rewards import _hfutil as hf
 from laser.rewards.base import check_scores
+from laser.rewards.placement import Placement
 
 DEFAULT_TEMPLATE = (
     "Here is a question and a proposed response.\n\n"
@@ -84,12 +85,16 @@ def choice_probs(
 class _Judge:
     """Shared set-up of the judges: load the model, resolve answer tokens."""
 
-    def __init__(self, model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file):
+    def __init__(self, model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file,
+                 name, offload):
         self.batch_size = batch_size
         self.use_chat_template = use_chat_template
+        self.placement = Placement(name, device, offload)
         self.model, self.tokenizer = hf.prepare(
-            model, tokenizer, "AutoModelForCausalLM", gguf_file, device, dtype
+            model, tokenizer, "AutoModelForCausalLM", gguf_file, self.placement.home, dtype,
+            self.placement.dtype_device,
         )
+        self.placement.attach(self.model)
         self.pad_id = self.model.config.pad_token_id
 
     def render(self, content: str) -> str:
@@ -102,7 +107,7 @@ class _Judge:
 
     def probs(self, contents: list[str], first: list[int], second: list[int]) -> np.ndarray:
         texts = [self.render(c) for c in contents]
-        with torch.inference_mode():
+        with self.placement.scoring(), torch.inference_mode():
             return choice_probs(
                 self.model, self.tokenizer, texts, first, second, self.pad_id, self.batch_size
             )
@@ -126,9 +131,10 @@ class YesNoJudgeRM(_Judge):
         no_tokens: spellings of "No".
         batch_size: judge calls per forward pass.
         use_chat_template: render with the tokenizer's chat template when it has one.
-        device: ``"cpu"``, ``"cuda"``, ``"auto"``.
-        dtype: ``"float32"``, ``"bfloat16"``, ``"auto"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`laser.rewards.placement`).
+        dtype: ``"float32"``, ``"bfloat16"``, ``"auto"`` (chosen for ``device``).
         gguf_file: a GGUF file inside the ``model`` folder.
+        offload: keep the weights in CPU memory and move them to ``device`` for each call.
 
     Raises:
         ValueError: the template lacks a placeholder, or no yes/no variant is a single token.
@@ -147,12 +153,14 @@ class YesNoJudgeRM(_Judge):
         device: str = "auto",
         dtype: str = "auto",
         gguf_file: str | None = None,
+        offload: bool = False,
     ):
         for key in ("{prompt}", "{response}"):
             if key not in template:
                 raise ValueError(f"judge template lacks the placeholder {key}: {template!r}")
-        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file)
         self.name = name or (f"judge:{model}" if isinstance(model, str) else "yes_no_judge")
+        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file,
+                         self.name, offload)
         self.template = template
         self.yes_ids = resolve_token_ids(self.tokenizer, yes_tokens, "yes")
         self.no_ids = resolve_token_ids(self.tokenizer, no_tokens, "no")
@@ -182,8 +190,8 @@ class PairwiseJudge(_Judge):
     picks the first slot gets 0.5 for every pair, and prefer(a, b) + prefer(b, a) = 1 exactly.
 
     Args:
-        model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file: as for
-            :class:`YesNoJudgeRM`.
+        model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file, offload: as
+            for :class:`YesNoJudgeRM`.
         template: message with ``{prompt}``, ``{response_a}`` and ``{response_b}`` placeholders.
         a_tokens: spellings of the answer "A".
         b_tokens: spellings of the answer "B".
@@ -203,12 +211,14 @@ class PairwiseJudge(_Judge):
         device: str = "auto",
         dtype: str = "auto",
         gguf_file: str | None = None,
+        offload: bool = False,
     ):
         for key in ("{prompt}", "{response_a}", "{response_b}"):
             if key not in template:
                 raise ValueError(f"pairwise template lacks the placeholder {key}: {template!r}")
-        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file)
         self.name = name or (f"pairwise:{model}" if isinstance(model, str) else "pairwise_judge")
+        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file,
+                         self.name, offload)
         self.template = template
         self.a_ids = resolve_token_ids(self.tokenizer, a_tokens, "A")
         self.b_ids = resolve_token_ids(self.tokenizer, b_tokens, "B")
