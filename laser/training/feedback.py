@@ -41,10 +41,46 @@ def pair_accuracy(o: dict) -> float:
     return o["pair_accuracy"]
 
 
-# name -> (function, what it needs beyond the loss: "after" and/or "labels")
+def majority_pair_accuracy(o: dict) -> float:
+    """``pair_accuracy`` against the majority answer of the prompt's own samples instead of a gold
+    answer: needs no labels, only the task's answer extractor.
+
+    It rewards an RM for preferring the answer the policy gives most often, which resists the
+    loss-as-reward failure (a consistent but meaningless RM orders pairs by something other than
+    the answer, so its pairs score about 0) but cannot tell a right majority from a wrong one.
+    """
+    return o["majority_pair_accuracy"]
+
+
+def majority_answer(task: str, texts: list[str]) -> str | None:
+    """The most common extracted answer among ``texts`` (ties: the one that appears first);
+    None when no text has an answer."""
+    from laser.tasks.extract import extract_answer
+
+    answers = [a for a in (extract_answer(task, t) for t in texts) if a is not None]
+    if not answers:
+        return None
+    counts = {a: answers.count(a) for a in answers}  # dicts keep first-appearance order
+    return max(counts, key=counts.get)
+
+
+def pair_correctness(task: str, texts: list[str], pairs: list[tuple[int, int]], reference) -> list[float]:
+    """``correct(chosen) - correct(rejected)`` per (chosen, rejected) index pair into ``texts``,
+    checked against ``reference`` (a gold or majority answer; None: nothing is correct)."""
+    from laser.tasks.extract import is_correct
+
+    if reference is None:
+        return [0.0] * len(pairs)
+    return [float(is_correct(task, texts[c], reference)) - float(is_correct(task, texts[r], reference))
+            for c, r in pairs]
+
+
+# name -> (function, what it needs beyond the loss: "after", "labels" (gold answers) and/or
+# "answers" (an answer extractor for the prompts' task))
 FEEDBACKS = {
     "neg_loss": (neg_loss, ()),
     "loss_decrease": (loss_decrease, ("after",)),
     "margin_gain": (margin_gain, ("after",)),
     "pair_accuracy": (pair_accuracy, ("labels",)),
+    "majority_pair_accuracy": (majority_pair_accuracy, ("answers",)),
 }
