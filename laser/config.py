@@ -17,8 +17,13 @@ from typing import Any
 import yaml
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
-SELECTOR_ENSEMBLES = ("score_ensemble", "agreement_ensemble", "online_ensemble")
-FEEDBACKS = ("auto", "neg_loss", "loss_decrease", "margin_gain", "pair_accuracy")
+# config sits above laser.training: it reads the training registries (no torch), never the reverse
+from laser.training.feedback import FEEDBACKS as _FEEDBACK_REGISTRY  # noqa: E402
+from laser.training.strategies import STRATEGIES as _STRATEGIES  # noqa: E402
+
+SELECTOR_ENSEMBLES = tuple(_STRATEGIES)  # the selection strategies that are not a plain bandit
+
+FEEDBACKS = ("auto", *_FEEDBACK_REGISTRY)
 
 
 class ConfigError(ValueError):
@@ -117,6 +122,9 @@ class RunConfig:
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log_with: list[str] | str = field(default_factory=list, metadata={
+        "help": "Accelerate trackers (tensorboard, wandb, mlflow, trackio, ...); log.jsonl is always written"})
+    tracker_project: str = field(default="laser", metadata={"help": "project / experiment name for the trackers"})
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -253,6 +261,10 @@ def validate(cfg: RunConfig, require_data: bool = True, bad_keys: set[str] = fro
     if "rewards" in bad_keys:
         rm_problems = []
     problems += rm_problems + _check_selector(cfg, names)
+    if cfg.log_with:
+        from laser.training.trackers import check_installed, tracker_names
+
+        problems += check_installed(tracker_names(cfg.log_with))
     if require_data:
         if not cfg.policy.model:
             problems.append("policy.model: required (a Hub name or a local folder)")

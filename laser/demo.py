@@ -15,102 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_FEEDBACK = "auto"  # the loop's default: pair_accuracy on this labelled benchmark
-
-
-@dataclass
-class DemoSettings:
-    """Sizes of one demo run (the defaults finish in under 5 minutes on 2 CPU cores)."""
-
-    n_train_per_domain: int = 32
-    n_test_per_domain: int = 100
-    iterations: int = 5
-    batch_size: int = 16
-    n_samples: int = 12
-    max_new_tokens: int = 40
-    pairs_per_prompt: int = 2
-    pairing: str = "topk_vs_bottomk"  # best vs worst, 2nd best vs 2nd worst: fewer near-tie pairs
-    lr: float = 1e-4
-    beta: float = 0.1
-    nll_weight: float = 1.0
-    sft_target: str = "moderate"
-    group_batches: bool = True  # each batch from one domain, as when training on several datasets
-
-
-QUICK = DemoSettings(n_train_per_domain=4, n_test_per_domain=5, iterations=1, batch_size=8, n_samples=4,
-                     max_new_tokens=24, pairs_per_prompt=2, sft_target="smoke")
-
+from laser.benchmark import DEFAULT_FEEDBACK, QUICK, DemoSettings, run_method  # noqa: F401 (re-exported)
 
 def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
     extra = [f"laser:{f}" for f in feedbacks if f != DEFAULT_FEEDBACK]
     return ["laser", "laser_per_prompt", *extra, "random", "round_robin", "score_ensemble",
             "agreement_ensemble", *[f"single:{n}" for n in rm_names]]
-
-
-def _selector_for(method: str) -> tuple[dict, str]:
-    """(selector config, feedback) of a demo method name."""
-    if method == "laser":
-        return {"name": "linucb"}, DEFAULT_FEEDBACK
-    if method == "laser_per_prompt":
-        return {"name": "linucb", "per_prompt": True}, DEFAULT_FEEDBACK
-    if method.startswith("laser:"):
-        return {"name": "linucb"}, method.split(":", 1)[1]
-    if method.startswith("single:"):
-        return {"name": "fixed", "arm": method.split(":", 1)[1]}, DEFAULT_FEEDBACK
-    return {"name": method}, DEFAULT_FEEDBACK
-
-
-def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[str], s: DemoSettings,
-               out: Path, rms: list | None = None, selector=None, reward_specs: list[dict] | None = None,
-               selector_cfg: dict | None = None) -> tuple[dict, object, Path]:
-    """Train one method from the SFT start; returns (trainer summary, policy, run folder).
-
-    Args:
-        rms: reward models to use instead of the demo's (e.g. noisy copies); names must match.
-        selector: a pre-built selector object (e.g. a fitted classifier) for the Trainer.
-        reward_specs: extra keys per RM spec (same order), e.g. ``{"add_at_step": 10}``.
-        selector_cfg: overrides of the method's selector config (e.g. ``{"name": "lints"}``).
-    """
-    from laser.rewards.synthetic import make_demo_rms
-    from laser.training.loop import Trainer
-
-    selector_conf, feedback = _selector_for(method)
-    selector_conf.update(selector_cfg or {})
-    run_dir = out / f"seed{seed}" / method.replace(":", "_")
-    cfg = demo_run_config(seed, run_dir, rm_names, s, selector_conf, feedback, reward_specs)
-    policy = load_sft_policy(policy_dir)
-    summary = Trainer(cfg, policy, rms or make_demo_rms(seed=seed), train, show_progress=False,
-                      selector=selector).run()
-    return summary, policy, run_dir
-
-
-def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettings, selector_conf: dict,
-                    feedback: str, reward_specs: list[dict] | None = None):
-    """The validated run config of one demo method (the demo's RMs by name, the settings' sizes)."""
-    from laser.config import load_config
-
-    extra = reward_specs or [{} for _ in rm_names]
-    return load_config(data={
-        "seed": seed, "output_dir": str(run_dir),
-        "rewards": [{"name": n, "type": "demo", "seed": seed, **x} for n, x in zip(rm_names, extra)],
-        "selector": selector_conf,
-        "data": {"group_batches": s.group_batches},
-        "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
-                  "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
-                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
-        "checkpoint": {"every": 0, "keep_last": 1},
-    }, require_data=False)
-
-
-def load_sft_policy(policy_dir: str):
-    """A fresh copy of the SFT start, left-padded for generation."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from laser.policy.model import Policy
-
-    tok = AutoTokenizer.from_pretrained(policy_dir)
-    tok.padding_side = "left"
-    return Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
 
 
 def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[str]) -> dict:

@@ -10,6 +10,7 @@ from laser.evaluation import best_index, evaluate_policy
 from laser.policy.model import Samples
 from laser.rewards.base import CallableRM
 from laser.tasks.base import Example
+from laser.training.loop import Trainer
 
 
 class ScriptedPolicy:
@@ -39,7 +40,9 @@ def test_bon_bandit_learns_which_rm_fits_which_prompt(tmp_path):
     cfg = load_config(data={"output_dir": str(tmp_path), "rewards": [{"name": "a", "type": "length"}],
                             "selector": {"name": "linucb", "alpha": 0.1},
                             "train": {"n_samples": 4, "batch_size": 10}}, require_data=False)
-    result = run_bon(cfg, ScriptedPolicy(), [expert("A"), expert("B")], examples, show_progress=False)
+    cfg.selector.per_prompt = True  # what `laser bon` (laser.build.build(..., train=False)) sets
+    trainer = Trainer(cfg, ScriptedPolicy(), [expert("A"), expert("B")], examples, show_progress=False, train=False)
+    result = run_bon(trainer, show_progress=False)
     m = result["methods"]
     assert m["single:expert_A"]["accuracy"] == 0.5 and m["single:expert_B"]["accuracy"] == 0.5
     assert m["oracle"]["accuracy"] == 1.0

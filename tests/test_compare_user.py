@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from laser.compare import add_compare_parser, compare_main
-from laser.compare.user import method_overrides
+from laser.build import method_config as method_overrides
 
 
 def _parse(argv: list[str]):

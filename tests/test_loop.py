@@ -137,7 +137,7 @@ def test_all_rms_down_names_each(tmp_path):
 
 def test_nonfinite_loss_stops_with_position_and_keeps_checkpoint(tmp_path, monkeypatch):
     tr = Trainer(make_cfg(tmp_path, selector="fixed"), make_tiny_policy(), rms(), EXAMPLES, show_progress=False)
-    real = tr._loss_terms
+    real = tr.update.loss_terms
     calls = {"n": 0}
 
     def poisoned(samples, flat, grad, ref=None):
@@ -147,7 +147,7 @@ def test_nonfinite_loss_stops_with_position_and_keeps_checkpoint(tmp_path, monke
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(tr, "_loss_terms", poisoned)
+    monkeypatch.setattr(tr.update, "loss_terms", poisoned)
     with pytest.raises(NonFiniteError, match=r"non-finite loss .* iteration 1, step 0 .*arm ones"):
         tr.run()
     assert (tmp_path / "checkpoints" / "ckpt-00000002").is_dir()
@@ -184,7 +184,7 @@ def test_loss_decrease_feedback_is_before_minus_after(tmp_path):
             assert r["loss_after"] < r["loss"]  # one step of lr 1e-2 lowers the loss on its own pairs
 
 
-def test_pair_accuracy_feedback_uses_gold_answers(tmp_path):
+def test_pair_accuracy_feedback_uses_gold_answers(tmp_path, monkeypatch):
     """Prompts 'k+0=' with gold k. RM 'ones' prefers responses with many '1's; the reward is
     mean(correct(chosen) - correct(rejected)) over the step's pairs, checked independently here."""
     from laser.tasks.extract import is_correct
@@ -197,16 +197,18 @@ def test_pair_accuracy_feedback_uses_gold_answers(tmp_path):
         resolve_feedback("pair_accuracy", EXAMPLES)
     tr = Trainer(make_cfg(tmp_path, selector="fixed"), make_tiny_policy(), rms(), labelled, show_progress=False)
     seen = []
-    real = tr._pair_accuracy
+    import laser.training.loop as loop_module
 
-    def spy(shard, samples, pairs):
-        out = real(shard, samples, pairs)
+    real = loop_module.correctness_terms
+
+    def spy(kind, shard, samples, pairs, dist):
+        out = real(kind, shard, samples, pairs, dist)
         diffs = [is_correct("gsm8k", samples.texts[c], ex.answer) - is_correct("gsm8k", samples.texts[r], ex.answer)
                  for ex, ps in zip(shard, pairs) for c, r in ps]
         seen.append((out["pair_accuracy"], float(np.mean(diffs)) if diffs else float("nan")))
         return out
 
-    tr._pair_accuracy = spy
+    monkeypatch.setattr(loop_module, "correctness_terms", spy)
     tr.run()
     log = read_log(tmp_path)
     assert all(r["feedback"] == "pair_accuracy" for r in log)

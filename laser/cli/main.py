@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 
-from laser.config import ConfigError, load_config
+from laser.build import build_rms, load_examples, load_run  # noqa: F401 (re-exported for scripts)
+from laser.config import ConfigError
 
 log = logging.getLogger("laser")
 
@@ -63,44 +64,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_run(config: str, overrides: list[str]):
-    """Config + RM specs + prompts, all validated before any model loads."""
-    from laser.rewards.factory import check_specs
-
-    cfg = load_config(config, overrides)
-    problems = check_specs(cfg.rewards)
-    if problems:
-        raise ConfigError(problems, config)
-    return cfg, load_examples(cfg.data, cfg.seed)
-
-
-def load_examples(d, seed: int) -> list:
-    """The run's prompts: a task in its official format, or a user JSONL prompt file."""
-    from laser.tasks.datasets import load_task, read_prompts_jsonl
-
-    if d.task:
-        return load_task(d.task, d.prompts or None, split=d.split, limit=d.limit,
-                         seed=seed if d.shuffle else None)
-    examples = read_prompts_jsonl(d.prompts, prompt_field=d.prompt_field, id_field=d.id_field,
-                                  answer_field=d.answer_field)
-    return examples[: d.limit] if d.limit else examples
-
-
-def build_rms(cfg, examples: list) -> list:
-    """The run's RMs; a verifier without its own gold answers checks against the loaded prompts'."""
-    from laser.rewards.factory import build_reward_models
-
-    specs = []
-    for spec in cfg.rewards:
-        spec = dict(spec)
-        if spec.get("type") == "verifier" and not {"gold", "data"} & set(spec):
-            spec["gold"] = {ex.prompt: ex.answer for ex in examples if ex.answer}
-            if cfg.data.task:
-                spec.setdefault("task", cfg.data.task)
-        specs.append(spec)
-    return build_reward_models(specs)
-
-
 def cmd_validate(args) -> int:
     cfg, examples = load_run(args.config, args.overrides)
     print(f"{args.config}: OK ({len(examples)} prompts, {len(cfg.rewards)} reward models, "
@@ -111,9 +74,8 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from laser.policy.model import Policy, load_model_and_tokenizer
+    from laser.build import build
     from laser.training.checkpoint import find_latest
-    from laser.training.loop import Trainer
 
     cfg, examples = load_run(args.config, args.overrides)
     existing, _ = find_latest(Path(cfg.output_dir) / "checkpoints")
@@ -127,17 +89,7 @@ def cmd_train(args) -> int:
         problems = check_resume_config(existing, cfg)
         if problems:
             raise ConfigError(problems, args.config)
-    rms = build_rms(cfg, examples)
-    model, tokenizer = load_model_and_tokenizer(cfg.policy)
-    policy = Policy(model, tokenizer, chat_template=cfg.policy.chat_template)
-    context_fn = None
-    if cfg.selector.context == "encoder":
-        from laser.policy.encoder import SentenceEncoder
-
-        context_fn = SentenceEncoder(cfg.selector.encoder).embed
-    if cfg.selector.name == "online_ensemble":  # multiplicative-weights RM ensemble (a Trainer subclass)
-        from laser.compare.online import OnlineEnsembleTrainer as Trainer  # noqa: F811
-    trainer = Trainer(cfg, policy, rms, examples, context_fn=context_fn)
+    trainer = build(cfg, examples)
     summary = trainer.run()
     if trainer.acc.is_main_process:
         print(json.dumps(summary))
@@ -171,17 +123,10 @@ def cmd_eval(args) -> int:
 
 def cmd_bon(args) -> int:
     from laser.bon import format_bon, run_bon
-    from laser.policy.model import Policy, load_model_and_tokenizer
+    from laser.build import build
 
     cfg, examples = load_run(args.config, args.overrides)
-    rms = build_rms(cfg, examples)
-    policy = Policy(*load_model_and_tokenizer(cfg.policy), chat_template=cfg.policy.chat_template)
-    context_fn = None
-    if cfg.selector.context == "encoder":
-        from laser.policy.encoder import SentenceEncoder
-
-        context_fn = SentenceEncoder(cfg.selector.encoder).embed
-    print(format_bon(run_bon(cfg, policy, rms, examples, context_fn=context_fn)))
+    print(format_bon(run_bon(build(cfg, examples, train=False))))
     return 0
 
 

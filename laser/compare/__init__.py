@@ -46,7 +46,7 @@ def compare_main(args) -> int:
     import sys
 
     from laser.compare.runner import load_compare_config, run_compare
-    from laser.demo import QUICK
+    from laser.benchmark import QUICK
 
     try:
         cfg = load_compare_config(

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from laser.bandits.factory import SELECTORS
+from laser.build import PLAIN, check_method as _check
 
 NEW_METHODS = ("online_ensemble", "classifier", "laser@exp3", "laser@lints", "laser@sliding_linucb")
-#: window of ``laser@sliding_linucb``: the bandit library's default (200 updates) is longer than the
-#: demo's whole run (40 steps), which would make it plain LinUCB; 16 = two iterations of the demo.
-SLIDING_WINDOW = 16
-PLAIN = ("laser", "laser_per_prompt", "random", "round_robin", "score_ensemble", "agreement_ensemble")
 
 
 def default_methods(rm_names: list[str]) -> list[str]:
@@ -27,22 +23,8 @@ def default_methods(rm_names: list[str]) -> list[str]:
 
 
 def check_method(method: str, rm_names: list[str]) -> str | None:
-    """A problem with a method name, or None when it is valid."""
-    from laser.config import FEEDBACKS
-
-    if method in PLAIN or method in ("online_ensemble", "classifier"):
-        return None
-    if method.startswith("laser@"):
-        name = method.split("@", 1)[1]
-        return None if name in SELECTORS else f"{method}: unknown selector {name!r} (valid: {', '.join(sorted(SELECTORS))})"
-    if method.startswith("laser:"):
-        fb = method.split(":", 1)[1]
-        return None if fb in FEEDBACKS else f"{method}: unknown feedback {fb!r} (valid: {', '.join(FEEDBACKS)})"
-    if method.startswith("single:"):
-        rm = method.split(":", 1)[1]
-        return None if rm in rm_names else f"{method}: unknown reward model {rm!r} (valid: {', '.join(rm_names)})"
-    return (f"unknown method {method!r}; valid: {', '.join(PLAIN)}, online_ensemble, classifier, "
-            "laser@<selector>, laser:<feedback>, single:<rm>")
+    """A problem with a method name, or None when it is valid (:func:`laser.build.check_method`)."""
+    return _check(method, rm_names, extra=("classifier",))
 
 
 def selects_arms(method: str) -> bool:
@@ -55,25 +37,15 @@ def train(method: str, seed: int, policy_dir: str, train_set, rm_names: list[str
     """Train ``method`` up to ``settings.iterations`` (resuming from ``out``'s checkpoint).
 
     Returns:
-        (trainer summary, policy, run folder), as :func:`laser.demo.run_method`.
+        (trainer summary, policy, run folder), as :func:`laser.benchmark.run_method`.
     """
-    from laser.demo import run_method
+    from laser.benchmark import run_method
 
-    if method == "online_ensemble":
-        from laser.compare.online import run_online_ensemble
-
-        return run_online_ensemble(seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
-                                   reward_specs=reward_specs, eta=eta)
-    if method == "classifier":
+    if method == "classifier":  # LinUCB's strategy with the fitted classifier as its selector
         return run_method("laser", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
                           selector=classifier, reward_specs=reward_specs)
-    if method.startswith("laser@"):
-        name = method.split("@", 1)[1]
-        conf = {"name": name, **({"kwargs": {"window": SLIDING_WINDOW}} if name == "sliding_linucb" else {})}
-        return run_method("laser", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
-                          reward_specs=reward_specs, selector_cfg=conf)
     return run_method(method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
-                      reward_specs=reward_specs)
+                      reward_specs=reward_specs, eta=eta)
 
 
 def fit_classifier(policy_dir: str, rms: list, settings, n_label_per_domain: int, seed: int):

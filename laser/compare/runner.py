@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from laser.compare import methods as M
-from laser.demo import DemoSettings
+from laser.benchmark import DemoSettings
 
 
 @dataclass

@@ -51,31 +51,6 @@ def check_user_method(method: str, rm_names: list[str]) -> str | None:
     return M.check_method(method, rm_names)
 
 
-def method_overrides(method: str, selector: dict, train: dict) -> tuple[dict, dict]:
-    """(selector, train) sections of the run config for ``method``, from the run config's own.
-
-    ``laser`` / ``laser_per_prompt`` / ``laser:<feedback>`` use LinUCB (feedback as configured, or
-    the named one); ``laser@<name>`` another bandit; ``single:<rm>`` the fixed selector on that RM;
-    any other name is the selector of that name. The run config's selector ``kwargs`` are kept only
-    when the selector name stays the same.
-    """
-    sel, tr = dict(selector or {}), dict(train or {})
-    if method in ("laser", "laser_per_prompt") or method.startswith("laser:"):
-        name, arm = "linucb", None
-    elif method.startswith("laser@"):
-        name, arm = method.split("@", 1)[1], None
-    elif method.startswith("single:"):
-        name, arm = "fixed", method.split(":", 1)[1]
-    else:
-        name, arm = method, None
-    if sel.get("name", "linucb") != name:
-        sel.pop("kwargs", None)
-    sel.update(name=name, arm=arm, per_prompt=method == "laser_per_prompt")
-    if method.startswith("laser:"):
-        tr["feedback"] = method.split(":", 1)[1]
-    return sel, tr
-
-
 def _read_yaml(path: str) -> dict:
     """The run config file as plain data (already validated by :func:`check_user`)."""
     import yaml
@@ -154,34 +129,22 @@ def _slug(method: str) -> str:
 
 def run_user_job(cfg, method: str, seed: int, test: list, runs: Path) -> dict:
     """Train one (method, seed) on the user's run config and evaluate it; skipped when finished."""
-    from laser.cli.main import build_rms, load_examples
+    from laser.build import build, method_config
     from laser.config import load_config
     from laser.evaluation import evaluate_policy
-    from laser.policy.model import Policy, load_model_and_tokenizer
 
     job = runs / _slug(method) / f"seed{seed}"
     if (job / "result.json").exists():
         return json.loads((job / "result.json").read_text())
     u = cfg.user
     data = copy.deepcopy(_read_yaml(u["run"]))
-    data["selector"], data["train"] = method_overrides(method, data.get("selector"), data.get("train"))
+    data["selector"], data["train"] = method_config(method, data.get("selector"), data.get("train"))
     data["seed"], data["output_dir"] = seed, str(job / "run")
     rcfg = load_config(data=data)
-    examples = load_examples(rcfg.data, rcfg.seed)
-    rms = build_rms(rcfg, examples)
-    policy = Policy(*load_model_and_tokenizer(rcfg.policy), chat_template=rcfg.policy.chat_template)
-    context_fn = None
-    if rcfg.selector.context == "encoder":
-        from laser.policy.encoder import SentenceEncoder
-
-        context_fn = SentenceEncoder(rcfg.selector.encoder).embed
-    if rcfg.selector.name == "online_ensemble":
-        from laser.compare.online import OnlineEnsembleTrainer as Trainer
-    else:
-        from laser.training.loop import Trainer
     t = time.perf_counter()
-    trainer = Trainer(rcfg, policy, rms, examples, context_fn=context_fn, show_progress=False)
+    trainer = build(rcfg, show_progress=False)
     summary = trainer.run()
+    examples = trainer.examples
     wall = time.perf_counter() - t
     ev = evaluate_policy(trainer.policy, test, u.get("max_new_tokens", 256), u.get("batch_size", 16),
                          show_progress=False)

@@ -154,11 +154,13 @@ class Policy:
         self.model.train(was_training)
         return texts
 
-    def sequence_logps(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> tuple:
+    def sequence_logps(self, prompt_ids: list[list[int]], response_ids: list[list[int]], model=None) -> tuple:
         """Summed log-probs of each response given its prompt, over response tokens only.
 
         Args:
             prompt_ids, response_ids: one entry per sequence (same length lists).
+            model: the module to run, e.g. the Accelerate-prepared (DDP / FSDP / mixed-precision)
+                wrapper of ``self.model`` for a training forward pass; default ``self.model``.
 
         Returns:
             ``(logps, lengths)``: float32 tensors of shape ``(N,)``; ``logps`` carries gradients
@@ -172,8 +174,9 @@ class Policy:
             target_mask[i, width - len(r):] = True
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # logits only for the last `keep` positions: the LM head over prompt tokens is wasted work
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            logits_to_keep=keep).logits[:, :-1].float()
+        model = self.model if model is None else model
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                       logits_to_keep=keep).logits[:, :-1].float()
         targets = ids[:, width - keep + 1:]
         token_logps = torch.gather(logits.log_softmax(-1), 2, targets[:, :, None]).squeeze(2)
         weights = target_mask[:, width - keep + 1:].float()

@@ -85,13 +85,19 @@ class RewardPool:
             raise AllRewardModelsDown(f"every reward model is down: {detail}")
 
     def score(self, k: int, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """Scores from RM ``k``; raises RewardModelError (including for invalid output)."""
+        """Scores from RM ``k``.
+
+        Raises:
+            RewardModelError: the RM failed or returned invalid output; its ``arm`` attribute is ``k``.
+        """
         self.calls[k] += len(responses)
         rm = self.rms[k]
         try:
-            out = rm.score(prompts, responses)
-        except RewardModelError:
+            return check_scores(rm.score(prompts, responses), len(responses), rm.name)
+        except RewardModelError as exc:
+            exc.arm = k
             raise
         except Exception as exc:  # a local RM's bug must not kill the run: isolate it like an outage
-            raise RewardModelError(f"{rm.name}: {exc.__class__.__name__}: {exc}") from exc
-        return check_scores(out, len(responses), rm.name)
+            err = RewardModelError(f"{rm.name}: {exc.__class__.__name__}: {exc}")
+            err.arm = k
+            raise err from exc

@@ -197,7 +197,6 @@ def test_resume_refuses_another_setup(trained, other_model, what, figures):
     from laser.rewards.factory import build_reward_models
     from laser.training.checkpoint import find_latest
     from laser.training.loop import Trainer
-    from laser.training.state import maybe_resume
 
     root, _ = trained
     cfg_dict = changed(trained, what, other_model)
@@ -208,7 +207,7 @@ def test_resume_refuses_another_setup(trained, other_model, what, figures):
         expected = {"rewards": r"reward models \['ones', 'long'\] in the checkpoint, \['ones', 'short'\] configured",
                     "policy.model": "model shape differs from the checkpoint's"}[what]
         with pytest.raises(ResumeError, match=expected):
-            maybe_resume(tr)
+            tr.resume()
         folder, _ = find_latest(Path(cfg_dict["output_dir"]) / "checkpoints")
         problems = check_resume_config(folder, cfg)
         assert len(problems) == 1 and problems[0].startswith(f"{what}: the checkpoint"), problems

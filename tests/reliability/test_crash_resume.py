@@ -45,20 +45,13 @@ class TracingTrainer(Trainer):
 
     def run(self):
         if self.rng_lost:
-            from laser.training import state
+            real_load = self.load_state_dict
 
-            real_resume = state.maybe_resume
+            def forgetful(sd):
+                real_load(sd)
+                self.selector.rng_ = np.random.default_rng(12345)
 
-            def forgetful(tr):
-                done = real_resume(tr)
-                tr.selector.rng_ = np.random.default_rng(12345)
-                return done
-
-            state.maybe_resume, restore = forgetful, real_resume
-            try:
-                return super().run()
-            finally:
-                state.maybe_resume = restore
+            self.load_state_dict = forgetful
         return super().run()
 
     def train_step(self, batch):

@@ -35,10 +35,9 @@ class PairSpy(Trainer):
         super().__init__(*a, **k)
         self.seen, self.unchanged = [], {}
 
-    def _pairs(self, samples, scores, votes):
-        pairs, skipped = super()._pairs(samples, scores, votes)
-        self.seen.append((scores.copy(), pairs))
-        return pairs, skipped
+    def _pairs(self, step):
+        super()._pairs(step)
+        self.seen.append((step.scores.copy(), step.pairs))
 
     def train_step(self, batch):
         before = {n: p.detach().clone() for n, p in self.params.items()}
@@ -101,7 +100,7 @@ def inject(tr: Trainer, what: str, steps) -> None:
     """Make the loss, the gradient norm or the bandit reward non-finite at the given global steps."""
     now = lambda: tr.global_step + 1
     if what == "loss":
-        real = tr._loss_terms
+        real = tr.update.loss_terms
 
         def poisoned(samples, flat, grad, ref=None):
             terms = real(samples, flat, grad, ref)
@@ -109,7 +108,7 @@ def inject(tr: Trainer, what: str, steps) -> None:
                 terms["loss"] = terms["loss"] * float("nan")
             return terms
 
-        tr._loss_terms = poisoned
+        tr.update.loss_terms = poisoned
     elif what == "gradient norm":  # the loss stays finite, one gradient becomes infinite
         p = next(iter(tr.params.values()))
         p.register_hook(lambda g: g * float("inf") if now() in steps else g)

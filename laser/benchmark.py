@@ -1,0 +1,95 @@
+"""The embedded benchmark's runs: sizes, the run config of one method, the SFT start.
+
+Shared by ``laser demo`` and ``laser compare`` (which never imports the demo command module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_FEEDBACK = "auto"  # the loop's default: pair_accuracy on this labelled benchmark
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of one demo run (the defaults finish in under 5 minutes on 2 CPU cores)."""
+
+    n_train_per_domain: int = 32
+    n_test_per_domain: int = 100
+    iterations: int = 5
+    batch_size: int = 16
+    n_samples: int = 12
+    max_new_tokens: int = 40
+    pairs_per_prompt: int = 2
+    pairing: str = "topk_vs_bottomk"  # best vs worst, 2nd best vs 2nd worst: fewer near-tie pairs
+    lr: float = 1e-4
+    beta: float = 0.1
+    nll_weight: float = 1.0
+    sft_target: str = "moderate"
+    group_batches: bool = True  # each batch from one domain, as when training on several datasets
+
+
+QUICK = DemoSettings(n_train_per_domain=4, n_test_per_domain=5, iterations=1, batch_size=8, n_samples=4,
+                     max_new_tokens=24, pairs_per_prompt=2, sft_target="smoke")
+
+
+#: window of ``laser@sliding_linucb``: the bandit library's default (200 updates) is longer than the
+#: demo's whole run (40 steps), which would make it plain LinUCB; 16 = two iterations of the demo.
+SLIDING_WINDOW = 16
+
+
+def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[str], s: DemoSettings,
+               out: Path, rms: list | None = None, selector=None, reward_specs: list[dict] | None = None,
+               eta: float = 0.5, feedback: str | None = None) -> tuple[dict, object, Path]:
+    """Train one method from the SFT start; returns (trainer summary, policy, run folder).
+
+    Args:
+        method: a method name (:func:`laser.build.method_config`).
+        rms: reward models to use instead of the demo's (e.g. noisy copies); names must match.
+        selector: a pre-built selector object (e.g. a fitted classifier) for the Trainer.
+        reward_specs: extra keys per RM spec (same order), e.g. ``{"add_at_step": 10}``.
+        eta: the online ensemble's step size; feedback: the feedback of ``laser`` (default: the demo's).
+    """
+    from laser.build import build, method_config
+    from laser.rewards.synthetic import make_demo_rms
+
+    selector_conf, train_conf = method_config(
+        method, {}, {"feedback": feedback or DEFAULT_FEEDBACK},
+        selector_kwargs={"online_ensemble": {"eta": eta}, "sliding_linucb": {"window": SLIDING_WINDOW}})
+    run_dir = out / f"seed{seed}" / method.replace(":", "_").replace("@", "_at_")
+    cfg = demo_run_config(seed, run_dir, rm_names, s, selector_conf, train_conf["feedback"], reward_specs)
+    policy = load_sft_policy(policy_dir)
+    trainer = build(cfg, train, policy, rms or make_demo_rms(seed=seed), selector=selector, show_progress=False)
+    return trainer.run(), policy, run_dir
+
+
+def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettings, selector_conf: dict,
+                    feedback: str, reward_specs: list[dict] | None = None):
+    """The validated run config of one demo method (the demo's RMs by name, the settings' sizes)."""
+    from laser.config import load_config
+
+    extra = reward_specs or [{} for _ in rm_names]
+    return load_config(data={
+        "seed": seed, "output_dir": str(run_dir),
+        "rewards": [{"name": n, "type": "demo", "seed": seed, **x} for n, x in zip(rm_names, extra)],
+        "selector": selector_conf,
+        "data": {"group_batches": s.group_batches},
+        "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
+                  "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
+                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
+        "checkpoint": {"every": 0, "keep_last": 1},
+    }, require_data=False)
+
+
+def load_sft_policy(policy_dir: str):
+    """A fresh copy of the SFT start, left-padded for generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from laser.policy.model import Policy
+
+    tok = AutoTokenizer.from_pretrained(policy_dir)
+    tok.padding_side = "left"
+    return Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
+
+

@@ -1,0 +1,51 @@
+"""Selection strategies (see :mod:`laser.training.strategies.base`) and their registry.
+
+``make_strategy`` maps ``selector.name`` to a strategy: the names in :data:`STRATEGIES` have
+their own class; every other name is a :mod:`laser.bandits` selector run per batch (or per
+prompt with ``selector.per_prompt``).
+"""
+
+from __future__ import annotations
+
+from laser.training.strategies.bandit import CONTEXT_FREE, BanditPerBatch, BanditPerPrompt
+from laser.training.strategies.base import Strategy
+from laser.training.strategies.ensembles import AgreementEnsemble, ScoreEnsemble
+from laser.training.strategies.online import OnlineEnsembleStrategy
+
+#: name -> factory(n_arms, cfg) for the strategies that are not a plain bandit
+STRATEGIES = {
+    "score_ensemble": lambda n_arms, cfg: ScoreEnsemble(),
+    "agreement_ensemble": lambda n_arms, cfg: AgreementEnsemble(),
+    "online_ensemble": lambda n_arms, cfg: OnlineEnsembleStrategy(
+        n_arms, eta=float(cfg.selector.kwargs.get("eta", 0.5)), seed=cfg.seed),
+}
+
+
+def make_strategy(cfg, names: list[str], dim_fn, selector=None) -> Strategy:
+    """The run's strategy.
+
+    Args:
+        cfg: the run config (``selector`` section, ``seed``).
+        names: the RM names (arm k = ``names[k]``).
+        dim_fn: ``() -> int``, the context dimension (called only when the bandit uses contexts).
+        selector: an already-built selector (e.g. a fitted classifier) instead of ``cfg.selector``.
+    """
+    s = cfg.selector
+    if s.name in STRATEGIES:
+        return STRATEGIES[s.name](len(names), cfg)
+    needs_context = s.name not in CONTEXT_FREE and s.context != "none"
+    if selector is None:
+        from laser.bandits import make_selector
+
+        kwargs = dict(s.kwargs)
+        if s.name == "fixed":
+            kwargs["arm"] = names.index(s.arm)
+        if s.name in ("linucb", "discounted_linucb", "sliding_linucb"):
+            kwargs.setdefault("alpha", s.alpha)
+        selector = make_selector(s.name, len(names), dim_fn() if needs_context else 1, seed=cfg.seed, **kwargs)
+    cls = BanditPerPrompt if s.per_prompt else BanditPerBatch
+    return cls(selector, s.name, needs_context)
+
+
+__all__ = ["STRATEGIES", "Strategy", "make_strategy", "BanditPerBatch", "BanditPerPrompt", "ScoreEnsemble",
+           "AgreementEnsemble", "OnlineEnsembleStrategy", "CONTEXT_FREE"]
