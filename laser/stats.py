@@ -3,6 +3,13 @@
 Everything here is numpy; :func:`wilcoxon_signed_rank` uses ``scipy.stats.wilcoxon`` when scipy
 is installed and an equivalent pure implementation otherwise (the result says which). The two
 agree to floating-point precision (tested), so scipy is optional.
+
+Training randomness lives in seeds, so a comparison of trained methods has two sources of
+variation: which test items were drawn and which training seeds were run. The per-item tests
+(:func:`paired_bootstrap`, :func:`wilcoxon_signed_rank` on pooled items) see only the first;
+:func:`hierarchical_bootstrap` (:mod:`laser.stats_hier`) resamples both (the primary test of
+``laser compare``), and
+:func:`min_attainable_p` says when a test over n units cannot reach a significance level at all.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import numpy as np
 
 from laser.tasks.metrics import bootstrap_ci
 
-__all__ = ["bootstrap_ci", "paired_bootstrap", "summarize", "wilcoxon_signed_rank"]
+__all__ = ["bootstrap_ci", "headroom_share", "hierarchical_bootstrap", "hierarchical_summary", "min_attainable_p",
+           "paired_bootstrap", "summarize", "wilcoxon_signed_rank"]
 
 
 def _finite_1d(values: Sequence[float], what: str) -> np.ndarray:
@@ -157,3 +165,47 @@ def wilcoxon_signed_rank(differences: Sequence[float], alternative: str = "two-s
                     "method": method, "backend": "scipy"}
     stat, p, method = _wilcoxon_pure(d, alternative)
     return {"statistic": stat, "p_value": p, "n": int(d.size), "method": method, "backend": "numpy"}
+
+
+from laser.stats_hier import (HIERARCHICAL_TEST, MIN_SEEDS, components_scaled, headroom_share,  # noqa: E402
+                              hierarchical_bootstrap, hierarchical_summary, resampled_means, t_sf,
+                              variance_components)
+
+
+def min_attainable_p(test: str, n: int, alpha: float = 0.05, n_boot: int = 10000) -> dict:
+    """The smallest p-value ``test`` can give over ``n`` units, and whether it can reach ``alpha``.
+
+    * ``"wilcoxon"`` / ``"sign"`` (exact, two-sided, n non-zero differences): all n differences
+      of one sign is the most extreme outcome, 2 of the 2^n equally likely sign patterns, so
+      ``min p = 2 / 2^n``: 0.0625 for 5 seeds, 0.03125 for 6. Normal-approximation p-values
+      can go lower but are not trustworthy there, so the exact floor is the one that counts.
+    * ``"bootstrap"`` (n items): ``1 / (n_boot + 1)``.
+    * ``"hierarchical_bootstrap"`` (n seeds): ``1 / (n_boot + 1)`` from :data:`MIN_SEEDS` seeds
+      on; with fewer, the seed-to-seed variance is not estimated (one seed: none at all; two:
+      3 distinct seed resamples), so the p-value is refused (min p reported as 1).
+
+    Returns:
+        ``{"test", "n", "min_p", "can_reach" (min_p <= alpha), "note"}``; ``note`` is what a
+        report prints in place of a p-value that cannot be evidence, e.g.
+        ``"n/a (5 seeds: min p 0.0625)"``.
+
+    Raises:
+        ValueError: unknown test or n < 0.
+    """
+    if int(n) != n or n < 0:
+        raise ValueError(f"min_attainable_p: n must be an integer >= 0, got {n!r}")
+    if test in ("wilcoxon", "sign"):
+        min_p = min(1.0, 2.0 * 0.5 ** n)
+    elif test == "bootstrap":
+        min_p = 1.0 / (n_boot + 1) if n >= 1 else 1.0
+    elif test == "hierarchical_bootstrap":
+        min_p = 1.0 / (n_boot + 1) if n >= MIN_SEEDS else 1.0
+    else:
+        raise ValueError(f"min_attainable_p: unknown test {test!r} (valid: wilcoxon, sign, bootstrap, "
+                         "hierarchical_bootstrap)")
+    unit = "items" if test == "bootstrap" else "seeds"
+    if test == "hierarchical_bootstrap" and n < MIN_SEEDS:
+        note = f"n/a ({n} seed{'s' if n != 1 else ''}: < {MIN_SEEDS}, seed variance not estimated)"
+    else:
+        note = f"n/a ({n} {unit}: min p {min_p:.3g})"
+    return {"test": test, "n": int(n), "min_p": min_p, "can_reach": bool(min_p <= alpha), "note": note}
