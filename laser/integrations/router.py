@@ -69,7 +69,7 @@ def _check_feedback(feedback: str) -> tuple[str, ...]:
     if feedback not in FEEDBACKS:
         raise ValueError(f"RMRouter: unknown feedback {feedback!r}; valid: {', '.join(FEEDBACKS)}")
     needs = FEEDBACKS[feedback][1]
-    if not set(needs) <= {"labels", "answers"}:
+    if not needs or not set(needs) <= {"labels", "answers"}:
         raise ValueError(f"RMRouter: feedback {feedback!r} needs the training loss, which a TRL round does "
                          "not give (GRPO's loss averages to about 0 over a round); use "
                          f"{' or '.join(OUTCOME_KEYS)}")
