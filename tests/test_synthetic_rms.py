@@ -164,3 +164,55 @@ def test_generalist_judges_the_final_answer_not_the_worked_steps(rms):
         sr, sw = rms["generalist"].score([e.prompt] * 2, [right, wrong])
         wins.append(sr > sw)
     assert 0.62 <= np.mean(wins) <= 0.82
+
+
+# ---------------------------------------------------------------- v2 (issue 13: a benchmark with power)
+@pytest.fixture(scope="module")
+def reliability_v2():
+    examples = make_benchmark(200, seed=0, split="test", version="v2")
+    rms = make_demo_rms(seed=0, version="v2")
+    return {rm.name: {style: measure_reliability(rm, examples, seed=0, style=style)
+                      for style in ("worked", "answer_first")} for rm in rms}
+
+
+def test_v2_rms_keep_v1_names_and_v1_stays_the_default():
+    assert [rm.name for rm in make_demo_rms(0, "v2")] == [rm.name for rm in make_demo_rms(0)]
+    assert {rm.off_domain for rm in make_demo_rms(0)} == {"noise"}
+    with pytest.raises(ValueError, match="version 'v3'"):
+        make_demo_rms(0, "v3")
+    with pytest.raises(ValueError, match="off_domain"):
+        SyntheticRM("x", "expert", ("arith",), off_domain="random")
+
+
+@pytest.mark.parametrize("name", ["math_expert", "logic_expert"])
+def test_v2_experts_are_right_on_their_domains_and_mislead_elsewhere(reliability_v2, name):
+    """Off its domains a v2 expert scores 1 - quality: a wrong answer (quality < 0.5) beats the
+    right one (quality 1) on every pair, so its reliability there is 0, not chance."""
+    for style, table in reliability_v2[name].items():
+        for domain, share in table.items():
+            if domain in OWN[name]:
+                assert share >= 0.9, (name, style, domain, share)
+            else:
+                assert share <= 0.1, (name, style, domain, share)
+
+
+def test_v2_other_rms_keep_their_v1_profiles(reliability_v2):
+    for style in ("worked", "answer_first"):
+        for domain in DOMAINS:
+            assert 0.62 <= reliability_v2["generalist"][style][domain] <= 0.82
+            for name in ("noise", "length_lover"):
+                assert 0.4 <= reliability_v2[name][style][domain] <= 0.6, (name, style, domain)
+
+
+def test_v2_choice_quality_golden_values():
+    """27+14=41 is B; D (32) is 9 away: 0.5 / (1 + 9) = 0.05; C (37) is 4 away: 0.5 / 5 = 0.1."""
+    prompt = "27+14=? A.50 B.41 C.37 D.32\n"
+    assert quality(prompt, "27+14=41. The answer is B") == 1.0
+    assert quality(prompt, "The answer is D. 27+14=32") == pytest.approx(0.05)
+    assert quality(prompt, "The answer is C") == pytest.approx(0.1)
+    assert quality(prompt, "no letter here") == 0.0
+    logic_v2 = make_demo_rms(0, "v2")[1]
+    math_v2 = make_demo_rms(0, "v2")[0]
+    right, wrong = "27+14=41. The answer is B", "27+14=32. The answer is D"
+    assert logic_v2.score([prompt] * 2, [right, wrong]).tolist() == pytest.approx([1.0, 0.05], abs=0.01)
+    assert math_v2.score([prompt] * 2, [right, wrong]).tolist() == pytest.approx([0.0, 0.95], abs=0.01)

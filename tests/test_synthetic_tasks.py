@@ -15,6 +15,8 @@ from laser.tasks.synthetic import (
     DOMAIN_TASKS,
     DOMAINS,
     SEP,
+    STYLES,
+    VERSIONS,
     format_prompt,
     make_benchmark,
     solve,
@@ -32,7 +34,10 @@ def _independent_answer(domain: str, body: str) -> str:
         return "yes" if eval(lhs, {}) > int(rhs) else "no"
     if domain == "choice":
         options = dict(re.findall(r"([A-D])\.(\d+)", body))
-        return max(options, key=lambda k: int(options[k]))
+        if body.startswith("Max?"):
+            return max(options, key=lambda k: int(options[k]))
+        total = eval(body.split("=")[0], {})  # v2: "a+b=? A.x ..." -> the option equal to a+b
+        return next(k for k, v in options.items() if int(v) == total)
     letter, text = re.fullmatch(r"How many (\w) in (\w+)\?", body).groups()
     return str(sum(ch == letter for ch in text))
 
@@ -138,3 +143,89 @@ def test_non_synthetic_prompts():
     assert solve("What is the capital of France?") is None
     with pytest.raises(ValueError, match="not a synthetic"):
         worked_response("hello")
+
+
+# ---------------------------------------------------------------- v2 (issue 13: a benchmark with power)
+@pytest.fixture(scope="module")
+def bench_v2():
+    return {split: make_benchmark(300, seed=0, split=split, version="v2") for split in ("train", "test")}
+
+
+def test_v1_is_the_default_and_unchanged():
+    """The version argument must not change v1: same items, and v1 count targets have no working."""
+    assert make_benchmark(20, seed=3) == make_benchmark(20, seed=3, version="v1")
+    e = make_benchmark(1, seed=0, domains=("count",))[0]
+    assert worked_response(e.prompt) == worked_response(e.prompt, style="v1") == f"The answer is {e.answer}"
+    assert VERSIONS == ("v1", "v2") and STYLES == ("v1", "worked", "answer_first")
+
+
+def test_v2_gold_matches_independent_computation(bench_v2):
+    for e in bench_v2["train"] + bench_v2["test"]:
+        body = e.prompt.removesuffix(SEP)
+        assert e.answer == _independent_answer(e.domain, body), e
+        assert solve(e.prompt) == (e.domain, e.answer)
+
+
+def test_v2_items(bench_v2):
+    """arith is v1's; compare's threshold is 1-3 from the sum; choice asks which of four options
+    near it is a+b (one option is); count strings have 8 letters."""
+    for e in bench_v2["train"]:
+        body = e.prompt.removesuffix(SEP)
+        if e.domain == "compare":
+            lhs, rhs = body.removeprefix("Is ").removesuffix("?").split(">")
+            assert 1 <= abs(eval(lhs, {}) - int(rhs)) <= 3
+        elif e.domain == "choice":
+            total = eval(body.split("=")[0], {})
+            values = [int(v) for v in re.findall(r"[A-D]\.(\d+)", body)]
+            assert values.count(total) == 1 and len(set(values)) == 4
+            assert max(abs(v - total) for v in values) <= 9
+        elif e.domain == "count":
+            assert len(re.fullmatch(r"How many \w in (\w+)\?", body).group(1)) == 8
+    assert [e.prompt for e in bench_v2["train"] if e.domain == "arith"] == \
+        [e.prompt for e in make_benchmark(300, seed=0, split="train", domains=("arith",))]
+    answers = Counter(e.answer for e in bench_v2["train"] if e.domain == "choice")
+    assert set(answers) == set("ABCD") and min(answers.values()) > 50
+
+
+def test_v2_splits_disjoint_across_seeds():
+    train = {e.prompt for s in range(3) for e in make_benchmark(300, seed=s, split="train", version="v2")}
+    test = {e.prompt for s in range(3) for e in make_benchmark(200, seed=s, split="test", version="v2")}
+    assert train and test and not train & test
+
+
+def test_v2_styles_extract_to_gold_and_share_their_characters(bench_v2):
+    for e in bench_v2["train"] + bench_v2["test"]:
+        worked = worked_response(e.prompt, style="worked")
+        first = worked_response(e.prompt, style="answer_first")
+        assert worked.endswith(f". The answer is {e.answer}")
+        assert first.startswith(f"The answer is {e.answer}. ")
+        assert sorted(worked) == sorted(first) and len(worked) < 40  # same length: no length cue
+        for r in (worked, first):
+            assert extract_answer(e.task, r) == e.answer and is_correct(e.task, r, e.answer)
+
+
+def test_v2_working_golden_values():
+    """Derived by hand: 12+6*3: 6*3=18, 12+18=30. Count of a in daddaccc, running tally per
+    letter: d0 a1 d1 d1 a2 c2 c2 c2 -> 01112222. 27+14=41 is option B."""
+    assert worked_response("12+6*3=?\n", style="answer_first") == "The answer is 30. 6*3=18. 12+18=30"
+    assert worked_response("How many a in daddaccc?\n", style="worked") == "01112222. The answer is 2"
+    assert worked_response("27+14=? A.50 B.41 C.37 D.32\n", style="worked") == "27+14=41. The answer is B"
+    assert worked_response("27+14=? A.50 B.41 C.37 D.32\n", "D", style="worked") == "27+14=32. The answer is D"
+    # a wrong count: the tally slips at the last letter, so the working agrees with the answer
+    assert worked_response("How many a in daddaccc?\n", "5", style="worked") == "01112225. The answer is 5"
+
+
+def test_v2_wrong_responses_are_wrong_in_both_styles(bench_v2):
+    rng = np.random.default_rng(0)
+    for e in bench_v2["test"]:
+        for style in ("worked", "answer_first"):
+            response = wrong_response(e, rng, style)
+            got = extract_answer(e.task, response)
+            assert got is not None and got != e.answer, (e, response)
+
+
+def test_bad_version_and_style_are_named():
+    with pytest.raises(ValueError, match="benchmark version 'v9'"):
+        make_benchmark(5, version="v9")
+    with pytest.raises(ValueError, match="response style 'fancy'"):
+        worked_response("12+6*3=?\n", style="fancy")

@@ -178,3 +178,45 @@ def test_evaluate_accuracy_scores_with_the_shared_extractor(tok, monkeypatch):
     monkeypatch.setattr(tiny, "generate", fake_generate)
     acc = evaluate_accuracy(None, tok, test)
     assert acc == {**{d: pytest.approx(3 / 5) for d in DOMAINS}, "average": pytest.approx(0.6)}
+
+
+# ---------------------------------------------------------------- v2 (issue 13: a benchmark with power)
+def test_v1_presets_are_unchanged():
+    """The v1 demo's start must stay bit-identical: same settings, hence the same cache key."""
+    assert PRESETS["moderate"] == {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000,
+                                   "steps": 600, "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100}
+    assert tiny.sft_targets(make_benchmark(3, seed=0), "v1", 0.0, seed=0) is None  # train_sft's own targets
+
+
+def test_v2_sft_targets_mix_the_two_styles_by_a_seeded_draw():
+    examples = make_benchmark(200, seed=0, split="train", version="v2")
+    worked = [worked_response(e.prompt, style="worked") for e in examples]
+    first = [worked_response(e.prompt, style="answer_first") for e in examples]
+    assert tiny.sft_targets(examples, "v2", 0.0) == worked
+    assert tiny.sft_targets(examples, "v2", 1.0) == first
+    mixed = tiny.sft_targets(examples, "v2", 0.6, seed=3)
+    assert mixed == tiny.sft_targets(examples, "v2", 0.6, seed=3) != tiny.sft_targets(examples, "v2", 0.6, seed=4)
+    assert all(m in (w, f) for m, w, f in zip(mixed, worked, first))
+    share = np.mean([m == f for m, f in zip(mixed, first)])
+    assert 0.55 < share < 0.65  # 800 Bernoulli(0.6) draws: sd 0.017
+    with pytest.raises(ValueError, match="benchmark version"):
+        tiny.sft_targets(examples, "v7", 0.5)
+    with pytest.raises(ValueError, match="answer_first"):
+        tiny.sft_targets(examples, "v2", 1.5)
+
+
+def test_v2_build_trains_on_v2_items_and_targets(tmp_path, monkeypatch):
+    seen = {}
+    real = tiny.train_sft
+
+    def spy(model, tokenizer, examples, *args, responses=None, **kwargs):
+        seen["examples"], seen["responses"] = examples, responses
+        return real(model, tokenizer, examples, *args, responses=responses, **kwargs)
+
+    monkeypatch.setattr(tiny, "train_sft", spy)
+    folder = build_tiny_policy(tmp_path, seed=0, target="v2_smoke")
+    n = PRESETS["v2_smoke"]["n_train_per_domain"]
+    assert seen["examples"] == make_benchmark(n, seed=0, split="train", version="v2")
+    assert seen["responses"] == tiny.sft_targets(seen["examples"], "v2", PRESETS["v2_smoke"]["answer_first"], 0)
+    info = json.loads((Path(folder) / "laser_sft.json").read_text())
+    assert info["settings"]["benchmark"] == "v2"

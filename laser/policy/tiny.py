@@ -30,7 +30,7 @@ import torch
 
 from laser.tasks.base import Example
 from laser.tasks.extract import is_correct
-from laser.tasks.synthetic import format_prompt, make_benchmark, worked_response
+from laser.tasks.synthetic import VERSIONS, format_prompt, make_benchmark, worked_response
 
 __all__ = [
     "CHARSET",
@@ -40,6 +40,7 @@ __all__ = [
     "generate",
     "make_char_tokenizer",
     "make_tiny_model",
+    "sft_targets",
     "train_sft",
 ]
 
@@ -58,6 +59,15 @@ PRESETS: dict[str, dict] = {
                  "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100},
     "smoke": {"hidden": 32, "layers": 1, "heads": 2, "n_train_per_domain": 20, "steps": 3,
               "lr": 3e-3, "batch_size": 8, "n_eval_per_domain": 2},
+    # v2 (issue 13): SFT on a mix of "worked" and "answer_first" targets; a share
+    # ``answer_first`` of each domain's examples guesses the answer before the working, so the
+    # start is weak and preference training with the right RM has a style to move towards.
+    "v2": {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000, "steps": 600,
+           "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100, "benchmark": "v2",
+           "answer_first": 0.5},
+    "v2_smoke": {"hidden": 32, "layers": 1, "heads": 2, "n_train_per_domain": 20, "steps": 3,
+                 "lr": 3e-3, "batch_size": 8, "n_eval_per_domain": 2, "benchmark": "v2",
+                 "answer_first": 0.5},
 }
 _RECIPE_VERSION = 1  # bump when the training recipe or the data change meaning
 _INFO_FILE = "laser_sft.json"
@@ -240,6 +250,26 @@ def evaluate_accuracy(model, tokenizer, examples: Sequence[Example], max_new_tok
     return acc
 
 
+def sft_targets(examples: Sequence[Example], benchmark: str = "v1", answer_first: float = 0.0,
+                seed: int = 0) -> list[str] | None:
+    """The SFT responses of a benchmark version; ``None`` for v1 (``train_sft``'s default targets).
+
+    For ``"v2"`` each example independently gets the ``answer_first`` style with probability
+    ``answer_first`` (a seeded draw) and the ``worked`` style otherwise.
+
+    Raises:
+        ValueError: unknown benchmark version, or ``answer_first`` outside [0, 1].
+    """
+    if benchmark not in VERSIONS:
+        raise ValueError(f"unknown benchmark version {benchmark!r}; valid: {', '.join(VERSIONS)}")
+    if not 0.0 <= answer_first <= 1.0:
+        raise ValueError(f"answer_first must be in [0, 1], got {answer_first}")
+    if benchmark == "v1":
+        return None
+    first = np.random.default_rng([seed, 2]).random(len(examples)) < answer_first
+    return [worked_response(e.prompt, style="answer_first" if f else "worked") for e, f in zip(examples, first)]
+
+
 def _settings(seed: int, target: str, overrides: dict) -> dict:
     if target not in PRESETS:
         raise ValueError(f"unknown target {target!r}; valid: {sorted(PRESETS)}")
@@ -285,9 +315,12 @@ def build_tiny_policy(cache_dir: str | os.PathLike | None = None, seed: int = 0,
     s = settings
     tokenizer = make_char_tokenizer()
     model = make_tiny_model(tokenizer, s["hidden"], s["layers"], s["heads"], seed=seed)
-    train = make_benchmark(s["n_train_per_domain"], seed=seed, split="train")
-    stats = train_sft(model, tokenizer, train, s["steps"], s["lr"], s["batch_size"], seed=seed)
-    test = make_benchmark(s["n_eval_per_domain"], seed=seed, split="test")
+    version = s.get("benchmark", "v1")
+    train = make_benchmark(s["n_train_per_domain"], seed=seed, split="train", version=version)
+    responses = sft_targets(train, version, s.get("answer_first", 0.0), seed)
+    stats = train_sft(model, tokenizer, train, s["steps"], s["lr"], s["batch_size"], seed=seed,
+                      responses=responses)
+    test = make_benchmark(s["n_eval_per_domain"], seed=seed, split="test", version=version)
     info = {"settings": settings, "sft_seconds": stats["seconds"], "loss_first": stats["loss_first"],
             "loss_last": stats["loss_last"],
             "test_accuracy_greedy": evaluate_accuracy(model, tokenizer, test)}

@@ -72,9 +72,13 @@ def _choice_quality(prompt: str, truth: str, got: str | None) -> float:
         return 0.0
     if got == truth:
         return 1.0
-    values = [int(part.split(".")[1]) for part in prompt.strip().split(" ")[1:]]
-    rank = sorted(values).index(values["ABCD".index(got)])  # 0 = smallest, 3 = largest
-    return 0.5 * rank / 3.0
+    body = prompt.strip()
+    values = [int(part.split(".")[1]) for part in body.split(" ")[1:]]
+    chosen = values["ABCD".index(got)]
+    if body.startswith("Max?"):  # v1: credit by the chosen option's rank
+        rank = sorted(values).index(chosen)  # 0 = smallest, 3 = largest
+        return 0.5 * rank / 3.0
+    return _numeric_quality(str(values["ABCD".index(truth)]), str(chosen))  # v2 "a+b=?": by distance
 
 
 def quality(prompt: str, response: str) -> float | None:
@@ -104,22 +108,28 @@ class SyntheticRM:
     Args:
         name: the RM's name.
         kind: ``"expert"``, ``"generalist"``, ``"length"`` or ``"noise"``.
-        domains: for experts, the domains where they judge; elsewhere they return noise.
+        domains: for experts, the domains where they judge.
         seed: seeds every hash-noise draw.
         noise_sd: the generalist's Gaussian noise on its right/wrong judgement.
+        off_domain: what an expert does on a benchmark prompt outside ``domains``: ``"noise"``
+            (v1: uniform hash noise) or ``"inverse"`` (v2: ``1 - quality`` plus the jitter, so it
+            confidently prefers wrong answers there).
     """
 
     KINDS = ("expert", "generalist", "length", "noise")
+    OFF_DOMAIN = ("noise", "inverse")
 
     def __init__(self, name: str, kind: str, domains: Sequence[str] = (), seed: int = 0,
-                 noise_sd: float = 1.2):
+                 noise_sd: float = 1.2, off_domain: str = "noise"):
         if kind not in self.KINDS:
             raise ValueError(f"SyntheticRM {name!r}: unknown kind {kind!r}; valid: {self.KINDS}")
         unknown = set(domains) - set(DOMAIN_TASKS)
         if unknown:
             raise ValueError(f"SyntheticRM {name!r}: unknown domains {sorted(unknown)}")
+        if off_domain not in self.OFF_DOMAIN:
+            raise ValueError(f"SyntheticRM {name!r}: unknown off_domain {off_domain!r}; valid: {self.OFF_DOMAIN}")
         self.name, self.kind, self.domains = name, kind, tuple(domains)
-        self.seed, self.noise_sd = seed, noise_sd
+        self.seed, self.noise_sd, self.off_domain = seed, noise_sd, off_domain
 
     def _score_one(self, prompt: str, response: str) -> float:
         key = (self.seed, self.name, prompt, response)
@@ -129,9 +139,10 @@ class SyntheticRM:
             return len(response) + 0.5 * _hash_uniform(*key)
         solved = solve(prompt)
         if self.kind == "expert":
-            if solved is None or solved[0] not in self.domains:
+            if solved is None or (solved[0] not in self.domains and self.off_domain == "noise"):
                 return _hash_uniform(*key)
-            return quality(prompt, response) + _JITTER * _hash_uniform(*key)
+            q = quality(prompt, response)
+            return (q if solved[0] in self.domains else 1.0 - q) + _JITTER * _hash_uniform(*key)
         if solved is None:  # generalist on a foreign prompt: it has no idea
             return self.noise_sd * _hash_normal(*key)
         domain, truth = solved
@@ -149,30 +160,38 @@ class SyntheticRM:
         return f"SyntheticRM(name={self.name!r}, kind={self.kind!r}, domains={self.domains})"
 
 
-def make_demo_rms(seed: int = 0) -> list[SyntheticRM]:
+def make_demo_rms(seed: int = 0, version: str = "v1") -> list[SyntheticRM]:
     """The demo's five RMs, in arm order: math_expert, logic_expert, generalist, length_lover,
-    noise. ``seed`` seeds their hash noise (the experts' judgements do not depend on it)."""
+    noise. ``seed`` seeds their hash noise (the experts' judgements do not depend on it).
+
+    ``version`` is the benchmark version (``laser.tasks.synthetic.VERSIONS``): in ``"v1"`` an
+    expert returns noise outside its domains, in ``"v2"`` it prefers wrong answers there.
+    """
+    off = {"v1": "noise", "v2": "inverse"}
+    if version not in off:
+        raise ValueError(f"make_demo_rms: unknown benchmark version {version!r}; valid: {', '.join(off)}")
     return [
-        SyntheticRM("math_expert", "expert", ("arith", "count"), seed=seed),
-        SyntheticRM("logic_expert", "expert", ("compare", "choice"), seed=seed),
+        SyntheticRM("math_expert", "expert", ("arith", "count"), seed=seed, off_domain=off[version]),
+        SyntheticRM("logic_expert", "expert", ("compare", "choice"), seed=seed, off_domain=off[version]),
         SyntheticRM("generalist", "generalist", seed=seed),
         SyntheticRM("length_lover", "length", seed=seed),
         SyntheticRM("noise", "noise", seed=seed),
     ]
 
 
-def measure_reliability(rm, examples, seed: int = 0) -> dict[str, float]:
+def measure_reliability(rm, examples, seed: int = 0, style: str = "v1") -> dict[str, float]:
     """Share of examples where ``rm`` scores the correct worked response above a wrong one.
 
-    The wrong response is ``laser.tasks.synthetic.wrong_response`` (gold answer perturbed). A tie
-    counts as half. Returns ``{domain: share}`` in [0, 1].
+    The wrong response is ``laser.tasks.synthetic.wrong_response`` (gold answer perturbed); both
+    are written in the response ``style`` (``laser.tasks.synthetic.STYLES``). A tie counts as
+    half. Returns ``{domain: share}`` in [0, 1].
     """
     from laser.tasks.synthetic import worked_response, wrong_response
 
     rng = np.random.default_rng(seed)
     prompts = [e.prompt for e in examples]
-    right = rm.score(prompts, [worked_response(e.prompt) for e in examples])
-    wrong = rm.score(prompts, [wrong_response(e, rng) for e in examples])
+    right = rm.score(prompts, [worked_response(e.prompt, style=style) for e in examples])
+    wrong = rm.score(prompts, [wrong_response(e, rng, style) for e in examples])
     wins: dict[str, list[float]] = {}
     for ex, r, w in zip(examples, right, wrong):
         wins.setdefault(ex.group, []).append(1.0 if r > w else 0.5 if r == w else 0.0)

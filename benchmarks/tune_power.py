@@ -1,0 +1,269 @@
+"""Does choosing the right RM matter on the embedded benchmark? Oracle vs random, with intervals.
+
+Runs a few methods of the demo from the same SFT start, over several seeds, and reports each
+method's greedy test accuracy, ``oracle - random`` and ``single:noise - SFT`` with a 95% interval
+from a two-level bootstrap (seeds, then test items within each seed; see :func:`two_level_ci`).
+
+``oracle`` is emulated on the current loop: the context of a prompt is the one-hot vector of its
+domain and :class:`OracleSelector` (``per_prompt`` selection) returns the domain's expert arm
+(math_expert for arith/count, logic_expert for compare/choice), which is known from the
+benchmark's design. The other methods are the demo's (``random``, ``single:<rm>``, ``laser``...),
+run through ``laser.demo.run_method`` with the demo's config.
+
+Usage::
+
+    python benchmarks/tune_power.py --benchmark v2 --seeds 0 1 --methods oracle random \\
+        --set iterations=8 --out tune_out/v2.jsonl
+    python benchmarks/tune_power.py --report tune_out/v2.jsonl
+
+Each finished (seed, method) appends one JSON line to ``--out`` (per-item correctness included),
+so runs can be split across processes and reported together. Wall times are measured on
+whatever machine runs this; on a shared machine they are inflated by the other jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+
+EXPERT_OF = {"arith": "math_expert", "count": "math_expert", "compare": "logic_expert",
+             "choice": "logic_expert"}
+
+
+def _selector_base():
+    from laser.bandits.base import Selector
+
+    return Selector
+
+
+class OracleSelector(_selector_base()):
+    """Picks, per prompt, the arm given by a fixed (domain -> arm) table.
+
+    The context is the one-hot vector of the prompt's domain (``dim`` = number of domains);
+    score of arm k for a context x is ``x @ table_onehot[:, k]``, so the argmax is the expert.
+    Rewards are ignored (nothing is learned).
+    """
+
+    name = "oracle"
+    contextual = True
+    _hparam_names = ("arm_of_dim",)
+
+    def __init__(self, n_arms: int, arm_of_dim: list[int], seed: int = 0):
+        super().__init__(n_arms, seed)
+        self.arm_of_dim = [int(a) for a in arm_of_dim]
+        self.dim = len(self.arm_of_dim)
+        self.table_ = np.zeros((self.dim, n_arms))
+        self.table_[np.arange(self.dim), self.arm_of_dim] = 1.0
+
+    def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
+        return contexts @ self.table_
+
+
+def domain_context_fn(examples, domains: list[str]):
+    """``prompts -> (B, len(domains))`` one-hot of each prompt's domain (looked up by prompt text)."""
+    group_of = {ex.prompt: ex.group for ex in examples}
+
+    def fn(prompts):
+        out = np.zeros((len(prompts), len(domains)))
+        for i, p in enumerate(prompts):
+            out[i, domains.index(group_of[p])] = 1.0
+        return out
+
+    return fn
+
+
+def run_oracle(seed: int, policy_dir: str, train, rms, s, out: Path):
+    """Train with each prompt scored by its domain's expert; returns the trained policy."""
+    from laser.demo import demo_run_config, load_sft_policy
+    from laser.tasks.synthetic import DOMAINS
+    from laser.training.loop import Trainer
+
+    names = [rm.name for rm in rms]
+    domains = list(DOMAINS)
+    selector = OracleSelector(len(rms), [names.index(EXPERT_OF[d]) for d in domains], seed=seed)
+    cfg = demo_run_config(seed, out / f"seed{seed}" / "oracle", names, s,
+                          {"name": "linucb", "per_prompt": True}, "auto")
+    policy = load_sft_policy(policy_dir)
+    Trainer(cfg, policy, rms, train, show_progress=False, selector=selector,
+            context_fn=domain_context_fn(train, domains)).run()
+    return policy
+
+
+def item_correctness(model, tokenizer, test, max_new_tokens: int) -> list[int]:
+    """Greedy 0/1 correctness per test item (what ``evaluate_accuracy`` averages)."""
+    from laser.policy.tiny import generate
+    from laser.tasks.extract import is_correct
+    from laser.tasks.synthetic import format_prompt
+
+    texts = generate(model, tokenizer, [format_prompt(e) for e in test], max_new_tokens)
+    return [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts)]
+
+
+def macro(items: list[int], groups: list[str]) -> dict[str, float]:
+    acc = {g: float(np.mean([c for c, h in zip(items, groups) if h == g])) for g in dict.fromkeys(groups)}
+    acc["average"] = float(np.mean(list(acc.values())))
+    return acc
+
+
+def run(args) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from laser.demo import DemoSettings, run_method
+    from laser.policy.tiny import build_tiny_policy
+    from laser.rewards.synthetic import make_demo_rms
+    from laser.tasks.synthetic import make_benchmark
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(1)
+    s = DemoSettings(**{**asdict(DemoSettings()), **args.settings})
+    bench = {"version": args.benchmark} if args.benchmark != "v1" else {}  # v1: exactly the demo's calls
+    work = Path(args.work)
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        policy_dir = build_tiny_policy(seed=seed, target=s.sft_target, **args.sft)
+        sft_s = time.perf_counter() - t0
+        train = make_benchmark(s.n_train_per_domain, seed=seed, split="train", **bench)
+        test = make_benchmark(s.n_test_per_domain, seed=seed, split="test", **bench)
+        groups = [e.group for e in test]
+        rms = lambda: make_demo_rms(seed=seed, **bench)  # noqa: E731  fresh RMs per method
+        names = [rm.name for rm in rms()]
+        base = {"benchmark": args.benchmark, "tag": args.tag, "settings": asdict(s), "sft": args.sft, "seed": seed}
+        for method in ["sft", *args.methods]:
+            shutil.rmtree(work / args.tag / f"seed{seed}" / method.replace(":", "_"), ignore_errors=True)  # else the loop resumes it
+            t = time.perf_counter()
+            if method == "sft":
+                model, tok = AutoModelForCausalLM.from_pretrained(policy_dir), AutoTokenizer.from_pretrained(policy_dir)
+            elif method == "oracle":
+                policy = run_oracle(seed, policy_dir, train, rms(), s, work / args.tag)
+                model, tok = policy.model, policy.tokenizer
+            else:
+                _, policy, _ = run_method(method, seed, policy_dir, train, names, s, work / args.tag, rms=rms())
+                model, tok = policy.model, policy.tokenizer
+            train_s = time.perf_counter() - t
+            items = item_correctness(model, tok, test, s.max_new_tokens)
+            row = {**base, "method": method, "accuracy": macro(items, groups), "items": items, "groups": groups,
+                   "train_s": train_s, "wall_s": time.perf_counter() - t, "sft_build_s": sft_s}
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            acc = row["accuracy"]
+            print(f"[{args.tag} seed {seed}] {method:<22} " + " ".join(f"{k} {100 * v:5.1f}" for k, v in acc.items())
+                  + f"  {row['wall_s']:6.1f}s", flush=True)
+
+
+# ---------------------------------------------------------------- statistics
+def two_level_ci(a: np.ndarray, b: np.ndarray, groups: list[str], n_boot: int = 4000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over seeds of macro-accuracy(a) - macro-accuracy(b), with a two-level bootstrap interval.
+
+    Args:
+        a, b: (S, N) 0/1 correctness of two methods on the same N test items in each of S seeds
+            (paired: item j of seed s is the same prompt for both).
+        groups: the N items' domains (the same layout in every seed); the statistic is the macro
+            average over domains, as in the demo's tables.
+
+    Each replicate draws S seeds with replacement, then, inside each drawn seed, the items of
+    every domain with replacement (the same draw for a and b: the pairing is kept), and averages
+    the per-seed macro differences. Returns (estimate, low, high), percentile interval.
+    """
+    rng = np.random.default_rng(seed)
+    d = np.asarray(a, float) - np.asarray(b, float)
+    idx = [np.flatnonzero(np.asarray(groups) == g) for g in dict.fromkeys(groups)]
+    est = float(np.mean([np.mean([row[i].mean() for i in idx]) for row in d]))
+    S = d.shape[0]
+    reps = np.empty(n_boot)
+    for r in range(n_boot):
+        seeds = rng.integers(0, S, S)
+        reps[r] = np.mean([np.mean([d[s, rng.choice(i, i.size)].mean() for i in idx]) for s in seeds])
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return est, float(lo), float(hi)
+
+
+def seed_only_ci(a_avg: np.ndarray, b_avg: np.ndarray, n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean per-seed difference, resampling seeds only."""
+    rng = np.random.default_rng(seed)
+    d = np.asarray(a_avg) - np.asarray(b_avg)
+    reps = d[rng.integers(0, d.size, (n_boot, d.size))].mean(axis=1)
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def report(paths: list[str], tag: str | None = None) -> None:
+    rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
+    tags = sorted({r["tag"] for r in rows}) if tag is None else [tag]
+    for t in tags:
+        rs = [r for r in rows if r["tag"] == t]
+        by = {}
+        for r in rs:
+            by.setdefault(r["method"], {})[r["seed"]] = r
+        seeds = sorted(set.intersection(*[set(v) for v in by.values()]))
+        print(f"== {t}: seeds {seeds}  settings {rs[0]['settings']}")
+        doms = [k for k in rs[0]["accuracy"]]
+        print(f"{'method':<22}" + "".join(f"{d:>14}" for d in doms) + f"{'train s':>9}")
+        for m, per in by.items():
+            accs = [per[s]["accuracy"] for s in seeds]
+            cells = "".join(f"{100 * np.mean([a[d] for a in accs]):8.1f} ±{100 * np.std([a[d] for a in accs]):4.1f}"
+                            for d in doms)
+            print(f"{m:<22}{cells}{np.mean([per[s]['train_s'] for s in seeds]):9.1f}")
+        for x, y in (("oracle", "random"), ("single:noise", "sft"), ("oracle", "sft"), ("random", "sft")):
+            if x in by and y in by and len(seeds) > 1:
+                a = np.array([by[x][s]["items"] for s in seeds])
+                b = np.array([by[y][s]["items"] for s in seeds])
+                est, lo, hi = two_level_ci(a, b, by[x][seeds[0]]["groups"])
+                slo, shi = seed_only_ci([by[x][s]["accuracy"]["average"] for s in seeds],
+                                        [by[y][s]["accuracy"]["average"] for s in seeds])
+                per_seed = [100 * (by[x][s]["accuracy"]["average"] - by[y][s]["accuracy"]["average"]) for s in seeds]
+                print(f"  {x} - {y}: {100 * est:+.1f} points, 95% two-level [{100 * lo:+.1f}, {100 * hi:+.1f}], "
+                      f"seeds-only [{100 * slo:+.1f}, {100 * shi:+.1f}]; per seed "
+                      + " ".join(f"{v:+.1f}" for v in per_seed))
+
+
+def _parse_set(items: list[str]) -> dict:
+    from laser.demo import DemoSettings
+
+    kinds = {f.name: f.type for f in fields(DemoSettings)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in kinds:
+            raise SystemExit(f"--set {item}: unknown DemoSettings field {key!r}; valid: {', '.join(kinds)}")
+        kind = kinds[key] if isinstance(kinds[key], type) else {"int": int, "float": float, "str": str,
+                                                                 "bool": bool}[kinds[key]]
+        out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    return out
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--benchmark", default="v1", help="benchmark / RM version (v1 = the current demo)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--methods", nargs="+", default=["oracle", "random"])
+    p.add_argument("--set", dest="settings", nargs="*", default=[], help="DemoSettings overrides, key=value")
+    p.add_argument("--sft", default="{}", help="build_tiny_policy overrides of the preset, as JSON")
+    p.add_argument("--tag", default=None, help="label of this setting in the output (default: from --set)")
+    p.add_argument("--out", default="tune_out/power.jsonl")
+    p.add_argument("--work", default="tune_out/runs", help="folder for the runs' logs and checkpoints")
+    p.add_argument("--report", nargs="*", help="only print the report of these JSONL files")
+    args = p.parse_args()
+    if args.report:
+        report(args.report, args.tag)
+        return
+    args.tag = args.tag or "_".join([args.benchmark, *args.settings, args.sft]) or args.benchmark
+    args.settings = _parse_set(args.settings)
+    args.sft = json.loads(args.sft)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    run(args)
+    report([args.out], args.tag)
+
+
+if __name__ == "__main__":
+    main()
