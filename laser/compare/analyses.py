@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from laser.stats import paired_bootstrap, summarize, wilcoxon_signed_rank
+from laser.stats import (headroom_share, hierarchical_bootstrap, hierarchical_summary, min_attainable_p,
+                         paired_bootstrap, summarize, wilcoxon_signed_rank)
 
 
 def agreement_counts(scores: np.ndarray, correct: np.ndarray) -> dict:
@@ -43,15 +44,46 @@ def agreement_matrix(counts: list[dict]) -> dict:
     return {"matrix": frac.tolist(), "n_pairs": total.astype(int).tolist()}
 
 
+def seed_item_matrices(runs_by_method: list[list[dict]], domain: str | None = None) -> tuple[list[np.ndarray], str] | None:
+    """Correctness of several methods as ``(n_seeds, n_items)`` matrices on shared items.
+
+    Items are the (seed, test id) pairs every method has (of ``domain`` only, when given), in the
+    first method's order. The design is ``crossed`` when every seed has the same test ids (a user's
+    test set), else ``nested`` (the embedded benchmark draws its test set per seed).
+
+    Returns:
+        ``([matrix per method], design)``, or None when seeds end up with different numbers of
+        items (no rectangular grid; callers fall back to per-item statistics).
+    """
+    maps = [{(r["seed"], i): (c, dom) for r in runs for i, c, dom in zip(r["ids"], r["correct"], r["domains"])}
+            for runs in runs_by_method]
+    ids: dict = {}
+    for r in sorted(runs_by_method[0], key=lambda r: r["seed"]):
+        ids[r["seed"]] = [i for i, dom in zip(r["ids"], r["domains"]) if (domain is None or dom == domain)
+                          and all((r["seed"], i) in m for m in maps[1:])]
+    if not ids or len({len(v) for v in ids.values()}) != 1 or not next(iter(ids.values())):
+        return None
+    mats = [np.array([[m[(s, i)][0] for i in v] for s, v in ids.items()], dtype=float) for m in maps]
+    design = "crossed" if len({tuple(v) for v in ids.values()}) == 1 else "nested"
+    return mats, design
+
+
 def method_summary(runs: list[dict], domains: list[str], n_boot: int = 2000) -> dict:
     """Per domain and on average: mean over seeds x prompts, std of the per-seed accuracies, and a
-    95% percentile-bootstrap interval of the mean over the pooled (seed, prompt) items.
+    95% interval of the mean from the two-level bootstrap over seeds and items
+    (:func:`laser.stats.hierarchical_summary`); a pooled item bootstrap where seeds have different
+    numbers of items.
 
     The average is over all test prompts; every domain has the same number, so it equals the
     macro average of the domain accuracies.
     """
     out = {}
     for d in [*domains, "average"]:
+        grid = seed_item_matrices([runs], None if d == "average" else d)
+        if grid is not None:
+            s = hierarchical_summary(grid[0][0], n_boot=n_boot, seed=0, design=grid[1])
+            out[d] = {k: s[k] for k in ("mean", "std_seeds", "ci_low", "ci_high", "n")}
+            continue
         pooled, per_seed = [], []
         for r in runs:
             mine = [c for c, dom in zip(r["correct"], r["domains"]) if d == "average" or dom == d]
@@ -76,16 +108,66 @@ def paired_items(a_runs: list[dict], b_runs: list[dict]) -> tuple[np.ndarray, np
 
 
 def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> dict:
-    """Method a against method b on shared (seed, prompt) items: Wilcoxon signed-rank on the
-    per-item differences and a paired bootstrap interval of the mean difference."""
+    """Method a against method b on shared (seed, prompt) items.
+
+    Primary (``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``test``): the hierarchical bootstrap
+    over seeds and items (:func:`laser.stats.hierarchical_bootstrap`); ``p_note`` replaces the
+    p-value with fewer than ``MIN_SEEDS`` seeds. Secondary: the Wilcoxon signed-rank test over
+    the per-seed accuracy differences (``p_seeds_wilcoxon``; ``seeds_wilcoxon_note`` says "n/a
+    (5 seeds: min p 0.0625)" where it cannot reach 0.05), and the per-item tests that treat the
+    pooled items as independent (``p_wilcoxon``, ``p_bootstrap``, ``ci_item``).
+    """
     a, b = paired_items(a_runs, b_runs)
     if a.size == 0:
         return {"n": 0}
     w = wilcoxon_signed_rank(a - b)
     pb = paired_bootstrap(a, b, n_boot=n_boot, seed=0)
-    return {"n": int(a.size), "diff": pb["mean_diff"], "ci_low": pb["ci_low"], "ci_high": pb["ci_high"],
-            "p_bootstrap": pb["p_value"], "p_wilcoxon": w["p_value"], "n_nonzero": w["n"],
-            "wins": int((a > b).sum()), "losses": int((a < b).sum()), "wilcoxon_backend": w["backend"]}
+    out = {"n": int(a.size), "diff": pb["mean_diff"], "ci_low": pb["ci_low"], "ci_high": pb["ci_high"],
+           "p_value": pb["p_value"], "test": "paired bootstrap over pooled items",
+           "p_bootstrap": pb["p_value"], "ci_item": [pb["ci_low"], pb["ci_high"]], "p_wilcoxon": w["p_value"],
+           "n_nonzero": w["n"], "wins": int((a > b).sum()), "losses": int((a < b).sum()),
+           "wilcoxon_backend": w["backend"]}
+    grid = seed_item_matrices([a_runs, b_runs])
+    if grid is None:
+        out["p_note"] = "seeds have different numbers of items: per-item bootstrap only"
+        return out
+    (ma, mb), design = grid
+    h = hierarchical_bootstrap(ma, mb, n_boot=n_boot, seed=0, design=design)
+    out.update(diff=h["mean_diff"], ci_low=h["ci_low"], ci_high=h["ci_high"], p_value=h["p_value"], test=h["test"],
+               df=h["df"], n_seeds=h["n_seeds"], design=design)
+    if (chk := min_attainable_p("hierarchical_bootstrap", h["n_seeds"])) and not chk["can_reach"]:
+        out["p_note"] = chk["note"]
+    seed_diff = ma.mean(axis=1) - mb.mean(axis=1)
+    sw = wilcoxon_signed_rank(seed_diff)
+    out["p_seeds_wilcoxon"] = sw["p_value"]
+    chk = min_attainable_p("wilcoxon", sw["n"])
+    if not chk["can_reach"]:
+        out["seeds_wilcoxon_note"] = chk["note"]
+    return out
+
+
+def headroom(main: dict[str, list[dict]], extra: dict[str, list[dict]] | None = None,
+             n_boot: int = 10000) -> dict | None:
+    """Where each method lies between ``random`` and ``oracle``: share of the headroom captured,
+    ``(m - random) / (oracle - random)``, with its interval (:func:`laser.stats.headroom_share`).
+
+    Args:
+        main: method name -> runs (one per seed); needs ``random`` and ``oracle``.
+        extra: more rows (e.g. ``{"sft": runs}``) placed on the same scale.
+
+    Returns:
+        None without both ``random`` and ``oracle`` runs; else ``{"methods": {name: share dict},
+        "oracle_vs_random": paired_test(oracle, random)}``.
+    """
+    if "random" not in main or "oracle" not in main:
+        return None
+    out = {"methods": {}, "oracle_vs_random": paired_test(main["oracle"], main["random"], n_boot)}
+    for name, runs in {**main, **(extra or {})}.items():
+        grid = seed_item_matrices([runs, main["random"], main["oracle"]])
+        if grid is not None:
+            (m, rnd, orc), design = grid
+            out["methods"][name] = headroom_share(m, rnd, orc, n_boot=n_boot, seed=0, design=design)
+    return out
 
 
 def selection_shares(runs: list[dict], rm_names: list[str], split_step: int | None = None) -> dict:

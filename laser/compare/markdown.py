@@ -11,6 +11,59 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in rows], ""]
 
 
+def _pv(v: dict, key: str = "p_value", note: str = "p_note") -> str:
+    """A p-value cell, or the reason it is not one ("n/a (5 seeds: min p 0.0625)")."""
+    if v.get(note):
+        return v[note] if v[note].startswith("n/a") else f"n/a ({v[note]})"
+    return f"{v[key]:.3g}" if v.get(key) is not None else ""
+
+
+def _ci(v: dict, lo: str = "ci_low", hi: str = "ci_high") -> str:
+    return f"{100 * v['diff']:+.1f} [{100 * v[lo]:+.1f}, {100 * v[hi]:+.1f}]"
+
+
+def paired_table(methods: dict, tests: str) -> list[str]:
+    """The "LASeR against each baseline" section: which test gave each p-value, one row per baseline."""
+    rows = []
+    for m, e in methods.items():
+        v = e.get("vs_laser")
+        if not v or not v.get("n"):
+            continue
+        item_ci = v.get("ci_item", [v["ci_low"], v["ci_high"]])
+        rows.append([m, _ci(v), _pv(v), _pv(v, "p_seeds_wilcoxon", "seeds_wilcoxon_note"),
+                     f"{100 * v['diff']:+.1f} [{100 * item_ci[0]:+.1f}, {100 * item_ci[1]:+.1f}]",
+                     f"{v['p_wilcoxon']:.3g}", f"{v['wins']}/{v['losses']}",
+                     f"{v.get('n_seeds', '?')} x {v['n'] // max(v.get('n_seeds', 1), 1)}"])
+    test = next((v["test"] for e in methods.values() if (v := e.get("vs_laser")) and v.get("test")), "")
+    return ["## LASeR against each baseline (paired, same seeds and prompts)", "", tests, "",
+            *_table(["baseline m", f"laser - m (points) [95% CI]: {test}", f"p: {test}",
+                     "p: Wilcoxon over per-seed accuracies", "per-item CI (ignores seeds)",
+                     "p: per-item Wilcoxon (ignores seeds)", "items laser right only / m right only",
+                     "seeds x items"], rows)]
+
+
+def headroom_table(res: dict) -> list[str]:
+    """Where each method lies between `random` and `oracle` (only when both ran)."""
+    o = res.get("oracle_vs_random")
+    if not o or not o.get("n"):
+        return []
+    rows = []
+    for name, e in [("sft", res["sft"]), *res["methods"].items()]:
+        h = e.get("headroom")
+        if h is None:
+            continue
+        low = "-inf" if h["ci_low"] is None else _p(h["ci_low"])
+        high = "+inf" if h["ci_high"] is None else _p(h["ci_high"])
+        rows.append([name, "n/a" if h["share"] is None else _p(h["share"]), f"[{low}, {high}]",
+                     f"{100 * h['no_headroom_draws']:.1f}"])
+    return ["## Headroom captured", "",
+            (f"oracle - random: {_ci(o)} points (p {_pv(o)}, {o.get('test', '')}). Share of the headroom a method "
+             "captures, (m - random) / (oracle - random), in %: 0 is `random`, 100 is `oracle`. The interval takes "
+             "the ratio per draw of the same two-level bootstrap; draws where oracle - random <= 0 count against "
+             "both bounds, so a bound is infinite when more than 2.5% of the draws have no headroom."), "",
+            *_table(["method", "headroom share %", "95% CI", "% draws without headroom"], rows)]
+
+
 def render(res: dict) -> str:
     """The Markdown report (plots embedded by relative path)."""
     doms, rms = res["domains"], res["rms"]
@@ -19,19 +72,16 @@ def render(res: dict) -> str:
              (f"Seeds {res['seeds']}; {s['n_train_per_domain']} train and {s['n_test_per_domain']} test prompts per "
               f"domain; {s['iterations']} iterations of batch {s['batch_size']}, {s['n_samples']} samples per prompt. "
               f"Wall time of this invocation {res['wall_time_s']:.0f} s (finished jobs are not rerun)."), "", "## Accuracy (%)", "",
-             "Mean over seeds x test prompts, +- the std of the per-seed accuracies, and the 95% bootstrap interval.", ""]
+             ("Mean over seeds x test prompts, +- the std of the per-seed accuracies, and the 95% interval of the "
+              "two-level bootstrap over seeds and items."), ""]
     rows = []
     for name, e in [("sft", res["sft"]), *res["methods"].items()]:
         acc = e["accuracy"]
         rows.append([name, *[f"{_p(acc[d]['mean'])} +-{_p(acc[d]['std_seeds'])} [{_p(acc[d]['ci_low'])}, "
                              f"{_p(acc[d]['ci_high'])}]" for d in [*doms, "average"]]])
     lines += _table(["method", *doms, "average"], rows)
-    lines += ["## LASeR against each baseline (paired, same seeds and prompts)", "", res["tests"], ""]
-    rows = [[m, f"{100 * v['diff']:+.1f} [{100 * v['ci_low']:+.1f}, {100 * v['ci_high']:+.1f}]",
-             f"{v['wins']}/{v['losses']}", f"{v['p_wilcoxon']:.3g}", f"{v['p_bootstrap']:.3g}", str(v["n"])]
-            for m, e in res["methods"].items() if (v := e.get("vs_laser")) and v.get("n")]
-    lines += _table(["baseline m", "laser - m (points) [95% CI]", "items laser right only / m right only",
-                     "p (Wilcoxon)", "p (bootstrap)", "items"], rows)
+    lines += paired_table(res["methods"], res["tests"])
+    lines += headroom_table(res)
     lines += ["## Cost", ""]
     lines += _table(["method", "bandit feedback", "RM scoring calls", "training wall time s (mean +- std)"],
                     [[m, str(e.get("feedback") or ""), f"{e['rm_calls']:.0f}",
@@ -64,12 +114,13 @@ def render(res: dict) -> str:
         n = res["noise"]
         lines += ["## Noise robustness", "", (f"Gaussian noise N(0, sigma^2) added to the scores of {n['rm']} RM(s). "
                                               "Drop = accuracy without noise minus with noise (points, paired over "
-                                              "the same items)."), ""]
+                                              "the same items; interval and p from the hierarchical bootstrap over "
+                                              "seeds and items)."), ""]
         sig = [k for k in next(iter(n["methods"].values())) if k != "0"]
         lines += _table(["method", "sigma 0", *[f"sigma {k}: acc / drop [95% CI] (p)" for k in sig]],
                         [[m, _p(row["0"]["accuracy"]), *[f"{_p(row[k]['accuracy'])} / {100 * row[k]['drop']:+.1f} "
                                                           f"[{100 * row[k]['drop_ci'][0]:+.1f}, {100 * row[k]['drop_ci'][1]:+.1f}] "
-                                                          f"({row[k]['p_wilcoxon']:.3g})" for k in sig]]
+                                                          f"(p {_pv(row[k])})" for k in sig]]
                          for m, row in n["methods"].items()])
         lines += ["![noise robustness](noise_robustness.png)", ""]
     if "add_rm" in res:
@@ -77,7 +128,7 @@ def render(res: dict) -> str:
         lines += ["## Adding an RM mid-run", "", f"`{a['rm']}` joins at global step {a['step']}.", ""]
         lines += _table(["method", "accuracy", "without the late RM", "diff (p)", f"{a['rm']} share before", "after"],
                         [[m, _p(e["accuracy"]), _p(e["accuracy_without_late_rm"]),
-                          f"{100 * e['diff']:+.1f} ({e['p_wilcoxon']:.3g})" if e.get("diff") is not None else "",
+                          f"{100 * e['diff']:+.1f} (p {_pv(e)})" if e.get("diff") is not None else "",
                           _p(e.get("share_before", {}).get(a["rm"])), _p(e.get("share_after", {}).get(a["rm"]))]
                          for m, e in a["methods"].items()])
     if "judged" in res:

@@ -11,13 +11,35 @@ import numpy as np
 from laser.compare import analyses as A
 from laser.compare.methods import selects_arms
 
-TESTS = ("Paired test of `laser` against each baseline on the same (seed, test prompt) items: Wilcoxon "
-         "signed-rank test (two-sided, zero differences dropped, normal approximation with tie correction "
-         "since 0/1 differences all tie) on the per-item differences of greedy-answer correctness; the "
-         "interval of the difference is a paired percentile bootstrap (10,000 resamples). Accuracy "
-         "intervals: percentile bootstrap (2,000 resamples) of the mean over the pooled seeds x prompts; "
-         "`std` is the standard deviation of the per-seed accuracies. Items are treated as independent, "
-         "so the intervals cover prompt sampling but only partly the seed-to-seed training variance.")
+TESTS = ("Paired comparison of `laser` against each baseline on the same (seed, test prompt) items. Primary "
+         "(the interval and `p`): a **hierarchical bootstrap over seeds and items** (10,000 resamples): each "
+         "resample draws seeds with replacement, then test items with replacement (one item draw for all seeds "
+         "when every seed has the same test set, else one per seed); the seed, item and residual parts of the "
+         "per-item differences are rescaled so that the resampled mean's variance is the random-effects estimate, "
+         "and the interval and p-value are referred to Student's t with Satterthwaite's degrees of freedom, since "
+         "few seeds carry the seed-to-seed variance. Secondary: the Wilcoxon signed-rank test over the per-seed "
+         "accuracy differences (shown as n/a where the seed count cannot reach p < 0.05: 5 seeds give at least "
+         "2/32 = 0.0625), and per-item tests (Wilcoxon signed-rank and paired bootstrap over the pooled items) that "
+         "treat items as independent and so ignore seed-to-seed variance. Accuracy intervals: the same two-level "
+         "bootstrap (2,000 resamples) of the mean; `std` is the standard deviation of the per-seed accuracies. "
+         "Headroom share: (m - random) / (oracle - random) per bootstrap draw, same resampling; unbounded where "
+         "oracle - random <= 0 in more than 2.5% of the draws. No correction for multiple comparisons.")
+
+
+def _p_cell(v: dict, key: str = "p_value", note: str = "p_note") -> str:
+    """A p-value as printed, or "n/a (...)" where the test cannot be evidence."""
+    if v.get(note):
+        return v[note] if v[note].startswith("n/a") else f"n/a ({v[note]})"
+    return f"{v[key]:.3g}" if v.get(key) is not None else ""
+
+
+def _share_cell(h: dict | None) -> str:
+    """A headroom share with its interval, in %: "62 [35, 88]"; "n/a" without headroom."""
+    if not h or h.get("share") is None:
+        return "n/a"
+    low = "-inf" if h["ci_low"] is None else f"{100 * h['ci_low']:.0f}"
+    high = "+inf" if h["ci_high"] is None else f"{100 * h['ci_high']:.0f}"
+    return f"{100 * h['share']:.0f} [{low}, {high}]"
 
 
 def _pct(x: float) -> str:
@@ -45,6 +67,11 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
         res["methods"][m] = entry
         if selects_arms(m):
             res["selection"][m] = A.selection_shares(runs, rm_names)
+    hr = A.headroom(main, {"sft": sft_runs})
+    if hr is not None:
+        res["oracle_vs_random"] = hr["oracle_vs_random"]
+        for name, h in hr["methods"].items():
+            (res["sft"] if name == "sft" else res["methods"][name])["headroom"] = h
     if "classifier" in main:
         shares = [r["label_share"] for r in main["classifier"] if r.get("label_share")]
         res["classifier_labels"] = {d: {n: float(np.mean([s[d][n] for s in shares])) for n in rm_names}
@@ -64,6 +91,7 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
                 d = A.paired_test(jobs[t][m], main[m])
                 row[t.split("=")[1]] = {"accuracy": A.method_summary(jobs[t][m], domains, cfg.n_boot)["average"]["mean"],
                                         "drop": -d["diff"], "drop_ci": [-d["ci_high"], -d["ci_low"]],
+                                        "p_value": d["p_value"], "p_note": d.get("p_note"),
                                         "p_wilcoxon": d["p_wilcoxon"]}
             res["noise"]["methods"][m] = row
     add_tag = next((t for t in jobs if t.startswith("add=")), None)
@@ -74,7 +102,8 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
             d = A.paired_test(runs, main[m]) if m in main else {"diff": float("nan")}
             e = {"accuracy": A.method_summary(runs, domains, cfg.n_boot)["average"]["mean"],
                  "accuracy_without_late_rm": res["methods"].get(m, {}).get("accuracy", {}).get("average", {}).get("mean"),
-                 "diff": d.get("diff"), "p_wilcoxon": d.get("p_wilcoxon")}
+                 "diff": d.get("diff"), "p_value": d.get("p_value"), "p_note": d.get("p_note"),
+                 "p_wilcoxon": d.get("p_wilcoxon")}
             if selects_arms(m):
                 sel = A.selection_shares(runs, rm_names, split_step=step)
                 e["share_before"], e["share_after"] = sel["before"], sel["after"]
@@ -91,11 +120,16 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
 
 def format_table(res: dict) -> str:
     """The terminal table: accuracy per domain (mean +- std over seeds), average with its 95% CI,
-    the paired difference to LASeR with its Wilcoxon p-value, RM calls and wall time."""
+    the paired difference to LASeR with its p-value (the test is named below the table), the
+    headroom share when ``random`` and ``oracle`` ran, RM calls and wall time."""
     doms = res["domains"]
+    rows = [("sft", res["sft"]), *res["methods"].items()]
+    with_head = any("headroom" in e for _, e in rows)
     head = (f"{'method':<24}" + "".join(f"{d:>13}" for d in doms) + f"{'average [95% CI]':>24}"
-            + f"{'laser - m [95% CI]':>24}{'p':>9}{'RM calls':>10}{'time s':>8}")
+            + f"{'laser - m [95% CI]':>24}{'p':>9}" + (f"{'headroom % [CI]':>18}" if with_head else "")
+            + f"{'RM calls':>10}{'time s':>8}")
     lines = [f"seeds: {res['seeds']}  (accuracy %, mean +- std over seeds)", head, "-" * len(head)]
+    notes: list[str] = []
 
     def row(name, e):
         acc = e["accuracy"]
@@ -103,14 +137,29 @@ def format_table(res: dict) -> str:
         a = acc["average"]
         avg = f"{_pct(a['mean'])} [{_pct(a['ci_low'])}, {_pct(a['ci_high'])}]"
         v = e.get("vs_laser")
-        vs = f"{100 * v['diff']:+.1f} [{100 * v['ci_low']:+.1f}, {100 * v['ci_high']:+.1f}]" if v else ""
-        p = f"{v['p_wilcoxon']:.3g}" if v else ""
+        vs = f"{100 * v['diff']:+.1f} [{100 * v['ci_low']:+.1f}, {100 * v['ci_high']:+.1f}]" if v and v.get("n") else ""
+        p = ""
+        if v and v.get("n"):
+            p = _p_cell(v)
+            if v.get("p_note"):
+                p = "n/a*"
+                if f"* {v['p_note']}" not in notes:
+                    notes.append(f"* {v['p_note']}")
+        hr = f"{_share_cell(e.get('headroom')):>18}" if with_head else ""
         calls = f"{e['rm_calls']:.0f}" if "rm_calls" in e else ""
         t = f"{e['wall_time_s']:.1f}" if "wall_time_s" in e else ""
-        return f"{name:<24}{cells}{avg:>24}{vs:>24}{p:>9}{calls:>10}{t:>8}"
+        return f"{name:<24}{cells}{avg:>24}{vs:>24}{p:>9}{hr}{calls:>10}{t:>8}"
 
-    lines.append(row("sft", res["sft"]))
-    lines += [row(m, e) for m, e in res["methods"].items()]
+    lines += [row(n, e) for n, e in rows]
+    tests = {v.get("test") for _, e in rows if (v := e.get("vs_laser")) and v.get("n")}
+    if tests:
+        lines += ["", "p: " + "; ".join(sorted(t for t in tests if t)) + " (two-sided; per-item and per-seed "
+                  "Wilcoxon p-values in report.md)", *notes]
+    if "oracle_vs_random" in res and res["oracle_vs_random"].get("n"):
+        o = res["oracle_vs_random"]
+        lines.append(f"oracle - random: {100 * o['diff']:+.1f} [{100 * o['ci_low']:+.1f}, {100 * o['ci_high']:+.1f}] "
+                     f"points, p {_p_cell(o)}; headroom share = (m - random) / (oracle - random), "
+                     "same resampling")
     if "laser" in res["selection"]:
         lines += ["", "LASeR selection (share of each domain's prompts per RM, all iterations, pooled seeds):",
                   f"{'domain':<10}" + "".join(f"{n:>14}" for n in res["rms"])]
