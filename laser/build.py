@@ -137,7 +137,9 @@ def build(cfg, examples: list | None = None, policy=None, rms: list | None = Non
     from laser.training.loop import Trainer
 
     if not train:
-        cfg.selector.per_prompt = cfg.selector.name not in ("score_ensemble", "agreement_ensemble", "online_ensemble")
+        from laser.config import SELECTOR_ENSEMBLES
+
+        cfg.selector.per_prompt = cfg.selector.name not in SELECTOR_ENSEMBLES
     examples = load_examples(cfg.data, cfg.seed) if examples is None else examples
     rms = build_rms(cfg, examples) if rms is None else rms
     policy = load_policy(cfg) if policy is None else policy

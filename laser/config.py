@@ -226,6 +226,12 @@ def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
             p.append("selector.arm: required with selector.name=fixed (an RM name)")
         elif rm_names and s.arm not in rm_names:
             p.append(f"selector.arm: {s.arm!r} is not a reward model name ({', '.join(rm_names)})")
+    if s.name == "oracle":
+        mapping = s.kwargs.get("arms_by_group")
+        if not isinstance(mapping, dict) or not mapping:
+            p.append("selector.kwargs.arms_by_group: required with selector.name=oracle ({group: reward model name})")
+        elif rm_names and (bad := sorted({str(v) for v in mapping.values() if v not in rm_names})):
+            p.append(f"selector.kwargs.arms_by_group: unknown reward model(s) {bad} (valid: {', '.join(rm_names)})")
     if s.per_prompt and s.name in SELECTOR_ENSEMBLES:
         p.append("selector.per_prompt: not meaningful with an ensemble (every RM scores every prompt)")
     return p

@@ -232,3 +232,32 @@ def test_sentence_encoder_can_replace_the_policy_context(tmp_path):
     log = read_log(tmp_path)
     assert len(log) == 4 and all(len(r["ucb"]) == 2 for r in log)
     assert tr.selector.counts_.sum() == 4
+
+
+def test_oracle_scores_each_prompt_with_its_groups_rm(tmp_path):
+    """selector.name=oracle with arms_by_group {even: ones, odd: long}: every prompt's arm is its
+    group's RM, on the plain Trainer, and the log carries the strategy's name."""
+    examples = [Example(id=f"p{i}", prompt=f"{i}+{i}=", domain="even" if i % 2 == 0 else "odd") for i in range(8)]
+    cfg = make_cfg(tmp_path, selector="random")
+    cfg.selector.name, cfg.selector.kwargs = "oracle", {"arms_by_group": {"even": "ones", "odd": "long"}}
+    tr = Trainer(cfg, make_tiny_policy(), rms(), examples, show_progress=False)
+    assert tr.strategy.name == "oracle" and tr.selector is None
+    tr.run()
+    group = {ex.id: ex.group for ex in examples}
+    for r in read_log(tmp_path):
+        assert r["prompt_arms"] == [0 if group[p] == "even" else 1 for p in r["prompt_ids"]]
+    state = json.loads(next((tmp_path / "checkpoints").iterdir()).joinpath("state.json").read_text())
+    assert state["selector"] == "oracle"
+
+
+def test_oracle_mapping_is_checked_before_anything_loads(tmp_path):
+    from laser.config import ConfigError
+
+    specs = [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}]
+    with pytest.raises(ConfigError, match=r"selector.kwargs.arms_by_group: unknown reward model\(s\) \['nope'\]"):
+        load_config(data={"output_dir": str(tmp_path), "rewards": specs,
+                          "selector": {"name": "oracle", "kwargs": {"arms_by_group": {"a": "nope"}}}},
+                    require_data=False)
+    with pytest.raises(ConfigError, match="arms_by_group: required"):
+        load_config(data={"output_dir": str(tmp_path), "rewards": specs, "selector": {"name": "oracle"}},
+                    require_data=False)

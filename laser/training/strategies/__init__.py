@@ -11,13 +11,15 @@ from laser.training.strategies.bandit import CONTEXT_FREE, BanditPerBatch, Bandi
 from laser.training.strategies.base import Strategy
 from laser.training.strategies.ensembles import AgreementEnsemble, ScoreEnsemble
 from laser.training.strategies.online import OnlineEnsembleStrategy
+from laser.training.strategies.oracle import make_oracle
 
-#: name -> factory(n_arms, cfg) for the strategies that are not a plain bandit
+#: name -> factory(rm_names, cfg) for the strategies that are not a plain bandit
 STRATEGIES = {
-    "score_ensemble": lambda n_arms, cfg: ScoreEnsemble(),
-    "agreement_ensemble": lambda n_arms, cfg: AgreementEnsemble(),
-    "online_ensemble": lambda n_arms, cfg: OnlineEnsembleStrategy(
-        n_arms, eta=float(cfg.selector.kwargs.get("eta", 0.5)), seed=cfg.seed),
+    "score_ensemble": lambda names, cfg: ScoreEnsemble(),
+    "agreement_ensemble": lambda names, cfg: AgreementEnsemble(),
+    "online_ensemble": lambda names, cfg: OnlineEnsembleStrategy(
+        len(names), eta=float(cfg.selector.kwargs.get("eta", 0.5)), seed=cfg.seed),
+    "oracle": make_oracle,
 }
 
 
@@ -32,7 +34,7 @@ def make_strategy(cfg, names: list[str], dim_fn, selector=None) -> Strategy:
     """
     s = cfg.selector
     if s.name in STRATEGIES:
-        return STRATEGIES[s.name](len(names), cfg)
+        return STRATEGIES[s.name](names, cfg)
     needs_context = s.name not in CONTEXT_FREE and s.context != "none"
     if selector is None:
         from laser.bandits import make_selector

@@ -1,0 +1,44 @@
+"""The oracle: each prompt scored by the RM known to be right for its group (domain).
+
+An upper bound for selection on benchmarks whose design says which RM fits which domain (the
+embedded benchmark: ``math_expert`` for arith and count, ``logic_expert`` for compare and choice),
+and a baseline for users who know their domains. Configured with
+``selector.kwargs.arms_by_group: {group: rm_name}``; it learns nothing.
+"""
+
+from __future__ import annotations
+
+from laser.training.strategies.base import Strategy
+
+
+class Oracle(Strategy):
+    """Args: arms_by_group: group name -> arm index."""
+
+    name = "oracle"
+    needs_context = False
+
+    def __init__(self, arms_by_group: dict[str, int]):
+        self.arms_by_group = dict(arms_by_group)
+
+    def decide(self, step, dist) -> list[int]:
+        groups = [g for shard in dist.gather_objects([ex.group for ex in step.shard]) for g in shard]
+        missing = sorted({g for g in groups if g not in self.arms_by_group})
+        if missing:
+            raise ValueError(f"selector.kwargs.arms_by_group: no reward model for group(s) {missing} "
+                             f"(mapped: {sorted(self.arms_by_group)})")
+        return [self.arms_by_group[g] for g in groups]  # in rank order, like the gathered contexts
+
+
+def make_oracle(names: list[str], cfg) -> Oracle:
+    """The oracle of ``cfg.selector.kwargs.arms_by_group`` (RM names checked against ``names``).
+
+    Raises:
+        ValueError: the mapping is missing or names an unknown RM.
+    """
+    mapping = cfg.selector.kwargs.get("arms_by_group")
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError("selector.name=oracle needs selector.kwargs.arms_by_group: {group: reward model name}")
+    unknown = sorted({rm for rm in mapping.values() if rm not in names})
+    if unknown:
+        raise ValueError(f"selector.kwargs.arms_by_group: unknown reward model(s) {unknown} (valid: {', '.join(names)})")
+    return Oracle({g: names.index(rm) for g, rm in mapping.items()})
