@@ -22,8 +22,9 @@ themselves are in benchmarks/gpu_sections.py):
 * ``generation``: sampling tokens per second of the 0.5B policy at several batch sizes.
 
 After every section DIR/results.json (all figures so far) and DIR/summary.md are rewritten; each
-section's output goes to DIR/<section>.log. A global time budget (``--budget-s``) bounds the run:
-a section gets at most its own cap and what is left of the budget.
+section's output goes to DIR/<section>.log and its record to DIR/section_<section>.json;
+step_cost also writes DIR/step_cost.json (after every method) and DIR/step_cost.txt. A global time
+budget (``--budget-s``) bounds the run: a section gets at most its own cap and what is left.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def run_isolated(name: str, ctx: Ctx, timeout: float) -> dict:
     """Run one section in a child process group, killed after ``timeout`` seconds."""
     import signal
 
-    t0, rec_path = time.perf_counter(), ctx.out / f"{name}.json"
+    t0, rec_path = time.perf_counter(), ctx.out / f"section_{name}.json"
     rec_path.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--out", str(ctx.out), "--section", name, *(["--tiny"] if ctx.tiny else [])]
     with open(ctx.out / f"{name}.log", "w") as log:
@@ -122,9 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1" if a.tiny else "4")
     ctx = Ctx(out, a.tiny, a.in_process or a.section is not None)
+    if ctx.device == "cpu" and not a.tiny:
+        p.error("no CUDA device here: run with --tiny for the CPU version of the check")
     if a.section:
         rec = run_here(a.section, ctx)
-        (out / f"{a.section}.json").write_text(json.dumps(rec, indent=1, default=str))
+        (out / f"section_{a.section}.json").write_text(json.dumps(rec, indent=1, default=str))
         return rec
     budget = a.budget_s or (300.0 if a.tiny else 450.0)
     start, started, records = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S %Z"), {}

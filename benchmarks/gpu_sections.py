@@ -71,7 +71,8 @@ def tiny_policy(ctx: Ctx, device: str, dtype):
     folder = build_tiny_policy(cache_dir=ctx.out / "cache", target="smoke")
     tok = AutoTokenizer.from_pretrained(folder)
     tok.padding_side = "left"
-    return Policy(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device), tok), folder
+    # cast after loading: older transformers ignore a `dtype=` argument without a word
+    return Policy(AutoModelForCausalLM.from_pretrained(folder).to(device=device, dtype=dtype), tok), folder
 
 
 def _logps_loss_update(policy, batch) -> dict:

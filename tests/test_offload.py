@@ -112,7 +112,7 @@ def failing_to(module, fail_times: float):
     def to(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] <= fail_times:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real_to(*args, **kwargs)
 
     module.to = to
