@@ -6,6 +6,7 @@ Every selector shares the :class:`Selector` interface (``select``, ``update``, `
 """
 
 from laser.bandits.base import NoArmAvailable, Selector
+from laser.bandits.bayes_router import BayesRouterSelector
 from laser.bandits.baselines import FixedSelector, RandomSelector, RoundRobinSelector
 from laser.bandits.epsilon_greedy import EpsilonGreedy
 from laser.bandits.exp3 import Exp3
@@ -23,5 +24,5 @@ __all__ = [
     "SELECTORS", "UCB1", "EpsilonGreedy", "Exp3", "FixedSelector", "LinTS", "LinUCB", "LinearSelector",
     "NoArmAvailable", "QuantileNormalizer", "RandomSelector", "RoundRobinSelector", "Selector",
     "SlidingWindowLinUCB", "make_selector", "ucb_scores", "ClassifierSelector", "OnlineEnsemble",
-    "pair_agreement",
+    "pair_agreement", "BayesRouterSelector",
 ]

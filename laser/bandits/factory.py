@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from laser.bandits.base import Selector
+from laser.bandits.bayes_router import BayesRouterSelector
 from laser.bandits.baselines import FixedSelector, RandomSelector, RoundRobinSelector
 from laser.bandits.epsilon_greedy import EpsilonGreedy
 from laser.bandits.exp3 import Exp3
@@ -16,7 +17,7 @@ from laser.bandits.ucb1 import UCB1
 #: name -> class; ``make_selector`` and configs use these names.
 SELECTORS: dict[str, type[Selector]] = {
     cls.name: cls for cls in (LinUCB, LinTS, SlidingWindowLinUCB, Exp3, UCB1, EpsilonGreedy,
-                              FixedSelector, RandomSelector, RoundRobinSelector)
+                              FixedSelector, RandomSelector, RoundRobinSelector, BayesRouterSelector)
 }
 
 
