@@ -44,7 +44,8 @@ def agreement_matrix(counts: list[dict]) -> dict:
     return {"matrix": frac.tolist(), "n_pairs": total.astype(int).tolist()}
 
 
-def seed_item_matrices(runs_by_method: list[list[dict]], domain: str | None = None) -> tuple[list[np.ndarray], str] | None:
+def seed_item_matrices(runs_by_method: list[list[dict]],
+                       domain: str | None = None) -> tuple[list[np.ndarray], str] | None:
     """Correctness of several methods as ``(n_seeds, n_items)`` matrices on shared items.
 
     Items are the (seed, test id) pairs every method has (of ``domain`` only, when given), in the
