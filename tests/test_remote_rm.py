@@ -9,6 +9,7 @@ import random
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -331,6 +332,52 @@ def test_server_rejects_bad_requests_naming_the_field(served, path, payload, sta
     server.max_batch = 4
     got_status, body = post(server.url + path, payload)
     assert got_status == status and message in body["error"]
+
+
+def test_each_rm_has_its_own_url_as_openrlhf_addresses_it(served):
+    """OpenRLHF posts {query, prompts, labels} to a bare URL: ?rm=NAME picks the RM, labels are ignored."""
+    server, rms = served
+    queries, prompts = ["Q: aaa", "Name: banana"], ["Q: ", "Name: "]
+    for name in ("mixed", "count_a"):
+        status, body = post(f"{server.url}/get_reward?rm={name}",
+                            {"query": queries, "prompts": prompts, "labels": ["x", "y"]})
+        direct = rms[name].score(prompts, ["aaa", "banana"])
+        assert status == 200 and body["rm"] == name and body["rewards"] == direct.tolist()
+        status, body = post(f"{server.url}/score?rm={name}", {"prompts": ["p"], "responses": ["aa"]})
+        assert status == 200 and body["scores"] == rms[name].score(["p"], ["aa"]).tolist()
+    with urllib.request.urlopen(server.url + "/health?rm=count_a", timeout=5) as resp:
+        assert json.loads(resp.read()) == {"status": "ok", "rm": "count_a"}
+
+
+@pytest.mark.parametrize("url, payload, status, message", [
+    ("/score?rm=nope", {"prompts": ["a"], "responses": ["b"]}, 404, "URL rm='nope': unknown reward model"),
+    ("/score?rm=mixed", {"prompts": ["a"], "responses": ["b"], "rm": "count_a"}, 400, "differs from the URL"),
+    ("/get_reward?model=mixed", {"query": ["a"]}, 400, "only one rm=NAME parameter"),
+    ("/score?rm=mixed&rm=count_a", {"prompts": ["a"], "responses": ["b"]}, 400, "only one rm=NAME parameter"),
+])
+def test_per_rm_urls_refuse_bad_names(served, url, payload, status, message):
+    server, _ = served
+    got_status, body = post(server.url + url, payload)
+    assert got_status == status and message in body["error"]
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.url + "/health?rm=nope", timeout=5)
+    assert info.value.code == 404
+
+
+@pytest.mark.parametrize("api, route", [("laser", "score"), ("openrlhf", "get_reward")])
+def test_remote_rm_reaches_one_rm_by_url_alone(api, route):
+    """A name with a space and a slash still has a URL (percent-encoded)."""
+    rms = [CallableRM(lambda p, r: float(len(r)), name="math expert/v2"),
+           CallableRM(lambda p, r: -1.0, name="other")]
+    server = make_server(rms)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        url = f"{server.url}/{route}?rm=" + urllib.parse.quote("math expert/v2", safe="")
+        out = RemoteRM(url, "math", api=api, read_timeout=5.0).score(["p", "q"], ["abc", "de"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    np.testing.assert_array_equal(out, [3.0, 2.0])
 
 
 def test_server_turns_rm_exceptions_into_500_and_keeps_serving():

@@ -2,13 +2,19 @@
 
 Routes (JSON in, JSON out):
 
-* ``GET /health`` -> ``{"status": "ok", "rms": [names]}``
+* ``GET /health`` -> ``{"status": "ok", "rms": [names]}``; ``GET /health?rm=NAME`` ->
+  ``{"status": "ok", "rm": NAME}`` (404 for an RM not served).
 * ``POST /score`` with ``{"prompts": [...], "responses": [...], "rm": name}`` -> ``{"scores":
   [float | null, ...], "rm": name}``; ``rm`` may be left out when one RM is served.
 * ``POST /get_reward`` (OpenRLHF's remote-RM API) with ``{"query": [...], "prompts": [...]}`` ->
   ``{"rewards": [...], "scores": [...], "rm": name}``. A query that starts with its prompt is split
   into (prompt, response); without ``prompts`` (or when a query does not start with its prompt)
-  the RM sees ``prompt = ""`` and ``response = query``.
+  the RM sees ``prompt = ""`` and ``response = query``. Other fields (OpenRLHF's ``labels``) are
+  ignored.
+
+Every served RM also has its own URLs: ``/score?rm=NAME`` and ``/get_reward?rm=NAME`` pick the RM
+from the query string, because OpenRLHF addresses a remote RM by URL alone and sends only
+``query``, ``prompts`` and ``labels``. A body ``rm`` that names another RM than the URL is a 400.
 
 Bad requests get HTTP 400 (413 when too large) with ``{"error": "..."}`` naming the field; an RM
 that raises gets HTTP 500 with its message. NaN scores go out as ``null``. Calls into the RMs are
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping, Sequence
 
@@ -65,8 +72,14 @@ class RMServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://{self.server_address[0]}:{self.port}"
 
-    def pick(self, name: object) -> str:
-        """The RM a request asks for, or the only one served."""
+    def pick(self, name: object, url_name: str | None = None) -> str:
+        """The RM a request asks for (URL ``?rm=`` or body ``rm``), or the only one served."""
+        if url_name is not None:
+            if name is not None and name != url_name:
+                raise _BadRequest(f'field "rm" ({name!r}) differs from the URL\'s rm={url_name!r}')
+            if url_name not in self.rms:
+                raise _BadRequest(f'URL rm={url_name!r}: unknown reward model (served: {", ".join(self.rms)})', 404)
+            return url_name
         if name is None:
             if len(self.rms) == 1:
                 return next(iter(self.rms))
@@ -96,28 +109,48 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         log.debug("%s %s", self.address_string(), format % args)
 
+    def _route(self) -> tuple[str, str | None]:
+        """The path and the ``rm`` query parameter; any other parameter is a 400."""
+        parts = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"rm"})
+        if unknown or len(query.get("rm", [])) > 1:
+            raise _BadRequest(f"URL query {parts.query!r}: only one rm=NAME parameter is accepted")
+        return parts.path, query["rm"][0] if "rm" in query else None
+
     def do_GET(self) -> None:
-        if self.path.split("?")[0] == "/health":
-            self._send(200, {"status": "ok", "rms": list(self.server.rms)})
-        else:
-            self._send(404, {"error": f"no route GET {self.path} (try GET /health, POST /score)"})
+        try:
+            route, url_rm = self._route()
+            if route != "/health":
+                raise _BadRequest(f"no route GET {self.path} (try GET /health, POST /score)", 404)
+            reply = {"status": "ok", "rms": list(self.server.rms)}
+            if url_rm is not None:
+                reply = {"status": "ok", "rm": self.server.pick(None, url_rm)}
+        except _BadRequest as exc:
+            self._send(exc.status, {"error": str(exc)})
+            return
+        self._send(200, reply)
 
     def do_POST(self) -> None:
-        route = self.path.split("?")[0]
+        try:
+            route, url_rm = self._route()
+        except _BadRequest as exc:
+            self._send(exc.status, {"error": str(exc)})
+            return
         if route not in ("/score", "/get_reward"):
             self._send(404, {"error": f"no route POST {self.path} (try /score or /get_reward)"})
             return
         try:
             body = self._read_json()
             if route == "/score":
-                name = self.server.pick(body.get("rm"))
+                name = self.server.pick(body.get("rm"), url_rm)
                 prompts = _strings(body, "prompts")
                 responses = _strings(body, "responses")
                 if len(prompts) != len(responses):
                     raise _BadRequest(f'fields "prompts" and "responses" differ in length '
                                       f"({len(prompts)} vs {len(responses)})")
             else:
-                name = self.server.pick(body.get("rm"))
+                name = self.server.pick(body.get("rm"), url_rm)
                 prompts, responses = _split_queries(body)
             if len(responses) > self.server.max_batch:
                 raise _BadRequest(f"{len(responses)} responses exceed max_batch "
@@ -269,6 +302,10 @@ def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
         log.warning("serving on %s: the API has no authentication", host)
     print(f"serving reward models {list(server.rms)} on {server.url} "
           "(GET /health, POST /score, POST /get_reward); Ctrl-C stops", flush=True)
+    for name in server.rms:
+        quoted = urllib.parse.quote(name, safe="")
+        print(f"  {name}: {server.url}/score?rm={quoted}  (OpenRLHF: {server.url}/get_reward?rm={quoted})",
+              flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
