@@ -197,10 +197,11 @@ def section_step_cost(ctx: Ctx) -> dict:
 
     path = ctx.out / "step_cost.json"
     if ctx.tiny:
-        argv = ["--size", "tiny", "--steps", "1", "--warmup", "1", "--memory", "none"]
+        argv = ["--size", "tiny", "--steps", "1", "--rounds", "1", "--warmup", "1", "--memory", "none"]
     else:
         argv = ["--size", "0.5b", "--device", "cuda", "--dtype", "bfloat16", "--batch-size", "8",
-                "--n-samples", "8", "--prompt-len", "64", "--max-new-tokens", "64", "--steps", "3", "--warmup", "1",
+                "--n-samples", "8", "--prompt-len", "64", "--max-new-tokens", "64", "--steps", "2", "--rounds", "2",
+                "--warmup", "1",
                 "--threads", "4"]
     res = sc.main([*argv, "--k", "4", "--json", str(path)])
     (ctx.out / "step_cost.txt").write_text(sc.format_table(res) + "\n")

@@ -8,12 +8,14 @@ costs. The tokenizer is word-level over ``vocab`` synthetic words, so the LM hea
 a real vocabulary; prompts are random words, and a random policy almost never samples EOS, so
 every response is ``max_new_tokens`` long and every method does the same sampling work.
 
-In one process, on the same prompts, each method runs ``warmup + steps`` steps through the
-project's ``Trainer`` with RMs resident on the device and then offloaded (weights in CPU memory,
-moved to the device for each scoring call). Per step the loop's log gives the phases (context,
+In one process, on the same prompts, every method is trained through the project's ``Trainer``
+with the RMs resident on the device and then offloaded (weights in CPU memory, moved to the
+device for each scoring call): first one ``warmup`` run per method, then ``rounds`` rounds in which
+each method in turn runs ``steps`` steps from the same initial weights, so a change in the load
+of a shared machine falls on all methods alike. Per step the loop's log gives the phases (context,
 sample, score, update; "other" = feedback, selector update and logging); the table shows the
-median over the measured steps and each ensemble's ratio to LASeR (``linucb``) with the same
-placement.
+median over each method's measured steps and each ensemble's ratio to LASeR (``linucb``) with the
+same placement. Sampling does the same work in every method, so its ratio shows the noise.
 
 Peak memory: on a GPU, ``torch.cuda.max_memory_allocated`` over each method's run (reset before
 it), in this process; it counts policy, optimizer state, resident RMs and activations. On CPU, a
@@ -62,8 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-samples", type=int, default=4, help="responses per prompt")
     p.add_argument("--prompt-len", type=int, default=32, help="prompt length in tokens")
     p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5, help="measured steps per method")
-    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
+    p.add_argument("--steps", type=int, default=2, help="measured steps per method and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each runs every method once, in turn")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per method first")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--offload", default="both", choices=["both", "on", "off"])
     p.add_argument("--full", action="store_true", help="train all weights instead of LoRA adapters")
@@ -151,7 +154,7 @@ def make_examples(a: argparse.Namespace) -> list:
     from laser.tasks.base import Example
 
     rng = np.random.default_rng(a.seed)
-    n, words = (a.warmup + a.steps) * a.batch_size, SIZES[a.size][4] - 4
+    n, words = max(a.warmup, a.steps) * a.batch_size, SIZES[a.size][4] - 4
     return [Example(id=f"p{i}", prompt=" ".join(f"w{w}" for w in rng.integers(0, words, a.prompt_len)))
             for i in range(n)]
 
@@ -184,8 +187,9 @@ def phases_of(records: list[dict]) -> dict:
     return {"step_s": statistics.median(steps), "phases": {p: statistics.median(v) for p, v in per.items()}}
 
 
-def run_method(method: str, policy, rms: list, examples: list, a: argparse.Namespace, initial: dict) -> dict:
-    """Train ``method`` from the initial weights; median phase times over the measured steps."""
+def run_method(method: str, policy, rms: list, examples: list, a: argparse.Namespace, initial: dict,
+               steps: int) -> list[dict]:
+    """Train ``method`` for ``steps`` steps from the initial weights; the loop's log records."""
     import shutil
 
     import torch
@@ -198,13 +202,11 @@ def run_method(method: str, policy, rms: list, examples: list, a: argparse.Names
                 p.copy_(initial[n])
     out = Path(tempfile.mkdtemp(prefix=f"step_cost_{method}_"))
     try:
+        examples = examples[:steps * a.batch_size]  # one iteration of `steps` batches
         Trainer(run_config(method, a, out), policy, rms, examples, show_progress=False).run()
-        records = [json.loads(line) for line in open(out / "log.jsonl")]
+        return [json.loads(line) for line in open(out / "log.jsonl")]
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    result = phases_of(records[a.warmup:])
-    result["rm_calls"] = records[-1]["rm_calls_total"]
-    return result
 
 
 # ----- memory ----------------------------------------------------------------------------------
@@ -221,14 +223,14 @@ def worker(a: argparse.Namespace) -> None:
     examples = make_examples(a)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) := current RSS
     before = _status_kib("VmRSS")
-    run_method(method, policy, rms, examples, a, initial)
+    run_method(method, policy, rms, examples, a, initial, a.warmup + a.steps)
     peak = _status_kib("VmHWM")
     print(json.dumps({"peak_bytes": peak * 1024, "peak_delta_bytes": (peak - before) * 1024}))
 
 
 def cpu_peak(method: str, offload: bool, argv: list[str]) -> dict:
     """Run :func:`worker` in a fresh interpreter; its last stdout line is the JSON result."""
-    cmd = [sys.executable, __file__, *argv, "--worker", f"{method}:{int(offload)}"]
+    cmd = [sys.executable, __file__, *argv, "--steps", "1", "--warmup", "1", "--worker", f"{method}:{int(offload)}"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if done.returncode != 0:
@@ -237,40 +239,58 @@ def cpu_peak(method: str, offload: bool, argv: list[str]) -> dict:
 
 
 # ----- the comparison --------------------------------------------------------------------------
-def compare(a: argparse.Namespace, argv: list[str]) -> dict:
+def measure(methods: list[str], policy, rms: list, examples: list, a: argparse.Namespace, initial: dict,
+            suffix: str) -> dict:
+    """Warm-up runs, then ``rounds`` rounds that run every method in turn (load changes on a shared
+    machine then hit all methods alike); median phases over each method's measured steps."""
     import torch
 
     cuda = a.device.startswith("cuda")
-    policy, tok, modules, params = build_models(a)
-    initial = {n: p.detach().to("cpu", copy=True) for n, p in policy.model.named_parameters() if p.requires_grad}
-    examples = make_examples(a)
-    methods = [m for m in a.methods.split(",") if m]
-    placements = {"both": (False, True), "on": (True,), "off": (False,)}[a.offload]
-    results = {}
-    for offload in placements:
-        rms = make_rms(modules, tok, a, offload)
+    records, peaks = {m: [] for m in methods}, dict.fromkeys(methods, 0)
+    for method in methods:
+        run_method(method, policy, rms, examples, a, initial, a.warmup)
+    for _ in range(a.rounds):
         for method in methods:
-            name = method + ("/offload" if offload else "")
-            if cuda:  # the previous method's trainer is gone: count only what this one holds
+            if cuda:  # the previous run's trainer is gone: count only what this one holds
                 import gc
 
                 gc.collect()
                 torch.cuda.synchronize()
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            results[name] = run_method(method, policy, rms, examples, a, initial)
+            records[method] += run_method(method, policy, rms, examples, a, initial, a.steps)
             if cuda:
-                results[name]["peak_bytes"] = torch.cuda.max_memory_allocated()
-            elif a.memory == "auto":
-                results[name].update(cpu_peak(method, offload, argv))
-            print(f"  {name}: {results[name]['step_s']:.3f} s/step", flush=True)
-            if a.json:  # written after every method: a run cut short keeps what it measured
-                Path(a.json).write_text(json.dumps({"k": a.k, "partial": True, "methods": results}, indent=1))
+                peaks[method] = max(peaks[method], torch.cuda.max_memory_allocated())
+    out = {}
+    for method in methods:
+        out[method + suffix] = {**phases_of(records[method]), "rm_calls_per_step":
+                                records[method][-1]["rm_calls_total"] / records[method][-1]["global_step"]}
+        if cuda:
+            out[method + suffix]["peak_bytes"] = peaks[method]
+    return out
+
+
+def compare(a: argparse.Namespace, argv: list[str]) -> dict:
+    cuda = a.device.startswith("cuda")
+    policy, tok, modules, params = build_models(a)
+    initial = {n: p.detach().to("cpu", copy=True) for n, p in policy.model.named_parameters() if p.requires_grad}
+    examples = make_examples(a)
+    methods = [m for m in a.methods.split(",") if m]
+    results = {}
+    for offload in {"both": (False, True), "on": (True,), "off": (False,)}[a.offload]:
+        rms = make_rms(modules, tok, a, offload)
+        results.update(measure(methods, policy, rms, examples, a, initial, "/offload" if offload else ""))
         del rms
+        if a.json:  # written after each placement: a run cut short keeps what it measured
+            Path(a.json).write_text(json.dumps({"k": a.k, "partial": True, "methods": results}, indent=1))
+    if not cuda and a.memory == "auto":
+        for name in results:
+            results[name].update(cpu_peak(name.split("/")[0], name.endswith("/offload"), argv))
+            print(f"  peak RSS of {name}: {results[name].get('peak_bytes', 0) / 2**20:.1f} MiB", flush=True)
     return {"k": a.k, "device": device_name(a.device), "size": a.size, "dtype": a.dtype, "params": params,
             "lora": not a.full, "settings": {k: getattr(a, k) for k in
                                              ("batch_size", "n_samples", "prompt_len", "max_new_tokens",
-                                              "steps", "warmup", "threads")},
+                                              "steps", "rounds", "warmup", "threads")},
             "memory_measure": "torch.cuda.max_memory_allocated" if cuda else
             "peak RSS (VmHWM) of a fresh process per method, during training",
             "methods": results, "ratios": ratios(results)}

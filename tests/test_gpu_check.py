@@ -68,8 +68,8 @@ def check_step_cost(res: dict, methods: list[str]) -> None:
     for name, m in res["methods"].items():
         assert set(m["phases"]) == {"context", "sample", "score", "update", "other"}
         assert m["step_s"] == pytest.approx(sum(m["phases"].values()), abs=1e-3)  # one measured step
-        # 4 prompts x 4 samples = 16 responses a step, 2 steps (warm-up + measured); one RM or all 4
-        assert m["rm_calls"] == 16 * 2 * (1 if name.startswith("linucb") else 4)
+        # 4 prompts x 4 samples = 16 responses a step, scored by one RM or by all 4
+        assert m["rm_calls_per_step"] == 16 * (1 if name.startswith("linucb") else 4)
     assert set(res["ratios"]) == set(methods) - {"linucb", "linucb/offload"}
 
 
@@ -77,7 +77,8 @@ def test_step_cost_json_has_the_promised_schema(tmp_path):
     import step_cost
 
     path = tmp_path / "cost.json"
-    step_cost.main(["--size", "tiny", "--steps", "1", "--warmup", "1", "--memory", "none", "--offload", "on",
+    step_cost.main(["--size", "tiny", "--steps", "1", "--rounds", "1", "--warmup", "1", "--memory", "none",
+                    "--offload", "on",
                     "--methods", "linucb,score_ensemble", "--json", str(path)])
     check_step_cost(json.loads(path.read_text()), ["linucb/offload", "score_ensemble/offload"])
 
