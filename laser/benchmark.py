@@ -54,14 +54,31 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
     from laser.build import build, method_config
     from laser.rewards.synthetic import make_demo_rms
 
+    rms = rms or make_demo_rms(seed=seed)
+    if method == "verifier":  # the gold-answer RM alone: an upper bound that sees every label
+        rms, rm_names, reward_specs, method = [gold_verifier(train)], ["verifier"], None, "single:verifier"
     selector_conf, train_conf = method_config(
         method, {}, {"feedback": feedback or DEFAULT_FEEDBACK},
-        selector_kwargs={"online_ensemble": {"eta": eta}, "sliding_linucb": {"window": SLIDING_WINDOW}})
+        selector_kwargs={"online_ensemble": {"eta": eta}, "sliding_linucb": {"window": SLIDING_WINDOW},
+                         "oracle": {"arms_by_group": oracle_map(rms)}})
     run_dir = out / f"seed{seed}" / method.replace(":", "_").replace("@", "_at_")
     cfg = demo_run_config(seed, run_dir, rm_names, s, selector_conf, train_conf["feedback"], reward_specs)
     policy = load_sft_policy(policy_dir)
-    trainer = build(cfg, train, policy, rms or make_demo_rms(seed=seed), selector=selector, show_progress=False)
+    trainer = build(cfg, train, policy, rms, selector=selector, show_progress=False)
     return trainer.run(), policy, run_dir
+
+
+def oracle_map(rms: list) -> dict[str, str]:
+    """The benchmark's design: each domain -> the expert RM that is reliable on it."""
+    return {d: rm.name for rm in rms if getattr(rm, "kind", None) == "expert" for d in rm.domains}
+
+
+def gold_verifier(examples: list):
+    """A verifier RM checking each training prompt's answer against its gold answer (its own task)."""
+    from laser.rewards.rules import VerifierRM
+
+    return VerifierRM("verifier", gold={ex.prompt: ex.answer for ex in examples if ex.answer},
+                      tasks={ex.prompt: ex.task for ex in examples})
 
 
 def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettings, selector_conf: dict,

@@ -15,6 +15,8 @@ from laser.config import ConfigError, load_config
 
 #: compared methods that are a selector or strategy name as they are
 PLAIN = ("laser", "laser_per_prompt", "random", "round_robin", "score_ensemble", "agreement_ensemble")
+#: methods that pick one RM per prompt (BayesianRouter routes per prompt by design)
+PER_PROMPT = ("laser_per_prompt", "bayes_router")
 
 
 def method_config(method: str, selector: dict | None = None, train: dict | None = None,
@@ -23,6 +25,7 @@ def method_config(method: str, selector: dict | None = None, train: dict | None 
 
     ``laser`` / ``laser_per_prompt`` / ``laser:<feedback>`` use LinUCB (per prompt for the
     second; the named feedback for the third); ``laser@<name>`` the bandit ``name``;
+    ``bayes_router`` the selector of that name per prompt;
     ``single:<rm>`` the fixed selector on that RM; any other name (``random``, ``oracle``,
     ``score_ensemble``, ...) the selector or strategy of that name. The run's selector ``kwargs``
     are kept only when the selector name stays the same; ``selector_kwargs[name]`` adds defaults.
@@ -38,7 +41,7 @@ def method_config(method: str, selector: dict | None = None, train: dict | None 
         name, arm = method, None
     if sel.get("name", "linucb") != name:
         sel.pop("kwargs", None)
-    sel.update(name=name, arm=arm, per_prompt=method == "laser_per_prompt")
+    sel.update(name=name, arm=arm, per_prompt=method in PER_PROMPT)
     extra = (selector_kwargs or {}).get(name)
     if extra:
         sel["kwargs"] = {**extra, **sel.get("kwargs", {})}

@@ -24,12 +24,12 @@ def default_methods(rm_names: list[str]) -> list[str]:
 
 def check_method(method: str, rm_names: list[str]) -> str | None:
     """A problem with a method name, or None when it is valid (:func:`laser.build.check_method`)."""
-    return _check(method, rm_names, extra=("classifier",))
+    return _check(method, rm_names, extra=("classifier", "verifier", "bayes_router"))
 
 
 def selects_arms(method: str) -> bool:
     """Whether a method picks one RM per batch/prompt (so it has a selection share to plot)."""
-    return method not in ("score_ensemble", "agreement_ensemble", "online_ensemble")
+    return method not in ("score_ensemble", "agreement_ensemble", "online_ensemble", "verifier")
 
 
 def train(method: str, seed: int, policy_dir: str, train_set, rm_names: list[str], settings, out: Path,
@@ -44,6 +44,9 @@ def train(method: str, seed: int, policy_dir: str, train_set, rm_names: list[str
     if method == "classifier":  # LinUCB's strategy with the fitted classifier as its selector
         return run_method("laser", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
                           selector=classifier, reward_specs=reward_specs)
+    if method == "bayes_router":  # per-prompt LinTS with priors fitted on the labelled split
+        return run_method(method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
+                          selector=classifier, reward_specs=reward_specs)
     return run_method(method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
                       reward_specs=reward_specs, eta=eta)
 
@@ -56,6 +59,31 @@ def fit_classifier(policy_dir: str, rms: list, settings, n_label_per_domain: int
     split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed)
     clf = ClassifierSelector(len(rms), split["contexts"].shape[1], seed=seed)
     return clf.fit(split["contexts"], split["labels"]), split["label_share"]
+
+
+def fit_labelled_selector(method: str, policy_dir: str, rms: list, settings, n_label_per_domain: int, seed: int):
+    """``classifier`` or ``bayes_router`` fitted on the same labelled split (the same label budget);
+    returns (selector, label share per RM)."""
+    if method == "classifier":
+        return fit_classifier(policy_dir, rms, settings, n_label_per_domain, seed)
+    from laser.bandits.bayes_router import BayesRouterSelector
+    from laser.compare.labels import labelled_split
+
+    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed)
+    return BayesRouterSelector.from_labelled(split["contexts"], split["labels"], len(rms), seed=seed), \
+        split["label_share"]
+
+
+def empty_labelled_selector(method: str, policy_dir: str, n_arms: int, seed: int):
+    """An unfitted ``classifier`` / ``bayes_router`` of the right shape (its state comes from the checkpoint)."""
+    if method == "classifier":
+        return empty_classifier(policy_dir, n_arms, seed)
+    import json
+
+    from laser.bandits.bayes_router import BayesRouterSelector
+
+    dim = json.loads((Path(policy_dir) / "config.json").read_text())["hidden_size"]
+    return BayesRouterSelector(n_arms, int(dim), seed=seed)
 
 
 def empty_classifier(policy_dir: str, n_arms: int, seed: int):

@@ -225,11 +225,12 @@ def run_job(cfg: CompareConfig, variant: dict, method: str, data: SeedData, runs
              if variant["add"] else None)
     train_set = strip_gold(data.train) if variant["judged"] else data.train
     clf, label_share = None, None
-    if method == "classifier":
-        if prog["evals"]:
-            clf = M.empty_classifier(data.policy_dir, len(rms), data.seed)  # restored from the checkpoint
+    if method in ("classifier", "bayes_router"):  # the same labelled split, the same label budget
+        if prog["evals"]:  # restored from the checkpoint
+            clf = M.empty_labelled_selector(method, data.policy_dir, len(rms), data.seed)
         else:
-            clf, label_share = M.fit_classifier(data.policy_dir, rms, cfg.settings, cfg.n_label_per_domain, data.seed)
+            clf, label_share = M.fit_labelled_selector(method, data.policy_dir, rms, cfg.settings,
+                                                       cfg.n_label_per_domain, data.seed)
             prog["label_share"] = label_share
     run_dir = None
     for it in range(len(prog["evals"]) + 1, cfg.settings.iterations + 1):

@@ -46,8 +46,11 @@ def default_user_methods(rm_names: list[str]) -> list[str]:
 
 def check_user_method(method: str, rm_names: list[str]) -> str | None:
     """A problem with a method name on a user set-up, or None when it is valid."""
-    if method == "classifier":
-        return "classifier: needs the benchmark's labelled split; not available with user:"
+    if method in ("classifier", "bayes_router"):
+        return f"{method}: needs the benchmark's labelled split; not available with user:"
+    if method in ("oracle", "verifier"):
+        return (f"{method}: needs the benchmark's design (which RM is right per domain / the gold-answer RM); "
+                "with user:, add it to your run config's rewards and compare single:<rm> instead")
     return M.check_method(method, rm_names)
 
 
@@ -219,6 +222,11 @@ def run_user_compare(cfg) -> dict:
         res["methods"][m] = e
         if M.selects_arms(m) and any(r["steps"] for r in rs):
             res["selection"][m] = A.selection_shares(rs, rm_names)
+    if (hr := A.headroom(jobs)):  # an `oracle` method (selector.kwargs.arms_by_group) and `random` ran
+        res["oracle_vs_random"] = hr["oracle_vs_random"]
+        for m, share in hr["methods"].items():
+            if m in res["methods"]:
+                res["methods"][m]["headroom"] = share
     res["wall_time_s"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1))
@@ -230,7 +238,7 @@ def run_user_compare(cfg) -> dict:
 
 def render_user(res: dict) -> str:
     """The Markdown report of a user compare run."""
-    from laser.compare.markdown import _p, _table
+    from laser.compare.markdown import _p, _table, headroom_table, paired_table
 
     doms, u = res["domains"], res["user"]
     lines = ["# laser compare report (user set-up)", "",
@@ -243,12 +251,8 @@ def render_user(res: dict) -> str:
                      f"[{_p(e['accuracy'][d]['ci_low'])}, {_p(e['accuracy'][d]['ci_high'])}]" for d in [*doms, "average"]]]
             for name, e in [("sft", res["sft"]), *res["methods"].items()]]
     lines += _table(["method", *doms, "average"], rows)
-    lines += ["## LASeR against each baseline (paired, same seeds and prompts)", "", res["tests"], ""]
-    lines += _table(["baseline m", "laser - m (points) [95% CI]", "items laser right only / m right only",
-                     "p (Wilcoxon)", "p (bootstrap)", "items"],
-                    [[m, f"{100 * v['diff']:+.1f} [{100 * v['ci_low']:+.1f}, {100 * v['ci_high']:+.1f}]",
-                      f"{v['wins']}/{v['losses']}", f"{v['p_wilcoxon']:.3g}", f"{v['p_bootstrap']:.3g}", str(v["n"])]
-                     for m, e in res["methods"].items() if (v := e.get("vs_laser")) and v.get("n")])
+    lines += paired_table(res["methods"], res["tests"])
+    lines += headroom_table(res)
     lines += ["## Cost", ""]
     lines += _table(["method", "bandit feedback", "RM scoring calls", "training wall time s (mean +- std)"],
                     [[m, str(e.get("feedback") or ""), f"{e['rm_calls']:.0f}",

@@ -46,10 +46,11 @@ class VerifierRM:
         gold: prompt text -> gold answer.
         data: alternatively a prompt JSONL file with ``prompt`` and ``answer`` fields.
         wrong: the score of a wrong or missing answer.
+        tasks: prompt text -> its own answer format, for prompts of several tasks (else ``task``).
     """
 
     def __init__(self, name: str = "verifier", task: str = "gsm8k", gold: dict | None = None,
-                 data: str | None = None, wrong: float = 0.0):
+                 data: str | None = None, wrong: float = 0.0, tasks: dict | None = None):
         from laser.tasks.extract import is_correct
 
         if gold is None and data is not None:
@@ -57,11 +58,12 @@ class VerifierRM:
 
             gold = {ex.prompt: ex.answer for ex in read_prompts_jsonl(data) if ex.answer}
         self.name, self.task, self.gold, self.wrong = name, task, dict(gold or {}), wrong
+        self.tasks = dict(tasks or {})
         self._is_correct = is_correct
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         out = np.full(len(responses), np.nan)
         for i, (p, r) in enumerate(zip(prompts, responses)):
             if p in self.gold:
-                out[i] = 1.0 if self._is_correct(self.task, r, self.gold[p]) else self.wrong
+                out[i] = 1.0 if self._is_correct(self.tasks.get(p, self.task), r, self.gold[p]) else self.wrong
         return out

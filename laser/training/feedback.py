@@ -52,6 +52,13 @@ def majority_pair_accuracy(o: dict) -> float:
     return o["majority_pair_accuracy"]
 
 
+def mixed_pair_accuracy(o: dict) -> float:
+    """``pair_accuracy`` where the prompt has a gold answer, ``majority_pair_accuracy`` where it has
+    none: uses whatever labels the prompts carry (a fraction f labelled: f = 1 is pair_accuracy,
+    f = 0 is majority_pair_accuracy)."""
+    return o["mixed_pair_accuracy"]
+
+
 def majority_answer(task: str, texts: list[str]) -> str | None:
     """The most common extracted answer among ``texts`` (ties: the one that appears first);
     None when no text has an answer."""
@@ -83,4 +90,5 @@ FEEDBACKS = {
     "margin_gain": (margin_gain, ("after",)),
     "pair_accuracy": (pair_accuracy, ("labels",)),
     "majority_pair_accuracy": (majority_pair_accuracy, ("answers",)),
+    "mixed_pair_accuracy": (mixed_pair_accuracy, ("answers",)),
 }

@@ -101,8 +101,7 @@ class Trainer:
         self.feedback = resolve_feedback(cfg.train.feedback, self.examples)
         self.feedback_fn, needs = FEEDBACKS[self.feedback]
         self.needs_after = "after" in needs
-        self.correctness = [k for k, need in (("pair_accuracy", "labels"), ("majority_pair_accuracy", "answers"))
-                            if need in needs]
+        self.correctness = [self.feedback] if self.feedback in KINDS else []
         self.strategy.check(self.feedback, self.acc.num_processes)
         self.normalizer = self._normalizer()
         self.update = PolicyUpdate(cfg.train, policy, self.acc) if train else None
@@ -367,7 +366,7 @@ class Trainer:
             "ucb": None, **self.strategy.record(step), "reward": step.rewards, "raw_reward": step.raw,
             "loss": terms.get("loss"), "dpo": terms.get("dpo"), "nll": terms.get("nll"),
             "grad_norm": terms.get("grad_norm"), "loss_after": terms.get("loss_after"),
-            "pair_accuracy": terms.get("pair_accuracy"), "majority_pair_accuracy": terms.get("majority_pair_accuracy"),
+            **{kind: terms.get(kind) for kind in KINDS},
             "feedback": self.feedback, "n_pairs": terms.get("n_pairs"),
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
             "rm_calls": calls, "rm_calls_total": int(sum(calls)),

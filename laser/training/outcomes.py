@@ -2,7 +2,8 @@
 
 ``pair_accuracy`` checks each pair against the prompt's gold answer; ``majority_pair_accuracy``
 against the majority answer of the prompt's own samples (no labels: only the task's answer
-extractor). Both are ``correct(chosen) - correct(rejected)`` in {-1, 0, 1}, averaged over pairs.
+extractor); ``mixed_pair_accuracy`` against the gold answer where the prompt has one, else the
+majority answer. All are ``correct(chosen) - correct(rejected)`` in {-1, 0, 1}, averaged over pairs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from laser.training.feedback import majority_answer, pair_correctness
 
 #: outcome key -> (per-pair key, per-prompt key, which reference answer)
 KINDS = {"pair_accuracy": ("pair_diffs", "prompt_pair_accuracy", "gold"),
-         "majority_pair_accuracy": ("majority_pair_diffs", "prompt_majority_pair_accuracy", "majority")}
+         "majority_pair_accuracy": ("majority_pair_diffs", "prompt_majority_pair_accuracy", "majority"),
+         "mixed_pair_accuracy": ("mixed_pair_diffs", "prompt_mixed_pair_accuracy", "gold_or_majority")}
 
 
 def correctness_terms(kind: str, shard: list, samples, pairs: list, dist) -> dict:
@@ -32,7 +34,8 @@ def correctness_terms(kind: str, shard: list, samples, pairs: list, dist) -> dic
         if not ps:
             continue
         texts = samples.texts
-        reference = ex.answer if ref == "gold" else majority_answer(ex.task, texts[i * n:(i + 1) * n])
+        use_gold = ref == "gold" or (ref == "gold_or_majority" and ex.answer)
+        reference = ex.answer if use_gold else majority_answer(ex.task, texts[i * n:(i + 1) * n])
         d = pair_correctness(ex.task, texts, ps, reference)
         per_prompt_values[i] = float(np.mean(d))
         diffs += d

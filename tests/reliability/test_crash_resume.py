@@ -81,7 +81,7 @@ def reference(tmp_path_factory):
 
 
 def same_optimizer_state(a: Trainer, b: Trainer) -> bool:
-    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    sa, sb = a.update.optimizer.state_dict(), b.update.optimizer.state_dict()
     if sa["param_groups"] != sb["param_groups"] or sa["state"].keys() != sb["state"].keys():
         return False
     return all(torch.equal(sa["state"][i][k], sb["state"][i][k]) for i in sa["state"] for k in sa["state"][i])

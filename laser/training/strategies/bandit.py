@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from laser.training.outcomes import KINDS
 from laser.training.strategies.base import Strategy
 
 #: selectors that ignore the context (the loop feeds them a constant 1-d context)
@@ -49,8 +50,7 @@ class BanditPerPrompt(BanditPerBatch):
 
     #: per-prompt outcome key -> the update's per-prompt term
     PROMPT_TERMS = {"loss": "prompt_loss", "loss_after": "prompt_loss_after",
-                    "pair_accuracy": "prompt_pair_accuracy",
-                    "majority_pair_accuracy": "prompt_majority_pair_accuracy"}
+                    **{kind: keys[1] for kind, keys in KINDS.items()}}
 
     def decide(self, step, dist) -> list[int]:
         decision = None

@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from laser.bandits.online_ensemble import OnlineEnsemble, pair_agreement
+from laser.training.outcomes import KINDS
 from laser.training.pairs import standardize
 from laser.training.strategies.ensembles import ScoreEnsemble, score_matrix
 
 #: outcome keys computed per pair by the update, averaged over S_k
-PAIR_TERMS = {"pair_accuracy": "pair_diffs", "majority_pair_accuracy": "majority_pair_diffs"}
+PAIR_TERMS = {kind: keys[0] for kind, keys in KINDS.items()}
 
 
 class OnlineEnsembleStrategy(ScoreEnsemble):
