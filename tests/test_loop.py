@@ -261,3 +261,51 @@ def test_oracle_mapping_is_checked_before_anything_loads(tmp_path):
     with pytest.raises(ConfigError, match="arms_by_group: required"):
         load_config(data={"output_dir": str(tmp_path), "rewards": specs, "selector": {"name": "oracle"}},
                     require_data=False)
+
+
+@pytest.mark.parametrize("feedback", ["majority_pair_accuracy", "mixed_pair_accuracy"])
+def test_label_free_and_mixed_feedback_check_pairs_against_majority_or_gold(tmp_path, monkeypatch, feedback):
+    """Prompts 'k+0=' (task gsm8k); half carry gold k. majority_pair_accuracy checks each pair against
+    the most common extracted answer of the prompt's own samples (gold ignored); mixed uses gold where
+    a prompt has it. Recomputed here from the logged samples with Counter and is_correct."""
+    from collections import Counter
+
+    from laser.tasks.extract import extract_answer, is_correct
+    import laser.training.loop as loop_module
+
+    examples = [Example(id=f"p{i}", prompt=f"{i}+0=", answer=str(i) if i % 2 else "", task="gsm8k") for i in range(8)]
+    tr = Trainer(make_cfg(tmp_path, selector="fixed", feedback=feedback), make_tiny_policy(), rms(), examples,
+                 show_progress=False)
+    seen, real = [], loop_module.correctness_terms
+
+    def spy(kind, shard, samples, pairs, dist):
+        out = real(kind, shard, samples, pairs, dist)
+        n, diffs = len(samples.texts) // len(shard), []
+        for i, (ex, ps) in enumerate(zip(shard, pairs)):
+            answers = [a for a in (extract_answer("gsm8k", t) for t in samples.texts[i * n:(i + 1) * n]) if a]
+            counts = Counter(answers)
+            top = max(counts.values()) if counts else 0
+            majority = next((a for a in answers if counts[a] == top), None)
+            ref = ex.answer if (feedback == "mixed_pair_accuracy" and ex.answer) else majority
+            for c, r in ps:
+                diffs.append(0.0 if ref is None else
+                             float(is_correct("gsm8k", samples.texts[c], ref)) - float(is_correct("gsm8k", samples.texts[r], ref)))
+        seen.append((out[kind], float(np.mean(diffs)) if diffs else float("nan")))
+        return out
+
+    monkeypatch.setattr(loop_module, "correctness_terms", spy)
+    tr.run()
+    log = read_log(tmp_path)
+    assert len(seen) == len(log) and all(r["feedback"] == feedback for r in log)
+    assert any(np.isfinite(got) for got, _ in seen)
+    for (got, expected), r in zip(seen, log):
+        assert (np.isnan(got) and np.isnan(expected)) or got == pytest.approx(expected)
+        assert r[feedback] == (None if np.isnan(got) else pytest.approx(got))
+
+
+def test_verifier_checks_each_prompt_with_its_own_task():
+    from laser.rewards.rules import VerifierRM
+
+    rm = VerifierRM("v", gold={"2+2=": "4", "Is 5>3?": "yes"}, tasks={"Is 5>3?": "strategyqa"})
+    scores = rm.score(["2+2=", "Is 5>3?", "Is 5>3?", "unknown"], ["The answer is 4", "Yes.", "No.", "4"])
+    assert scores[:3].tolist() == [1.0, 1.0, 0.0] and np.isnan(scores[3])
