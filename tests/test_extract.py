@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from laser.tasks.extract import extract_answer, is_correct, normalize_gold, normalize_number
+from laser.tasks.extract import (
+    extract_answer,
+    is_correct,
+    normalize_gold,
+    normalize_number,
+    parse_options,
+)
 
 GSM8K_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k"
 
@@ -199,3 +205,231 @@ def test_number_round_trip(value: Decimal, dollar: bool, commas: bool, template:
     got = extract_answer("gsm8k", "Some 12 steps first. " + template.format(written))
     assert got is not None and Decimal(got) == value
     assert got == normalize_number(str(value))
+
+
+# ---------------------------------------------------------------- free-form letters and yes/no
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # lower-case or parenthesised letters after a marker
+        ("Answer: (b)", "B"),
+        ("The correct answer is (c).", "C"),
+        ("The answer is b.", "B"),
+        ("Final answer: d", "D"),
+        ("**Answer:** B", "B"),
+        ("**Final Answer: (A)**", "A"),
+        ("The best option would be C, because ...", "C"),
+        ("The correct choice is: D) 42", "D"),
+        ("The answer to this question is B.", "B"),
+        # the letter before "is the answer" / "is correct"
+        ("B is the answer.", "B"),
+        ("(C) is correct: water boils at 100 degrees.", "C"),
+        ("Option D is the correct answer.", "D"),
+        ("I think B is right.", "B"),
+        # the chosen option after the others were ruled out
+        ("A is wrong, B is wrong, so C.", "C"),
+        ("A and B are too small and D is too large, leaving C.", "C"),
+        ("Options A, B and D contradict the premise. Therefore, (d) is out too... "
+         "so the answer must be B", "B"),
+        ("Adding the two gives 56, which is option B.", "B"),
+        ("56 is the product, which is option (b)", "B"),
+        ("I would choose C.", "C"),
+        ("I'd go with option A here.", "A"),
+        ("Step 1: 7*8=56.\nStep 2: 56 matches the second option.\nSo B", "B"),
+        # markdown, a letter alone, a label at the start
+        ("**C**", "C"),
+        ("(b)", "B"),
+        ("**B.** Paris", "B"),
+        ("(c) Carbon dioxide", "C"),
+        ("Option C: Paris", "C"),
+        ("A: B", "B"),  # "A:" is "Answer:" when a letter follows
+        # a later explicit statement corrects a leading label
+        ("A. Shark\n\nThe correct answer is D. Frog.", "D"),
+        ("The answer is A. No wait, B is correct.", "B"),
+    ],
+)
+def test_choice_free_forms(text: str, expected: str) -> None:
+    assert extract_answer("mmlu", text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Therefore, A person must pay the tax.",  # a capital "A" is an article
+        "So A dog is a mammal.",
+        "The answer is a bit more subtle than that.",  # lower-case "a" before a word
+        "The answer isc",  # a letter glued to a word
+        "1. A is incorrect.",  # ruling one out is not choosing
+        "B is not correct and C is incorrect.",
+        "The answer isn't D.",
+        "The answer is not C, I think.",
+        "A. Nucleus\nB. Cell wall\nC. Ribosome\nD. Vacuole",  # an echo of the option list
+        "A. Spanish: spoken in Spain.\nB. Portuguese: spoken in Portugal.\nC. French: spoken in",
+        "c) is a label only in parentheses",
+        "bad cab fed a dab",
+        "A hexagon has 6 sides.",  # no options given: the text alone names no letter
+    ],
+)
+def test_choice_not_an_answer(text: str) -> None:
+    assert extract_answer("mmlu", text) is None
+
+
+OPTIONS = ["Berlin", "Madrid", "Paris", "Rome"]
+
+
+@pytest.mark.parametrize(
+    "text, options, expected",
+    [
+        ("Paris", OPTIONS, "C"),
+        ("The answer is Paris.", OPTIONS, "C"),
+        ("The capital of France is Paris.", OPTIONS, "C"),
+        ("Paris is the correct answer; Berlin is in Germany.", OPTIONS, "C"),
+        ("It is not Berlin or Madrid; the capital of France is paris", OPTIONS, "C"),
+        ("Berlin and Madrid are big cities.", OPTIONS, None),  # two options, no choice
+        ("London is big.", OPTIONS, None),
+        ("7 times 8 equals 56.", ["54", "56", "64", "48"], "B"),  # a number in answer position
+        ("7 times 8 is 56, not 54.", ["54", "56", "64", "48"], None),  # numbers in working only
+        ("We add 54 and 2 to get the total", ["54", "56", "64", "48"], None),
+        ("A hexagon has six sides.", ["Five", "Six", "Seven", "Eight"], "B"),
+        ("The answer is 6.", ["Five", "Six", "Seven", "Eight"], "B"),  # number <-> number word
+        ("It is the nucleus.", ["Nucleus", "Cell wall", "Ribosome", "Vacuole"], "A"),
+        ("The cell wall holds it.", ["Cell", "Cell wall", "Ribosome", "Vacuole"], "B"),
+        ("Gold is Au.", ["Au", "Ag", "Gd", "Go"], "A"),
+        ("You go to the lab and find au in a sample", ["Au", "Ag", "Gd", "Go"], None),
+        # a letter stated explicitly always wins over option text
+        ("The answer is D. Paris", OPTIONS, "D"),
+        ("E. Rome", OPTIONS, "D"),  # no option E: its text decides
+    ],
+)
+def test_choice_option_text(text: str, options: list[str], expected: str | None) -> None:
+    assert extract_answer("mmlu", text, options=options) == expected
+
+
+def test_options_from_prompt_and_is_correct() -> None:
+    prompt = "Q: What is the capital of France?\nA. Berlin\nB) Madrid\n(C) Paris\nD. Rome\nAnswer:"
+    options = parse_options(prompt)
+    assert options == ["Berlin", "Madrid", "Paris", "Rome"]
+    assert parse_options("Max? A.46 B.35 C.17 D.55") is None  # not one option per line
+    assert parse_options("A. x\nB. y\nC. z") is None
+    assert is_correct("mmlu", "It is Paris.", "C", options=options)
+    assert not is_correct("mmlu", "It is Paris.", "C")  # without options: no letter, wrong
+    with pytest.raises(ValueError, match="4 texts"):
+        extract_answer("mmlu", "Paris", options=["Paris", "Rome"])
+    assert extract_answer("strategyqa", "Yes", options=options) == "yes"  # ignored elsewhere
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Yes, it can.", "yes"),
+        ("No.", "no"),
+        ("**No**", "no"),
+        ("The answer is yes", "yes"),
+        ("True. The Sun is a star.", "yes"),
+        ("False, because penguins cannot fly.", "no"),
+        ("The answer to this question is no, 17 is odd.", "no"),
+        ("**Final answer:** False", "no"),
+        ("My verdict: yes.", "yes"),
+        # a final verdict after reasoning that mentions both words
+        ("Some say yes because they swim. Others say no. Overall, no.", "no"),
+        ("1. 2. Yes.\n\nPenguins are birds.\n\n2. No.\n\n3. No, they do not fly.", "no"),
+        ("Penguins have wings, yes, but they are for swimming. Therefore, no.", "no"),
+        ("It seems unlikely at first. In conclusion, yes, it could.", "yes"),
+        # "no" as a determiner or in the instruction's echo is not a verdict
+        ("There are no prime numbers above it that divide it.", None),
+        ("Answer yes or no: the question is hard.", None),
+        ("Penguins swim well, so no plane is needed. Yes.", "yes"),
+        ("Truly, the sun is bright.", None),
+        ("True love is rare.", None),  # "True" before a word is not a verdict
+    ],
+)
+def test_yesno_free_forms(text: str, expected: str | None) -> None:
+    assert extract_answer("strategyqa", text) == expected
+
+
+_WORDS = st.text(alphabet="abcdABCDxyzXYZ", min_size=2, max_size=6)
+_PHRASES = st.sampled_from(["The answer is", "Answer:", "so", "Therefore,", "which is option",
+                            "is correct", "is the answer", "I choose", "(", ")", ".", ",", "\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_WORDS, _PHRASES), max_size=12))
+def test_letters_inside_words_never_read_as_choices(tokens: list[str]) -> None:
+    """Every A-D here sits inside a word of two or more letters, so no tier may fire, whatever
+    answer markers and brackets surround it (tokens are joined by single spaces)."""
+    assert extract_answer("mmlu", " ".join(tokens)) is None
+
+
+# ---------------------------------------------------------------- real replies (SmolLM2)
+REPLIES = Path(__file__).resolve().parent / "data" / "smollm2_answer_outputs.jsonl"
+
+#: Replies whose hand label the extractor does not reproduce, with why. Every other reply must
+#: extract to its label exactly; a reply that starts to match is removed from here by hand.
+KNOWN_MISREADS = {
+    # the option is stated only as a fact inside working, or as a digit for a word option
+    ("mc08", "greedy"): "'6 sides' for option 'Six': digits in working are not read as options",
+    ("mc08", "sample-t0.8-seed3"): "'6 sides' for option 'Six'",
+    ("mc10", "greedy"): "names Au, Ag and Gd while walking through the options",
+    ("mc10", "sample-t0.8-seed3"): "walks through the options (a listing)",
+    ("mc13", "greedy"): "'0 degrees' stated in step 1, more numbers follow; truncated",
+    ("mc22", "sample-t0.8-seed3"): "states the stratosphere, then lists every option",
+    ("mc23", "sample-t0.8-seed4"): "mentions two options' texts (carry oxygen, fight infection)",
+    # a letter is read where the label says the reply commits to none
+    ("mc12", "sample-t0.8-seed1"): "'A. 15' is retracted ('the above answer is incorrect')",
+    ("mc07", "sample-t0.8-seed2"): "'A: 1D: ...' reads as option label A",
+    ("mc11", "sample-t0.8-seed4"): "'B. Africa (D)': the leading label B is read",
+    ("mc21", "sample-t0.8-seed4"): "garbled lines; the last parenthesised letter (B) is read",
+    # yes/no affirmed or denied in words other than yes/no
+    ("yn02", "greedy"): "'Water is indeed composed of ... hydrogen and oxygen'",
+    ("yn02", "sample-t0.8-seed2"): "'Water is indeed ... composed of hydrogen and oxygen'",
+    ("yn02", "sample-t0.8-seed3"): "'water is composed of two hydrogen ... and a single oxygen'",
+    ("yn02", "sample-t0.8-seed4"): "'Water is composed of two hydrogen atoms and one oxygen atom'",
+    ("yn08", "greedy"): "'A tomato is indeed a fruit'",
+    ("yn11", "greedy"): "'whales do breathe air'",
+    ("yn13", "sample-t0.8-seed1"): "'It is larger than the Atlantic Ocean'",
+    ("yn05", "sample-t0.8-seed4"): "'17 is not a prime number' ('no positive integer divisors' is "
+                                   "a determiner)",
+    ("yn09", "sample-t0.8-seed4"): "'The Roman Empire didn't exist before 1000 AD'",
+    ("yn15", "sample-t0.8-seed4"): "'Of course, triangle has three sides'",
+}
+
+
+def _replies() -> list[dict]:
+    rows = [json.loads(line) for line in REPLIES.read_text(encoding="utf-8").splitlines() if line]
+    unlabelled = [(r["id"], r["decoding"]) for r in rows if r["label"] == "?"]
+    assert not unlabelled, f"{REPLIES.name}: label these replies by hand first: {unlabelled}"
+    return rows
+
+
+def test_real_replies() -> None:
+    """SmolLM2-135M-Instruct's replies to 24 letter and 16 yes/no questions (greedy and four
+    samples each; ``tests/data/make_smollm2_outputs.py``), each labelled by hand with the answer
+    it commits to. The extractor, given the option texts, reproduces every label except those in
+    KNOWN_MISREADS. Figures (printed with ``-s``): letters 109/120 replies agree with the label,
+    4 read a letter where the reply commits to none, 7 committed replies are missed; yes/no 70/80
+    agree, 0 read a verdict that is not there, 10 missed. The extractor before issue 13 read
+    89/120 and 69/80 (11 and 2 wrong reads, 20 and 9 missed)."""
+    rows = _replies()
+    assert len(rows) == 200 and {r["split"] for r in rows} == {"dev", "heldout"}
+    wrong = {}
+    for task in ("mmlu", "strategyqa"):
+        rs = [r for r in rows if r["task"] == task]
+        got = [extract_answer(task, r["reply"], options=r["options"]) for r in rs]
+        bad = {(r["id"], r["decoding"]): g for r, g in zip(rs, got) if g != r["label"]}
+        print(f"{task}: {len(rs) - len(bad)}/{len(rs)} agree with the hand label; "
+              f"{sum(g is not None for g in bad.values())} wrong reads, "
+              f"{sum(g is None for g in bad.values())} missed")
+        wrong.update(bad)
+    changed = {k: wrong.get(k, "now right") for k in set(wrong) ^ set(KNOWN_MISREADS)}
+    assert not changed, changed
+
+
+def test_option_texts_only_add_answers() -> None:
+    """Option texts are tier 5: a reply that reads as a letter without them reads the same with
+    them, on every real reply. The options are also what ``parse_options`` reads off the prompt."""
+    for r in _replies():
+        if r["task"] == "mmlu":
+            assert parse_options(r["prompt"]) == r["options"]
+            plain = extract_answer("mmlu", r["reply"])
+            if plain is not None:
+                assert extract_answer("mmlu", r["reply"], options=r["options"]) == plain, r["id"]

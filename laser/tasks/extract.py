@@ -6,21 +6,37 @@ Three answer formats cover the paper's tasks:
   without ``$``, thousands commas, leading ``+`` or superfluous zeros: ``"$1,000.50"`` -> ``"1000.5"``,
   ``"3.0"`` -> ``"3"``, ``"-0"`` -> ``"0"``.
 * ``yesno`` (task ``strategyqa``; alias ``yesno``): ``"yes"`` or ``"no"``.
-* ``choice`` (task ``mmlu``; aliases ``choice``, ``mc``): a capital letter ``A``-``D``.
+* ``choice`` (task ``mmlu``; aliases ``choice``, ``mc``): a capital letter ``A``-``D``, read from
+  the free forms instruction-tuned models write ("Answer: (b)", "B is the answer", "so C",
+  "..., which is option D", and, given the option texts, "Paris"); see ``laser.tasks.choice``.
 
 Each extractor tries tiers of evidence in a fixed order and returns the first tier that matches;
 within a tier the *last* match in the text wins (models restate and correct themselves, and the
-final statement is the one they commit to). The tiers are documented on each ``_extract_*``
-function. Extraction never raises on odd text: it returns ``None`` when nothing answer-like is
-found, and ``is_correct`` counts ``None`` as wrong.
+final statement is the one they commit to). The tiers are documented on ``_extract_number``,
+``_extract_yesno`` and in ``laser.tasks.choice``. Extraction never raises on odd text: it returns
+``None`` when nothing answer-like is found, and ``is_correct`` counts ``None`` as wrong.
+
+``tests/data/smollm2_answer_outputs.jsonl`` holds 200 real replies of SmolLM2-135M-Instruct with
+hand labels; ``tests/test_extract.py::test_real_replies`` lists the ones still misread.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["TASK_FORMATS", "extract_answer", "is_correct", "normalize_gold", "normalize_number"]
+from laser.tasks.choice import LETTERS as CHOICE_LETTERS
+from laser.tasks.choice import extract_choice, parse_options
+
+__all__ = [
+    "TASK_FORMATS",
+    "extract_answer",
+    "is_correct",
+    "normalize_gold",
+    "normalize_number",
+    "parse_options",
+]
 
 #: task name or alias -> answer format.
 TASK_FORMATS: dict[str, str] = {
@@ -33,8 +49,6 @@ TASK_FORMATS: dict[str, str] = {
     "choice": "choice",
     "mc": "choice",
 }
-
-CHOICE_LETTERS = "ABCD"
 
 # A number: optional minus (not a hyphen glued to a word or digit, so "16-3" is 16 and 3), optional
 # "$", then either comma-grouped thousands or plain digits, then an optional decimal part.
@@ -56,21 +70,35 @@ _NUMBER_MARKER_RE = re.compile(
 _CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: "<<9*2=18>>"
 
 _YESNO_WORD = r"(?<![\w-])(?P<word>yes|no|true|false)(?![\w-])"
+# Words that may follow a verdict "no" ("No it isn't", "no, because"). Before any other lower-case
+# word "no" is a determiner ("there is no record", "no prime numbers"), not a verdict.
+_CLAUSE_WORDS = (
+    r"(?:it|that|this|they|he|she|i|we|you|there|not|is|was|because|since|as|but|and|so"
+    r"|the\s+answer)\b"
+)
+_NOT_DETERMINER = r"(?![ \t]+(?!" + _CLAUSE_WORDS + r")(?-i:[a-z]))"
+# What must follow yes/no/true/false after a conclusion word or at the start: punctuation, a line
+# end, or a clause word ("Therefore, no.", "False, because" but not "so no plane is needed").
+_VERDICT_END = r"(?=[*_\"')\]]*(?:[ \t]*(?:[.,!;:?\n]|$)|\s+(?i:" + _CLAUSE_WORDS + ")))"
 _YESNO_MARKER_RE = re.compile(
-    r"\banswers?\b\s*(?:is|was|would\s+be|=|:)[\s:=*\"'(\[]*" + _YESNO_WORD, re.IGNORECASE
+    r"\b(?:answers?|verdict)\b(?:\s+to\s+(?:this|the|your|that)\s+question)?[\s*_]*"
+    r"(?:is|was|would\s+be|=|:)[\s:=*_\"'(\[]*" + _YESNO_WORD,
+    re.IGNORECASE,
 )
-_YESNO_START_RE = re.compile(r"^[\s*\"'(\[#>-]*(?P<word>yes|no)(?![\w-])", re.IGNORECASE)
-_YESNO_ANY_RE = re.compile(r"(?<![\w-])(?P<word>yes|no)(?![\w-])", re.IGNORECASE)
-
-_LETTER = r"(?P<letter>[A-D])(?![\w])"
-_CHOICE_MARKER_RE = re.compile(
-    r"(?i:\banswers?\b)\s*(?i:is|was|would\s+be|=|:)"
-    r"(?:\s*(?i:option|choice))?[\s:=*\"'(\[]*" + _LETTER
+_YESNO_CONCLUSION_RE = re.compile(
+    r"\b(?:so|thus|therefore|hence|in\s+conclusion|in\s+summary|in\s+short|overall|to\s+conclude)"
+    r"\b[,:]?\s*(?:(?:the\s+answer\s+is|my\s+answer\s+is|i\s+(?:would\s+)?say)[\s:]*)?[*_\"']*"
+    r"(?<![\w-])(?P<word>yes|no)(?![\w-])" + _VERDICT_END,
+    re.IGNORECASE,
 )
-_CHOICE_BOXED_RE = re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*" + _LETTER)
-_CHOICE_ALONE_RE = re.compile(r"^[\s*\"'(\[]*" + _LETTER + r"[\s*\"').\]]*$")
-_CHOICE_START_RE = re.compile(r"^[\s*\"']*(?:\((?P<p>[A-D])\)|(?P<q>[A-D])[).:])")
-_CHOICE_PAREN_RE = re.compile(r"\((?P<letter>[A-D])\)")
+_YESNO_START_RE = re.compile(
+    r"^[\s*\"'(\[#>-]*(?:(?P<word>yes|no)(?![\w-])|(?P<tf>true|false)" + _VERDICT_END + ")",
+    re.IGNORECASE,
+)
+_YESNO_ANY_RE = re.compile(
+    r"(?<![\w-])(?:(?P<word>yes)|(?P<no>no)" + _NOT_DETERMINER + r")(?![\w-])", re.IGNORECASE
+)
+_YESNO_PAIR_RE = re.compile(r"\b(?:yes\s*(?:or|/)\s*no|no\s*(?:or|/)\s*yes)\b", re.IGNORECASE)
 
 
 def _canonical_format(task: str) -> str:
@@ -136,63 +164,61 @@ def _yesno(word: str) -> str:
     return "yes" if word in ("yes", "true") else "no"
 
 
+def _last_of(patterns: tuple[re.Pattern, ...], text: str) -> re.Match | None:
+    """The match that ends last over several patterns."""
+    matches = [m for m in (_last(p, text) for p in patterns) if m is not None]
+    return max(matches, key=lambda m: m.end()) if matches else None
+
+
 def _extract_yesno(text: str) -> str | None:
-    """Tiers: 1. an answer marker followed by yes/no/true/false ("So the answer is no.",
-    "Answer: **Yes**"); 2. the text *starts* with a standalone yes/no ("No, because ...");
-    3. the *last* standalone yes/no word. Words must stand alone: "eyes", "nobody", "yesterday"
-    and "no-one" never match. Tier 3 is the weakest evidence ("there is no way ..." reads as
-    "no"); tiers 1-2 catch well-formatted answers first.
+    """Tiers: 1. a stated verdict, last one: an answer marker followed by yes/no/true/false
+    ("So the answer is no.", "Answer: **Yes**", "The answer to this question is no"), or a
+    conclusion word followed by a standalone yes/no ("Therefore, yes.", "So no, it cannot");
+    2. the text *starts* with a standalone yes/no ("No, because ...", "**Yes**") or with
+    True/False as a verdict ("False.", "True, it is"); 3. the *last* standalone "yes", or "no"
+    used as a verdict. Words must stand alone: "eyes", "nobody", "yesterday" and "no-one" never
+    match, and "no" followed by another word is a determiner ("there is no record"), not a
+    verdict, outside tiers 1 (after a marker) and 2. "yes or no" / "yes/no" (an echo of the
+    instruction) is ignored in tier 3.
     """
-    for pattern in (_YESNO_MARKER_RE, _YESNO_START_RE):
-        match = _last(pattern, text) if pattern is _YESNO_MARKER_RE else pattern.search(text)
-        if match is not None:
-            return _yesno(match.group("word"))
-    match = _last(_YESNO_ANY_RE, text)
-    return _yesno(match.group("word")) if match else None
-
-
-def _extract_choice(text: str) -> str | None:
-    """Tiers: 1. an answer marker followed by a letter ("The answer is (B)", "Answer: B",
-    "the correct answer is option C") or ``\\boxed{B}``, last match; 2. the whole text is one
-    letter ("B", "(B).", "**B**"); 3. the text starts with an option label ("B) Paris",
-    "C. 42", "(D) none"); 4. the last parenthesised letter "(B)" anywhere. A bare capital
-    inside prose ("A dog ...") is never read as a choice. Letters are A-D, upper case only.
-    """
-    for pattern in (_CHOICE_MARKER_RE, _CHOICE_BOXED_RE):
-        match = _last(pattern, text)
-        if match is not None:
-            return match.group("letter")
-    match = _CHOICE_ALONE_RE.match(text)
+    match = _last_of((_YESNO_MARKER_RE, _YESNO_CONCLUSION_RE), text)
     if match is not None:
-        return match.group("letter")
-    match = _CHOICE_START_RE.match(text)
+        return _yesno(match.group("word"))
+    match = _YESNO_START_RE.search(text)
     if match is not None:
-        return match.group("p") or match.group("q")
-    match = _last(_CHOICE_PAREN_RE, text)
-    return match.group("letter") if match else None
+        return _yesno(match.group("word") or match.group("tf"))
+    match = _last(_YESNO_ANY_RE, _YESNO_PAIR_RE.sub(" ", text))
+    return _yesno(match.group("word") or match.group("no")) if match else None
 
 
-_EXTRACTORS = {"number": _extract_number, "yesno": _extract_yesno, "choice": _extract_choice}
+_EXTRACTORS = {"number": _extract_number, "yesno": _extract_yesno}
 
 
-def extract_answer(task: str, text: str) -> str | None:
+def extract_answer(task: str, text: str, options: Sequence[str] | None = None) -> str | None:
     """Extract the normalised answer from a model response.
 
     Args:
         task: ``"gsm8k"`` / ``"number"`` / ``"numeric"``, ``"strategyqa"`` / ``"yesno"``, or
             ``"mmlu"`` / ``"choice"`` / ``"mc"`` (case-insensitive).
         text: the response.
+        options: letter tasks only: the four option texts (A-D), e.g. from
+            ``parse_options(prompt)``. With them a reply that gives only an option's text
+            ("Paris") is read as that option's letter; without them such a reply reads as
+            ``None``. Ignored by the other formats.
 
     Returns:
         ``"72"``-style numbers, ``"yes"``/``"no"``, or a letter ``"A"``-``"D"``; ``None`` when the
         text holds no answer of that form.
 
     Raises:
-        ValueError: unknown task (the message lists the valid ones).
+        ValueError: unknown task (the message lists the valid ones), or ``options`` that are
+            not four texts.
     """
     fmt = _canonical_format(task)
     if text is None:
         return None
+    if fmt == "choice":
+        return extract_choice(str(text), options)
     return _EXTRACTORS[fmt](str(text))
 
 
@@ -235,13 +261,14 @@ def normalize_gold(task: str, gold: object) -> str:
     return out
 
 
-def is_correct(task: str, text: str, gold: object) -> bool:
+def is_correct(task: str, text: str, gold: object, options: Sequence[str] | None = None) -> bool:
     """Whether the answer extracted from ``text`` equals the gold answer.
 
     Args:
         task: see ``extract_answer``.
         text: the model response.
         gold: the bare answer or the dataset's raw answer field (see ``normalize_gold``).
+        options: letter tasks only: the option texts, see ``extract_answer``.
 
     Returns:
         True when the extracted answer equals the normalised gold answer (numbers compare by
@@ -251,7 +278,7 @@ def is_correct(task: str, text: str, gold: object) -> bool:
         ValueError: unknown task, or an unparseable gold answer (a data error, never a miss).
     """
     expected = normalize_gold(task, gold)
-    got = extract_answer(task, text)
+    got = extract_answer(task, text, options)
     if got is None:
         return False
     if _canonical_format(task) == "number":
