@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from laser.tasks.choice import parse_options
 from laser.tasks.extract import is_correct
 
 
@@ -60,7 +61,7 @@ def evaluate_policy(policy, examples, max_new_tokens: int = 256, batch_size: int
     for i in tqdm(range(0, len(examples), batch_size), desc="eval", disable=not show_progress):
         chunk = examples[i:i + batch_size]
         texts += policy.generate([ex.prompt for ex in chunk], max_new_tokens, batch_size=batch_size)
-    correct = [is_correct(ex.task, t, ex.answer) for ex, t in zip(examples, texts)]
+    correct = [is_correct(ex.task, t, ex.answer, options=parse_options(ex.prompt)) for ex, t in zip(examples, texts)]
     by_group: dict[str, list[bool]] = {}
     for ex, ok in zip(examples, correct):
         by_group.setdefault(ex.group, []).append(ok)

@@ -309,3 +309,19 @@ def test_verifier_checks_each_prompt_with_its_own_task():
     rm = VerifierRM("v", gold={"2+2=": "4", "Is 5>3?": "yes"}, tasks={"Is 5>3?": "strategyqa"})
     scores = rm.score(["2+2=", "Is 5>3?", "Is 5>3?", "unknown"], ["The answer is 4", "Yes.", "No.", "4"])
     assert scores[:3].tolist() == [1.0, 1.0, 0.0] and np.isnan(scores[3])
+
+
+def test_mmlu_reply_naming_the_option_text_counts_for_the_verifier_and_feedback():
+    """A reply that names only the option's text ('Paris') is read as that option's letter when the
+    prompt lists its options, in the verifier RM and in the pair-correctness feedback."""
+    from laser.rewards.rules import VerifierRM
+    from laser.training.feedback import majority_answer, pair_correctness
+    from laser.tasks.choice import parse_options
+
+    prompt = "Capital of France?\nA. Rome\nB. Paris\nC. Madrid\nD. Berlin\nAnswer:"
+    rm = VerifierRM("v", task="mmlu", gold={prompt: "B"})
+    assert rm.score([prompt, prompt], ["It is Paris.", "It is Rome."]).tolist() == [1.0, 0.0]
+    texts = ["It is Paris.", "The answer is B", "Rome, I think"]
+    options = parse_options(prompt)
+    assert majority_answer("mmlu", texts, options) == "B"
+    assert pair_correctness("mmlu", texts, [(0, 2), (2, 1)], "B", options) == [1.0, -1.0]

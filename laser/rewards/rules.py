@@ -60,10 +60,14 @@ class VerifierRM:
         self.name, self.task, self.gold, self.wrong = name, task, dict(gold or {}), wrong
         self.tasks = dict(tasks or {})
         self._is_correct = is_correct
+        from laser.tasks.choice import parse_options
+
+        self._options = parse_options  # an MMLU-style prompt's option texts: a reply may name the text
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         out = np.full(len(responses), np.nan)
         for i, (p, r) in enumerate(zip(prompts, responses)):
             if p in self.gold:
-                out[i] = 1.0 if self._is_correct(self.tasks.get(p, self.task), r, self.gold[p]) else self.wrong
+                ok = self._is_correct(self.tasks.get(p, self.task), r, self.gold[p], options=self._options(p))
+                out[i] = 1.0 if ok else self.wrong
         return out

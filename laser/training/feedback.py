@@ -59,27 +59,28 @@ def mixed_pair_accuracy(o: dict) -> float:
     return o["mixed_pair_accuracy"]
 
 
-def majority_answer(task: str, texts: list[str]) -> str | None:
+def majority_answer(task: str, texts: list[str], options: list[str] | None = None) -> str | None:
     """The most common extracted answer among ``texts`` (ties: the one that appears first);
-    None when no text has an answer."""
+    None when no text has an answer. ``options``: a multiple-choice prompt's option texts."""
     from laser.tasks.extract import extract_answer
 
-    answers = [a for a in (extract_answer(task, t) for t in texts) if a is not None]
+    answers = [a for a in (extract_answer(task, t, options=options) for t in texts) if a is not None]
     if not answers:
         return None
     counts = {a: answers.count(a) for a in answers}  # dicts keep first-appearance order
     return max(counts, key=counts.get)
 
 
-def pair_correctness(task: str, texts: list[str], pairs: list[tuple[int, int]], reference) -> list[float]:
+def pair_correctness(task: str, texts: list[str], pairs: list[tuple[int, int]], reference,
+                     options: list[str] | None = None) -> list[float]:
     """``correct(chosen) - correct(rejected)`` per (chosen, rejected) index pair into ``texts``,
     checked against ``reference`` (a gold or majority answer; None: nothing is correct)."""
     from laser.tasks.extract import is_correct
 
     if reference is None:
         return [0.0] * len(pairs)
-    return [float(is_correct(task, texts[c], reference)) - float(is_correct(task, texts[r], reference))
-            for c, r in pairs]
+    return [float(is_correct(task, texts[c], reference, options=options))
+            - float(is_correct(task, texts[r], reference, options=options)) for c, r in pairs]
 
 
 # name -> (function, what it needs beyond the loss: "after", "labels" (gold answers) and/or

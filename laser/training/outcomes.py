@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from laser.tasks.choice import parse_options
 from laser.training.feedback import majority_answer, pair_correctness
 
 #: outcome key -> (per-pair key, per-prompt key, which reference answer)
@@ -33,10 +34,10 @@ def correctness_terms(kind: str, shard: list, samples, pairs: list, dist) -> dic
     for i, (ex, ps) in enumerate(zip(shard, pairs)):
         if not ps:
             continue
-        texts = samples.texts
+        texts, options = samples.texts, parse_options(ex.prompt)
         use_gold = ref == "gold" or (ref == "gold_or_majority" and ex.answer)
-        reference = ex.answer if use_gold else majority_answer(ex.task, texts[i * n:(i + 1) * n])
-        d = pair_correctness(ex.task, texts, ps, reference)
+        reference = ex.answer if use_gold else majority_answer(ex.task, texts[i * n:(i + 1) * n], options)
+        d = pair_correctness(ex.task, texts, ps, reference, options)
         per_prompt_values[i] = float(np.mean(d))
         diffs += d
     total, count = dist.sum([float(np.sum(diffs)), float(len(diffs))])
