@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1" if a.tiny else "4")
-    ctx = Ctx(out, a.tiny, a.in_process or a.section is not None)
+    ctx = Ctx(out, a.tiny, a.in_process)  # in a section child, `laser train` still runs in subprocesses
     if ctx.device == "cpu" and not a.tiny:
         p.error("no CUDA device here: run with --tiny for the CPU version of the check")
     if a.section:

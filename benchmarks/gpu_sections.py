@@ -233,15 +233,17 @@ def section_generation(ctx: Ctx) -> dict:
 
 def run_cli(ctx: Ctx, args: list[str], log_name: str) -> None:
     """``laser <args>`` in a subprocess (in this process with ``--in-process``); raise on failure."""
+    # `laser train` leaves the LoRA init to torch's global RNG, which is not seeded (and starts from a
+    # random seed in a fresh process here): seed it, so the runs compared start from the same adapters
     if ctx.in_process:
         import torch
 
         from laser.cli.main import main
 
-        torch.manual_seed(0)  # the LoRA init draws from the global RNG: the same start as in a fresh process
+        torch.manual_seed(0)
         rc = main(args)
     else:
-        code = "import sys; from laser.cli.main import main; sys.exit(main(sys.argv[1:]))"
+        code = "import sys, torch; from laser.cli.main import main; torch.manual_seed(0); sys.exit(main(sys.argv[1:]))"
         with open(ctx.out / log_name, "w") as f:
             rc = subprocess.run([sys.executable, "-c", code, *args], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
@@ -274,6 +276,7 @@ def section_train(ctx: Ctx) -> dict:
     """bf16 LoRA ``laser train``: one iteration, resumed for a second, against two in one go."""
     import shutil
 
+    import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
 
@@ -286,6 +289,7 @@ def section_train(ctx: Ctx) -> dict:
     work.mkdir(parents=True)
     policy_dir = build_tiny_policy(cache_dir=ctx.out / "cache", target="smoke")
     config = AutoConfig.from_pretrained(policy_dir, num_labels=1)
+    torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(work / "rm")  # an RM of the policy's architecture
     AutoTokenizer.from_pretrained(policy_dir).save_pretrained(work / "rm")
     prompts = work / "prompts.jsonl"
@@ -307,7 +311,8 @@ def section_train(ctx: Ctx) -> dict:
             "same_arms": [r["arm"] for r in logs["resumed"]] == [r["arm"] for r in logs["whole"]],
             "max_abs_adapter_diff": diff, "adapter_dtypes": sorted({str(w.dtype) for w in weights["whole"].values()}),
             "step_time_s": {k: [r["time"]["end"] for r in v] for k, v in logs.items()},
-            "note": "policy.dtype=bfloat16 (weights in bf16; LoRA adapters as peft makes them); no autocast"}
+            "note": "policy.dtype=bfloat16 (weights in bf16; LoRA adapters as peft makes them); no autocast; "
+                    "torch.manual_seed(0) before each `laser train` (it does not seed the LoRA init)"}
 
 
 
