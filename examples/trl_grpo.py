@@ -42,15 +42,37 @@ def grouped_dataset(rounds: int, prompts_per_round: int, seed: int):
 
 
 class Counted:
-    """An RM that counts the completions it scored (rows) and its ``score`` calls."""
+    """An RM that counts the completions it scored (rows), its ``score`` calls and their seconds."""
 
     def __init__(self, rm):
-        self.rm, self.name, self.rows, self.calls = rm, rm.name, 0, 0
+        self.rm, self.name, self.rows, self.calls, self.seconds = rm, rm.name, 0, 0, 0.0
 
     def score(self, prompts, responses):
         self.rows += len(responses)
         self.calls += 1
-        return self.rm.score(prompts, responses)
+        start = time.perf_counter()
+        try:
+            return self.rm.score(prompts, responses)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def step_timer():
+    """A trainer callback recording each optimizer step's wall time (``.seconds``)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        seconds: list = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    timer = StepTimer()
+    timer.seconds = []
+    return timer
 
 
 def plain_reward(rm: Counted):
@@ -63,7 +85,8 @@ def plain_reward(rm: Counted):
 
 
 def run(args, reward_funcs, callbacks, out_dir) -> float:
-    """Train GRPO for ``args.rounds`` rounds (one round per step); returns seconds per step."""
+    """Train GRPO for ``args.rounds`` rounds (one round per step); returns the median seconds per
+    step after the first five (warm-up), robust to other jobs on the machine."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -79,9 +102,10 @@ def run(args, reward_funcs, callbacks, out_dir) -> float:
     trainer = GRPOTrainer(model=model, args=config, processing_class=tokenizer, reward_funcs=reward_funcs,
                           train_dataset=grouped_dataset(args.rounds, args.prompts, args.seed), callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # keep the output to the tables below
-    start = time.perf_counter()
+    timer = step_timer()
+    trainer.add_callback(timer)
     trainer.train()
-    return (time.perf_counter() - start) / args.rounds
+    return float(np.median(timer.seconds[5:] or timer.seconds))
 
 
 def main(argv=None) -> dict:
@@ -133,10 +157,16 @@ def report(args, router, routed, plain, router_step, plain_step) -> dict:
     total_r, total_p = sum(rm.rows for rm in routed), sum(rm.rows for rm in plain)
     print(f"{'total':<14}{total_r:>10}" + ("" if plain_step is None else
                                            f"{'':7}{total_p:>10}   (ratio {total_r / total_p:.3f}, 1/K = {1 / len(names):.3f})"))
-    line = f"\ntime per step: router {router_step * 1000:.0f} ms"
+    line = f"\nmedian time per step: router {router_step * 1000:.0f} ms"
     if plain_step is not None:
         line += f", plain TRL {plain_step * 1000:.0f} ms (ratio {router_step / plain_step:.2f})"
     print(line + "; machine shared with other jobs, compare ratios only")
+    rounds = args.rounds
+    line = (f"per round: routing {router.seconds_['route'] / rounds * 1000:.1f} ms (context, decision, feedback), "
+            f"RM scoring {sum(rm.seconds for rm in routed) / rounds * 1000:.1f} ms")
+    if plain_step is not None:
+        line += f" (plain TRL: RM scoring {sum(rm.seconds for rm in plain) / rounds * 1000:.1f} ms)"
+    print(line)
     return {"table": table, "router_rows": total_r, "plain_rows": total_p, "router_step": router_step,
             "plain_step": plain_step}
 

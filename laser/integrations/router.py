@@ -16,6 +16,7 @@ applies the same update.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -119,6 +120,7 @@ class RouterCore:
         self.rows_scored_ = np.zeros(len(self.rms), dtype=np.int64)
         self.calls_ = np.zeros(len(self.rms), dtype=np.int64)
         self.down_: dict[int, str] = {}
+        self.seconds_ = {"route": 0.0, "score": 0.0}  # wall time in the router and in RM calls (not saved)
         self._group_size = {"train": None, "eval": None}
         self._model = None
         self._round: _Round | None = None
@@ -179,6 +181,7 @@ class RouterCore:
         if self.selector is None:
             raise RuntimeError("RMRouter: not set up; pass the router as a trainer callback "
                                "(callbacks=[router]) or call router.setup(...) first")
+        start, scored = time.perf_counter(), self.seconds_["score"]
         if self._round is None:
             self._round = self._begin(prompts, completions, kw)
         elif self._round.key is not completions:
@@ -193,6 +196,7 @@ class RouterCore:
         if len(r.called) == len(self.rms):
             self._round = None
             self._finish(r, prompts, completions, kw)
+        self.seconds_["route"] += time.perf_counter() - start - (self.seconds_["score"] - scored)
         return out
 
     def check_idle(self) -> None:
@@ -239,7 +243,11 @@ class RouterCore:
         """(n_groups, d): each group's prompt embedded by the process holding its first local row."""
         first = {int(gid): i for i, gid in reversed(list(enumerate(groups)))}
         gids = sorted(first)
-        local = self.embedder.embed([prompt_text(prompts[first[gid]]) for gid in gids]) if gids else []
+        texts = [prompt_text(prompts[first[gid]]) for gid in gids]
+        # every process embeds as many texts (padding with its last one): a sharded policy
+        # (ZeRO-3, FSDP) needs the same number of forward passes on every process
+        most = max(self._dist.all_gather(len(texts)))
+        local = self.embedder.embed(texts + texts[-1:] * (most - len(texts)))[:len(texts)]
         table: dict[int, np.ndarray] = {}
         for part in self._dist.all_gather(list(zip(gids, np.asarray(local).tolist()))):
             for gid, vec in part:
@@ -271,6 +279,7 @@ class RouterCore:
         """Score each local row with its arm's RM only; returns (scores, [(arm, error), ...])."""
         scores = np.full(len(row_arm), np.nan)
         failed, calls, rows = [], np.zeros(len(self.rms), np.int64), np.zeros(len(self.rms), np.int64)
+        start = time.perf_counter()
         for k in np.unique(row_arm):
             idx = np.flatnonzero(row_arm == k)
             try:
@@ -280,6 +289,7 @@ class RouterCore:
                 failed.append((int(k), str(exc)))
             calls[k] += 1
             rows[k] += len(idx)
+        self.seconds_["score"] += time.perf_counter() - start
         total = np.sum(self._dist.all_gather(np.stack([calls, rows])), axis=0)
         self.calls_ += total[0]
         self.rows_scored_ += total[1]
