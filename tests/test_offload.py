@@ -219,13 +219,20 @@ def test_a_missing_cuda_device_is_refused_before_any_model_loads():
 
 
 def test_cuda_means_this_process_gpu(monkeypatch):
-    """Under a launcher each process computes on ``cuda:$LOCAL_RANK``; ``cuda:N`` is taken as given."""
+    """Under a launcher each process computes on ``cuda:$LOCAL_RANK``; ``cuda:N`` is taken as given;
+    a launcher that shows each process only its own GPU leaves the current device."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert compute_device("auto") == torch.device("cuda", 3)
     assert compute_device("cuda") == torch.device("cuda", 3)
     assert compute_device("cuda:1") == torch.device("cuda", 1)
     assert compute_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # e.g. CUDA_VISIBLE_DEVICES per task
+    assert compute_device("cuda") == torch.device("cuda", 0)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert compute_device("auto") == torch.device("cuda", 0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -4,7 +4,8 @@ Every model-backed RM (``hf_classifier``, ``implicit_dpo``, ``judge``) takes two
 
 * ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``, the device that runs the forward passes.
   ``auto`` and ``cuda`` mean this process's GPU: ``cuda:$LOCAL_RANK`` under a multi-process
-  launcher (accelerate, torchrun), else the current CUDA device; ``auto`` is ``cpu`` without one.
+  launcher (accelerate, torchrun) that shows every process all GPUs, else the current CUDA
+  device; ``auto`` is ``cpu`` without one.
 * ``offload``: ``true`` keeps the weights in CPU memory and moves them to ``device`` only for the
   call that scores, then back. Under LASeR the accelerator then holds the policy plus the one RM
   being called; an ensemble moves its RMs in turn (K moves each way per step).
@@ -59,8 +60,10 @@ def compute_device(value: str):
     if value == "cpu" or (value == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if value in ("auto", "cuda"):
-        rank = os.environ.get("LOCAL_RANK")
-        return torch.device("cuda", int(rank) if rank is not None else torch.cuda.current_device())
+        rank = int(os.environ.get("LOCAL_RANK", -1))
+        if 0 <= rank < torch.cuda.device_count():
+            return torch.device("cuda", rank)
+        return torch.device("cuda", torch.cuda.current_device())  # one process, or one visible GPU each
     return torch.device(value)
 
 
