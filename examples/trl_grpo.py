@@ -155,12 +155,13 @@ def report(args, router, routed, plain, router_step, plain_step) -> dict:
         right = "" if plain_step is None else f"{plain[i].rows:>10} / {plain[i].calls:<4}"
         print(f"{rm.name:<14}{rm.rows:>10} / {rm.calls:<4}" + right)
     total_r, total_p = sum(rm.rows for rm in routed), sum(rm.rows for rm in plain)
-    print(f"{'total':<14}{total_r:>10}" + ("" if plain_step is None else
-                                           f"{'':7}{total_p:>10}   (ratio {total_r / total_p:.3f}, 1/K = {1 / len(names):.3f})"))
+    ratio = "" if plain_step is None else (
+        f"{'':7}{total_p:>10}   (ratio {total_r / total_p:.3f}, 1/K = {1 / len(names):.3f})")
+    print(f"{'total':<14}{total_r:>10}" + ratio)
     line = f"\nmedian time per step: router {router_step * 1000:.0f} ms"
     if plain_step is not None:
         line += f", plain TRL {plain_step * 1000:.0f} ms (ratio {router_step / plain_step:.2f})"
-    print(line + "; machine shared with other jobs, compare ratios only")
+    print(line + " (other jobs share this machine: a single run's ratio varies)")
     rounds = args.rounds
     line = (f"per round: routing {router.seconds_['route'] / rounds * 1000:.1f} ms (context, decision, feedback), "
             f"RM scoring {sum(rm.seconds for rm in routed) / rounds * 1000:.1f} ms")

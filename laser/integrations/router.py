@@ -109,7 +109,8 @@ class RouterCore:
         if problems:
             raise ValueError("RMRouter: " + "; ".join(problems))
         self.selector_spec, self.selector_options = selector, dict(selector_options or {})
-        self.context, self.context_dim, self.feedback, self.granularity = context, int(context_dim), feedback, granularity
+        self.context, self.context_dim = context, int(context_dim)
+        self.feedback, self.granularity = feedback, granularity
         self.answer_column, self.task_column, self.task, self.tag_column = answer_column, task_column, task, tag_column
         self.seed = int(seed)
         self.normalizer = normalizer if normalizer is not None else QuantileNormalizer()
