@@ -109,9 +109,16 @@ def build_rms(cfg, examples: list) -> list:
 
 
 def load_policy(cfg):
-    """The policy of ``cfg.policy`` (a Hub name, folder or GGUF file; LoRA when enabled)."""
+    """The policy of ``cfg.policy`` (a Hub name, folder or GGUF file; LoRA when enabled).
+
+    The LoRA adapters' initialisation draws from torch's global RNG: it is seeded with ``cfg.seed``
+    first, so two runs of one config start from the same adapters.
+    """
+    import torch
+
     from laser.policy.model import Policy, load_model_and_tokenizer
 
+    torch.manual_seed(cfg.seed)
     return Policy(*load_model_and_tokenizer(cfg.policy), chat_template=cfg.policy.chat_template)
 
 

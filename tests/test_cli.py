@@ -123,3 +123,22 @@ def test_train_with_the_online_ensemble(tmp_path, tiny_model_dir):
     log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
     assert all(r["arm_name"] == "online_ensemble" and abs(sum(r["weights"]) - 1) < 1e-9 for r in log)
     assert log[-1]["rm_calls"] == [2 * 4 * 4, 2 * 4 * 4]  # every RM scores every response
+
+
+def test_lora_initialisation_is_seeded_by_the_run_seed(tmp_path, tiny_model_dir):
+    """Two policies built from one config start from the same LoRA adapters (a third, other seed, does not)."""
+    import torch
+
+    from laser.build import load_policy
+    from laser.config import load_config
+
+    def adapters(seed):
+        cfg = load_config(data={"seed": seed, "policy": {"model": str(tiny_model_dir), "lora": {
+            "enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+            "rewards": [{"name": "l", "type": "length"}]}, require_data=False)
+        torch.manual_seed(1000 + seed * 7)  # whatever the global RNG held before
+        return {n: p.detach().clone() for n, p in load_policy(cfg).model.named_parameters() if "lora_A" in n}
+
+    a, b, c = adapters(0), adapters(0), adapters(1)
+    assert a and all(torch.equal(a[n], b[n]) for n in a)
+    assert not all(torch.equal(a[n], c[n]) for n in a)
