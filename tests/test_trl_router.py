@@ -109,7 +109,7 @@ def test_group_value_by_hand():
     assert np.isnan(pooled([[], []]))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.floats(0, 1, allow_nan=False)), min_size=2, max_size=10,
                 unique_by=lambda t: t[1]))
 def test_group_value_equals_the_auc_formula(rows):
