@@ -56,22 +56,25 @@ def trainer(model_dir, router, out, cls=GRPOTrainer, cfg_cls=GRPOConfig, data=No
                train_dataset=data if data is not None else dataset(), eval_dataset=eval_data, callbacks=[router])
 
 
-def test_grpo_one_rm_per_round(tiny_model_dir, tmp_path):
-    """4 steps x 2 micro-steps, a round every steps_per_generation = 2 micro-steps: 4 rounds of 16
-    completions (generation batch 8 x 2). Each round calls exactly one RM, on all 16 rows."""
+@pytest.mark.parametrize("ga, iterations, rounds", [(2, 1, 4), (1, 2, 2)])
+def test_grpo_one_rm_per_round(tiny_model_dir, tmp_path, ga, iterations, rounds):
+    """4 optimizer steps; a round every steps_per_generation (= gradient_accumulation_steps) x
+    num_iterations micro-steps, of per_device_train_batch_size x steps_per_generation completions:
+    GA 2 -> 8 micro-steps / 2 = 4 rounds of 16; num_iterations 2 -> 4 / 2 = 2 rounds of 8. Each
+    round calls exactly one RM, on all of its rows."""
     models = rms()
     router = RMRouter(models, context="auto", tag_column="domain")  # auto: the policy's hidden states
-    tr = trainer(tiny_model_dir, router, tmp_path, gradient_accumulation_steps=2)
+    tr = trainer(tiny_model_dir, router, tmp_path, gradient_accumulation_steps=ga, num_iterations=iterations)
     tr.train()
     assert type(router.embedder).__name__ == "PolicyEmbedder" and router.embedder.dim == 32
-    assert len(router.history_) == 4 == router.selector.counts_.sum() + router.skipped_
-    per_round = sorted(c for m in models for c in m.calls)
-    assert per_round == [16] * 4  # four calls in all, one per round, each on the whole round
+    assert len(router.history_) == rounds == router.selector.counts_.sum() + router.skipped_
+    rows = 8 * ga
+    assert sorted(c for m in models for c in m.calls) == [rows] * rounds  # one call per round, whole round
     for rec in router.history_:
         assert len(set(rec["arms"])) == 1 and set(rec["tags"]) <= {"even", "odd"}
     logged = {k for entry in tr.state.log_history for k in entry}
     assert {"laser/arm", "laser/share/a", "laser/score/b", "rewards/c/mean"} <= logged
-    assert router.rows_scored_.sum() == 64
+    assert router.rows_scored_.sum() == rows * rounds
 
 
 def test_rloo_takes_the_same_contract(tiny_model_dir, tmp_path):
