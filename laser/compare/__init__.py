@@ -38,6 +38,8 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--analysis-methods", type=_names, help="methods of the noise / add-RM analyses")
     p.add_argument("--judged", action="store_true", help="also: prompts without gold, LASeR vs a baseline, judge win rate")
     p.add_argument("--judged-baseline", help="the baseline of --judged (default score_ensemble)")
+    p.add_argument("--step-cost", help="a `benchmarks/step_cost.py --json` file: adds the per-step time and memory "
+                   "of LASeR vs the ensembles with RMs of policy-like cost to the report")
     return p
 
 
@@ -53,7 +55,7 @@ def compare_main(args) -> int:
             args.config, out=args.out, seeds=args.seeds, methods=args.methods, noise=args.noise,
             noise_rm=args.noise_rm, add_rm=args.add_rm, add_at=args.add_at, analysis_methods=args.analysis_methods,
             judged=True if args.judged else None, judged_baseline=args.judged_baseline,
-            settings=QUICK if args.quick else None)
+            settings=QUICK if args.quick else None, step_cost=args.step_cost)
     except (ValueError, OSError) as exc:
         print(f"laser compare: {exc}", file=sys.stderr)
         return 2

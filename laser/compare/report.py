@@ -46,6 +46,23 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def load_step_cost(path: str | None) -> dict | None:
+    """A ``benchmarks/step_cost.py --json`` result, or None.
+
+    Raises:
+        ValueError: the file is missing or not a step_cost result (named).
+    """
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"step_cost: cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict) or "linucb" not in data.get("methods", {}):
+        raise ValueError(f"step_cost: {path} is not a benchmarks/step_cost.py --json result (no methods.linucb)")
+    return data
+
+
 def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s: float) -> dict:
     """Every number of the report, JSON-able."""
     from laser.compare.judged import QualityJudge
@@ -55,7 +72,8 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
     sft_runs = [{**d.sft, "seed": s} for s, d in data.items()]
     res = {"settings": dataclasses.asdict(cfg.settings), "seeds": sorted(data), "rms": rm_names,
            "domains": domains, "wall_time_s": wall_time_s, "tests": TESTS,
-           "sft": {"accuracy": A.method_summary(sft_runs, domains, cfg.n_boot)}, "methods": {}, "selection": {}}
+           "sft": {"accuracy": A.method_summary(sft_runs, domains, cfg.n_boot)}, "methods": {}, "selection": {},
+           "step_cost": load_step_cost(cfg.step_cost)}
     for m, runs in main.items():
         entry = {"accuracy": A.method_summary(runs, domains, cfg.n_boot), "accuracy_curve": A.accuracy_curve(runs),
                  "rm_calls": float(np.mean([r["rm_calls"] for r in runs])),

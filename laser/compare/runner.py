@@ -51,11 +51,19 @@ class CompareConfig:
     eta: float = 0.5
     n_boot: int = 2000
     user: dict | None = None  # a user set-up (run config + test set): laser.compare.user
+    step_cost: str | None = None  # a `benchmarks/step_cost.py --json` file: the cost table with RMs of policy-like cost
 
 
 def check_config(cfg: CompareConfig, rm_names: list[str]) -> list[str]:
     """Every problem with a compare config, one line each (empty when valid)."""
     p = [f"methods: {e}" for m in cfg.methods if (e := M.check_method(m, rm_names))]
+    if cfg.step_cost:
+        from laser.compare.report import load_step_cost
+
+        try:
+            load_step_cost(cfg.step_cost)
+        except ValueError as exc:
+            p.append(str(exc))
     p += [f"analysis_methods: {e}" for m in cfg.analysis_methods if (e := M.check_method(m, rm_names))]
     if cfg.seeds < 1:
         p.append(f"seeds: must be >= 1, got {cfg.seeds}")
