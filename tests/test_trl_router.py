@@ -109,6 +109,20 @@ def test_group_value_by_hand():
     assert np.isnan(pooled([[], []]))
 
 
+def test_mixed_reference_is_gold_where_labelled_else_majority():
+    """Group answers 5, 5, 3, none. Scores 0.9 > 0.8 > 0.1 > 0.0 rank them 0 > 1 > 2 > 3. Against
+    the majority answer 5 the pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3) give 0 1 1 1 1 0 -> 4/6;
+    against the gold 3 they give 0 -1 0 -1 0 1 -> -1/6. "mixed" uses the gold when there is one."""
+    texts = ["The answer is 5", "The answer is 5", "The answer is 3", "no idea"]
+    scores = [0.9, 0.8, 0.1, 0.0]
+    keys = ["pair_accuracy", "majority_pair_accuracy", "mixed_pair_accuracy"]
+    labelled = {k: pooled([v]) for k, v in group_pair_values("gsm8k", texts, scores, "3", keys).items()}
+    assert labelled == pytest.approx({"pair_accuracy": -1 / 6, "majority_pair_accuracy": 4 / 6,
+                                      "mixed_pair_accuracy": -1 / 6})
+    unlabelled = group_pair_values("gsm8k", texts, scores, "", ["mixed_pair_accuracy"])
+    assert pooled([unlabelled["mixed_pair_accuracy"]]) == pytest.approx(4 / 6)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.floats(0, 1, allow_nan=False)), min_size=2, max_size=10,
                 unique_by=lambda t: t[1]))
@@ -254,6 +268,8 @@ def test_bad_settings_are_refused_by_name():
         RMRouter([CountRM("a"), CountRM("b")], selector=LinUCB(3, 8))
     with pytest.raises(ValueError, match="needs the training loss"):
         RMRouter([CountRM("a")], feedback="neg_loss")
+    RMRouter([CountRM("a")], feedback="mixed_pair_accuracy").check_dataset(
+        [{"prompt": "x", "task": "gsm8k", "answer": ""}, {"prompt": "y", "task": "gsm8k", "answer": "3"}])
     with pytest.raises(ValueError, match="granularity 'batch'.*context 'bert'"):
         RMRouter([CountRM("a")], granularity="batch", context="bert")
     router = RMRouter([CountRM("a"), CountRM("b")], context="hashed")

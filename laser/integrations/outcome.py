@@ -11,7 +11,8 @@ and the group's value for a reference answer a is
 
 with ``correct_a`` from ``laser.tasks.extract.is_correct``. Against the gold answer this is the
 loop's ``pair_accuracy``; against ``majority_answer`` of the group's completions it is
-``majority_pair_accuracy`` (both defined in ``laser.training.feedback``). A round pools its
+``majority_pair_accuracy``; against the gold answer where the group has one and the majority
+answer elsewhere it is ``mixed_pair_accuracy`` (all defined in ``laser.training.feedback``). A round pools its
 groups like the loop pools a step's pairs: sum of all pair values / number of pairs; a round with
 no pair (every group tied or unscored) has no value (NaN) and the bandit is not updated.
 
@@ -28,8 +29,10 @@ import numpy as np
 
 from laser.training.feedback import majority_answer, pair_correctness
 
-#: outcome key -> (what it needs, reference answer): the keys the router can compute.
-OUTCOME_KEYS = {"pair_accuracy": ("labels", "gold"), "majority_pair_accuracy": ("answers", "majority")}
+#: outcome key -> (what it needs, reference answer): the keys the router can compute. "mixed" is
+#: the gold answer where the group has one, else the majority answer.
+OUTCOME_KEYS = {"pair_accuracy": ("labels", "gold"), "majority_pair_accuracy": ("answers", "majority"),
+                "mixed_pair_accuracy": ("answers", "mixed")}
 
 
 def ranked_pairs(scores: Sequence[float]) -> list[tuple[int, int]]:
@@ -54,21 +57,20 @@ def group_pair_values(task: str, texts: Sequence[str], scores: Sequence[float], 
         task: the group's answer format.
         texts: the group's completions.
         scores: the chosen RM's scores of ``texts`` (NaN = unscored).
-        gold: the gold answer (only read for ``pair_accuracy``).
+        gold: the gold answer (read for ``pair_accuracy``, and for ``mixed_pair_accuracy`` when
+            it is neither None nor empty).
         keys: outcome keys from :data:`OUTCOME_KEYS`.
 
     Returns:
         ``{key: [one value per ranked pair]}`` (empty lists when the group has no pair).
     """
     pairs = ranked_pairs(scores)
-    out: dict[str, list[float]] = {}
-    for key in keys:
-        if not pairs:
-            out[key] = []
-            continue
-        reference = gold if OUTCOME_KEYS[key][1] == "gold" else majority_answer(task, list(texts))
-        out[key] = pair_correctness(task, list(texts), pairs, reference)
-    return out
+    if not pairs:
+        return {key: [] for key in keys}
+    labelled = gold is not None and gold != ""
+    majority = majority_answer(task, list(texts)) if any(OUTCOME_KEYS[k][1] != "gold" for k in keys) else None
+    refs = {"gold": gold, "majority": majority, "mixed": gold if labelled else majority}
+    return {key: pair_correctness(task, list(texts), pairs, refs[OUTCOME_KEYS[key][1]]) for key in keys}
 
 
 def pooled(values: Sequence[Sequence[float]]) -> float:

@@ -72,8 +72,11 @@ def _check_feedback(feedback: str) -> tuple[str, ...]:
     needs = FEEDBACKS[feedback][1]
     if not needs or not set(needs) <= {"labels", "answers"}:
         raise ValueError(f"RMRouter: feedback {feedback!r} needs the training loss, which a TRL round does "
-                         "not give (GRPO's loss averages to about 0 over a round); use "
-                         f"{' or '.join(OUTCOME_KEYS)}")
+                         "not give (GRPO's loss averages to about 0 over a round); use one of "
+                         f"{', '.join(OUTCOME_KEYS)}")
+    if feedback not in OUTCOME_KEYS:
+        raise ValueError(f"RMRouter: feedback {feedback!r} reads an outcome the router does not compute; "
+                         f"use one of {', '.join(OUTCOME_KEYS)}")
     return needs
 
 
@@ -366,14 +369,15 @@ class RouterCore:
         """``{outcome key: {gid: pair values}}`` for every key the round's columns allow.
 
         ``majority_pair_accuracy`` needs a known task on every row, ``pair_accuracy`` a gold answer
-        too; the feedback's own key must be computable (checked before training by ``check_columns``).
+        too; ``mixed_pair_accuracy`` is computed only as the feedback. The feedback's own key must be
+        computable (``check_dataset`` checks it before training).
         """
         all_rows = [x for grp in rows.values() for x in grp]
         has_task = all(t is not None and str(t).lower() in TASK_FORMATS for _, _, t, _, _ in all_rows)
         has_gold = has_task and all(g is not None and g != "" for _, _, _, g, _ in all_rows)
-        keys = [k for k, ok in (("pair_accuracy", has_gold), ("majority_pair_accuracy", has_task)) if ok]
-        wanted = [k for k, (need, _) in OUTCOME_KEYS.items() if need in self.needs]
-        if not set(wanted) <= set(keys):
+        keys = [k for k, ok in (("pair_accuracy", has_gold), ("majority_pair_accuracy", has_task),
+                                ("mixed_pair_accuracy", has_task and self.feedback == "mixed_pair_accuracy")) if ok]
+        if self.feedback not in keys:
             raise ValueError(f"RMRouter: feedback {self.feedback!r} needs a task on every row"
                              f"{' and a gold answer' if 'labels' in self.needs else ''} (columns "
                              f"{self.task_column!r}, {self.answer_column!r}, or task=...); this round lacks them")
