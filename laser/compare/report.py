@@ -73,7 +73,7 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
     res = {"settings": dataclasses.asdict(cfg.settings), "seeds": sorted(data), "rms": rm_names,
            "domains": domains, "wall_time_s": wall_time_s, "tests": TESTS,
            "sft": {"accuracy": A.method_summary(sft_runs, domains, cfg.n_boot)}, "methods": {}, "selection": {},
-           "step_cost": load_step_cost(cfg.step_cost)}
+           "step_cost": load_step_cost(getattr(cfg, "step_cost", None))}
     for m, runs in main.items():
         entry = {"accuracy": A.method_summary(runs, domains, cfg.n_boot), "accuracy_curve": A.accuracy_curve(runs),
                  "rm_calls": float(np.mean([r["rm_calls"] for r in runs])),
