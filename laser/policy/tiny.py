@@ -62,12 +62,12 @@ PRESETS: dict[str, dict] = {
     # v2 (issue 13): SFT on a mix of "worked" and "answer_first" targets; a share
     # ``answer_first`` of each domain's examples guesses the answer before the working, so the
     # start is weak and preference training with the right RM has a style to move towards.
-    "v2": {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000, "steps": 600,
+    "v2": {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000, "steps": 1500,
            "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100, "benchmark": "v2",
-           "answer_first": 0.5},
+           "answer_first": 0.6},
     "v2_smoke": {"hidden": 32, "layers": 1, "heads": 2, "n_train_per_domain": 20, "steps": 3,
                  "lr": 3e-3, "batch_size": 8, "n_eval_per_domain": 2, "benchmark": "v2",
-                 "answer_first": 0.5},
+                 "answer_first": 0.6},
 }
 _RECIPE_VERSION = 1  # bump when the training recipe or the data change meaning
 _INFO_FILE = "laser_sft.json"
