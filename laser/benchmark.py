@@ -28,6 +28,22 @@ class DemoSettings:
     nll_weight: float = 1.0
     sft_target: str = "moderate"
     group_batches: bool = True  # each batch from one domain, as when training on several datasets
+    benchmark: str = "v1"  # laser.tasks.synthetic.VERSIONS: the prompts and the demo RMs' off-domain behaviour
+
+
+def benchmark_sets(s: DemoSettings, seed: int) -> tuple[list, list]:
+    """(train, test) prompts of one seed."""
+    from laser.tasks.synthetic import make_benchmark
+
+    return (make_benchmark(s.n_train_per_domain, seed=seed, split="train", version=s.benchmark),
+            make_benchmark(s.n_test_per_domain, seed=seed, split="test", version=s.benchmark))
+
+
+def demo_rms(s: DemoSettings, seed: int) -> list:
+    """The demo's five RMs of the settings' benchmark version."""
+    from laser.rewards.synthetic import make_demo_rms
+
+    return make_demo_rms(seed=seed, version=s.benchmark)
 
 
 QUICK = DemoSettings(n_train_per_domain=4, n_test_per_domain=5, iterations=1, batch_size=8, n_samples=4,
@@ -52,9 +68,8 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
         eta: the online ensemble's step size; feedback: the feedback of ``laser`` (default: the demo's).
     """
     from laser.build import build, method_config
-    from laser.rewards.synthetic import make_demo_rms
 
-    rms = rms or make_demo_rms(seed=seed)
+    rms = rms or demo_rms(s, seed)
     if method == "verifier":  # the gold-answer RM alone: an upper bound that sees every label
         rms, rm_names, reward_specs, method = [gold_verifier(train)], ["verifier"], None, "single:verifier"
     selector_conf, train_conf = method_config(
@@ -89,7 +104,8 @@ def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettin
     extra = reward_specs or [{} for _ in rm_names]
     return load_config(data={
         "seed": seed, "output_dir": str(run_dir),
-        "rewards": [{"name": n, "type": "demo", "seed": seed, **x} for n, x in zip(rm_names, extra)],
+        "rewards": [{"name": n, "type": "demo", "seed": seed, **({"version": s.benchmark} if s.benchmark != "v1" else {}),
+                     **x} for n, x in zip(rm_names, extra)],
         "selector": selector_conf,
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.benchmark import DEFAULT_FEEDBACK, QUICK, DemoSettings, run_method  # noqa: F401 (re-exported)
+from laser.benchmark import DEFAULT_FEEDBACK, QUICK, DemoSettings, benchmark_sets, run_method  # noqa: F401
 
 def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
     extra = [f"laser:{f}" for f in feedbacks if f != DEFAULT_FEEDBACK]
@@ -42,7 +42,6 @@ def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbac
 
     from laser.policy.tiny import build_tiny_policy, evaluate_accuracy
     from laser.rewards.synthetic import make_demo_rms
-    from laser.tasks.synthetic import make_benchmark
 
     from transformers.utils import logging as hf_logging
 
@@ -57,8 +56,7 @@ def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbac
         t0 = time.perf_counter()
         policy_dir = build_tiny_policy(seed=seed, target=s.sft_target)
         print(f"[seed {seed}] SFT policy ready in {time.perf_counter() - t0:.1f}s: {policy_dir}", flush=True)
-        train = make_benchmark(s.n_train_per_domain, seed=seed, split="train")
-        test = make_benchmark(s.n_test_per_domain, seed=seed, split="test")
+        train, test = benchmark_sets(s, seed)
         domain_of = {ex.id: ex.group for ex in train}
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

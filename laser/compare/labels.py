@@ -31,7 +31,7 @@ def margin_labels(margins: np.ndarray) -> np.ndarray:
 
 
 def labelled_split(policy_dir: str, rms: list, n_train_per_domain: int, n_label_per_domain: int,
-                   seed: int) -> dict:
+                   seed: int, benchmark: str = "v1") -> dict:
     """Contexts and labels for :meth:`ClassifierSelector.fit` on held-out train-split prompts.
 
     Returns:
@@ -43,13 +43,14 @@ def labelled_split(policy_dir: str, rms: list, n_train_per_domain: int, n_label_
     from laser.policy.model import Policy
     from laser.tasks.synthetic import make_benchmark, worked_response, wrong_response
 
-    pool = make_benchmark(n_train_per_domain + n_label_per_domain, seed=seed, split="train")
+    pool = make_benchmark(n_train_per_domain + n_label_per_domain, seed=seed, split="train", version=benchmark)
+    style = "v1" if benchmark == "v1" else "worked"  # the responses the benchmark's SFT start writes
     n = n_train_per_domain + n_label_per_domain
     held = [ex for i, ex in enumerate(pool) if i % n >= n_train_per_domain]  # after the training prompts
     rng = np.random.default_rng([seed, 17])
     prompts = [ex.prompt for ex in held]
-    gold = [worked_response(ex.prompt) for ex in held]
-    wrong = [wrong_response(ex, rng) for ex in held]
+    gold = [worked_response(ex.prompt, style=style) for ex in held]
+    wrong = [wrong_response(ex, rng, style) for ex in held]
     margins = np.stack([np.asarray(rm.score(prompts, gold)) - np.asarray(rm.score(prompts, wrong)) for rm in rms])
     labels = margin_labels(margins)
     keep = labels >= 0

@@ -56,7 +56,8 @@ def fit_classifier(policy_dir: str, rms: list, settings, n_label_per_domain: int
     from laser.bandits.classifier import ClassifierSelector
     from laser.compare.labels import labelled_split
 
-    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed)
+    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed,
+                           settings.benchmark)
     clf = ClassifierSelector(len(rms), split["contexts"].shape[1], seed=seed)
     return clf.fit(split["contexts"], split["labels"]), split["label_share"]
 
@@ -69,7 +70,8 @@ def fit_labelled_selector(method: str, policy_dir: str, rms: list, settings, n_l
     from laser.bandits.bayes_router import BayesRouterSelector
     from laser.compare.labels import labelled_split
 
-    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed)
+    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed,
+                           settings.benchmark)
     return BayesRouterSelector.from_labelled(split["contexts"], split["labels"], len(rms), seed=seed), \
         split["label_share"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from laser.compare import methods as M
-from laser.benchmark import DemoSettings
+from laser.benchmark import DemoSettings, benchmark_sets, demo_rms
 
 
 @dataclass
@@ -127,13 +127,11 @@ class SeedData:
 
     def __init__(self, cfg: CompareConfig, seed: int, runs: Path):
         from laser.policy.tiny import build_tiny_policy
-        from laser.tasks.synthetic import make_benchmark
 
         s = cfg.settings
         self.seed = seed
         self.policy_dir = build_tiny_policy(seed=seed, target=s.sft_target)
-        self.train = make_benchmark(s.n_train_per_domain, seed=seed, split="train")
-        self.test = make_benchmark(s.n_test_per_domain, seed=seed, split="test")
+        self.train, self.test = benchmark_sets(s, seed)
         self.domain_of = {ex.id: ex.group for ex in self.train}
         self.sft = _cached(runs / "sft" / f"seed{seed}.json", lambda: evaluate(self._load(), self.test, s))
         self.agreement = _cached(runs / "agreement" / f"seed{seed}.json", lambda: self._agreement(s))
@@ -146,7 +144,6 @@ class SeedData:
     def _agreement(self, s: DemoSettings) -> dict:
         from laser.compare.analyses import agreement_counts
         from laser.policy.tiny import generate
-        from laser.rewards.synthetic import make_demo_rms
         from laser.tasks.extract import is_correct
 
         model, tok = self._load()
@@ -154,7 +151,7 @@ class SeedData:
         texts = generate(model, tok, prompts, s.max_new_tokens, greedy=False, temperature=0.8,
                          num_return_sequences=s.n_samples, seed=self.seed)
         rep = [p for p in prompts for _ in range(s.n_samples)]
-        scores = np.stack([np.asarray(rm.score(rep, texts)) for rm in make_demo_rms(seed=self.seed)])
+        scores = np.stack([np.asarray(rm.score(rep, texts)) for rm in demo_rms(s, self.seed)])
         n = s.n_samples
         correct = np.array([[float(is_correct(ex.task, texts[i * n + j], ex.answer)) for j in range(n)]
                             for i, ex in enumerate(self.train)])
@@ -209,9 +206,8 @@ def variants(cfg: CompareConfig, rm_names: list[str]) -> list[dict]:
 
 def _rms_for(variant: dict, cfg: CompareConfig, seed: int) -> list:
     from laser.rewards.factory import NoisyRM
-    from laser.rewards.synthetic import make_demo_rms
 
-    rms = make_demo_rms(seed=seed)
+    rms = demo_rms(cfg.settings, seed)
     if variant["sigma"] > 0:
         rms = [NoisyRM(rm, variant["sigma"], seed=seed) if cfg.noise_rm in ("all", rm.name) else rm for rm in rms]
     return rms

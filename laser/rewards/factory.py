@@ -43,11 +43,12 @@ def _callable_from_spec(name: str, fn: str, batched: bool = False) -> CallableRM
     return CallableRM(_import(fn), name=name, batched=batched)
 
 
-def _demo_rm(name: str, which: str | None = None, seed: int = 0):
-    """One of the embedded benchmark's reward models, by its name (``which`` defaults to ``name``)."""
+def _demo_rm(name: str, which: str | None = None, seed: int = 0, version: str = "v1"):
+    """One of the embedded benchmark's reward models, by its name (``which`` defaults to ``name``;
+    ``version``: the benchmark version, see :func:`laser.rewards.synthetic.make_demo_rms`)."""
     from laser.rewards.synthetic import make_demo_rms
 
-    rms = {rm.name: rm for rm in make_demo_rms(seed=seed)}
+    rms = {rm.name: rm for rm in make_demo_rms(seed=seed, version=version)}
     key = which or name
     if key not in rms:
         raise ValueError(f"unknown demo reward model {key!r}; valid: {', '.join(rms)}")
