@@ -159,6 +159,51 @@ def run(args) -> None:
                   + f"  {row['wall_s']:6.1f}s", flush=True)
 
 
+def timing(args) -> None:
+    """Per-step cost of v2 relative to v1 in this one process (ratios survive a shared machine).
+
+    Alternates SFT steps on v1 and v2 targets (same model size), then one method of the demo on
+    v1's default settings and on ``--set`` with ``--benchmark``, ``--repeats`` times each.
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from laser.demo import DemoSettings, run_method
+    from laser.policy.tiny import build_tiny_policy, make_char_tokenizer, make_tiny_model, sft_targets, train_sft
+    from laser.rewards.synthetic import make_demo_rms
+    from laser.tasks.synthetic import make_benchmark
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(1)
+    tok, times = make_char_tokenizer(), {}
+    sft_sets = {v: make_benchmark(300, 0, "train", version=v) for v in ("v1", "v2")}
+    for _ in range(args.repeats):
+        for v, ex in sft_sets.items():
+            model = make_tiny_model(tok, 64, 2, 4, seed=0)
+            t = time.perf_counter()
+            train_sft(model, tok, ex, 40, 3e-3, 32, seed=0, responses=sft_targets(ex, v, 0.6 * (v == "v2"), 0))
+            times.setdefault(f"sft step {v}", []).append((time.perf_counter() - t) / 40)
+    new = DemoSettings(**{**asdict(DemoSettings()), **args.settings})
+    runs = {"v1": (DemoSettings(), {}), args.benchmark: (new, {"version": args.benchmark} if args.benchmark != "v1" else {})}
+    for _ in range(args.repeats):
+        for v, (s, bench) in runs.items():
+            policy_dir = build_tiny_policy(seed=0, target=s.sft_target)
+            train = make_benchmark(s.n_train_per_domain, seed=0, split="train", **bench)
+            names = [rm.name for rm in make_demo_rms(0)]
+            for method in args.methods:
+                shutil.rmtree(Path(args.work) / "timing", ignore_errors=True)
+                t = time.perf_counter()
+                run_method(method, 0, policy_dir, train, names, s, Path(args.work) / "timing",
+                           rms=make_demo_rms(seed=0, **bench))
+                times.setdefault(f"{method} {v}", []).append(time.perf_counter() - t)
+    for k, v in times.items():
+        print(f"{k:<30} " + " ".join(f"{x:.3f}" for x in v) + f"  median {np.median(v):.3f} s")
+    for k in [k for k in times if k.endswith(" v1")]:
+        other = k[:-3] + f" {args.benchmark}"
+        if other in times and other != k:
+            print(f"ratio {other} / {k}: {np.median(times[other]) / np.median(times[k]):.2f}")
+
+
 # ---------------------------------------------------------------- statistics
 def two_level_ci(a: np.ndarray, b: np.ndarray, groups: list[str], n_boot: int = 4000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float, float]:
@@ -196,6 +241,18 @@ def seed_only_ci(a_avg: np.ndarray, b_avg: np.ndarray, n_boot: int = 4000, seed:
     return float(lo), float(hi)
 
 
+def _library_bootstrap(a: np.ndarray, b: np.ndarray) -> dict | None:
+    """``laser.stats.hierarchical_bootstrap`` (t-calibrated) when this checkout has it, else None.
+
+    Its statistic is the mean over all items, equal to the macro average here (same number of
+    test items in every domain)."""
+    try:
+        from laser.stats import hierarchical_bootstrap
+    except ImportError:
+        return None
+    return hierarchical_bootstrap(a, b)
+
+
 def report(paths: list[str], tag: str | None = None) -> None:
     rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
     tags = sorted({r["tag"] for r in rows}) if tag is None else [tag]
@@ -224,6 +281,11 @@ def report(paths: list[str], tag: str | None = None) -> None:
                 print(f"  {x} - {y}: {100 * est:+.1f} points, 95% two-level [{100 * lo:+.1f}, {100 * hi:+.1f}], "
                       f"seeds-only [{100 * slo:+.1f}, {100 * shi:+.1f}]; per seed "
                       + " ".join(f"{v:+.1f}" for v in per_seed))
+                lib = _library_bootstrap(a, b)
+                if lib:
+                    print(f"    laser.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
+                          f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
+                          f"({lib['test']}, df {lib['df']:.1f})")
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -253,6 +315,8 @@ def main() -> None:
     p.add_argument("--out", default="tune_out/power.jsonl")
     p.add_argument("--work", default="tune_out/runs", help="folder for the runs' logs and checkpoints")
     p.add_argument("--report", nargs="*", help="only print the report of these JSONL files")
+    p.add_argument("--timing", action="store_true", help="time v1 against --benchmark/--set in one process")
+    p.add_argument("--repeats", type=int, default=2, help="with --timing: alternations")
     args = p.parse_args()
     if args.report:
         report(args.report, args.tag)
@@ -260,6 +324,9 @@ def main() -> None:
     args.tag = args.tag or "_".join([args.benchmark, *args.settings, args.sft]) or args.benchmark
     args.settings = _parse_set(args.settings)
     args.sft = json.loads(args.sft)
+    if args.timing:
+        timing(args)
+        return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     run(args)
     report([args.out], args.tag)
