@@ -13,8 +13,8 @@ run through ``laser.demo.run_method`` with the demo's config.
 Usage::
 
     python benchmarks/tune_power.py --benchmark v2 --seeds 0 1 --methods oracle random \\
-        --set iterations=8 --out tune_out/v2.jsonl
-    python benchmarks/tune_power.py --report tune_out/v2.jsonl
+        --set iterations=8 --out runs/tune_power/v2.jsonl
+    python benchmarks/tune_power.py --report runs/tune_power/v2.jsonl
 
 Each finished (seed, method) appends one JSON line to ``--out`` (per-item correctness included),
 so runs can be split across processes and reported together. Wall times are measured on
@@ -35,6 +35,26 @@ import numpy as np
 
 EXPERT_OF = {"arith": "math_expert", "count": "math_expert", "compare": "logic_expert",
              "choice": "logic_expert"}
+
+
+def _demo(*names: str) -> tuple:
+    """The demo's helpers by name, from ``laser.demo`` or, in the loop-v2 layout, ``laser.benchmark``."""
+    import importlib
+
+    for module in ("laser.demo", "laser.benchmark"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        if all(hasattr(mod, n) for n in names):
+            return tuple(getattr(mod, n) for n in names)
+    raise ImportError(f"neither laser.benchmark nor laser.demo has {', '.join(names)}")
+
+
+def _settings(DemoSettings, overrides: dict, benchmark: str):
+    """DemoSettings from the defaults, ``overrides`` and, where the class has the field, ``benchmark``."""
+    extra = {"benchmark": benchmark} if "benchmark" in {f.name for f in fields(DemoSettings)} else {}
+    return DemoSettings(**{**asdict(DemoSettings()), **overrides, **extra})
 
 
 def _selector_base():
@@ -81,7 +101,7 @@ def domain_context_fn(examples, domains: list[str]):
 
 def run_oracle(seed: int, policy_dir: str, train, rms, s, out: Path):
     """Train with each prompt scored by its domain's expert; returns the trained policy."""
-    from laser.demo import demo_run_config, load_sft_policy
+    demo_run_config, load_sft_policy = _demo("demo_run_config", "load_sft_policy")
     from laser.tasks.synthetic import DOMAINS
     from laser.training.loop import Trainer
 
@@ -117,14 +137,14 @@ def run(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from laser.demo import DemoSettings, run_method
+    DemoSettings, run_method = _demo("DemoSettings", "run_method")
     from laser.policy.tiny import build_tiny_policy
     from laser.rewards.synthetic import make_demo_rms
     from laser.tasks.synthetic import make_benchmark
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
-    s = DemoSettings(**{**asdict(DemoSettings()), **args.settings})
+    s = _settings(DemoSettings, args.settings, args.benchmark)
     bench = {"version": args.benchmark} if args.benchmark != "v1" else {}  # v1: exactly the demo's calls
     work = Path(args.work)
     for seed in args.seeds:
@@ -136,12 +156,15 @@ def run(args) -> None:
         groups = [e.group for e in test]
         rms = lambda: make_demo_rms(seed=seed, **bench)  # noqa: E731  fresh RMs per method
         names = [rm.name for rm in rms()]
-        base = {"benchmark": args.benchmark, "tag": args.tag, "settings": asdict(s), "sft": args.sft, "seed": seed}
+        base = {"benchmark": args.benchmark, "tag": args.tag, "settings": asdict(s), "sft": args.sft,
+                "seed": seed}
         for method in ["sft", *args.methods]:
-            shutil.rmtree(work / args.tag / f"seed{seed}" / method.replace(":", "_"), ignore_errors=True)  # else the loop resumes it
+            # a run folder left from an earlier call would make the loop resume it
+            shutil.rmtree(work / args.tag / f"seed{seed}" / method.replace(":", "_"), ignore_errors=True)
             t = time.perf_counter()
             if method == "sft":
-                model, tok = AutoModelForCausalLM.from_pretrained(policy_dir), AutoTokenizer.from_pretrained(policy_dir)
+                model = AutoModelForCausalLM.from_pretrained(policy_dir)
+                tok = AutoTokenizer.from_pretrained(policy_dir)
             elif method == "oracle":
                 policy = run_oracle(seed, policy_dir, train, rms(), s, work / args.tag)
                 model, tok = policy.model, policy.tokenizer
@@ -168,7 +191,7 @@ def timing(args) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from laser.demo import DemoSettings, run_method
+    DemoSettings, run_method = _demo("DemoSettings", "run_method")
     from laser.policy.tiny import build_tiny_policy, make_char_tokenizer, make_tiny_model, sft_targets, train_sft
     from laser.rewards.synthetic import make_demo_rms
     from laser.tasks.synthetic import make_benchmark
@@ -183,8 +206,9 @@ def timing(args) -> None:
             t = time.perf_counter()
             train_sft(model, tok, ex, 40, 3e-3, 32, seed=0, responses=sft_targets(ex, v, 0.6 * (v == "v2"), 0))
             times.setdefault(f"sft step {v}", []).append((time.perf_counter() - t) / 40)
-    new = DemoSettings(**{**asdict(DemoSettings()), **args.settings})
-    runs = {"v1": (DemoSettings(), {}), args.benchmark: (new, {"version": args.benchmark} if args.benchmark != "v1" else {})}
+    new = _settings(DemoSettings, args.settings, args.benchmark)
+    runs = {"v1": (DemoSettings(), {}),
+            args.benchmark: (new, {"version": args.benchmark} if args.benchmark != "v1" else {})}
     for _ in range(args.repeats):
         for v, (s, bench) in runs.items():
             policy_dir = build_tiny_policy(seed=0, target=s.sft_target)
@@ -289,8 +313,7 @@ def report(paths: list[str], tag: str | None = None) -> None:
 
 
 def _parse_set(items: list[str]) -> dict:
-    from laser.demo import DemoSettings
-
+    (DemoSettings,) = _demo("DemoSettings")
     kinds = {f.name: f.type for f in fields(DemoSettings)}
     out = {}
     for item in items:
@@ -312,8 +335,8 @@ def main() -> None:
     p.add_argument("--set", dest="settings", nargs="*", default=[], help="DemoSettings overrides, key=value")
     p.add_argument("--sft", default="{}", help="build_tiny_policy overrides of the preset, as JSON")
     p.add_argument("--tag", default=None, help="label of this setting in the output (default: from --set)")
-    p.add_argument("--out", default="tune_out/power.jsonl")
-    p.add_argument("--work", default="tune_out/runs", help="folder for the runs' logs and checkpoints")
+    p.add_argument("--out", default="runs/tune_power/power.jsonl")
+    p.add_argument("--work", default="runs/tune_power/work", help="folder for the runs' logs and checkpoints")
     p.add_argument("--report", nargs="*", help="only print the report of these JSONL files")
     p.add_argument("--timing", action="store_true", help="time v1 against --benchmark/--set in one process")
     p.add_argument("--repeats", type=int, default=2, help="with --timing: alternations")
