@@ -23,7 +23,7 @@ from laser.training.strategies import STRATEGIES as _STRATEGIES  # noqa: E402
 
 SELECTOR_ENSEMBLES = tuple(_STRATEGIES)  # the selection strategies that are not a plain bandit
 
-FEEDBACKS = ("auto", *_FEEDBACK_REGISTRY)
+FEEDBACKS = ("auto", "auto_label_free", *_FEEDBACK_REGISTRY)
 
 
 class ConfigError(ValueError):
@@ -100,8 +100,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     micro_batch_pairs: int = 64
-    feedback: str = field(default="auto", metadata={"help": "|".join(FEEDBACKS) + "; auto = pair_accuracy "
-                                                        "when every prompt has a gold answer, else neg_loss"})
+    feedback: str = field(default="auto", metadata={"help": "|".join(FEEDBACKS) + "; auto = pair_accuracy when "
+                                                        "every prompt has a gold answer, mixed_pair_accuracy when some "
+                                                        "do, else auto_label_free = majority_pair_accuracy when every "
+                                                        "prompt has a task, else neg_loss"})
     on_nonfinite: str = "stop"
     max_skipped_steps: int = 3
 

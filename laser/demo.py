@@ -18,9 +18,11 @@ import numpy as np
 from laser.benchmark import DEFAULT_FEEDBACK, QUICK, DemoSettings, benchmark_sets, run_method  # noqa: F401
 
 def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
-    extra = [f"laser:{f}" for f in feedbacks if f != DEFAULT_FEEDBACK]
-    return ["laser", "laser_per_prompt", *extra, "random", "round_robin", "score_ensemble",
-            "agreement_ensemble", *[f"single:{n}" for n in rm_names]]
+    """LASeR (label-free feedback), its per-prompt variant, the label-based ``laser:pair_accuracy``,
+    extra feedbacks, the bounds (``random``, ``oracle``, ``verifier``) and every baseline."""
+    extra = [f"laser:{f}" for f in feedbacks if f not in (DEFAULT_FEEDBACK, "pair_accuracy")]
+    return ["laser", "laser_per_prompt", "laser:pair_accuracy", *extra, "random", "oracle", "verifier",
+            "round_robin", "score_ensemble", "agreement_ensemble", *[f"single:{n}" for n in rm_names]]
 
 
 def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[str]) -> dict:

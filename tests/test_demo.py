@@ -12,8 +12,8 @@ def test_quick_demo_writes_complete_results(tmp_path, monkeypatch, capsys):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     names = [rm.name for rm in make_demo_rms()]
     assert res["rms"] == names and len(names) >= 5 and res["seeds"] == [0]
-    expected = {"laser", "laser_per_prompt", "random", "round_robin", "score_ensemble", "agreement_ensemble",
-                *[f"single:{n}" for n in names]}
+    expected = {"laser", "laser_per_prompt", "laser:pair_accuracy", "random", "oracle", "verifier", "round_robin",
+                "score_ensemble", "agreement_ensemble", *[f"single:{n}" for n in names]}
     assert set(res["methods"]) == expected
     domains = {"arith", "compare", "choice", "count"}
     assert set(res["sft"]["accuracy"]) == domains | {"average"}
@@ -45,6 +45,7 @@ def test_aggregate_reports_mean_and_std_over_seeds():
 
 def test_method_names_include_feedback_variants():
     names = method_names(["a", "b"], ["neg_loss", "loss_decrease"])
-    assert names[:4] == ["laser", "laser_per_prompt", "laser:neg_loss", "laser:loss_decrease"]
-    assert method_names(["a"], ["auto"])[:3] == ["laser", "laser_per_prompt", "random"]
+    assert names[:5] == ["laser", "laser_per_prompt", "laser:pair_accuracy", "laser:neg_loss", "laser:loss_decrease"]
+    assert method_names(["a"], ["auto_label_free"])[:4] == ["laser", "laser_per_prompt", "laser:pair_accuracy",
+                                                                   "random"]
     assert names[-2:] == ["single:a", "single:b"]

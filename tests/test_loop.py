@@ -192,7 +192,13 @@ def test_pair_accuracy_feedback_uses_gold_answers(tmp_path, monkeypatch):
 
     labelled = [Example(id=f"p{i}", prompt=f"{i}+0=", answer=str(i), task="gsm8k") for i in range(8)]
     assert resolve_feedback("auto", labelled) == "pair_accuracy"
-    assert resolve_feedback("auto", EXAMPLES) == "neg_loss"
+    assert resolve_feedback("auto", EXAMPLES) == "neg_loss"  # no task: nothing to check answers with
+    some = [Example(id=f"p{i}", prompt=f"{i}+0=", answer=str(i) if i < 2 else "", task="gsm8k") for i in range(8)]
+    unlabelled = [Example(id=f"p{i}", prompt=f"{i}+0=", task="gsm8k") for i in range(8)]
+    assert resolve_feedback("auto", some) == "mixed_pair_accuracy"
+    assert resolve_feedback("auto", unlabelled) == "majority_pair_accuracy"
+    assert resolve_feedback("auto_label_free", labelled) == "majority_pair_accuracy"  # never the gold answers
+    assert resolve_feedback("auto_label_free", EXAMPLES) == "neg_loss"
     with pytest.raises(ValueError, match="needs a gold answer.*'p0'"):
         resolve_feedback("pair_accuracy", EXAMPLES)
     tr = Trainer(make_cfg(tmp_path, selector="fixed"), make_tiny_policy(), rms(), labelled, show_progress=False)

@@ -13,13 +13,16 @@ from pathlib import Path
 
 from laser.build import PLAIN, check_method as _check
 
-NEW_METHODS = ("online_ensemble", "classifier", "laser@exp3", "laser@lints", "laser@sliding_linucb")
+NEW_METHODS = ("online_ensemble", "classifier", "bayes_router", "laser@exp3", "laser@lints", "laser@sliding_linucb")
+#: the bounds every report places the methods between: random and oracle selection, and the gold-answer RM
+BOUNDS = ("oracle", "verifier")
 
 
 def default_methods(rm_names: list[str]) -> list[str]:
-    """LASeR (the project's default feedback), the paper's LASeR (``laser:neg_loss``), the per-prompt
-    variant, every baseline and the bandit variants."""
-    return [PLAIN[0], "laser:neg_loss", *PLAIN[1:], *NEW_METHODS, *[f"single:{n}" for n in rm_names]]
+    """LASeR (label-free feedback), the paper's LASeR (``laser:neg_loss``), the label-based
+    ``laser:pair_accuracy``, the per-prompt variant, every baseline, the bounds and the bandit variants."""
+    return [PLAIN[0], "laser:neg_loss", "laser:pair_accuracy", *PLAIN[1:], *BOUNDS, *NEW_METHODS,
+            *[f"single:{n}" for n in rm_names]]
 
 
 def check_method(method: str, rm_names: list[str]) -> str | None:

@@ -41,15 +41,25 @@ class NonFiniteError(FloatingPointError):
 
 
 def resolve_feedback(name: str, examples: list) -> str:
-    """``auto`` -> ``pair_accuracy`` when every prompt has a gold answer and a task, else ``neg_loss``.
+    """The feedback a run uses, choosing by what the prompts carry for the two automatic names.
+
+    ``auto``: ``pair_accuracy`` when every prompt has a gold answer and a task; ``mixed_pair_accuracy``
+    when some have a gold answer and all have a task; else as ``auto_label_free``.
+    ``auto_label_free`` (uses no gold answer): ``majority_pair_accuracy`` when every prompt has a
+    task (an answer format to extract), else ``neg_loss``.
 
     Raises:
         ValueError: a label-based feedback was asked for but some prompt has no gold answer, or an
             answer-based one but some prompt has no task.
     """
     labelled = all(ex.answer and ex.task for ex in examples)
-    if name == "auto":
-        return "pair_accuracy" if labelled and examples else "neg_loss"
+    tasks = bool(examples) and all(ex.task for ex in examples)
+    if name == "auto" and examples and labelled:
+        return "pair_accuracy"
+    if name == "auto" and tasks and any(ex.answer for ex in examples):
+        return "mixed_pair_accuracy"
+    if name in ("auto", "auto_label_free"):
+        return "majority_pair_accuracy" if tasks else "neg_loss"
     needs = FEEDBACKS[name][1]
     if "labels" in needs and not labelled:
         missing = next(ex.id for ex in examples if not (ex.answer and ex.task))
