@@ -96,10 +96,14 @@ def _result(cfg, picks, oracle, arms, names, labelled, n, events) -> dict:
 
 
 def format_bon(result: dict) -> str:
-    metric = result["metric"]
-    lines = [f"{'method':<28}{metric:>26}{'RM calls':>10}"]
-    for m, e in result["methods"].items():
-        lines.append(f"{m:<28}{100 * e[metric]:>25.1f}%{e['rm_calls']:>10}")
+    """The best-of-n table; with gold answers a headroom column: (m - random) / (oracle - random)."""
+    metric, methods = result["metric"], result["methods"]
+    rnd, orc = (methods.get(k, {}).get(metric) for k in ("random", "oracle"))
+    room = orc - rnd if rnd is not None and orc is not None and orc > rnd else None
+    lines = [f"{'method':<28}{metric:>26}{'RM calls':>10}" + (f"{'headroom %':>12}" if room else "")]
+    for m, e in methods.items():
+        lines.append(f"{m:<28}{100 * e[metric]:>25.1f}%{e['rm_calls']:>10}"
+                     + (f"{100 * (e[metric] - rnd) / room:>12.0f}" if room else ""))
     lines.append("bandit selection share: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in result["selection"].items()))
     lines += [f"event: {e}" for e in result.get("events", [])]
     return "\n".join(lines)

@@ -108,11 +108,23 @@ def aggregate(per_seed: list[dict], rm_names: list[str], seeds: list[int]) -> di
     return results
 
 
+def headroom_shares(results: dict) -> dict[str, float | None]:
+    """Each method's share of the oracle's headroom on the mean average accuracy; {} without
+    ``random`` and ``oracle`` (None for every method when oracle <= random)."""
+    methods = results["methods"]
+    if "random" not in methods or "oracle" not in methods:
+        return {}
+    rnd, orc = methods["random"]["accuracy"]["average"], methods["oracle"]["accuracy"]["average"]
+    return {m: ((e["accuracy"]["average"] - rnd) / (orc - rnd) if orc > rnd else None) for m, e in methods.items()}
+
+
 def format_table(results: dict) -> str:
     """The accuracy table (paper Table 1 layout) and LASeR's selection matrix, as text."""
     domains = [d for d in results["sft"]["accuracy"] if d != "average"]
     several = "accuracy_std" in results["sft"]
-    head = f"{'method':<28}" + "".join(f"{d:>14}" for d in [*domains, "average"]) + f"{'RM calls':>10}{'time s':>8}"
+    share = headroom_shares(results)
+    head = (f"{'method':<28}" + "".join(f"{d:>14}" for d in [*domains, "average"]) + f"{'RM calls':>10}{'time s':>8}"
+            + (f"{'headroom %':>12}" if share else ""))
     lines = [head, "-" * len(head)]
 
     def cell(entry, d):
@@ -122,7 +134,11 @@ def format_table(results: dict) -> str:
     lines.append(f"{'sft':<28}" + "".join(cell(results["sft"], d) for d in [*domains, "average"]))
     for m, e in results["methods"].items():
         lines.append(f"{m:<28}" + "".join(cell(e, d) for d in [*domains, "average"])
-                     + f"{e['rm_calls']:>10}{e['wall_time_s']:>8.1f}")
+                     + f"{e['rm_calls']:>10}{e['wall_time_s']:>8.1f}"
+                     + (f"{100 * share[m]:>12.0f}" if share and share.get(m) is not None else ""))
+    if share:
+        lines += ["", "headroom %: (m - random) / (oracle - random) of the average accuracy (0 = random, "
+                      "100 = oracle); `laser compare` gives it with intervals over seeds and items"]
     lines += ["", "LASeR selection (share of each domain's prompts per RM, last iteration):",
               f"{'domain':<10}" + "".join(f"{n:>14}" for n in results["rms"])]
     for d, row in results["selection"].items():

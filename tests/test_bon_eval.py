@@ -49,7 +49,10 @@ def test_bon_bandit_learns_which_rm_fits_which_prompt(tmp_path):
     assert m["bandit"]["accuracy"] > 0.9 > 0.6 > m["random"]["accuracy"]  # random: 0.5 in expectation
     assert m["score_ensemble"]["rm_calls"] == 2 * m["bandit"]["rm_calls"] == 2 * 200 * 4
     assert json.loads((tmp_path / "bon_results.json").read_text())["metric"] == "accuracy"
-    assert "bandit" in format_bon(result)
+    table = format_bon(result)
+    assert "bandit" in table and "headroom %" in table
+    oracle_row = next(line for line in table.splitlines() if line.startswith("oracle"))
+    assert oracle_row.split()[-1] == "100"  # (oracle - random) / (oracle - random)
 
 
 def test_best_index_skips_nan_and_handles_all_nan():

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from laser.demo import aggregate, format_table, method_names, run_demo
 from laser.rewards.synthetic import make_demo_rms
 
@@ -49,3 +51,14 @@ def test_method_names_include_feedback_variants():
     assert method_names(["a"], ["auto_label_free"])[:4] == ["laser", "laser_per_prompt", "laser:pair_accuracy",
                                                                    "random"]
     assert names[-2:] == ["single:a", "single:b"]
+
+
+def test_headroom_share_is_the_place_between_random_and_oracle():
+    """random 0.40, oracle 0.60, laser 0.45: (0.45 - 0.40) / (0.60 - 0.40) = 0.25."""
+    from laser.demo import headroom_shares
+
+    res = {"methods": {m: {"accuracy": {"average": a}} for m, a in
+                       (("random", 0.40), ("oracle", 0.60), ("laser", 0.45))}}
+    shares = headroom_shares(res)
+    assert shares["laser"] == pytest.approx(0.25) and shares["random"] == 0.0 and shares["oracle"] == 1.0
+    assert headroom_shares({"methods": {"laser": {"accuracy": {"average": 0.5}}}}) == {}
