@@ -64,7 +64,6 @@ for name, sel in variants.items():
     from safetensors.torch import load_file
     w = sorted((out / f"train_{name}" / "final").glob("*.safetensors"))
     wb = b"".join(f.read_bytes() for f in w)
-    import torch
     sd = load_file(str(w[0])); wh = h(b"".join(sd[k].numpy().tobytes() for k in sorted(sd)))
     res[f"train:{name}"] = {"arms": h(json.dumps(arms).encode()), "rewards": h(json.dumps([r_["reward"] for r_ in recs]).encode()),
                             "weights": wh, "secs": round(time.time() - t, 1), "first_arms": arms[:3]}

@@ -167,7 +167,7 @@ def wilcoxon_signed_rank(differences: Sequence[float], alternative: str = "two-s
     return {"statistic": stat, "p_value": p, "n": int(d.size), "method": method, "backend": "numpy"}
 
 
-from laser.stats_hier import (HIERARCHICAL_TEST, MIN_SEEDS, components_scaled, headroom_share,  # noqa: E402
+from laser.stats_hier import (HIERARCHICAL_TEST, MIN_SEEDS, components_scaled, headroom_share,  # noqa: E402,F401
                               hierarchical_bootstrap, hierarchical_summary, resampled_means, t_sf,
                               variance_components)
 
