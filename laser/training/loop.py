@@ -188,12 +188,12 @@ class Trainer:
         return {"global_step": self.global_step, "rm_calls": self.pool.calls.tolist(),
                 "skipped_steps": self.skipped_steps, "skipped_prompts": self.skipped_prompts}
 
-    def train_step(self, batch: list, update: bool = True) -> dict:
-        """One step on one mini-batch; returns the step's log record (``update=False``: no training)."""
+    def train_step(self, batch: list) -> dict:
+        """One step on one mini-batch; returns the step's log record."""
         step = self.new_step(batch)
         self.sample_and_score(step)
         self._pairs(step)
-        self._train(step, update)
+        self._train(step)
         step.mark("update")
         self._learn(step)
         step.mark("end")
@@ -255,13 +255,12 @@ class Trainer:
             step.pairs.append([(i * n + c, i * n + r) for c, r in found])
         self.skipped_prompts += step.skipped_prompts
 
-    def _train(self, step: Step, update: bool) -> None:
+    def _train(self, step: Step) -> None:
         """The policy update and the answer-based outcomes the feedback needs."""
-        if update:
-            step.terms = self.update.run(step.samples, step.flat_pairs(), len(step.shard), self.dist,
-                                         after=self.needs_after)
-            if step.terms["nonfinite"]:
-                self._nonfinite(step, step.terms["nonfinite"])
+        step.terms = self.update.run(step.samples, step.flat_pairs(), len(step.shard), self.dist,
+                                     after=self.needs_after)
+        if step.terms["nonfinite"]:
+            self._nonfinite(step, step.terms["nonfinite"])
         for kind in self.correctness:
             step.terms.update(correctness_terms(kind, step.shard, step.samples, step.pairs, self.dist))
 
