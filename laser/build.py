@@ -74,11 +74,18 @@ def load_run(config: str, overrides: list[str]):
     """Config + RM specs + prompts of a ``laser train``/``bon`` config, all validated before any model loads."""
     from laser.rewards.factory import check_specs
 
+    from laser.training.feedback import resolve_feedback
+
     cfg = load_config(config, overrides)
     problems = check_specs(cfg.rewards)
     if problems:
         raise ConfigError(problems, config)
-    return cfg, load_examples(cfg.data, cfg.seed)
+    examples = load_examples(cfg.data, cfg.seed)
+    try:  # a label- or answer-based feedback on prompts without labels or a task: refused before any model loads
+        resolve_feedback(cfg.train.feedback, examples)
+    except ValueError as exc:
+        raise ConfigError([f"train.feedback: {exc}"], config) from exc
+    return cfg, examples
 
 
 def load_examples(d, seed: int) -> list:

@@ -228,6 +228,9 @@ def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
             p.append("selector.arm: required with selector.name=fixed (an RM name)")
         elif rm_names and s.arm not in rm_names:
             p.append(f"selector.arm: {s.arm!r} is not a reward model name ({', '.join(rm_names)})")
+    if s.name == "online_ensemble" and cfg.train.feedback in ("loss_decrease", "margin_gain"):
+        p.append(f"train.feedback: {cfg.train.feedback} is not computed per pair; selector.name=online_ensemble "
+                 "needs neg_loss or an answer-based feedback")
     if s.name == "oracle":
         mapping = s.kwargs.get("arms_by_group")
         if not isinstance(mapping, dict) or not mapping:

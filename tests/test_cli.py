@@ -157,3 +157,24 @@ def test_readme_ten_line_example_runs_through_the_builder(tmp_path, tiny_model_d
     summary = build(cfg, show_progress=False).run()
     assert summary["global_step"] == 2 and sum(summary["rm_calls"]) == 8 * 3
     assert (tmp_path / "run" / "final" / "laser_policy.json").exists()
+
+
+def test_feedback_the_prompts_cannot_support_is_refused_before_loading(tmp_path, capsys):
+    """pair_accuracy on prompts without gold answers, and a per-run feedback with the online
+    ensemble, are config errors naming train.feedback (exit 2, no model loaded)."""
+    import yaml
+
+    from conftest import write_prompts
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"{i}+1="}) + "\n" for i in range(4)))
+    base = {"policy": {"model": "/nonexistent/model"}, "data": {"prompts": str(prompts)},
+            "rewards": [{"name": "l", "type": "length"}], "output_dir": str(tmp_path / "run")}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**base, "train": {"feedback": "pair_accuracy"}}))
+    assert main(["train", "--config", str(path)]) == 2
+    assert "train.feedback: train.feedback=pair_accuracy needs a gold answer" in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({**base, "data": {"prompts": str(write_prompts(tmp_path / "q.jsonl"))},
+                                    "selector": {"name": "online_ensemble"}, "train": {"feedback": "loss_decrease"}}))
+    assert main(["validate", "--config", str(path)]) == 2
+    assert "train.feedback: loss_decrease is not computed per pair" in capsys.readouterr().err

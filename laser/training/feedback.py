@@ -93,3 +93,35 @@ FEEDBACKS = {
     "majority_pair_accuracy": (majority_pair_accuracy, ("answers",)),
     "mixed_pair_accuracy": (mixed_pair_accuracy, ("answers",)),
 }
+
+
+def resolve_feedback(name: str, examples: list) -> str:
+    """The feedback a run uses, choosing by what the prompts carry for the two automatic names.
+
+    ``auto``: ``pair_accuracy`` when every prompt has a gold answer and a task; ``mixed_pair_accuracy``
+    when some have a gold answer and all have a task; else as ``auto_label_free``.
+    ``auto_label_free`` (uses no gold answer): ``majority_pair_accuracy`` when every prompt has a
+    task (an answer format to extract), else ``neg_loss``.
+
+    Raises:
+        ValueError: a label-based feedback was asked for but some prompt has no gold answer, or an
+            answer-based one but some prompt has no task.
+    """
+    labelled = all(ex.answer and ex.task for ex in examples)
+    tasks = bool(examples) and all(ex.task for ex in examples)
+    if name == "auto" and examples and labelled:
+        return "pair_accuracy"
+    if name == "auto" and tasks and any(ex.answer for ex in examples):
+        return "mixed_pair_accuracy"
+    if name in ("auto", "auto_label_free"):
+        return "majority_pair_accuracy" if tasks else "neg_loss"
+    needs = FEEDBACKS[name][1]
+    if "labels" in needs and not labelled:
+        missing = next(ex.id for ex in examples if not (ex.answer and ex.task))
+        raise ValueError(f"train.feedback={name} needs a gold answer and a task for every prompt; "
+                         f"prompt {missing!r} has none")
+    if "answers" in needs and not all(ex.task for ex in examples):
+        missing = next(ex.id for ex in examples if not ex.task)
+        raise ValueError(f"train.feedback={name} needs a task (an answer format) for every prompt; "
+                         f"prompt {missing!r} has none")
+    return name
