@@ -282,7 +282,7 @@ def section_train(ctx: Ctx) -> dict:
 
     from laser.policy.tiny import build_tiny_policy
     from laser.tasks.synthetic import make_benchmark
-    from laser.training.checkpoint import find_latest
+    from laser.routing.checkpoint import find_latest
 
     work = ctx.out / "train"
     shutil.rmtree(work, ignore_errors=True)

@@ -263,8 +263,8 @@ def measure(methods: list[str], policy, rms: list, examples: list, a: argparse.N
                 peaks[method] = max(peaks[method], torch.cuda.max_memory_allocated())
     out = {}
     for method in methods:
-        out[method + suffix] = {**phases_of(records[method]), "rm_calls_per_step":
-                                records[method][-1]["rm_calls_total"] / records[method][-1]["global_step"]}
+        out[method + suffix] = {**phases_of(records[method]), "responses_scored_per_step":
+                                records[method][-1]["responses_scored_total"] / records[method][-1]["global_step"]}
         if cuda:
             out[method + suffix]["peak_bytes"] = peaks[method]
     return out

@@ -1,11 +1,16 @@
 """`laser bon`: best-of-n with a bandit choosing the reward model per prompt (no training).
 
-Best-of-n is the training step with the update switched off: the same Trainer decides, samples
-and scores through the reward pool, so an RM that fails is retried, masked and reported exactly
-as in training (the step's ``events``). The picked RM chooses the best of the n samples; the
-bandit's reward is whether that response is correct (with gold answers) or agrees with the score
-ensemble's pick (without). For comparison every RM also scores the same samples, giving
-``single:<rm>``, ``random`` and ``score_ensemble`` on identical responses.
+An adapter on the routing core, with no Trainer: per mini-batch the policy samples n responses
+per prompt, the core's :class:`~laser.routing.Router` decides one RM per prompt and scores each
+prompt's responses with that RM only (an RM that fails is masked and the batch decided again, as
+in training), and the picked RM's best response is kept. The bandit's reward is whether that
+response is correct (with gold answers) or agrees with the score ensemble's pick (without).
+
+For comparison (``single:<rm>``, ``random``, ``score_ensemble``, ``oracle``) every other RM
+scores the same responses once: RM k scores only the prompts the bandit did not route to k, so
+every response is scored exactly once per RM and no call is repeated. Each method's
+``responses_scored`` is what it would cost on its own (n per prompt per RM it uses); the pool's
+actual totals are in ``pool``.
 """
 
 from __future__ import annotations
@@ -15,81 +20,122 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.evaluation import best_index
+from laser.evaluation import best_index, example_correct
 from laser.rewards.base import RewardModelError
-from laser.tasks.extract import is_correct
-from laser.training.pairs import ensemble_scores
-from laser.training.strategies.base import response_prompts
+from laser.routing import Batch, RewardPool, Router, Unit, make_strategy
+from laser.routing.pairs import ensemble_scores
+from laser.training.records import step_seed
 
 
-def _every_rm(trainer, step) -> np.ndarray:
-    """``(K, N)`` scores of the step's samples by every RM; a failing RM is masked and its row NaN."""
-    pool = trainer.pool
-    matrix = np.full((len(pool.rms), len(step.samples.texts)), np.nan)
+def _every_rm(router: Router, batch: Batch) -> np.ndarray:
+    """``(K, N)`` scores of every RM: the routed scores reused, the rest scored once; a failing RM
+    is masked and its row NaN."""
+    pool = router.pool
+    matrix = batch.extra.get("matrix")
+    if matrix is not None:  # an ensemble strategy already had every RM score
+        return matrix
+    matrix = np.full((len(pool.rms), len(batch.texts)), np.nan)
+    routed = batch.response_arms()
+    prompts = batch.response_prompts()
     for k in range(len(pool.rms)):
-        if k in pool.down:
+        mine = routed == k
+        matrix[k, mine] = batch.scores[mine]
+        rest = np.flatnonzero(~mine)
+        if k in pool.off(batch.step) or not len(rest):
             continue
         try:
-            matrix[k] = pool.score(k, response_prompts(step), step.samples.texts)
+            matrix[k, rest] = pool.score(k, [prompts[i] for i in rest], [batch.texts[i] for i in rest])
         except RewardModelError as exc:
-            step.events.append(pool.mark_down(k, exc, trainer.selector))
+            batch.events.append(pool.mark_down(k, f"{exc.__class__.__name__}: {exc}", router.selector))
     return matrix
 
 
-def run_bon(trainer, show_progress: bool = True) -> dict:
-    """Best-of-n over ``trainer.examples`` with ``trainer.cfg``; returns per-method accuracy and RM calls.
+def bon_router(cfg, rms: list, dim_fn) -> Router:
+    """The core for best-of-n: the configured strategy, one RM per prompt for a bandit."""
+    pool = RewardPool(rms)
+    return Router(make_strategy(cfg, pool.names, dim_fn, per_prompt=True), pool, feedback=None,
+                  normalizer=_normalizer(cfg))
+
+
+def _normalizer(cfg):
+    from laser.bandits import QuantileNormalizer
+
+    return QuantileNormalizer(cfg.selector.normalizer_low, cfg.selector.normalizer_high)
+
+
+def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progress: bool = True) -> dict:
+    """Best-of-n over ``examples``; returns per-method accuracy and RM calls (also ``bon_results.json``).
 
     Methods: ``bandit`` (the configured selector, one RM per prompt), ``single:<rm>``, ``random``
     (seeded uniform RM per prompt), ``score_ensemble`` and, for reference, ``first_sample`` (no
     selection) and ``oracle`` (any correct response among the n).
+
+    Args:
+        cfg: the run config (``train.n_samples``, ``batch_size``, sampling; ``selector``; ``seed``).
+        policy: samples and (for contextual selectors) gives contexts; ``context_fn`` replaces them.
     """
     from tqdm.auto import tqdm
 
-    cfg, examples, t = trainer.cfg, trainer.examples, trainer.cfg.train
-    names, n = trainer.pool.names, t.n_samples
+    t = cfg.train
+    contexts_of = context_fn or policy.context
+    router = bon_router(cfg, rms, lambda: int(np.asarray(contexts_of([examples[0].prompt])).shape[1]))
+    names, n = router.names, t.n_samples
     labelled = all(ex.answer for ex in examples)
     rng = np.random.default_rng([cfg.seed, 17])
     picks = {m: [] for m in ["bandit", "random", "score_ensemble", "first_sample", *[f"single:{x}" for x in names]]}
     oracle, arms, events = [], [], []
-    batches = range(0, len(examples), t.batch_size)
-    for i in tqdm(batches, desc="best-of-n", disable=not show_progress):
-        step = trainer.new_step(examples[i:i + t.batch_size])
-        trainer.sample_and_score(step)
-        matrix = _every_rm(trainer, step)
-        items, raw = [], []
-        for j, ex in enumerate(step.shard):
-            sl = slice(j * n, (j + 1) * n)
-            ok = [is_correct(ex.task, x, ex.answer) for x in step.samples.texts[sl]] if labelled else None
-            choice = {f"single:{x}": best_index(matrix[k, sl]) for k, x in enumerate(names)}
-            choice["score_ensemble"] = best_index(ensemble_scores(matrix[:, sl]))
+    for step, start in enumerate(tqdm(range(0, len(examples), t.batch_size), desc="best-of-n",
+                                      disable=not show_progress)):
+        chunk = examples[start:start + t.batch_size]
+        batch = Batch.of(chunk, step=step + 1)
+        prompts = batch.prompts
+        batch.contexts = (np.asarray(contexts_of(prompts), dtype=np.float64) if router.strategy.needs_context
+                          else np.zeros((len(prompts), 1)))
+        _seed_torch(step_seed(cfg.seed, 0, step, 1))  # as a training step would (e.g. LoRA dropout)
+        samples = policy.sample(prompts, n, t.temperature, t.top_p, t.max_new_tokens, seed=step_seed(cfg.seed, 0, step, 0))
+        batch.add_responses(samples.texts, samples.prompt_index)
+        router.route(batch)
+        matrix = _every_rm(router, batch)
+        units, raw = [], []
+        for j, ex in enumerate(chunk):
+            mine = batch.responses_of(j)
+            ok = [example_correct(ex, batch.texts[i]) for i in mine] if labelled else None
+            choice = {f"single:{x}": best_index(matrix[k, mine]) for k, x in enumerate(names)}
+            choice["score_ensemble"] = best_index(ensemble_scores(matrix[:, mine]))
             choice["random"] = choice[f"single:{names[int(rng.integers(len(names)))]}"]
             choice["first_sample"] = 0
-            choice["bandit"] = best_index(step.scores[sl])
+            choice["bandit"] = best_index(batch.scores[mine])
             for m, c in choice.items():
                 picks[m].append(bool(ok[c]) if (ok is not None and c is not None)
                                 else (c is not None and c == choice["score_ensemble"]))
             oracle.append(any(ok) if ok is not None else True)
-            items.append((step.my_arms[j], step.contexts[j], {}))
+            units.append(Unit(batch.my_arms[j], batch.contexts[j], None, [j]))
             raw.append(float(picks["bandit"][-1]))  # metric of the picked response (or consensus)
-        arms += step.my_arms
-        if trainer.selector is not None:
-            trainer.apply_rewards(step, items, raw)
-        events += step.events
-        trainer.step_in_iter += 1
-    return _result(cfg, picks, oracle, arms, names, labelled, len(examples), events)
+        arms += batch.my_arms
+        if router.selector is not None and min(batch.my_arms) >= 0:
+            router.apply(units, raw)
+        events += batch.events
+    return _result(cfg, picks, oracle, arms, names, labelled, len(examples), events, router.pool)
 
 
-def _result(cfg, picks, oracle, arms, names, labelled, n, events) -> dict:
-    t = cfg.train
-    calls = {m: n * t.n_samples for m in picks if m.startswith("single:") or m in ("bandit", "random")}
-    calls["score_ensemble"] = n * t.n_samples * len(names)
-    calls["first_sample"] = 0
+def _seed_torch(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _result(cfg, picks, oracle, arms, names, labelled, n, events, pool) -> dict:
+    per_rm = n * cfg.train.n_samples
+    cost = {m: per_rm for m in picks if m.startswith("single:") or m in ("bandit", "random")}
+    cost["score_ensemble"] = per_rm * len(names)
+    cost["first_sample"] = 0
     metric = "accuracy" if labelled else "agreement_with_ensemble"
-    result = {"metric": metric, "n": n, "n_samples": t.n_samples,
-              "methods": {m: {metric: float(np.mean(v)), "rm_calls": calls[m]} for m, v in picks.items()},
-              "selection": {names[k]: arms.count(k) / n for k in range(len(names))}, "events": events}
+    result = {"metric": metric, "n": n, "n_samples": cfg.train.n_samples,
+              "methods": {m: {metric: float(np.mean(v)), "responses_scored": cost[m]} for m, v in picks.items()},
+              "selection": {names[k]: arms.count(k) / n for k in range(len(names))}, "events": events,
+              "pool": {"responses_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist()}}
     if labelled:
-        result["methods"]["oracle"] = {metric: float(np.mean(oracle)), "rm_calls": 0}
+        result["methods"]["oracle"] = {metric: float(np.mean(oracle)), "responses_scored": 0}
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.output_dir) / "bon_results.json").write_text(json.dumps(result, indent=1))
     return result
@@ -100,10 +146,13 @@ def format_bon(result: dict) -> str:
     metric, methods = result["metric"], result["methods"]
     rnd, orc = (methods.get(k, {}).get(metric) for k in ("random", "oracle"))
     room = orc - rnd if rnd is not None and orc is not None and orc > rnd else None
-    lines = [f"{'method':<28}{metric:>26}{'RM calls':>10}" + (f"{'headroom %':>12}" if room else "")]
+    lines = [f"{'method':<28}{metric:>26}{'responses_scored':>18}" + (f"{'headroom %':>12}" if room else "")]
     for m, e in methods.items():
-        lines.append(f"{m:<28}{100 * e[metric]:>25.1f}%{e['rm_calls']:>10}"
+        lines.append(f"{m:<28}{100 * e[metric]:>25.1f}%{e['responses_scored']:>18}"
                      + (f"{100 * (e[metric] - rnd) / room:>12.0f}" if room else ""))
     lines.append("bandit selection share: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in result["selection"].items()))
+    if "pool" in result:
+        lines.append(f"RM work in this run (every RM once per response): responses_scored "
+                     f"{sum(result['pool']['responses_scored'])}, score_calls {sum(result['pool']['score_calls'])}")
     lines += [f"event: {e}" for e in result.get("events", [])]
     return "\n".join(lines)

@@ -74,7 +74,7 @@ def load_run(config: str, overrides: list[str]):
     """Config + RM specs + prompts of a ``laser train``/``bon`` config, all validated before any model loads."""
     from laser.rewards.factory import check_specs
 
-    from laser.training.feedback import resolve_feedback
+    from laser.routing.feedback import resolve_feedback
 
     cfg = load_config(config, overrides)
     problems = check_specs(cfg.rewards)
@@ -139,7 +139,7 @@ def context_fn_for(cfg):
 
 
 def build(cfg, examples: list | None = None, policy=None, rms: list | None = None, selector=None,
-          accelerator=None, show_progress: bool = True, train: bool = True):
+          accelerator=None, show_progress: bool = True):
     """A ready :class:`~laser.training.loop.Trainer` for ``cfg``; any part not given is built from it.
 
     Args:
@@ -149,16 +149,11 @@ def build(cfg, examples: list | None = None, policy=None, rms: list | None = Non
         rms: reward models, arm k = ``rms[k]`` (default: ``cfg.rewards``).
         selector: a pre-built selector (e.g. a fitted classifier) for a bandit strategy.
         accelerator: an ``accelerate.Accelerator`` (default: one from the environment and ``cfg.log_with``).
-        train: False for best-of-n (no optimizer; ``selector.per_prompt`` is forced: one RM per prompt).
     """
     from laser.training.loop import Trainer
 
-    if not train:
-        from laser.config import SELECTOR_ENSEMBLES
-
-        cfg.selector.per_prompt = cfg.selector.name not in SELECTOR_ENSEMBLES
     examples = load_examples(cfg.data, cfg.seed) if examples is None else examples
     rms = build_rms(cfg, examples) if rms is None else rms
     policy = load_policy(cfg) if policy is None else policy
     return Trainer(cfg, policy, rms, examples, accelerator=accelerator, context_fn=context_fn_for(cfg),
-                   show_progress=show_progress, selector=selector, train=train)
+                   show_progress=show_progress, selector=selector)

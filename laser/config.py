@@ -18,8 +18,8 @@ import yaml
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
 # config sits above laser.training: it reads the training registries (no torch), never the reverse
-from laser.training.feedback import FEEDBACKS as _FEEDBACK_REGISTRY  # noqa: E402
-from laser.training.strategies import STRATEGIES as _STRATEGIES  # noqa: E402
+from laser.routing.feedback import FEEDBACKS as _FEEDBACK_REGISTRY  # noqa: E402
+from laser.routing.strategies import STRATEGIES as _STRATEGIES  # noqa: E402
 
 SELECTOR_ENSEMBLES = tuple(_STRATEGIES)  # the selection strategies that are not a plain bandit
 
@@ -199,7 +199,7 @@ def _check_ranges(cfg: RunConfig) -> list[str]:
     if not 0 <= s.normalizer_low < s.normalizer_high <= 1:
         p.append("selector.normalizer_low/high: need 0 <= low < high <= 1, "
                  f"got {s.normalizer_low}, {s.normalizer_high}")
-    from laser.training.pairs import PAIRING_RULES
+    from laser.routing.pairs import PAIRING_RULES
 
     if t.pairing not in PAIRING_RULES:
         p.append(f"train.pairing: {t.pairing!r} is not one of {', '.join(PAIRING_RULES)}")

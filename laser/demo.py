@@ -69,7 +69,7 @@ def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbac
             summary, policy, run_dir = run_method(method, seed, policy_dir, train, rm_names, s, out_dir)
             wall = time.perf_counter() - t
             acc = evaluate_accuracy(policy.model, policy.tokenizer, test, max_new_tokens=s.max_new_tokens)
-            result["methods"][method] = {"accuracy": acc, "rm_calls": int(sum(summary["rm_calls"])),
+            result["methods"][method] = {"accuracy": acc, "responses_scored": int(sum(summary["responses_scored"])),
                                          "wall_time_s": wall}
             if method.startswith("laser"):
                 result["selection"][method] = selection_matrix(run_dir / "log.jsonl", domain_of, rm_names)
@@ -98,7 +98,7 @@ def aggregate(per_seed: list[dict], rm_names: list[str], seeds: list[int]) -> di
         runs = [r["methods"][m] for r in per_seed]
         mean, std = _mean_std([r["accuracy"] for r in runs])
         results["methods"][m] = {"accuracy": mean, **({"accuracy_std": std} if several else {}),
-                                 "rm_calls": int(np.mean([r["rm_calls"] for r in runs])),
+                                 "responses_scored": int(np.mean([r["responses_scored"] for r in runs])),
                                  "wall_time_s": float(np.mean([r["wall_time_s"] for r in runs]))}
     selections = [r["selection"].get("laser") for r in per_seed if r["selection"].get("laser")]
     results["selection"] = {d: {n: float(np.mean([sel[d][n] for sel in selections])) for n in rm_names}
@@ -122,7 +122,7 @@ def format_table(results: dict) -> str:
     domains = [d for d in results["sft"]["accuracy"] if d != "average"]
     several = "accuracy_std" in results["sft"]
     share = headroom_shares(results)
-    head = (f"{'method':<28}" + "".join(f"{d:>14}" for d in [*domains, "average"]) + f"{'RM calls':>10}{'time s':>8}"
+    head = (f"{'method':<28}" + "".join(f"{d:>14}" for d in [*domains, "average"]) + f"{'responses':>10}{'time s':>8}"
             + (f"{'headroom %':>12}" if share else ""))
     lines = [head, "-" * len(head)]
 
@@ -133,7 +133,7 @@ def format_table(results: dict) -> str:
     lines.append(f"{'sft':<28}" + "".join(cell(results["sft"], d) for d in [*domains, "average"]))
     for m, e in results["methods"].items():
         lines.append(f"{m:<28}" + "".join(cell(e, d) for d in [*domains, "average"])
-                     + f"{e['rm_calls']:>10}{e['wall_time_s']:>8.1f}"
+                     + f"{e['responses_scored']:>10}{e['wall_time_s']:>8.1f}"
                      + (f"{100 * share[m]:>12.0f}" if share and share.get(m) is not None else ""))
     if share:
         lines += ["", "headroom %: (m - random) / (oracle - random) of the average accuracy (0 = random, "

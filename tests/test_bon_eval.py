@@ -10,7 +10,6 @@ from laser.evaluation import best_index, evaluate_policy
 from laser.policy.model import Samples
 from laser.rewards.base import CallableRM
 from laser.tasks.base import Example
-from laser.training.loop import Trainer
 
 
 class ScriptedPolicy:
@@ -40,14 +39,15 @@ def test_bon_bandit_learns_which_rm_fits_which_prompt(tmp_path):
     cfg = load_config(data={"output_dir": str(tmp_path), "rewards": [{"name": "a", "type": "length"}],
                             "selector": {"name": "linucb", "alpha": 0.1},
                             "train": {"n_samples": 4, "batch_size": 10}}, require_data=False)
-    cfg.selector.per_prompt = True  # what `laser bon` (laser.build.build(..., train=False)) sets
-    trainer = Trainer(cfg, ScriptedPolicy(), [expert("A"), expert("B")], examples, show_progress=False, train=False)
-    result = run_bon(trainer, show_progress=False)
+    result = run_bon(cfg, ScriptedPolicy(), [expert("A"), expert("B")], examples, show_progress=False)
     m = result["methods"]
     assert m["single:expert_A"]["accuracy"] == 0.5 and m["single:expert_B"]["accuracy"] == 0.5
     assert m["oracle"]["accuracy"] == 1.0
     assert m["bandit"]["accuracy"] > 0.9 > 0.6 > m["random"]["accuracy"]  # random: 0.5 in expectation
-    assert m["score_ensemble"]["rm_calls"] == 2 * m["bandit"]["rm_calls"] == 2 * 200 * 4
+    assert m["score_ensemble"]["responses_scored"] == 2 * m["bandit"]["responses_scored"] == 2 * 200 * 4
+    # no double scoring: the comparison reuses the routed scores, so each RM scored each response once
+    assert result["pool"]["responses_scored"] == [200 * 4, 200 * 4]
+    assert result["pool"]["score_calls"] == [2 * 20, 2 * 20]  # 20 batches: the routed call + the comparison call
     assert json.loads((tmp_path / "bon_results.json").read_text())["metric"] == "accuracy"
     table = format_bon(result)
     assert "bandit" in table and "headroom %" in table

@@ -121,7 +121,7 @@ def test_train_with_the_online_ensemble(tmp_path, tiny_model_dir):
     assert main(["train", "--config", str(path), "train.iterations=1"]) == 0
     log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
     assert all(r["arm_name"] == "online_ensemble" and abs(sum(r["weights"]) - 1) < 1e-9 for r in log)
-    assert log[-1]["rm_calls"] == [2 * 4 * 4, 2 * 4 * 4]  # every RM scores every response
+    assert log[-1]["responses_scored"] == [2 * 4 * 4, 2 * 4 * 4]  # every RM scores every response
 
 
 def test_lora_initialisation_is_seeded_by_the_run_seed(tmp_path, tiny_model_dir):
@@ -155,7 +155,7 @@ def test_readme_ten_line_example_runs_through_the_builder(tmp_path, tiny_model_d
         "selector": {"name": "linucb"}, "output_dir": str(tmp_path / "run"),
         "train": {"iterations": 1, "batch_size": 4, "n_samples": 3, "max_new_tokens": 6, "pairs_per_prompt": 1}})
     summary = build(cfg, show_progress=False).run()
-    assert summary["global_step"] == 2 and sum(summary["rm_calls"]) == 8 * 3
+    assert summary["global_step"] == 2 and sum(summary["responses_scored"]) == 8 * 3
     assert (tmp_path / "run" / "final" / "laser_policy.json").exists()
 
 

@@ -52,7 +52,7 @@ def test_reduced_compare_writes_a_complete_report_and_resumes(tmp_path, monkeypa
         a = e["accuracy"]["average"]
         assert 0 <= a["ci_low"] <= a["mean"] <= a["ci_high"] <= 1 and a["n"] == 16
         assert (m == "laser") == ("vs_laser" not in e)
-    calls = {m: e["rm_calls"] for m, e in res["methods"].items()}
+    calls = {m: e["responses_scored"] for m, e in res["methods"].items()}
     assert calls["online_ensemble"] == 5 * calls["laser"] and calls["random"] == calls["laser"]
     assert 0.99 < sum(res["online_ensemble_weights"].values()) < 1.01
     assert set(res["selection"]) == {"laser", "random", "classifier", "laser@exp3", "single:generalist"}

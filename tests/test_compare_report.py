@@ -26,7 +26,7 @@ def _runs(p: float, seeds: int, n: int = 20, crossed: bool = False, salt: int = 
         correct = (rng.uniform(size=len(ids)) < p).astype(int).tolist()
         out.append({"seed": s, "ids": ids, "domains": [d for d in DOMAINS for _ in range(n)], "correct": correct,
                     "accuracy_by_iteration": [{"average": 0.3}, {"average": float(np.mean(correct))}],
-                    "rm_calls": 100, "wall_time_s": 1.0, "feedback": "pair_accuracy",
+                    "responses_scored": 100, "wall_time_s": 1.0, "feedback": "pair_accuracy",
                     "steps": [{"iteration": 0, "global_step": 1, "arms": [0, 1], "domains": list(DOMAINS)}]})
     return out
 

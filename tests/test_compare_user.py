@@ -53,7 +53,7 @@ def test_user_compare_end_to_end_and_rerun_skips(setup, capsys):
         a = e["accuracy"]["average"]
         assert 0.0 <= a["ci_low"] <= a["mean"] <= a["ci_high"] <= 1.0
         assert a["n"] == 2 * 6  # seeds x test prompts, pooled
-        assert e["rm_calls"] > 0
+        assert e["responses_scored"] > 0
         assert ("vs_laser" in e) == (m != "laser")
     files = {m: [out / "runs" / "user" / m.replace(":", "_") / f"seed{s}" / "result.json" for s in (0, 1)]
              for m in cmp["methods"]}

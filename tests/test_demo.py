@@ -22,8 +22,8 @@ def test_quick_demo_writes_complete_results(tmp_path, monkeypatch, capsys):
     for m, e in res["methods"].items():
         assert set(e["accuracy"]) == domains | {"average"}
         assert all(0.0 <= v <= 1.0 for v in e["accuracy"].values()), m
-        assert e["rm_calls"] > 0 and e["wall_time_s"] > 0
-    calls = {m: e["rm_calls"] for m, e in res["methods"].items()}
+        assert e["responses_scored"] > 0 and e["wall_time_s"] > 0
+    calls = {m: e["responses_scored"] for m, e in res["methods"].items()}
     assert calls["score_ensemble"] == calls["agreement_ensemble"] == len(names) * calls["laser"]
     assert set(res["selection"]) == domains
     for row in res["selection"].values():
@@ -36,7 +36,7 @@ def test_aggregate_reports_mean_and_std_over_seeds():
     """Two seeds with averages 0.2 and 0.4: mean 0.3, population std 0.1."""
     def run(a):
         acc = {"arith": a, "average": a}
-        return {"sft": acc, "methods": {"laser": {"accuracy": acc, "rm_calls": 10, "wall_time_s": 1.0}},
+        return {"sft": acc, "methods": {"laser": {"accuracy": acc, "responses_scored": 10, "wall_time_s": 1.0}},
                 "selection": {"laser": {"arith": {"x": 1.0}}}}
     res = aggregate([run(0.2), run(0.4)], ["x"], [0, 1])
     assert abs(res["methods"]["laser"]["accuracy"]["average"] - 0.3) < 1e-12

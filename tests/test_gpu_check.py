@@ -69,7 +69,7 @@ def check_step_cost(res: dict, methods: list[str]) -> None:
         assert set(m["phases"]) == {"context", "sample", "score", "update", "other"}
         assert m["step_s"] == pytest.approx(sum(m["phases"].values()), abs=1e-3)  # one measured step
         # 4 prompts x 4 samples = 16 responses a step, scored by one RM or by all 4
-        assert m["rm_calls_per_step"] == 16 * (1 if name.startswith("linucb") else 4)
+        assert m["responses_scored_per_step"] == 16 * (1 if name.startswith("linucb") else 4)
     assert set(res["ratios"]) == set(methods) - {"linucb", "linucb/offload"}
 
 

@@ -12,7 +12,7 @@ from laser.rewards.base import CallableRM, RewardModelError
 from laser.rewards.rules import LengthRM, RegexRM
 from laser.tasks.base import Example
 from laser.training.loop import NonFiniteError, Trainer
-from laser.training.scoring import AllRewardModelsDown
+from laser.routing.pool import AllRewardModelsDown
 
 EXAMPLES = [Example(id=f"p{i}", prompt=f"{i}+{i}=") for i in range(8)]
 
@@ -42,7 +42,7 @@ def test_loss_goes_down_and_records_are_complete(tmp_path):
     log = read_log(tmp_path)
     assert summary["global_step"] == len(log) == 10
     keys = {"iteration", "step", "arm", "arm_name", "ucb", "reward", "raw_reward", "loss", "dpo", "nll",
-            "n_pairs", "rm_calls", "time", "prompt_ids", "prompt_arms"}
+            "n_pairs", "responses_scored", "time", "prompt_ids", "prompt_arms"}
     assert keys <= set(log[0])
     assert [r["iteration"] for r in log] == list(range(10))
     assert all(r["arm_name"] == "ones" for r in log)
@@ -50,14 +50,14 @@ def test_loss_goes_down_and_records_are_complete(tmp_path):
     assert all(r["dpo"] == pytest.approx(np.log(2), abs=1e-6) for r in log)
     assert np.mean([r["loss"] for r in log[-3:]]) < log[0]["loss"] - 0.3
     assert np.mean([r["score_mean"] for r in log[-3:]]) > 3 * log[0]["score_mean"]
-    assert log[-1]["rm_calls"] == [10 * 8 * 8, 0]  # one call per response scored, only the fixed RM
+    assert log[-1]["responses_scored"] == [10 * 8 * 8, 0]  # one call per response scored, only the fixed RM
 
 
 def test_score_ensemble_costs_k_times_the_calls(tmp_path):
     a = Trainer(make_cfg(tmp_path / "a", "linucb"), make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
     b = Trainer(make_cfg(tmp_path / "b", "score_ensemble"), make_tiny_policy(), rms(), EXAMPLES,
                 show_progress=False).run()
-    assert sum(b["rm_calls"]) == 2 * sum(a["rm_calls"]) == 2 * (2 * 8 * 6)
+    assert sum(b["responses_scored"]) == 2 * sum(a["responses_scored"]) == 2 * (2 * 8 * 6)
 
 
 def test_linucb_logs_decision_time_ucb_and_rewards_in_unit_interval(tmp_path):
@@ -203,18 +203,19 @@ def test_pair_accuracy_feedback_uses_gold_answers(tmp_path, monkeypatch):
         resolve_feedback("pair_accuracy", EXAMPLES)
     tr = Trainer(make_cfg(tmp_path, selector="fixed"), make_tiny_policy(), rms(), labelled, show_progress=False)
     seen = []
-    import laser.training.loop as loop_module
+    import laser.routing.router as router_module
 
-    real = loop_module.correctness_terms
+    real = router_module.correctness
 
-    def spy(kind, shard, samples, pairs, dist):
-        out = real(kind, shard, samples, pairs, dist)
-        diffs = [is_correct("gsm8k", samples.texts[c], ex.answer) - is_correct("gsm8k", samples.texts[r], ex.answer)
-                 for ex, ps in zip(shard, pairs) for c, r in ps]
-        seen.append((out["pair_accuracy"], float(np.mean(diffs)) if diffs else float("nan")))
+    def spy(batch, reference, coll=None):
+        out = real(batch, reference, coll)
+        texts = batch.texts
+        diffs = [is_correct("gsm8k", texts[c], gold) - is_correct("gsm8k", texts[r], gold)
+                 for gold, ps in zip(batch.answers, batch.pairs) for c, r in ps]
+        seen.append((out.mean, float(np.mean(diffs)) if diffs else float("nan")))
         return out
 
-    monkeypatch.setattr(loop_module, "correctness_terms", spy)
+    monkeypatch.setattr(router_module, "correctness", spy)
     tr.run()
     log = read_log(tmp_path)
     assert all(r["feedback"] == "pair_accuracy" for r in log)
@@ -277,29 +278,30 @@ def test_label_free_and_mixed_feedback_check_pairs_against_majority_or_gold(tmp_
     from collections import Counter
 
     from laser.tasks.extract import extract_answer, is_correct
-    import laser.training.loop as loop_module
+    import laser.routing.router as router_module
 
     examples = [Example(id=f"p{i}", prompt=f"{i}+0=", answer=str(i) if i % 2 else "", task="gsm8k") for i in range(8)]
     tr = Trainer(make_cfg(tmp_path, selector="fixed", feedback=feedback), make_tiny_policy(), rms(), examples,
                  show_progress=False)
-    seen, real = [], loop_module.correctness_terms
+    seen, real = [], router_module.correctness
 
-    def spy(kind, shard, samples, pairs, dist):
-        out = real(kind, shard, samples, pairs, dist)
-        n, diffs = len(samples.texts) // len(shard), []
-        for i, (ex, ps) in enumerate(zip(shard, pairs)):
-            answers = [a for a in (extract_answer("gsm8k", t) for t in samples.texts[i * n:(i + 1) * n]) if a]
+    def spy(batch, reference, coll=None):
+        out = real(batch, reference, coll)
+        texts = batch.texts
+        n, diffs = len(texts) // len(batch.prompts), []
+        for i, (gold, ps) in enumerate(zip(batch.answers, batch.pairs)):
+            answers = [a for a in (extract_answer("gsm8k", t) for t in texts[i * n:(i + 1) * n]) if a]
             counts = Counter(answers)
             top = max(counts.values()) if counts else 0
             majority = next((a for a in answers if counts[a] == top), None)
-            ref = ex.answer if (feedback == "mixed_pair_accuracy" and ex.answer) else majority
+            ref = gold if (feedback == "mixed_pair_accuracy" and gold) else majority
             for c, r in ps:
                 diffs.append(0.0 if ref is None else
-                             float(is_correct("gsm8k", samples.texts[c], ref)) - float(is_correct("gsm8k", samples.texts[r], ref)))
-        seen.append((out[kind], float(np.mean(diffs)) if diffs else float("nan")))
+                             float(is_correct("gsm8k", texts[c], ref)) - float(is_correct("gsm8k", texts[r], ref)))
+        seen.append((out.mean, float(np.mean(diffs)) if diffs else float("nan")))
         return out
 
-    monkeypatch.setattr(loop_module, "correctness_terms", spy)
+    monkeypatch.setattr(router_module, "correctness", spy)
     tr.run()
     log = read_log(tmp_path)
     assert len(seen) == len(log) and all(r["feedback"] == feedback for r in log)
@@ -321,7 +323,7 @@ def test_mmlu_reply_naming_the_option_text_counts_for_the_verifier_and_feedback(
     """A reply that names only the option's text ('Paris') is read as that option's letter when the
     prompt lists its options, in the verifier RM and in the pair-correctness feedback."""
     from laser.rewards.rules import VerifierRM
-    from laser.training.feedback import majority_answer, pair_correctness
+    from laser.routing.feedback import majority_answer, pair_correctness
     from laser.tasks.choice import parse_options
 
     prompt = "Capital of France?\nA. Rome\nB. Paris\nC. Madrid\nD. Berlin\nAnswer:"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from laser.training.losses import dpo_loss, laser_loss, nll_loss
-from laser.training.pairs import build_pairs, ensemble_scores, majority_agrees, standardize
+from laser.routing.pairs import build_pairs, ensemble_scores, majority_agrees, standardize
 
 
 def t(*v):

@@ -24,7 +24,7 @@ from laser.rewards.hf import HFClassifierRM  # noqa: E402
 from laser.rewards.implicit import ImplicitDPORM  # noqa: E402
 from laser.rewards.judge import YesNoJudgeRM  # noqa: E402
 from laser.rewards.placement import Placement, compute_device  # noqa: E402
-from laser.training.scoring import RewardPool  # noqa: E402
+from laser.routing.pool import RewardPool  # noqa: E402
 
 PROMPTS = ["1+2=", "7*3=", "Name a colour:", "9-4="]
 RESPONSES = ["3", "21 is it", "Blue", "5, because 9-4=5"]
@@ -174,7 +174,7 @@ def test_the_loop_masks_an_rm_whose_move_fails_and_goes_on(tok, tmp_path):
     assert any("'judge' failed and is masked" in e and "CUDA out of memory" in e for e in records[0]["events"])
     # 2 prompts x 3 samples = 6 responses a step; at step 1 cls scores them, judge fails, the loop
     # decides again without judge and cls scores them again: 6 + 6 + 6 (step 2) = 18
-    assert summary["rm_calls"][0] == 18
+    assert summary["responses_scored"][0] == 18
 
 
 @pytest.mark.parametrize("spec, expected", [

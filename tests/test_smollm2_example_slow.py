@@ -33,7 +33,7 @@ def test_smollm2_gsm8k_example_trains_and_evaluates(tmp_path):
     log = [json.loads(line) for line in open(out / "log.jsonl")]
     assert len(log) == 4 and [r["global_step"] for r in log] == [1, 2, 3, 4]
     assert all(r["arm_name"] in ("verifier", "judge", "long") and len(r["ucb"]) == 3 for r in log)
-    assert log[-1]["rm_calls_total"] == 4 * 2 * 4  # 4 steps x 2 prompts x 4 samples, one RM each
+    assert log[-1]["responses_scored_total"] == 4 * 2 * 4  # 4 steps x 2 prompts x 4 samples, one RM each
     assert (out / "final" / "adapter_config.json").exists()
     ev = subprocess.run([sys.executable, "-m", "laser.cli.main", "eval", "--model", str(out / "final"),
                          "--task", "gsm8k", "--data", str(GSM8K), "--split", "test", "--limit", "4",

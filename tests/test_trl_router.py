@@ -20,7 +20,7 @@ from laser.integrations.context import HashedNgramEmbedder, completion_text, pro
 from laser.integrations.outcome import group_pair_values, pooled, ranked_pairs  # noqa: E402
 from laser.integrations.trl import RMRouter  # noqa: E402
 from laser.rewards.base import RewardModelError  # noqa: E402
-from laser.training.feedback import majority_answer, pair_correctness  # noqa: E402
+from laser.routing.feedback import majority_answer, pair_correctness  # noqa: E402
 
 TEXTS = ["The answer is 3", "The answer is 5", "The answer is 3", "no idea"]  # correct vs gold 3: 1 0 1 0
 

@@ -88,7 +88,7 @@ class OnlineEnsemble:
 
         Args:
             z: ``(K, N)`` per-RM standardised scores (e.g.
-                :func:`laser.training.pairs.standardize`); NaN = not scored by that RM.
+                :func:`laser.routing.pairs.standardize`); NaN = not scored by that RM.
 
         Returns:
             float64 ``(N,)``.

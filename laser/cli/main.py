@@ -75,7 +75,7 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from laser.build import build
-    from laser.training.checkpoint import find_latest
+    from laser.routing.checkpoint import find_latest
 
     cfg, examples = load_run(args.config, args.overrides)
     existing, _ = find_latest(Path(cfg.output_dir) / "checkpoints")
@@ -84,7 +84,7 @@ def cmd_train(args) -> int:
               "it or set output_dir to a new folder", file=sys.stderr)
         return 2
     if existing is not None:  # a checkpoint of another set-up is refused before anything loads
-        from laser.training.state import check_resume_config
+        from laser.training.checkpoint import check_resume_config
 
         problems = check_resume_config(existing, cfg)
         if problems:
@@ -123,10 +123,10 @@ def cmd_eval(args) -> int:
 
 def cmd_bon(args) -> int:
     from laser.bon import format_bon, run_bon
-    from laser.build import build
+    from laser.build import build_rms, context_fn_for, load_policy
 
     cfg, examples = load_run(args.config, args.overrides)
-    print(format_bon(run_bon(build(cfg, examples, train=False))))
+    print(format_bon(run_bon(cfg, load_policy(cfg), build_rms(cfg, examples), examples, context_fn_for(cfg))))
     return 0
 
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # the after-load check (model shapes) of laser.training.state
+    except RuntimeError as exc:  # the after-load check (model shapes) of laser.training.checkpoint
         if exc.__class__.__name__ in ("ResumeError", "AllRewardModelsDown"):
             print(f"error: {exc}", file=sys.stderr)
             return 2

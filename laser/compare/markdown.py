@@ -101,8 +101,8 @@ def render(res: dict) -> str:
     lines += paired_table(res["methods"], res["tests"])
     lines += headroom_table(res)
     lines += ["## Cost", ""]
-    lines += _table(["method", "bandit feedback", "RM scoring calls", "training wall time s (mean +- std)"],
-                    [[m, str(e.get("feedback") or ""), f"{e['rm_calls']:.0f}",
+    lines += _table(["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
+                    [[m, str(e.get("feedback") or ""), f"{e['responses_scored']:.0f}",
                       f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}"]
                      for m, e in res["methods"].items()])
     lines += ["![training time](training_time.png)", ""]

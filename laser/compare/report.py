@@ -76,7 +76,7 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
            "step_cost": load_step_cost(getattr(cfg, "step_cost", None))}
     for m, runs in main.items():
         entry = {"accuracy": A.method_summary(runs, domains, cfg.n_boot), "accuracy_curve": A.accuracy_curve(runs),
-                 "rm_calls": float(np.mean([r["rm_calls"] for r in runs])),
+                 "responses_scored": float(np.mean([r["responses_scored"] for r in runs])),
                  "wall_time_s": float(np.mean([r["wall_time_s"] for r in runs])),
                  "wall_time_std": float(np.std([r["wall_time_s"] for r in runs])),
                  "feedback": runs[0].get("feedback")}
@@ -139,13 +139,13 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
 def format_table(res: dict) -> str:
     """The terminal table: accuracy per domain (mean +- std over seeds), average with its 95% CI,
     the paired difference to LASeR with its p-value (the test is named below the table), the
-    headroom share when ``random`` and ``oracle`` ran, RM calls and wall time."""
+    headroom share when ``random`` and ``oracle`` ran, responses scored and wall time."""
     doms = res["domains"]
     rows = [("sft", res["sft"]), *res["methods"].items()]
     with_head = any("headroom" in e for _, e in rows)
     head = (f"{'method':<24}" + "".join(f"{d:>13}" for d in doms) + f"{'average [95% CI]':>24}"
             + f"{'laser - m [95% CI]':>24}{'p':>9}" + (f"{'headroom % [CI]':>18}" if with_head else "")
-            + f"{'RM calls':>10}{'time s':>8}")
+            + f"{'responses':>10}{'time s':>8}")
     lines = [f"seeds: {res['seeds']}  (accuracy %, mean +- std over seeds)", head, "-" * len(head)]
     notes: list[str] = []
 
@@ -164,7 +164,7 @@ def format_table(res: dict) -> str:
                 if f"* {v['p_note']}" not in notes:
                     notes.append(f"* {v['p_note']}")
         hr = f"{_share_cell(e.get('headroom')):>18}" if with_head else ""
-        calls = f"{e['rm_calls']:.0f}" if "rm_calls" in e else ""
+        calls = f"{e['responses_scored']:.0f}" if "responses_scored" in e else ""
         t = f"{e['wall_time_s']:.1f}" if "wall_time_s" in e else ""
         return f"{name:<24}{cells}{avg:>24}{vs:>24}{p:>9}{hr}{calls:>10}{t:>8}"
 

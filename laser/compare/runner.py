@@ -261,8 +261,8 @@ def _read_log(path: Path, domain_of: dict[str, str]) -> dict:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = [{"global_step": r["global_step"], "iteration": r["iteration"], "arms": r["prompt_arms"],
               "domains": [domain_of[p] for p in r["prompt_ids"]], "weights": r.get("weights")} for r in records]
-    calls = records[-1]["rm_calls"]
-    return {"steps": steps, "rm_calls_per_rm": calls, "rm_calls": int(sum(calls)),
+    calls = records[-1]["responses_scored"]
+    return {"steps": steps, "responses_scored_per_rm": calls, "responses_scored": int(sum(calls)),
             "feedback": records[-1].get("feedback")}
 
 

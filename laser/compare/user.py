@@ -155,8 +155,8 @@ def run_user_job(cfg, method: str, seed: int, test: list, runs: Path) -> dict:
     log = [json.loads(x) for x in (job / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
     result = {"method": method, "seed": seed, "wall_time_s": wall, "accuracy": ev["accuracy"],
               "correct": [int(c) for c in ev["correct"]], "ids": [e.id for e in test],
-              "domains": [e.group for e in test], "rm_calls_per_rm": summary["rm_calls"],
-              "rm_calls": int(sum(summary["rm_calls"])), "feedback": log[-1].get("feedback") if log else None,
+              "domains": [e.group for e in test], "responses_scored_per_rm": summary["responses_scored"],
+              "responses_scored": int(sum(summary["responses_scored"])), "feedback": log[-1].get("feedback") if log else None,
               "steps": [{"global_step": r["global_step"], "iteration": r["iteration"], "arms": r["prompt_arms"],
                          "domains": [group.get(i, "?") for i in r["prompt_ids"]]} for r in log]}
     (job / "result.json").write_text(json.dumps(result))
@@ -214,7 +214,7 @@ def run_user_compare(cfg) -> dict:
     for m, rs in jobs.items():
         e = {"accuracy": A.method_summary(rs, domains, cfg.n_boot),
              "per_seed": {str(r["seed"]): r["accuracy"]["average"] for r in rs},
-             "rm_calls": float(np.mean([r["rm_calls"] for r in rs])),
+             "responses_scored": float(np.mean([r["responses_scored"] for r in rs])),
              "wall_time_s": float(np.mean([r["wall_time_s"] for r in rs])),
              "wall_time_std": float(np.std([r["wall_time_s"] for r in rs])), "feedback": rs[0].get("feedback")}
         if m != "laser" and "laser" in jobs:
@@ -254,8 +254,8 @@ def render_user(res: dict) -> str:
     lines += paired_table(res["methods"], res["tests"])
     lines += headroom_table(res)
     lines += ["## Cost", ""]
-    lines += _table(["method", "bandit feedback", "RM scoring calls", "training wall time s (mean +- std)"],
-                    [[m, str(e.get("feedback") or ""), f"{e['rm_calls']:.0f}",
+    lines += _table(["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
+                    [[m, str(e.get("feedback") or ""), f"{e['responses_scored']:.0f}",
                       f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}"] for m, e in res["methods"].items()])
     if res["selection"]:
         lines += ["## Which RM each selecting method used", "",

@@ -28,7 +28,7 @@ from laser.integrations.dist import Collectives
 from laser.integrations.outcome import OUTCOME_KEYS, group_pair_values, pooled
 from laser.rewards.base import RewardModelError, check_scores
 from laser.tasks.extract import TASK_FORMATS
-from laser.training.feedback import FEEDBACKS
+from laser.routing.feedback import FEEDBACKS
 
 log = logging.getLogger(__name__)
 GRANULARITIES = ("round", "prompt")

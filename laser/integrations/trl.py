@@ -78,7 +78,7 @@ class RMRouter(RouterCore, TrainerCallback):
             ``"encoder"`` (sentence encoder), or an object with ``embed(texts)`` and ``dim``.
         context_dim: dimension of the hashed n-gram context.
         feedback: ``"pair_accuracy"`` (gold answers), ``"majority_pair_accuracy"`` (label-free)
-            or ``"mixed_pair_accuracy"`` (gold where given), from ``laser.training.feedback.FEEDBACKS``.
+            or ``"mixed_pair_accuracy"`` (gold where given), from ``laser.routing.feedback.FEEDBACKS``.
         granularity: ``"round"`` (one RM per round, context = mean prompt embedding) or
             ``"prompt"`` (one RM per prompt group, one update per group).
         answer_column: dataset column holding gold answers.

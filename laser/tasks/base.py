@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,15 @@ class Example:
     answer: str = ""
     task: str = ""
     domain: str = ""
+
+    @cached_property
+    def options(self) -> tuple[str, ...] | None:
+        """A multiple-choice prompt's option texts in order A-D (None for other prompts): a reply
+        that names an option's text is judged by it (``laser.tasks.extract.is_correct``)."""
+        from laser.tasks.choice import parse_options
+
+        found = parse_options(self.prompt)
+        return tuple(found) if found else None
 
     @property
     def group(self) -> str:

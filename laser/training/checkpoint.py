@@ -1,161 +1,173 @@
-"""Atomic, verifiable checkpoints.
+"""Checkpoint files: what a trainer checkpoint holds, written and read back.
 
-A checkpoint is a folder ``ckpt-<global step, 8 digits>`` written as: temporary folder ->
-files, each fsynced -> ``manifest.json`` (sizes and sha256 of every file) written last ->
-rename into place -> fsync of the parent. Resume takes the newest folder whose manifest
-verifies; broken ones are reported and skipped; leftover temporary folders are removed.
-
-A write for a step that already has a checkpoint (the end-of-run save after an in-loop save of
-the same step, or a re-run after resume) first renames the old folder aside to
-``ckpt-<step>.replaced`` and deletes it only after the new folder is in place, so a kill at any
-moment leaves at least one complete checkpoint of that step.
+This module only writes and reads files: what goes in is ``Trainer.state_dict()``, what comes
+out is handed to ``Trainer.load_state_dict()``. Contents: trainable weights (all weights, or
+only the LoRA adapters), the iteration's frozen reference weights, optimizer state, torch RNG
+states, the strategy's and the normaliser's state (flat numpy arrays, no pickle), data position
+and counters, and the resolved config. Saving and loading consume no randomness, so
+checkpointing never changes the run.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
+import logging
 import os
-import shutil
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
-PREFIX, TMP_PREFIX, MANIFEST, ASIDE = "ckpt-", ".tmp-ckpt-", "manifest.json", ".replaced"
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from laser.routing.checkpoint import find_latest, write_checkpoint
+
+log = logging.getLogger("laser")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+REQUIRED_FILES = ("trainable.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt",
+                  "normalizer.npz", "state.json", "config.json")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class ResumeError(RuntimeError):
+    """The checkpoint does not belong to this run's set-up (other RMs, other model shape)."""
 
 
-def _step_of(folder: Path) -> int | None:
-    """The global step in a checkpoint folder's name, None for a name that is not one."""
-    digits = folder.name[len(PREFIX):len(PREFIX) + 8]
-    rest = folder.name[len(PREFIX) + 8:]
-    if not folder.name.startswith(PREFIX) or not digits.isdigit() or rest not in ("", ASIDE):
-        return None
-    return int(digits)
+def model_signature(params: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    return {n: list(p.shape) for n, p in params.items()}
 
 
-def _checkpoints(root: Path) -> list[Path]:
-    """Checkpoint folders, newest first; at equal step the primary folder before its aside copy."""
-    found = [f for f in root.glob(f"{PREFIX}*") if _step_of(f) is not None]
-    return sorted(found, key=lambda f: (_step_of(f), not f.name.endswith(ASIDE)), reverse=True)
+def _tensors(d: dict) -> dict:
+    return {n: t.detach().to("cpu").contiguous() for n, t in d.items()}
 
 
-def write_checkpoint(root: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]],
-                     keep_last: int = 2) -> Path:
-    """Write files atomically into ``root/ckpt-<step>``; returns the final folder.
+def save(root: Path, step: int, sd: dict, keep_last: int) -> Path:
+    """Write a trainer's :meth:`~laser.training.loop.Trainer.state_dict` as checkpoint ``step`` under ``root``."""
+    writers = {
+        "trainable.safetensors": lambda p: save_file(_tensors(sd["trainable"]), str(p)),
+        "reference.safetensors": lambda p: save_file(_tensors(sd["reference"]), str(p)),
+        "optimizer.pt": lambda p: torch.save(sd["optimizer"], p),
+        "rng.pt": lambda p: torch.save(sd["rng"], p),
+        "normalizer.npz": lambda p: _savez(p, sd["normalizer"]),
+        "state.json": lambda p: p.write_text(json.dumps(sd["counters"], indent=1)),
+        "config.json": lambda p: p.write_text(json.dumps(dataclasses.asdict(sd["config"]), indent=1)),
+    }
+    if sd.get("strategy") is not None:
+        writers["selector.npz"] = lambda p: _savez(p, sd["strategy"])
+    return write_checkpoint(Path(root), step, writers, keep_last)
 
-    Args:
-        root: the run's checkpoint folder.
-        global_step: completed steps; names the folder.
-        writers: file name -> function writing that file at the given path.
-        keep_last: how many checkpoints to keep (older ones are deleted).
+
+def _savez(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object keeps np.savez from appending ".npz"
+        np.savez(f, **arrays)
+
+
+def _loadz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load(folder: Path) -> dict:
+    """Read a checkpoint folder back into the shape of ``Trainer.state_dict()`` (config as a dict)."""
+    folder = Path(folder)
+    selector = folder / "selector.npz"
+    return {
+        "trainable": load_file(str(folder / "trainable.safetensors")),
+        "reference": load_file(str(folder / "reference.safetensors")),
+        "optimizer": torch.load(folder / "optimizer.pt", weights_only=True),
+        "rng": torch.load(folder / "rng.pt", weights_only=True),
+        "normalizer": _loadz(folder / "normalizer.npz"),
+        "strategy": _loadz(selector) if selector.exists() else None,
+        "counters": json.loads((folder / "state.json").read_text()),
+        "config": json.loads((folder / "config.json").read_text()),
+    }
+
+
+def load_latest(root: Path, with_strategy: bool) -> tuple[dict | None, Path | None]:
+    """The newest checkpoint under ``root`` whose manifest verifies, read by :func:`load`; (None, None) if none."""
+    required = REQUIRED_FILES + (("selector.npz",) if with_strategy else ())
+    folder, skipped = find_latest(Path(root), required)
+    for bad, reason in skipped:
+        log.warning("skipping broken checkpoint %s: %s", bad, reason)
+    return (None, None) if folder is None else (load(folder), folder)
+
+
+def check_compatible(state: dict, rm_names: list[str], strategy: str, params: dict, out: Path) -> None:
+    """Refuse to resume into a different set of RMs, selector or model shape.
+
+    Raises:
+        ResumeError: naming every difference.
+    """
+    problems = []
+    if state["rm_names"] != rm_names:
+        problems.append(f"reward models {state['rm_names']} in the checkpoint, {rm_names} configured")
+    if state.get("selector") != strategy:
+        problems.append(f"selector {state.get('selector')!r} in the checkpoint, {strategy!r} configured")
+    sig = model_signature(params)
+    if state["model_signature"] != sig:
+        diff = [n for n in set(sig) | set(state["model_signature"])
+                if sig.get(n) != state["model_signature"].get(n)][:3]
+        problems.append(f"model shape differs from the checkpoint's (e.g. {', '.join(sorted(diff))})")
+    if problems:
+        raise ResumeError(f"cannot resume from {Path(out) / 'checkpoints'}: " + "; ".join(problems))
+
+
+def check_resume_config(folder: str | Path, cfg) -> list[str]:
+    """Problems resuming run config ``cfg`` from checkpoint ``folder``, found without loading a model.
+
+    Compares what the checkpoint was trained with (its ``state.json`` and ``config.json``) with
+    the configured reward models (``rewards``, by name and order), ``selector.name``,
+    ``policy.model`` and ``policy.lora``. The model's parameter shapes are compared again after
+    it loads (:func:`check_compatible`).
 
     Returns:
-        The checkpoint folder, complete and fsynced.
+        ``dotted.key: message`` lines, empty when the run may resume.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{global_step:08d}"
-    tmp = root / f"{TMP_PREFIX}{global_step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    files = {}
-    for name, write in writers.items():
-        write(tmp / name)
-        _fsync(tmp / name)
-        files[name] = {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-    (tmp / MANIFEST).write_text(json.dumps({"global_step": global_step, "files": files}, indent=1))
-    _fsync(tmp / MANIFEST)
-    _fsync(tmp)
-    aside = final.with_name(final.name + ASIDE)
-    if final.exists():  # keep the old copy until the new one is in place (a kill may come between)
-        shutil.rmtree(aside, ignore_errors=True)
-        os.rename(final, aside)
-    os.rename(tmp, final)
-    _fsync(root)
-    shutil.rmtree(aside, ignore_errors=True)
-    prune(root, keep_last)
-    return final
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    saved = json.loads((folder / "config.json").read_text())
+    names = [spec.get("name") for spec in cfg.rewards if isinstance(spec, dict)]
+    problems = []
+    if state["rm_names"] != names:
+        problems.append(f"rewards: the checkpoint {folder} was trained with reward models {state['rm_names']}, "
+                        f"the config lists {names}")
+    if state.get("selector") != cfg.selector.name:
+        problems.append(f"selector.name: the checkpoint {folder} was trained with {state.get('selector')!r}, "
+                        f"the config says {cfg.selector.name!r}")
+    policy = saved.get("policy", {})
+    if policy.get("model") != cfg.policy.model:
+        problems.append(f"policy.model: the checkpoint {folder} was trained from {policy.get('model')!r}, "
+                        f"the config says {cfg.policy.model!r}")
+    if policy.get("lora") != dataclasses.asdict(cfg.policy.lora):
+        problems.append(f"policy.lora: differs from the checkpoint {folder}'s ({policy.get('lora')})")
+    return problems
 
 
-def verify(folder: Path, required: Iterable[str] = ()) -> str | None:
-    """None when ``folder`` is a complete checkpoint, else the reason it is not.
+def truncate_log(path: Path, global_step: int) -> None:
+    """Drop log records of steps after the checkpoint (they will be run again).
 
-    Args:
-        folder: a checkpoint folder.
-        required: file names the manifest must list (e.g. the trainer's state files).
+    A last line cut short by a kill is dropped too; the file is replaced atomically so a kill
+    during the rewrite leaves either the old or the new log.
     """
-    manifest = Path(folder) / MANIFEST
-    try:
-        meta = json.loads(manifest.read_text())
-        files = meta["files"]
-        if not isinstance(files, dict) or not files:
-            raise ValueError("no files listed")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"manifest unreadable ({exc.__class__.__name__}: {exc})"
-    step = _step_of(Path(folder))
-    if step is not None and meta.get("global_step") != step:
-        return f"manifest is for step {meta.get('global_step')}, folder for step {step}"
-    missing = sorted(set(required) - set(files))
-    if missing:
-        return f"manifest lacks {', '.join(missing)}"
-    for name, info in files.items():
-        path = Path(folder) / name
-        if not path.is_file():
-            return f"{name} missing"
-        if path.stat().st_size != info["size"]:
-            return f"{name} has {path.stat().st_size} bytes, manifest says {info['size']}"
-        if _sha256(path) != info["sha256"]:
-            return f"{name} sha256 mismatch"
-    return None
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:  # the write of the last record was interrupted
+                break
+            raise ValueError(f"{path}:{i + 1}: log record is not valid JSON") from None
+        if record["global_step"] <= global_step:
+            keep.append(line)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
-def find_latest(root: str | Path, required: Iterable[str] = ()) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """The newest verified checkpoint under ``root`` and the broken ones skipped on the way.
-
-    Leftover temporary folders (a write interrupted before its rename) are removed.
-
-    Args:
-        root: the run's checkpoint folder.
-        required: file names a usable checkpoint's manifest must list.
-
-    Returns:
-        ``(folder or None, [(broken folder, reason), ...])``.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return None, []
-    for tmp in root.glob(f"{TMP_PREFIX}*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    skipped = []
-    for folder in _checkpoints(root):
-        reason = verify(folder, required)
-        if reason is None:
-            return folder, skipped
-        skipped.append((folder, reason))
-    return None, skipped
-
-
-def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints, and aside copies older than those kept."""
-    primary = [f for f in _checkpoints(Path(root)) if not f.name.endswith(ASIDE)]
-    for old in primary[keep_last:]:
-        shutil.rmtree(old, ignore_errors=True)
-    newest = _step_of(primary[0]) if primary else None
-    for aside in Path(root).glob(f"{PREFIX}*{ASIDE}"):
-        if newest is not None and _step_of(aside) is not None and _step_of(aside) <= newest:
-            shutil.rmtree(aside, ignore_errors=True)
+_truncate_log = truncate_log  # the name the reliability suite imports

@@ -1,14 +1,16 @@
-"""The few collective operations the loop needs, as no-ops on one process.
+"""The routing core's :class:`~laser.routing.collectives.Collectives` over Accelerate's processes.
 
-Every rank holds a shard of the step's prompts; these helpers gather per-prompt rows in rank
-order, sum scalars, and broadcast the main process's decision. With one process they return
-their input unchanged, so single-process runs never touch torch.distributed.
+Every rank holds a shard of the step's prompts; these gather objects and rows in rank order, sum
+scalars, and broadcast the main process's decision. With one process they return their input
+unchanged, so single-process runs never touch torch.distributed.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from laser.routing.collectives import gather_rows
 
 
 class Dist:
@@ -18,8 +20,10 @@ class Dist:
         self.acc = accelerator
 
     @property
-    def n(self) -> int:
+    def world(self) -> int:
         return self.acc.num_processes
+
+    n = world  # the policy update's name for it
 
     @property
     def rank(self) -> int:
@@ -29,9 +33,9 @@ class Dist:
     def is_main(self) -> bool:
         return self.acc.is_main_process
 
-    def gather_objects(self, obj) -> list:
+    def all_gather(self, obj) -> list:
         """One object per process, in rank order."""
-        if self.n == 1:
+        if self.world == 1:
             return [obj]
         from accelerate.utils import gather_object
 
@@ -39,18 +43,11 @@ class Dist:
 
     def gather_rows(self, rows: np.ndarray) -> np.ndarray:
         """Concatenate every process's rows (axis 0) in rank order."""
-        return rows if self.n == 1 else np.concatenate(self.gather_objects(rows), axis=0)
-
-    def my_slice(self, values: list, local_size: int) -> list:
-        """This process's part of a whole-batch list ordered by rank (as :meth:`gather_rows` makes it)."""
-        if self.n == 1:
-            return values
-        start = sum(self.gather_objects(local_size)[: self.rank])
-        return values[start:start + local_size]
+        return gather_rows(self, rows)
 
     def broadcast(self, obj):
         """The main process's ``obj`` on every process."""
-        if self.n == 1:
+        if self.world == 1:
             return obj
         from accelerate.utils import broadcast_object_list
 
@@ -60,7 +57,7 @@ class Dist:
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums over processes (float64)."""
-        if self.n == 1:
+        if self.world == 1:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
         return self.acc.reduce(t, reduction="sum").tolist()

@@ -4,11 +4,13 @@ Per step (one mini-batch of prompts), one :class:`~laser.training.step.Step` tra
     context -> strategy.decide -> sample -> strategy.score (via the reward pool) -> pairs
     -> DPO + NLL update -> feedback -> strategy.learn -> log record -> checkpoint
 
-What differs between LASeR, its per-prompt variant and the ensembles lives in the strategy
-(:mod:`laser.training.strategies`); the policy update lives in :mod:`laser.training.update`.
+Selection (decide, score through the reward pool, pairs, feedback, learn) is the routing core's
+:class:`~laser.routing.Router`; what differs between LASeR, its per-prompt variant and the
+ensembles lives in its strategy (:mod:`laser.routing.strategies`). The Trainer owns the policy:
+contexts, sampling, the update (:mod:`laser.training.update`), checkpoint files and the log.
 Under several processes (Accelerate) each process takes a shard of every batch; contexts are
-gathered, the decision is made once on the main process and broadcast, and every process keeps
-an identical copy of the strategy's state.
+gathered, every process computes the decision on its identical copy of the strategy and process
+0's is checked and applied.
 """
 
 from __future__ import annotations
@@ -20,16 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from laser.rewards.base import RewardModelError
-from laser.training import state as checkpoint
+from laser.routing import FEEDBACKS, RewardPool, Router, make_strategy, resolve_feedback
+from laser.training import checkpoint
 from laser.training.dist import Dist
-from laser.training.feedback import FEEDBACKS, resolve_feedback  # noqa: F401 (resolve_feedback re-exported)
-from laser.training.outcomes import KINDS, correctness_terms
-from laser.training.pairs import build_pairs
-from laser.training.records import finite_or_none, json_default
-from laser.training.scoring import RewardPool
+from laser.training.records import finite_or_none, json_default, step_seed as _seed
 from laser.training.step import Step
-from laser.training.strategies import make_strategy
 from laser.training.trackers import Trackers, tracker_names
 from laser.training.update import PolicyUpdate
 
@@ -38,10 +35,6 @@ log = logging.getLogger("laser")
 
 class NonFiniteError(FloatingPointError):
     """A loss, gradient norm or bandit reward was NaN or infinite."""
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
 
 
 class Trainer:
@@ -57,12 +50,11 @@ class Trainer:
             (e.g. a sentence encoder).
         show_progress: draw a tqdm bar on the main process.
         selector: an already-built selector (e.g. a fitted classifier) instead of ``cfg.selector``.
-        strategy: an already-built :class:`~laser.training.strategies.Strategy` (overrides both).
-        train: False for a run without policy updates (best-of-n): no optimizer is built.
+        strategy: an already-built :class:`~laser.routing.strategies.Strategy` (overrides both).
     """
 
     def __init__(self, cfg, policy, rms: list, examples: list, accelerator=None, context_fn=None,
-                 show_progress: bool = True, selector=None, strategy=None, train: bool = True):
+                 show_progress: bool = True, selector=None, strategy=None):
         from accelerate import Accelerator
 
         self.cfg, self.policy, self.examples = cfg, policy, list(examples)
@@ -72,17 +64,15 @@ class Trainer:
         self.dist = Dist(self.acc)
         join_at = {k: int(spec["add_at_step"]) for k, spec in enumerate(cfg.rewards)
                    if isinstance(spec, dict) and spec.get("add_at_step")}
-        self.pool = RewardPool(rms, join_at)
+        pool = RewardPool(rms, join_at)
         self.out = Path(cfg.output_dir)
         self.context_fn, self.show_progress = context_fn, show_progress
-        self.strategy = strategy or make_strategy(cfg, self.pool.names, self._context_dim, selector)
         self.feedback = resolve_feedback(cfg.train.feedback, self.examples)
-        self.feedback_fn, needs = FEEDBACKS[self.feedback]
-        self.needs_after = "after" in needs
-        self.correctness = [self.feedback] if self.feedback in KINDS else []
-        self.strategy.check(self.feedback, self.acc.num_processes)
-        self.normalizer = self._normalizer()
-        self.update = PolicyUpdate(cfg.train, policy, self.acc) if train else None
+        self.router = Router(strategy or make_strategy(cfg, pool.names, self._context_dim, selector), pool,
+                             self.feedback, normalizer=self._normalizer(), collectives=self.dist,
+                             pairing=cfg.train.pairing, num_pairs=cfg.train.pairs_per_prompt)
+        self.needs_after = "after" in FEEDBACKS[self.feedback].needs
+        self.update = PolicyUpdate(cfg.train, policy, self.acc)
         self.iteration = self.step_in_iter = self.global_step = self.skipped_steps = 0
         self.skipped_prompts = 0
         self.steps_per_iter = len(self._batches(0))
@@ -90,13 +80,25 @@ class Trainer:
 
     # ----- set-up -------------------------------------------------------------------------
     @property
+    def strategy(self):
+        return self.router.strategy
+
+    @property
+    def pool(self) -> RewardPool:
+        return self.router.pool
+
+    @property
+    def normalizer(self):
+        return self.router.normalizer
+
+    @property
     def selector(self):
         """The strategy's learned state (a bandit or the online ensemble's weights), or None."""
         return self.strategy.selector
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
-        return self.update.params if self.update is not None else {}
+        return self.update.params
 
     def _normalizer(self):
         from laser.bandits import QuantileNormalizer
@@ -153,8 +155,9 @@ class Trainer:
         self.save()
         self.export(self.out / "final")
         self.trackers.finish()
-        return {"global_step": self.global_step, "rm_calls": self.pool.calls.tolist(),
-                "skipped_steps": self.skipped_steps, "skipped_prompts": self.skipped_prompts}
+        return {"global_step": self.global_step, "responses_scored": self.pool.responses_scored.tolist(),
+                "score_calls": self.pool.score_calls.tolist(), "skipped_steps": self.skipped_steps,
+                "skipped_prompts": self.skipped_prompts}
 
     def train_step(self, batch: list) -> dict:
         """One step on one mini-batch; returns the step's log record."""
@@ -172,20 +175,20 @@ class Trainer:
         return Step(self.iteration, self.step_in_iter, self.global_step + 1, batch, shard)
 
     def sample_and_score(self, step: Step) -> None:
-        """Context, decision, samples and scores of ``step`` (no training)."""
-        cfg = self.cfg
+        """Context, samples, then the core's decision and scores of ``step`` (no training)."""
+        cfg, route = self.cfg, step.route
         torch.manual_seed(_seed(cfg.seed, self.iteration, self.step_in_iter, 1))  # e.g. LoRA dropout
-        step.contexts = self.dist.gather_rows(self._contexts(step.prompts))  # (B, d) over the whole batch
+        route.contexts = self.dist.gather_rows(self._contexts(step.prompts))  # (B, d) over the whole batch
         step.mark("context")
         step.samples = self.policy.sample(step.prompts, cfg.train.n_samples, cfg.train.temperature, cfg.train.top_p,
                                           cfg.train.max_new_tokens,
                                           seed=_seed(cfg.seed, self.iteration, self.step_in_iter, self.dist.rank))
+        route.add_responses(step.samples.texts, step.samples.prompt_index)
         step.mark("sample")
-        self._decide_and_score(step)
+        self.router.route(route)  # an RM that fails is masked and the batch decided again
         step.mark("score")
-        step.arms_by_rank = self.dist.gather_objects(step.arms)  # equal on every rank: broadcast
+        step.arms_by_rank = self.dist.all_gather(route.arms)  # equal on every rank
 
-    # ----- context, decision and scores ---------------------------------------------------
     def _contexts(self, prompts: list[str]) -> np.ndarray:
         if not self.strategy.needs_context:
             return np.zeros((len(prompts), 1))
@@ -193,48 +196,22 @@ class Trainer:
             return np.asarray(self.context_fn(prompts), dtype=np.float64)
         return self.policy.context(prompts)
 
-    def _decide_and_score(self, step: Step) -> None:
-        """Decide and score; an RM that fails is masked and the decision is made again."""
-        step.events = self.pool.refresh(self.selector, step=step.global_step)
-        while True:
-            step.arms = self.strategy.decide(step, self.dist)
-            step.my_arms = self.dist.my_slice(step.arms, len(step.shard))
-            try:
-                step.scores, step.votes = self.strategy.score(step, self.pool)
-                failure = None
-            except RewardModelError as exc:
-                failure = (exc.arm, exc)
-            failures = [f for f in self.dist.gather_objects(failure) if f is not None]
-            if not failures:
-                return
-            for k, exc in failures:
-                step.events.append(self.pool.mark_down(k, exc, self.selector))
-                log.warning(step.events[-1])
-
     # ----- pairs, update, feedback --------------------------------------------------------
     def _pairs(self, step: Step) -> None:
-        n, P = self.cfg.train.n_samples, self.cfg.train.pairs_per_prompt
-        for i in range(len(step.samples.prompt_ids)):
-            sl = slice(i * n, (i + 1) * n)
-            if not np.isfinite(step.scores[sl]).any():
-                step.skipped_prompts += 1
-            found = build_pairs(step.scores[sl], P, self.cfg.train.pairing,
-                                votes=None if step.votes is None else step.votes[:, sl])
-            step.pairs.append([(i * n + c, i * n + r) for c, r in found])
-        self.skipped_prompts += step.skipped_prompts
+        self.router.pairs(step.route)
+        self.skipped_prompts += step.route.skipped_prompts
 
     def _train(self, step: Step) -> None:
-        """The policy update and the answer-based outcomes the feedback needs."""
-        step.terms = self.update.run(step.samples, step.flat_pairs(), len(step.shard), self.dist,
+        """The policy update, then the typed outcome the feedback reads (answer checks included)."""
+        step.terms = self.update.run(step.samples, step.route.flat_pairs(), len(step.shard), self.dist,
                                      after=self.needs_after)
         if step.terms["nonfinite"]:
             self._nonfinite(step, step.terms["nonfinite"])
-        for kind in self.correctness:
-            step.terms.update(correctness_terms(kind, step.shard, step.samples, step.pairs, self.dist))
+        step.outcome = self.router.outcome(step.route, step.terms)
 
     def _nonfinite(self, step: Step, what: str, arm: str | None = None) -> None:
         where = f"iteration {step.iteration}, step {step.index} (global step {step.global_step})"
-        arm = arm or self.strategy.arm_name(step, self.pool.names)
+        arm = arm or self.strategy.arm_name(step.route, self.pool.names)
         msg = f"{what} at {where}, arm {arm}; last checkpoint kept intact"
         if self.cfg.train.on_nonfinite == "skip" and self.skipped_steps < self.cfg.train.max_skipped_steps:
             self.skipped_steps += 1
@@ -243,63 +220,45 @@ class Trainer:
         raise NonFiniteError(msg)
 
     def _learn(self, step: Step) -> None:
-        """Feedback -> normalised rewards -> the strategy's update (once per step, or per prompt)."""
-        items = self.strategy.outcomes(step, self.dist)
-        self.apply_rewards(step, items, [self.feedback_fn(o) if o is not None else None for _, _, o in items])
-
-    def apply_rewards(self, step: Step, items: list, raw: list[float | None]) -> None:
-        """Check, normalise and hand raw rewards of the strategy's ``items`` to ``strategy.learn``."""
-        rewards = []
-        for (arm, _, _), r in zip(items, raw):
-            if r is not None and not np.isfinite(r):
-                self._nonfinite(step, f"non-finite bandit reward ({r})", self.pool.names[arm])
-                r = None
-            rewards.append(self.normalizer.normalize(r) if r is not None else None)
-        step.raw, step.rewards = raw, (self.strategy.learn(items, rewards) if items else [])
+        """Feedback -> normalised rewards -> the strategy's update (the core's rules)."""
+        self.router.on_nonfinite = lambda arm, value: self._nonfinite(step, f"non-finite bandit reward ({value})", arm)
+        step.raw, step.rewards = self.router.learn(step.route, step.outcome)
 
     # ----- state --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything a resume needs (see :mod:`laser.training.state` for the files)."""
+        """Everything a resume needs, composed from its owners' state dicts (files:
+        :mod:`laser.training.checkpoint`)."""
+        routing = self.router.state_dict()
         return {
-            "trainable": self.update.params, "reference": self.update.ref_state,
-            "optimizer": self.update.optimizer.state_dict(),
+            **self.update.state_dict(),
             "rng": {"cpu": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "normalizer": self.normalizer.state_dict(), "strategy": self.strategy.state_dict(),
+            "normalizer": routing["normalizer"], "strategy": routing["strategy"],
             "counters": {
                 "iteration": self.iteration, "step_in_iter": self.step_in_iter, "global_step": self.global_step,
                 "skipped_steps": self.skipped_steps, "skipped_prompts": self.skipped_prompts,
-                "rm_names": self.pool.names, "rm_calls": self.pool.calls.tolist(), "rm_down": sorted(self.pool.down),
-                "rm_errors": {str(k): v for k, v in self.pool.last_errors.items()},
+                "rm_names": self.pool.names, "pool": routing["pool"], "router": routing["counters"],
                 "model_signature": checkpoint.model_signature(self.update.params), "selector": self.strategy.name},
             "config": self.cfg,
         }
 
     def load_state_dict(self, sd: dict) -> None:
-        """Restore :meth:`state_dict`'s output (as read back by :func:`laser.training.state.load`).
+        """Restore :meth:`state_dict`'s output (as read back by :func:`laser.training.checkpoint.load`).
 
         Raises:
-            laser.training.state.ResumeError: the checkpoint is of another set-up.
+            laser.training.checkpoint.ResumeError: the checkpoint is of another set-up.
         """
         c = sd["counters"]
         checkpoint.check_compatible(c, self.pool.names, self.strategy.name, self.update.params, self.out)
-        with torch.no_grad():
-            for name, t in sd["trainable"].items():
-                self.update.params[name].copy_(t)
-        self.update.ref_state = {n: t.to(self.update.params[n].device) for n, t in sd["reference"].items()}
-        self.update.optimizer.load_state_dict(sd["optimizer"])
+        self.update.load_state_dict(sd)
         torch.set_rng_state(sd["rng"]["cpu"])
         if sd["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
-        self.normalizer.load_state_dict(sd["normalizer"])
-        if sd.get("strategy") is not None:
-            self.strategy.load_state_dict(sd["strategy"])
+        self.router.load_state_dict({"strategy": sd.get("strategy"), "normalizer": sd["normalizer"],
+                                     "pool": c["pool"], "counters": c["router"]})
         self.iteration, self.step_in_iter = c["iteration"], c["step_in_iter"]
         self.global_step, self.skipped_steps, self.skipped_prompts = c["global_step"], c["skipped_steps"], \
             c["skipped_prompts"]
-        self.pool.calls = np.asarray(c["rm_calls"], dtype=np.int64)
-        self.pool.down = set(c["rm_down"])
-        self.pool.last_errors = {int(k): v for k, v in c["rm_errors"].items()}
 
     def save(self) -> Path | None:
         """Write a checkpoint (main process; every process synchronises)."""
@@ -333,21 +292,22 @@ class Trainer:
 
     # ----- logging ------------------------------------------------------------------------
     def _record(self, step: Step) -> dict:
-        t, terms = step.times, step.terms
-        calls = [int(c) for c in self.dist.sum(self.pool.calls.astype(float).tolist())]  # all processes
-        scores = step.scores
+        t, terms, route = step.times, step.terms, step.route
+        scores, pool = route.scores, self.pool  # the pool's counters are summed over processes
+        ref = FEEDBACKS[self.feedback].reference
+        correct = {self.feedback: step.outcome.correct[ref].mean} if ref else {}
         return {
             "iteration": step.iteration, "step": step.index, "global_step": step.global_step,
-            "arm": step.arms[0], "arm_name": self.strategy.arm_name(step, self.pool.names),
-            "prompt_ids": [ex.id for ex in step.batch], "prompt_arms": step.arms, "arms_by_rank": step.arms_by_rank,
-            "ucb": None, **self.strategy.record(step), "reward": step.rewards, "raw_reward": step.raw,
+            "arm": route.arms[0], "arm_name": self.strategy.arm_name(route, pool.names),
+            "prompt_ids": [ex.id for ex in step.batch], "prompt_arms": route.arms, "arms_by_rank": step.arms_by_rank,
+            "ucb": None, **self.strategy.record(route), "reward": step.rewards, "raw_reward": step.raw,
             "loss": terms.get("loss"), "dpo": terms.get("dpo"), "nll": terms.get("nll"),
-            "grad_norm": terms.get("grad_norm"), "loss_after": terms.get("loss_after"),
-            **{kind: terms.get(kind) for kind in KINDS},
+            "grad_norm": terms.get("grad_norm"), "loss_after": terms.get("loss_after"), **correct,
             "feedback": self.feedback, "n_pairs": terms.get("n_pairs"),
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
-            "rm_calls": calls, "rm_calls_total": int(sum(calls)),
-            "skipped_prompts": self.skipped_prompts, "skipped_steps": self.skipped_steps, "events": step.events,
+            "responses_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist(),
+            "responses_scored_total": int(pool.responses_scored.sum()), "score_calls_total": int(pool.score_calls.sum()),
+            "skipped_prompts": self.skipped_prompts, "skipped_steps": self.skipped_steps, "events": route.events,
             "time": {k: round(t[k] - t["start"], 4) for k in ("context", "sample", "score", "update", "end")},
         }
 

@@ -1,8 +1,13 @@
-"""Small helpers of the training loop: per-prompt loss shares and strict-JSON log records."""
+"""Small helpers of the training loop: seeds, per-prompt loss shares and strict-JSON log records."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def step_seed(*parts: int) -> int:
+    """A 32-bit seed drawn from integer parts (seed, iteration, step, rank) by ``SeedSequence``."""
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
 
 
 def per_prompt(pair_losses: np.ndarray, prompt_of: np.ndarray, n_prompts: int) -> np.ndarray:

@@ -46,6 +46,18 @@ class PolicyUpdate:
         self.model, self.optimizer = accelerator.prepare(policy.model, optimizer)
         self.ref_state: dict[str, torch.Tensor] = {}
 
+    def state_dict(self) -> dict:
+        """``trainable`` weights, the frozen ``reference`` and the ``optimizer`` state."""
+        return {"trainable": self.params, "reference": self.ref_state, "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore :meth:`state_dict`'s output (weights copied in place, onto the params' devices)."""
+        with torch.no_grad():
+            for name, t in sd["trainable"].items():
+                self.params[name].copy_(t)
+        self.ref_state = {n: t.to(self.params[n].device) for n, t in sd["reference"].items()}
+        self.optimizer.load_state_dict(sd["optimizer"])
+
     def freeze_reference(self) -> None:
         """The policy as it is now becomes the frozen DPO reference."""
         self.ref_state = {n: p.detach().clone() for n, p in self.params.items()}

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from laser.training import checkpoint, state
+from laser.routing import checkpoint
+from laser.training import checkpoint as trainer_checkpoint
 
 real_write, real_fsync = checkpoint.write_checkpoint, checkpoint._fsync
 
@@ -50,7 +51,7 @@ def paused_fsync(path):
         time.sleep(pause)  # the folder is complete (manifest written), not yet renamed
 
 
-state.write_checkpoint = paused_write
+trainer_checkpoint.write_checkpoint = paused_write
 checkpoint._fsync = paused_fsync
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from laser.cli.main import main
-from laser.training.state import ResumeError, check_resume_config
+from laser.training.checkpoint import ResumeError, check_resume_config
 
 pytestmark = pytest.mark.reliability
 ITEM = "4 bad input"
@@ -195,7 +195,7 @@ def test_resume_refuses_another_setup(trained, other_model, what, figures):
     from laser.cli.main import load_run
     from laser.policy.model import Policy, load_model_and_tokenizer
     from laser.rewards.factory import build_reward_models
-    from laser.training.checkpoint import find_latest
+    from laser.routing.checkpoint import find_latest
     from laser.training.loop import Trainer
 
     root, _ = trained

@@ -24,9 +24,9 @@ import yaml
 from conftest import write_prompts
 
 from laser.cli.main import main
-from laser.training import checkpoint
-from laser.training.checkpoint import find_latest, verify, write_checkpoint
-from laser.training.state import REQUIRED_FILES
+from laser.routing import checkpoint
+from laser.routing.checkpoint import find_latest, verify, write_checkpoint
+from laser.training.checkpoint import REQUIRED_FILES
 
 from ._helpers import checkpoint_hash, independent_verify, read_log
 
@@ -299,7 +299,7 @@ def test_rewriting_a_step_killed_between_the_renames_keeps_a_complete_copy(tmp_p
 
 
 def test_a_log_line_cut_by_a_kill_does_not_block_resume(tmp_path):
-    from laser.training.state import _truncate_log
+    from laser.training.checkpoint import _truncate_log
 
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"global_step": s}) + "\n" for s in (1, 2, 3)) + '{"global_step": 4, "lo')
@@ -315,7 +315,7 @@ def test_a_crash_in_the_first_checkpoint_write_leaves_no_duplicate_log_records(t
     so the log must start over too (each step logged once)."""
     from conftest import make_tiny_policy
 
-    from laser.training import state
+    from laser.training import checkpoint as trainer_checkpoint
     from laser.training.loop import Trainer
 
     from ._helpers import EXAMPLES, make_cfg, rms
@@ -323,7 +323,7 @@ def test_a_crash_in_the_first_checkpoint_write_leaves_no_duplicate_log_records(t
     def dies(*a, **k):
         raise KeyboardInterrupt("killed inside the first checkpoint write")
 
-    monkeypatch.setattr(state, "write_checkpoint", dies)
+    monkeypatch.setattr(trainer_checkpoint, "write_checkpoint", dies)
     with pytest.raises(KeyboardInterrupt):
         Trainer(make_cfg(tmp_path, iterations=1), make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
     assert [r["global_step"] for r in read_log(tmp_path)] == [1]

@@ -5,13 +5,15 @@ checkpoint stays intact and resumable."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_policy
 
 from laser.rewards.base import CallableRM
-from laser.training.checkpoint import find_latest, verify
+from laser.routing.checkpoint import find_latest, verify
 from laser.training.loop import NonFiniteError, Trainer
 
 from ._helpers import (
@@ -37,7 +39,7 @@ class PairSpy(Trainer):
 
     def _pairs(self, step):
         super()._pairs(step)
-        self.seen.append((step.scores.copy(), step.pairs))
+        self.seen.append((step.route.scores.copy(), step.route.pairs))
 
     def train_step(self, batch):
         before = {n: p.detach().clone() for n, p in self.params.items()}
@@ -113,8 +115,8 @@ def inject(tr: Trainer, what: str, steps) -> None:
         p = next(iter(tr.params.values()))
         p.register_hook(lambda g: g * float("inf") if now() in steps else g)
     else:
-        real_fb = tr.feedback_fn
-        tr.feedback_fn = lambda outcome: float("inf") if now() in steps else real_fb(outcome)
+        real_fb = tr.router.fb
+        tr.router.fb = dataclasses.replace(real_fb, fn=lambda s: float("inf") if now() in steps else real_fb.fn(s))
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from conftest import make_tiny_policy
 
 from laser.rewards.factory import build_reward_models
 from laser.rewards.remote import RemoteRM
-from laser.training.checkpoint import find_latest
+from laser.routing.checkpoint import find_latest
 from laser.training.loop import Trainer
-from laser.training.scoring import AllRewardModelsDown
+from laser.routing.pool import AllRewardModelsDown
 
 from ._helpers import EXAMPLES, independent_verify, make_cfg, read_log, trainer_hash
 
@@ -69,7 +69,7 @@ def test_remote_rm_fault_through_the_loop(tmp_path, figures, case):
         if outcome == "success after retries":
             assert not events and remote.n_retries >= 1 and remote.n_failures == 0
             assert [r["arm_name"] for r in log] == ["remote", "long"] * 2 + ["remote"]
-            assert log[-1]["rm_calls"][0] == 3 * N
+            assert log[-1]["responses_scored"][0] == 3 * N
         elif outcome == "masked":
             masked = [e for e in events if "failed and is masked" in e]
             assert len(masked) == 1 and text in masked[0] and srv.url in masked[0], events

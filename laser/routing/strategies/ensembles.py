@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from laser.training.pairs import ensemble_scores
-from laser.training.strategies.base import Strategy, response_prompts
+from laser.routing.pairs import ensemble_scores
+from laser.routing.strategies.base import Strategy
 
 
-def score_matrix(step, pool) -> np.ndarray:
-    """``(K, N)`` scores of the shard's responses by every RM that is up (NaN rows for the others)."""
-    prompts, texts = response_prompts(step), step.samples.texts
+def score_matrix(batch, pool) -> np.ndarray:
+    """``(K, N)`` scores of this process's responses by every RM that is up (NaN rows for the others)."""
+    prompts, texts = batch.response_prompts(), batch.texts
     matrix = np.full((len(pool.rms), len(texts)), np.nan)
-    off = pool.down | pool.waiting(step.global_step)
+    off = pool.off(batch.step)
     for k in range(len(pool.rms)):
         if k not in off:
             matrix[k] = pool.score(k, prompts, texts)
@@ -30,13 +30,14 @@ class ScoreEnsemble(Strategy):
     name = "score_ensemble"
     needs_context = False
 
-    def decide(self, step, dist) -> list[int]:
-        return [-1] * len(step.contexts)
+    def decide(self, batch, coll) -> list[int]:
+        return [-1] * len(batch.contexts)
 
-    def score(self, step, pool):
-        return ensemble_scores(score_matrix(step, pool)), None
+    def score(self, batch, pool):
+        matrix = batch.extra["matrix"] = score_matrix(batch, pool)  # every RM's scores (best-of-n reuses them)
+        return ensemble_scores(matrix), None
 
-    def arm_name(self, step, names):
+    def arm_name(self, batch, names):
         return self.name
 
 
@@ -45,6 +46,6 @@ class AgreementEnsemble(ScoreEnsemble):
 
     name = "agreement_ensemble"
 
-    def score(self, step, pool):
-        matrix = score_matrix(step, pool)
+    def score(self, batch, pool):
+        matrix = batch.extra["matrix"] = score_matrix(batch, pool)
         return ensemble_scores(matrix), matrix

@@ -1,47 +1,49 @@
-"""Bandit feedback: what the selector is told about the arm it picked.
+"""Bandit feedback: what the selector is told about the arm it picked, in one table.
 
-A feedback function maps a step's (or a prompt's) outcome to a raw reward, higher = better arm;
-the loop normalises it with the quantile normaliser before ``selector.update``. Adding a signal
-is one function plus one line in ``FEEDBACKS``.
-
-The outcome is a dict with ``loss`` (mean training loss of the pairs before the update) and,
-when the feedback asks for them, ``loss_after`` (the same pairs after the update) and
-``pair_accuracy`` (mean over pairs of correct(chosen) - correct(rejected), checked against the
-prompts' gold answers).
+A feedback function maps one unit's :class:`~laser.routing.outcome.Signal` (a step, a round, a
+prompt, or an RM's share of the pairs) to a raw reward, higher = better arm; the router
+normalises it with the quantile normaliser before the strategy learns. Each feedback declares in
+its :data:`FEEDBACKS` line what it needs: ``loss`` (the policy update's loss on the pairs),
+``after`` (the loss after the update), ``labels`` (a gold answer per prompt) or ``answers`` (an
+answer extractor for the prompts' task), and, for answer-based signals, the ``reference`` each
+pair is checked against (:data:`REFERENCES`). A new signal is one function and one line.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
 
-def neg_loss(o: dict) -> float:
+
+def neg_loss(o) -> float:
     """The paper's signal: ``r = -L`` (a low training loss is a good arm).
 
     Known failure: it favours RMs whose preferences the policy already satisfies, including a
     consistent but meaningless RM, over RMs that correct the policy's mistakes.
     """
-    return -o["loss"]
+    return -o.loss
 
 
-def loss_decrease(o: dict) -> float:
+def loss_decrease(o) -> float:
     """Learning progress (Graves et al. 2017): ``r = L_before - L_after`` on the same pairs."""
-    return o["loss"] - o["loss_after"]
+    return o.loss - o.loss_after
 
 
-def margin_gain(o: dict) -> float:
+def margin_gain(o) -> float:
     """Relative progress ``r = (L_before - L_after) / L_before``: loss_decrease made scale-free."""
-    return (o["loss"] - o["loss_after"]) / max(o["loss"], 1e-8)
+    return (o.loss - o.loss_after) / max(o.loss, 1e-8)
 
 
-def pair_accuracy(o: dict) -> float:
+def pair_accuracy(o) -> float:
     """Does the RM's preference point the right way? ``r = mean(correct(y_c) - correct(y_r))``.
 
     In [-1, 1]; needs a gold answer and a known task for every prompt. No extra RM calls: the
     answer check is the task's own extraction.
     """
-    return o["pair_accuracy"]
+    return o.correct
 
 
-def majority_pair_accuracy(o: dict) -> float:
+def majority_pair_accuracy(o) -> float:
     """``pair_accuracy`` against the majority answer of the prompt's own samples instead of a gold
     answer: needs no labels, only the task's answer extractor.
 
@@ -49,14 +51,14 @@ def majority_pair_accuracy(o: dict) -> float:
     loss-as-reward failure (a consistent but meaningless RM orders pairs by something other than
     the answer, so its pairs score about 0) but cannot tell a right majority from a wrong one.
     """
-    return o["majority_pair_accuracy"]
+    return o.correct
 
 
-def mixed_pair_accuracy(o: dict) -> float:
+def mixed_pair_accuracy(o) -> float:
     """``pair_accuracy`` where the prompt has a gold answer, ``majority_pair_accuracy`` where it has
     none: uses whatever labels the prompts carry (a fraction f labelled: f = 1 is pair_accuracy,
     f = 0 is majority_pair_accuracy)."""
-    return o["mixed_pair_accuracy"]
+    return o.correct
 
 
 def majority_answer(task: str, texts: list[str], options: list[str] | None = None) -> str | None:
@@ -83,15 +85,40 @@ def pair_correctness(task: str, texts: list[str], pairs: list[tuple[int, int]], 
             - float(is_correct(task, texts[r], reference, options=options)) for c, r in pairs]
 
 
-# name -> (function, what it needs beyond the loss: "after", "labels" (gold answers) and/or
-# "answers" (an answer extractor for the prompts' task))
+@dataclass(frozen=True)
+class Feedback:
+    """One feedback signal: its function and what it needs.
+
+    Attributes:
+        fn: ``Signal -> raw reward``.
+        needs: a subset of ``("loss", "after", "labels", "answers")``.
+        reference: for answer-based signals, the key of :data:`REFERENCES` pairs are checked against.
+    """
+
+    fn: Callable
+    needs: tuple[str, ...] = ()
+    reference: str | None = None
+
+
+def _labelled(gold) -> bool:
+    return gold is not None and gold != ""
+
+
+#: reference name -> (gold answer, () -> majority answer) -> the answer a prompt's pairs are checked
+#: against (None: nothing counts as correct)
+REFERENCES = {
+    "gold": lambda gold, majority: gold if _labelled(gold) else None,
+    "majority": lambda gold, majority: majority(),
+    "gold_or_majority": lambda gold, majority: gold if _labelled(gold) else majority(),
+}
+
 FEEDBACKS = {
-    "neg_loss": (neg_loss, ()),
-    "loss_decrease": (loss_decrease, ("after",)),
-    "margin_gain": (margin_gain, ("after",)),
-    "pair_accuracy": (pair_accuracy, ("labels",)),
-    "majority_pair_accuracy": (majority_pair_accuracy, ("answers",)),
-    "mixed_pair_accuracy": (mixed_pair_accuracy, ("answers",)),
+    "neg_loss": Feedback(neg_loss, ("loss",)),
+    "loss_decrease": Feedback(loss_decrease, ("loss", "after")),
+    "margin_gain": Feedback(margin_gain, ("loss", "after")),
+    "pair_accuracy": Feedback(pair_accuracy, ("labels",), "gold"),
+    "majority_pair_accuracy": Feedback(majority_pair_accuracy, ("answers",), "majority"),
+    "mixed_pair_accuracy": Feedback(mixed_pair_accuracy, ("answers",), "gold_or_majority"),
 }
 
 
@@ -115,7 +142,7 @@ def resolve_feedback(name: str, examples: list) -> str:
         return "mixed_pair_accuracy"
     if name in ("auto", "auto_label_free"):
         return "majority_pair_accuracy" if tasks else "neg_loss"
-    needs = FEEDBACKS[name][1]
+    needs = FEEDBACKS[name].needs
     if "labels" in needs and not labelled:
         missing = next(ex.id for ex in examples if not (ex.answer and ex.task))
         raise ValueError(f"train.feedback={name} needs a gold answer and a task for every prompt; "

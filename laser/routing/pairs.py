@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PAIRING_RULES = ("top_vs_rest", "best_vs_worst", "topk_vs_bottomk")
+PAIRING_RULES = ("top_vs_rest", "best_vs_worst", "topk_vs_bottomk", "all")
 
 
 def rank(scores: np.ndarray) -> np.ndarray:
@@ -30,7 +30,9 @@ def build_pairs(
     Rules, with ``r_1 >= r_2 >= ...`` the responses ranked by score:
       * ``top_vs_rest``: ``(r_1, r_2) ... (r_1, r_{P+1})`` (the reference code's rule);
       * ``best_vs_worst``: the single pair ``(r_1, r_last)``; ``num_pairs`` is ignored;
-      * ``topk_vs_bottomk``: ``(r_i, r_{n+1-i})`` for ``i = 1..P`` while ``i < n+1-i``.
+      * ``topk_vs_bottomk``: ``(r_i, r_{n+1-i})`` for ``i = 1..P`` while ``i < n+1-i``;
+      * ``all``: every ``(i, j)`` with ``s_i > s_j`` (:func:`ranked_pairs`; the TRL router's
+        pair view of a GRPO group); ``num_pairs`` is ignored.
     Pairs whose scores tie are dropped, so fewer than P pairs may come back.
 
     Args:
@@ -51,6 +53,8 @@ def build_pairs(
         candidates = [(ranked[0], r) for r in ranked[1 : num_pairs + 1]]
     elif rule == "best_vs_worst":
         candidates = [(ranked[0], ranked[-1])]
+    elif rule == "all":
+        candidates = ranked_pairs(scores)
     elif rule == "topk_vs_bottomk":
         n = len(ranked)
         candidates = [(ranked[i], ranked[n - 1 - i]) for i in range(min(num_pairs, n // 2))]
@@ -60,6 +64,14 @@ def build_pairs(
     if votes is not None:
         pairs = [p for p in pairs if majority_agrees(votes, *p)]
     return pairs
+
+
+def ranked_pairs(scores) -> list[tuple[int, int]]:
+    """All (higher, lower) index pairs of finite scores with ``s_higher > s_lower``, in row-major
+    index order; at most n (n - 1) / 2 of them."""
+    s = np.asarray(scores, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(s))
+    return [(int(i), int(j)) for i in ok for j in ok if s[i] > s[j]]
 
 
 def majority_agrees(votes: np.ndarray, chosen: int, rejected: int) -> bool:

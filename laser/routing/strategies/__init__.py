@@ -1,4 +1,4 @@
-"""Selection strategies (see :mod:`laser.training.strategies.base`) and their registry.
+"""Selection strategies (see :mod:`laser.routing.strategies.base`) and their registry.
 
 ``make_strategy`` maps ``selector.name`` to a strategy: the names in :data:`STRATEGIES` have
 their own class; every other name is a :mod:`laser.bandits` selector run per batch (or per
@@ -7,11 +7,11 @@ prompt with ``selector.per_prompt``).
 
 from __future__ import annotations
 
-from laser.training.strategies.bandit import CONTEXT_FREE, BanditPerBatch, BanditPerPrompt
-from laser.training.strategies.base import Strategy
-from laser.training.strategies.ensembles import AgreementEnsemble, ScoreEnsemble
-from laser.training.strategies.online import OnlineEnsembleStrategy
-from laser.training.strategies.oracle import make_oracle
+from laser.routing.strategies.bandit import CONTEXT_FREE, BanditPerBatch, BanditPerPrompt
+from laser.routing.strategies.base import Strategy, Unit
+from laser.routing.strategies.ensembles import AgreementEnsemble, ScoreEnsemble
+from laser.routing.strategies.online import OnlineEnsembleStrategy
+from laser.routing.strategies.oracle import make_oracle
 
 #: name -> factory(rm_names, cfg) for the strategies that are not a plain bandit
 STRATEGIES = {
@@ -23,7 +23,7 @@ STRATEGIES = {
 }
 
 
-def make_strategy(cfg, names: list[str], dim_fn, selector=None) -> Strategy:
+def make_strategy(cfg, names: list[str], dim_fn, selector=None, per_prompt: bool | None = None) -> Strategy:
     """The run's strategy.
 
     Args:
@@ -31,6 +31,7 @@ def make_strategy(cfg, names: list[str], dim_fn, selector=None) -> Strategy:
         names: the RM names (arm k = ``names[k]``).
         dim_fn: ``() -> int``, the context dimension (called only when the bandit uses contexts).
         selector: an already-built selector (e.g. a fitted classifier) instead of ``cfg.selector``.
+        per_prompt: overrides ``cfg.selector.per_prompt`` (best-of-n routes per prompt).
     """
     s = cfg.selector
     if s.name in STRATEGIES:
@@ -45,9 +46,9 @@ def make_strategy(cfg, names: list[str], dim_fn, selector=None) -> Strategy:
         if s.name in ("linucb", "discounted_linucb", "sliding_linucb"):
             kwargs.setdefault("alpha", s.alpha)
         selector = make_selector(s.name, len(names), dim_fn() if needs_context else 1, seed=cfg.seed, **kwargs)
-    cls = BanditPerPrompt if s.per_prompt else BanditPerBatch
+    cls = BanditPerPrompt if (s.per_prompt if per_prompt is None else per_prompt) else BanditPerBatch
     return cls(selector, s.name, needs_context)
 
 
-__all__ = ["STRATEGIES", "Strategy", "make_strategy", "BanditPerBatch", "BanditPerPrompt", "ScoreEnsemble",
+__all__ = ["STRATEGIES", "Strategy", "Unit", "make_strategy", "BanditPerBatch", "BanditPerPrompt", "ScoreEnsemble",
            "AgreementEnsemble", "OnlineEnsembleStrategy", "CONTEXT_FREE"]

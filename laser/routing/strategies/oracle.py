@@ -8,7 +8,7 @@ and a baseline for users who know their domains. Configured with
 
 from __future__ import annotations
 
-from laser.training.strategies.base import Strategy
+from laser.routing.strategies.base import Strategy
 
 
 class Oracle(Strategy):
@@ -20,13 +20,17 @@ class Oracle(Strategy):
     def __init__(self, arms_by_group: dict[str, int]):
         self.arms_by_group = dict(arms_by_group)
 
-    def decide(self, step, dist) -> list[int]:
-        groups = [g for shard in dist.gather_objects([ex.group for ex in step.shard]) for g in shard]
+    def decide(self, batch, coll) -> list[int]:
+        table: dict[int, str] = {}
+        for part in coll.all_gather(list(zip(batch.index, batch.groups))):
+            for i, g in part:
+                table.setdefault(i, g)
+        groups = [table[i] for i in sorted(table)]
         missing = sorted({g for g in groups if g not in self.arms_by_group})
         if missing:
             raise ValueError(f"selector.kwargs.arms_by_group: no reward model for group(s) {missing} "
                              f"(mapped: {sorted(self.arms_by_group)})")
-        return [self.arms_by_group[g] for g in groups]  # in rank order, like the gathered contexts
+        return [self.arms_by_group[g] for g in groups]  # in whole-batch order, like the contexts
 
 
 def make_oracle(names: list[str], cfg) -> Oracle:
