@@ -17,10 +17,27 @@ pytest.importorskip("trl")
 
 from laser.bandits import FixedSelector, LinUCB  # noqa: E402
 from laser.integrations.context import HashedNgramEmbedder, completion_text, prompt_text  # noqa: E402
-from laser.integrations.outcome import group_pair_values, pooled, ranked_pairs  # noqa: E402
 from laser.integrations.trl import RMRouter  # noqa: E402
 from laser.rewards.base import RewardModelError  # noqa: E402
+from laser.routing import FEEDBACKS, Batch  # noqa: E402
 from laser.routing.feedback import majority_answer, pair_correctness  # noqa: E402
+from laser.routing.outcome import correctness  # noqa: E402
+from laser.routing.pairs import build_pairs, ranked_pairs  # noqa: E402
+
+
+def group_pair_values(task, texts, scores, gold, keys):
+    """One GRPO group's per-pair values, computed by the routing core as the router does: the
+    "all" pair rule on the chosen RM's scores, correctness against each feedback's reference."""
+    batch = Batch(["q"], tasks=[task], answers=[gold])
+    batch.add_responses(list(texts), [0] * len(texts))
+    batch.pairs = [build_pairs(np.asarray(scores, dtype=np.float64), 0, "all")]
+    return {key: correctness(batch, FEEDBACKS[key].reference).per_pair.tolist() for key in keys}
+
+
+def pooled(values):
+    """Mean over all pairs of several groups (sum / count); NaN when there is no pair."""
+    flat = [v for group in values for v in group]
+    return float(np.mean(flat)) if flat else float("nan")
 
 TEXTS = ["The answer is 3", "The answer is 5", "The answer is 3", "no idea"]  # correct vs gold 3: 1 0 1 0
 
@@ -165,7 +182,7 @@ def test_one_rm_scores_a_round_and_the_others_return_none():
     rec = router.history_[0]
     assert rec["arms"] == [1] and rec["pair_accuracy"] == pytest.approx(4 / 5)
     assert rec["raw"] == [pytest.approx(4 / 5)] and rec["reward"] == [0.5]  # first value normalises to 0.5
-    assert router.selector.counts_.tolist() == [0, 1] and router.rows_scored_.tolist() == [0, 4]
+    assert router.selector.counts_.tolist() == [0, 1] and router.responses_scored_.tolist() == [0, 4]
     assert metrics["laser/share/good"] == [1.0] and metrics["laser/pair_accuracy"] == [pytest.approx(4 / 5)]
 
 
@@ -244,7 +261,7 @@ def test_state_round_trip_continues_identically(tmp_path):
     for _ in range(4):
         serve(a, prompts, texts, **cols)
         serve(b, prompts, texts, **cols)
-    assert a.history_ == b.history_ and a.rows_scored_.tolist() == b.rows_scored_.tolist()
+    assert a.history_ == b.history_ and a.responses_scored_.tolist() == b.responses_scored_.tolist()
     with pytest.raises(ValueError, match="step 3, the trainer resumes at step 5"):
         b.load(str(tmp_path / "checkpoint-3"), expect_step=5)
     with pytest.raises(ValueError, match="rm_names"):
@@ -302,8 +319,15 @@ class ThreadCollectives:
         self.shared["barrier"].wait()
         return out
 
+    @property
+    def is_main(self):
+        return self.rank == 0
+
     def broadcast(self, obj, src=0):
         return self.all_gather(obj)[src]
+
+    def sum(self, values):
+        return [float(sum(col)) for col in zip(*self.all_gather(list(values)))]
 
 
 @pytest.mark.parametrize("granularity", ["round", "prompt"])
@@ -341,4 +365,4 @@ def test_two_processes_agree_on_every_decision(granularity):
     assert all(np.array_equal(s0[k], s1[k]) for k in s0)
     for r in range(2):
         assert sum(sum(rm.calls) for rm in rms[r]) == 6 * 6  # each rank scored its own 6 rows per round
-    assert routers[0].rows_scored_.sum() == 12 * 6  # counters hold both ranks' rows
+    assert routers[0].responses_scored_.sum() == 12 * 6  # counters hold both ranks' rows

@@ -59,7 +59,7 @@ def main(out_dir: str, granularity: str, steps: int) -> None:
               "distributed_type": str(trainer.accelerator.distributed_type),
               "embedder": type(router.embedder).__name__, "history": router.history_,
               "selector": {k: v.tolist() for k, v in router.selector.state_dict().items()},
-              "rows_scored": router.rows_scored_.tolist(), "local_rows": [rm.rows for rm in rms]}
+              "rows_scored": router.responses_scored_.tolist(), "local_rows": [rm.rows for rm in rms]}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(record, f)
     print(f"rank {rank}/{record['num_processes']} ({record['distributed_type']}): arms per round "

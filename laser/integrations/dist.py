@@ -1,8 +1,8 @@
-"""The two collectives the router needs, over ``torch.distributed`` when it is running.
+"""The routing core's :class:`~laser.routing.collectives.Collectives` over ``torch.distributed``.
 
 Under ``accelerate launch`` (DDP, DeepSpeed, FSDP) TRL calls the reward functions on every
 process, each with its own rows, in the same order; the router uses these calls to agree on one
-decision. Without an initialised process group (one process) both are identities.
+decision. Without an initialised process group (one process) every collective is the identity.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 
-class Collectives:
-    """``all_gather`` and ``broadcast`` of picklable Python objects.
+class TorchCollectives:
+    """``all_gather``, ``broadcast`` and ``sum`` of picklable Python objects.
 
     Every process must call the same collectives in the same order (TRL's reward-function loop
     guarantees it for the router).
@@ -33,6 +33,10 @@ class Collectives:
         dist = self._dist()
         return dist.get_world_size() if dist else 1
 
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
     def all_gather(self, obj: Any) -> list[Any]:
         """Every process's ``obj``, in rank order (the same list on every process)."""
         dist = self._dist()
@@ -50,3 +54,8 @@ class Collectives:
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise float64 sums over processes (through ``all_gather``: a few scalars)."""
+        parts = self.all_gather([float(v) for v in values])
+        return [float(sum(col)) for col in zip(*parts)] if parts else []

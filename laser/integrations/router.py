@@ -1,16 +1,19 @@
-"""The router's rounds: one bandit decision per generation round, one RM scores, one update.
+"""The TRL router's rounds, an adapter on the routing core (:class:`laser.routing.Router`).
 
 TRL calls every reward function once per generation round, in list order, with the same
 ``completions`` list; the router exposes one function per RM and uses the first call of a round
 to decide and score, the others to hand out the chosen RM's column (None elsewhere), and the
-last call to turn the finished round into feedback. :class:`laser.integrations.trl.RMRouter`
-adds the trainer hooks (set-up, checkpoints); this module holds the trainer-free logic.
+last call to turn the finished round into feedback. Deciding, scoring (failures, counters),
+pairs, feedback, the no-pair and non-finite rules and the update are the core's; this module
+maps TRL's rows to a :class:`~laser.routing.Batch` (one prompt per group of ``num_generations``
+completions) and keeps the round's bookkeeping. :class:`laser.integrations.trl.RMRouter` adds the
+trainer hooks (set-up, checkpoints).
 
-Several processes: each process sees only its rows. Every process gathers the round's
-contexts, replays the decision on its own identical selector (so selector RNGs, round-robin
-pointers and Exp3 weights stay identical), takes process 0's arms as authoritative and fails if
-its own differ; feedback is computed from the gathered round on every process, so every process
-applies the same update.
+Several processes: each process sees only its rows (a group may straddle two). Every process
+gathers the round's contexts, computes the decision on its identical strategy, and the core
+checks process 0's; feedback is learned from the gathered round on every process (the core with
+``Local()`` collectives on a batch every process holds whole), so every process applies the same
+update.
 """
 
 from __future__ import annotations
@@ -22,17 +25,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from laser.bandits import NoArmAvailable, QuantileNormalizer, Selector, make_selector
+from laser.bandits import QuantileNormalizer, Selector, make_selector
 from laser.integrations.context import HashedNgramEmbedder, completion_text, prompt_text
-from laser.integrations.dist import Collectives
-from laser.integrations.outcome import OUTCOME_KEYS, group_pair_values, pooled
-from laser.rewards.base import RewardModelError, check_scores
+from laser.integrations.dist import TorchCollectives
+from laser.routing import FEEDBACKS, Batch, Local, RewardPool, Router
+from laser.routing.outcome import correctness
+from laser.routing.strategies import BanditPerBatch, BanditPerPrompt
+from laser.tasks.choice import parse_options
 from laser.tasks.extract import TASK_FORMATS
-from laser.routing.feedback import FEEDBACKS
 
 log = logging.getLogger(__name__)
 GRANULARITIES = ("round", "prompt")
 CONTEXTS = ("auto", "policy", "hashed", "encoder")
+#: the feedbacks a round can compute (answer-based: no policy loss), and the outcome key each
+#: reference is logged under
+ROUND_FEEDBACKS = tuple(name for name, fb in FEEDBACKS.items() if fb.reference)
+REFERENCE_KEYS = {FEEDBACKS[name].reference: name for name in ROUND_FEEDBACKS}
 
 
 @dataclass
@@ -69,15 +77,20 @@ def _check_rms(reward_models: Sequence) -> list:
 def _check_feedback(feedback: str) -> tuple[str, ...]:
     if feedback not in FEEDBACKS:
         raise ValueError(f"RMRouter: unknown feedback {feedback!r}; valid: {', '.join(FEEDBACKS)}")
-    needs = FEEDBACKS[feedback][1]
-    if not needs or not set(needs) <= {"labels", "answers"}:
+    if feedback not in ROUND_FEEDBACKS:
         raise ValueError(f"RMRouter: feedback {feedback!r} needs the training loss, which a TRL round does "
                          "not give (GRPO's loss averages to about 0 over a round); use one of "
-                         f"{', '.join(OUTCOME_KEYS)}")
-    if feedback not in OUTCOME_KEYS:
-        raise ValueError(f"RMRouter: feedback {feedback!r} reads an outcome the router does not compute; "
-                         f"use one of {', '.join(OUTCOME_KEYS)}")
-    return needs
+                         f"{', '.join(ROUND_FEEDBACKS)}")
+    return FEEDBACKS[feedback].needs
+
+
+def _task(task) -> str | None:
+    """A row's task when it has an answer extractor, else None."""
+    return str(task).lower() if task is not None and str(task).lower() in TASK_FORMATS else None
+
+
+def _has(gold) -> bool:
+    return gold is not None and gold != ""
 
 
 class RouterCore:
@@ -116,20 +129,63 @@ class RouterCore:
         self.feedback, self.granularity = feedback, granularity
         self.answer_column, self.task_column, self.task, self.tag_column = answer_column, task_column, task, tag_column
         self.seed = int(seed)
-        self.normalizer = normalizer if normalizer is not None else QuantileNormalizer()
-        self.selector: Selector | None = selector if isinstance(selector, Selector) else None
+        self.pool = RewardPool(self.rms)
+        self._normalizer = normalizer if normalizer is not None else QuantileNormalizer()
+        self._selector: Selector | None = selector if isinstance(selector, Selector) else None
+        self.core: Router | None = None  # built by setup(), once the context's dimension is known
         self.embedder = None
-        self.rounds_, self.eval_rounds_, self.skipped_ = 0, 0, 0
+        self.rounds_, self.eval_rounds_ = 0, 0
         self.history_: list[dict] = []
-        self.rows_scored_ = np.zeros(len(self.rms), dtype=np.int64)
-        self.calls_ = np.zeros(len(self.rms), dtype=np.int64)
-        self.down_: dict[int, str] = {}
         self.seconds_ = {"route": 0.0, "score": 0.0}  # wall time in the router and in RM calls (not saved)
         self._group_size = {"train": None, "eval": None}
         self._model = None
         self._round: _Round | None = None
-        self._dist = Collectives()
+        self._coll = TorchCollectives()
         self.reward_funcs = [self._reward_func(k) for k in range(len(self.rms))]
+
+    # ------------------------------------------------------------------ the core's state, read through
+    @property
+    def selector(self) -> Selector | None:
+        return self.core.selector if self.core is not None else self._selector
+
+    @property
+    def normalizer(self) -> QuantileNormalizer:
+        return self._normalizer
+
+    @property
+    def _dist(self):
+        return self._coll
+
+    @_dist.setter
+    def _dist(self, coll) -> None:  # several processes: the engine's collectives
+        self._coll = coll
+        if self.core is not None:
+            self.core.coll = coll
+
+    @property
+    def responses_scored_(self) -> np.ndarray:
+        """Responses (rows) each RM scored, summed over processes."""
+        return self.pool.responses_scored
+
+    @property
+    def score_calls_(self) -> np.ndarray:
+        """Calls of each RM's ``score()``, summed over processes."""
+        return self.pool.score_calls
+
+    @property
+    def skipped_(self) -> int:
+        """Learning units not learned (every completion of the unit identical)."""
+        return self.core.skipped_ if self.core is not None else 0
+
+    @property
+    def tied_(self) -> int:
+        """Learning units without a pair whose completions differed: learned as the lowest reward."""
+        return self.core.tied_ if self.core is not None else 0
+
+    @property
+    def down_(self) -> dict[int, str]:
+        """Masked arms and their last errors."""
+        return {k: self.pool.last_errors.get(k, "unavailable") for k in sorted(self.pool.down)}
 
     # ------------------------------------------------------------------ set-up
     def setup(self, num_generations: int, num_generations_eval: int | None = None, model=None,
@@ -147,12 +203,17 @@ class RouterCore:
         self._model = model
         if self.embedder is None:
             self.embedder = self._make_embedder(model, tokenizer)
-        if self.selector is None:
-            self.selector = make_selector(self.selector_spec, len(self.rms), self.embedder.dim, self.seed,
-                                          **self.selector_options)
-        elif self.selector.contextual and self.selector.dim != self.embedder.dim:
-            raise ValueError(f"RMRouter: selector expects {self.selector.dim}-dim contexts but the "
+        if self._selector is None:
+            self._selector = make_selector(self.selector_spec, len(self.rms), self.embedder.dim, self.seed,
+                                           **self.selector_options)
+        elif self._selector.contextual and self._selector.dim != self.embedder.dim:
+            raise ValueError(f"RMRouter: selector expects {self._selector.dim}-dim contexts but the "
                              f"{type(self.embedder).__name__} context has {self.embedder.dim} dims")
+        if self.core is None:
+            cls = BanditPerBatch if self.granularity == "round" else BanditPerPrompt
+            name = self.selector_spec if isinstance(self.selector_spec, str) else type(self._selector).__name__
+            self.core = Router(cls(self._selector, name, self._selector.contextual), self.pool, self.feedback,
+                               normalizer=self._normalizer, collectives=self._coll, pairing="all")
 
     def _make_embedder(self, model, tokenizer):
         kind = self.context
@@ -226,22 +287,19 @@ class RouterCore:
             contexts = self._group_contexts(prompts, groups, total // g)
         else:  # a context-free selector: skip the embedding work
             contexts = np.zeros((total // g, 0))
-        p_text = [prompt_text(p) for p in prompts]
-        c_text = [completion_text(c) for c in completions]
-        self._recover_arms()
-        while True:
-            group_arms, ucb = self._decide(contexts, mode)
-            row_arm = group_arms[groups]
-            scores, failed = self._score(row_arm, p_text, c_text)
-            failures = [f for part in self._dist.all_gather(failed) for f in part]
-            if not failures:
-                break
-            for arm, error in failures:  # every process masks the same arms, then decides again
-                self.selector.mask_arm(arm)
-                self.down_[arm] = error
-                log.warning("reward model %r failed and is masked: %s", self.names[arm], error)
-        self._log_decision(kw.get("log_metric"), group_arms, ucb)
-        return _Round(completions, mode, groups, row_arm, scores, contexts, group_arms)
+        local = sorted(set(groups.tolist()))  # the groups with rows here (one may straddle two processes)
+        first = {int(gid): i for i, gid in reversed(list(enumerate(groups)))}
+        batch = Batch([prompt_text(prompts[first[gid]]) for gid in local], contexts=contexts, index=local,
+                      step=self.rounds_ + self.eval_rounds_ + 1)
+        batch.add_responses([completion_text(c) for c in completions], np.searchsorted(local, groups))
+        start = time.perf_counter()
+        self.core.route(batch, trace=mode == "train")  # an RM that fails is masked, the round decided again
+        self.seconds_["score"] += time.perf_counter() - start
+        for event in batch.events:
+            log.warning("RMRouter: %s", event)
+        group_arms = np.asarray(batch.arms, dtype=np.int64)
+        self._log_decision(kw.get("log_metric"), group_arms, batch.extra.get("ucb"))
+        return _Round(completions, mode, groups, group_arms[groups], batch.scores, contexts, group_arms)
 
     def _group_contexts(self, prompts: list, groups: np.ndarray, n_groups: int) -> np.ndarray:
         """(n_groups, d): each group's prompt embedded by the process holding its first local row."""
@@ -258,56 +316,6 @@ class RouterCore:
                 table.setdefault(gid, np.asarray(vec, dtype=np.float64))
         return np.stack([table[gid] for gid in range(n_groups)])
 
-    def _decide(self, contexts: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """Arms per group, on every process; process 0's are authoritative and must match."""
-        saved = self.selector.state_dict() if mode == "eval" else None  # evaluation leaves no trace
-        try:
-            if self.granularity == "round":
-                arm, ucb = self.selector.select_with_scores(contexts.mean(axis=0))
-                arms = np.full(len(contexts), arm, dtype=np.int64)
-            else:
-                arms, ucb = self.selector.select_batch(contexts), None
-        except NoArmAvailable:
-            errors = "; ".join(f"{self.names[k]}: {e}" for k, e in sorted(self.down_.items()))
-            raise RuntimeError(f"RMRouter: every reward model is down ({errors})") from None
-        finally:
-            if saved is not None:
-                self.selector.load_state_dict(saved)
-        first = self._dist.broadcast(arms.tolist())
-        if first != arms.tolist():
-            raise RuntimeError(f"RMRouter: process {self._dist.rank} chose arms {arms.tolist()} but process 0 "
-                               f"chose {first} in round {self.rounds_}; the routers' states differ")
-        return arms, ucb
-
-    def _score(self, row_arm: np.ndarray, p_text: list[str], c_text: list[str]):
-        """Score each local row with its arm's RM only; returns (scores, [(arm, error), ...])."""
-        scores = np.full(len(row_arm), np.nan)
-        failed, calls, rows = [], np.zeros(len(self.rms), np.int64), np.zeros(len(self.rms), np.int64)
-        start = time.perf_counter()
-        for k in np.unique(row_arm):
-            idx = np.flatnonzero(row_arm == k)
-            try:
-                raw = self.rms[k].score([p_text[i] for i in idx], [c_text[i] for i in idx])
-                scores[idx] = check_scores(raw, len(idx), self.names[k])
-            except RewardModelError as exc:
-                failed.append((int(k), str(exc)))
-            calls[k] += 1
-            rows[k] += len(idx)
-        self.seconds_["score"] += time.perf_counter() - start
-        total = np.sum(self._dist.all_gather(np.stack([calls, rows])), axis=0)
-        self.calls_ += total[0]
-        self.rows_scored_ += total[1]
-        return scores, failed
-
-    def _recover_arms(self) -> None:
-        """Unmask arms whose RM says it is reachable again (on every process alike)."""
-        if not self.down_:
-            return
-        ok = {k for k in self.down_ if getattr(self.rms[k], "available", lambda: True)()}
-        for k in sorted(set.intersection(*map(set, self._dist.all_gather(sorted(ok))))):
-            self.selector.unmask_arm(k)
-            del self.down_[k]
-
     def _log_decision(self, log_metric, group_arms: np.ndarray, ucb: np.ndarray | None) -> None:
         if log_metric is None:
             return
@@ -321,72 +329,64 @@ class RouterCore:
 
     # ------------------------------------------------------------------ a round's end
     def _finish(self, r: _Round, prompts: list, completions: list, kw: dict) -> None:
-        """Gather the round, compute its outcome, update the bandit (training rounds only)."""
-        rows = self._gather_rows(r, prompts, completions, kw)
-        values = self._pair_values(rows)
-        outcome = {key: pooled(list(v.values())) for key, v in values.items()}
+        """Gather the round, compute its outcome, learn (training rounds only), record it."""
+        batch, tags = self._gathered(r, prompts, completions, kw)
+        whole = Local()  # every process holds the whole round: learn from it without collectives
+        self.core.pairs(batch)
+        out = self.core.outcome(batch, coll=whole)
+        for ref in self._log_references(batch):
+            out.correct.setdefault(ref, correctness(batch, ref, whole))
+        outcome = {REFERENCE_KEYS[ref]: c.mean for ref, c in out.correct.items()}
         if r.mode == "eval":
             self.eval_rounds_ += 1
             self._log_outcome(kw.get("log_metric"), outcome, None, None)
             return
-        fn = FEEDBACKS[self.feedback][0]
-        gids = sorted(rows)
-        if self.granularity == "round":
-            raws = [fn(outcome)]
-            arms, contexts = r.group_arms[:1], r.contexts.mean(axis=0, keepdims=True)
-        else:
-            raws = [fn({key: pooled([values[key][gid]]) for key in values}) for gid in gids]
-            arms, contexts = r.group_arms[gids], r.contexts[gids]
-        keep = [i for i, v in enumerate(raws) if np.isfinite(v)]
-        rewards = [self.normalizer.normalize(raws[i]) for i in keep]
-        if keep:
-            self.selector.update_batch(arms[keep], contexts[keep], np.asarray(rewards))
-        else:
-            self.skipped_ += 1  # no ranked pair in the whole round: nothing to learn from
+        raw, applied = self.core.learn(batch, out, coll=whole)
+        raws = [float(x) for x in raw if x is not None]
+        rewards = [float(x) for x in applied if x is not None]
         self.history_.append({
             "round": self.rounds_, "step": int(getattr(kw.get("trainer_state"), "global_step", -1)),
-            "arms": r.group_arms.tolist(), "tags": [rows[gid][0][4] for gid in gids],
-            "raw": [float(raws[i]) for i in keep], "reward": [float(x) for x in rewards],
+            "arms": r.group_arms.tolist(), "tags": tags, "raw": raws, "reward": rewards,
             **{key: (v if np.isfinite(v) else None) for key, v in outcome.items()}})
         self.rounds_ += 1
         self._log_outcome(kw.get("log_metric"), outcome, raws, rewards)
 
-    def _gather_rows(self, r: _Round, prompts: list, completions: list, kw: dict) -> dict[int, list]:
-        """Every process's rows, by group: ``{gid: [(score, text, task, gold, tag), ...]}``."""
+    def _gathered(self, r: _Round, prompts: list, completions: list, kw: dict) -> tuple[Batch, list]:
+        """The whole round as one :class:`~laser.routing.Batch` (one prompt per group, every
+        process's rows in order) and each group's tag."""
         n = len(prompts)
         tasks = [self.task] * n if self.task is not None else kw.get(self.task_column, [None] * n)
         golds = kw.get(self.answer_column, [None] * n)
         tags = kw.get(self.tag_column, [None] * n) if self.tag_column else [None] * n
-        mine = [(int(r.groups[i]), float(r.scores[i]), completion_text(completions[i]), tasks[i], golds[i],
-                 tags[i]) for i in range(n)]
-        rows: dict[int, list] = {}
-        for part in self._dist.all_gather(mine):
-            for row in part:
-                rows.setdefault(row[0], []).append(row[1:])
-        return rows
+        mine = [(int(r.groups[i]), float(r.scores[i]), completion_text(completions[i]), prompt_text(prompts[i]),
+                 tasks[i], golds[i], tags[i]) for i in range(n)]
+        rows = [row for part in self._dist.all_gather(mine) for row in part]
+        first: dict[int, tuple] = {}
+        for row in rows:
+            first.setdefault(row[0], row)
+        gids = sorted(first)
+        self._check_columns(rows)
+        batch = Batch([first[g][3] for g in gids], tasks=[_task(first[g][4]) for g in gids],
+                      answers=[first[g][5] for g in gids], options=[parse_options(first[g][3]) for g in gids],
+                      groups=[first[g][6] for g in gids], contexts=r.contexts, index=list(range(len(gids))),
+                      arms=r.group_arms.tolist(), my_arms=r.group_arms.tolist())
+        batch.add_responses([row[2] for row in rows], [gids.index(row[0]) for row in rows])
+        batch.scores = np.array([row[1] for row in rows], dtype=np.float64)
+        return batch, [first[g][6] for g in gids]
 
-    def _pair_values(self, rows: dict[int, list]) -> dict[str, dict[int, list[float]]]:
-        """``{outcome key: {gid: pair values}}`` for every key the round's columns allow.
-
-        ``majority_pair_accuracy`` needs a known task on every row, ``pair_accuracy`` a gold answer
-        too; ``mixed_pair_accuracy`` is computed only as the feedback. The feedback's own key must be
-        computable (``check_dataset`` checks it before training).
-        """
-        all_rows = [x for grp in rows.values() for x in grp]
-        has_task = all(t is not None and str(t).lower() in TASK_FORMATS for _, _, t, _, _ in all_rows)
-        has_gold = has_task and all(g is not None and g != "" for _, _, _, g, _ in all_rows)
-        keys = [k for k, ok in (("pair_accuracy", has_gold), ("majority_pair_accuracy", has_task),
-                                ("mixed_pair_accuracy", has_task and self.feedback == "mixed_pair_accuracy")) if ok]
-        if self.feedback not in keys:
+    def _check_columns(self, rows: list) -> None:
+        """The feedback's reference must be computable on every row (``check_dataset`` checks it before training)."""
+        if not all(_task(row[4]) for row in rows) or ("labels" in self.needs and not all(_has(row[5]) for row in rows)):
             raise ValueError(f"RMRouter: feedback {self.feedback!r} needs a task on every row"
                              f"{' and a gold answer' if 'labels' in self.needs else ''} (columns "
                              f"{self.task_column!r}, {self.answer_column!r}, or task=...); this round lacks them")
-        values: dict[str, dict[int, list[float]]] = {k: {} for k in keys}
-        for gid, grp in sorted(rows.items()):
-            scores, texts, task, gold = [x[0] for x in grp], [x[1] for x in grp], grp[0][2], grp[0][3]
-            for key, vals in group_pair_values(task, texts, scores, gold, keys).items():
-                values[key][gid] = vals
-        return values
+
+    def _log_references(self, batch: Batch) -> list[str]:
+        """The references logged besides the feedback's own: gold where every group has an answer, and majority."""
+        refs = ["majority"]
+        if all(_has(a) for a in batch.answers):
+            refs.insert(0, "gold")
+        return refs
 
     def _log_outcome(self, log_metric, outcome: dict, raws, rewards) -> None:
         if log_metric is None:

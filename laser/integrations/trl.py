@@ -18,17 +18,16 @@ round is scored, the chosen RM's ranking of each group is compared with correctn
 answers, or the group's majority answer; see :mod:`laser.integrations.outcome`), normalised with
 the paper's quantile rule and fed to the selector. Evaluation rounds are scored by the current
 choice and never update the bandit. The router's state is written into every TRL checkpoint
-folder (``laser_router/``) and read back by ``trainer.train(resume_from_checkpoint=...)``.
+folder (``laser_router/ckpt-<step>/``, the loop's atomic writer: manifest with sha256) and read
+back by ``trainer.train(resume_from_checkpoint=...)``. Selection itself is the routing core's
+(:mod:`laser.routing`): the same rules as ``laser train`` for ties, failing RMs and counters.
 See docs/trl.md.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
-import shutil
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,13 +35,14 @@ from transformers import TrainerCallback
 
 from laser.bandits import QuantileNormalizer, Selector
 from laser.integrations.router import RouterCore
+from laser.routing.checkpoint import load_state, save_state
 from laser.tasks.extract import TASK_FORMATS, normalize_gold
 
 __all__ = ["RMRouter", "require_trl", "STATE_DIR"]
 
 MIN_TRL = "1.16"
 STATE_DIR = "laser_router"  # inside each checkpoint-<step> folder
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: the routing core's state, written by laser.routing.checkpoint
 
 
 def require_trl() -> str:
@@ -78,7 +78,7 @@ class RMRouter(RouterCore, TrainerCallback):
             ``"encoder"`` (sentence encoder), or an object with ``embed(texts)`` and ``dim``.
         context_dim: dimension of the hashed n-gram context.
         feedback: ``"pair_accuracy"`` (gold answers), ``"majority_pair_accuracy"`` (label-free)
-            or ``"mixed_pair_accuracy"`` (gold where given), from ``laser.routing.feedback.FEEDBACKS``.
+            or ``"mixed_pair_accuracy"`` (gold where given), from ``laser.routing.FEEDBACKS``.
         granularity: ``"round"`` (one RM per round, context = mean prompt embedding) or
             ``"prompt"`` (one RM per prompt group, one update per group).
         answer_column: dataset column holding gold answers.
@@ -202,86 +202,63 @@ class RMRouter(RouterCore, TrainerCallback):
         self._resume_from = str(checkpoint)
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        """``(arrays, meta)``: selector and normaliser arrays, RM counters; JSON-able bookkeeping."""
-        if self.selector is None:
+    def state_dict(self) -> dict:
+        """The core's state (strategy, normaliser, pool, counters) plus this router's bookkeeping
+        under ``"router"`` (JSON-able: set-up, rounds, history)."""
+        if self.core is None:
             raise RuntimeError("RMRouter.state_dict: not set up yet")
-        arrays = {f"selector.{k}": v for k, v in self.selector.state_dict().items()}
-        arrays.update({f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()})
-        arrays.update(rows_scored=self.rows_scored_.copy(), calls=self.calls_.copy())
-        meta = {"version": _STATE_VERSION, "rm_names": self.names, "feedback": self.feedback,
-                "granularity": self.granularity, "context_dim": int(getattr(self.embedder, "dim", -1)),
-                "rounds": self.rounds_, "eval_rounds": self.eval_rounds_, "skipped": self.skipped_,
-                "down": {str(k): v for k, v in self.down_.items()}, "history": self.history_}
-        return arrays, meta
+        sd = self.core.state_dict()
+        sd["router"] = {"version": _STATE_VERSION, "rm_names": self.names, "feedback": self.feedback,
+                        "granularity": self.granularity, "context_dim": int(getattr(self.embedder, "dim", -1)),
+                        "rounds": self.rounds_, "eval_rounds": self.eval_rounds_, "history": self.history_}
+        return sd
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    def load_state_dict(self, sd: dict) -> None:
         """Restore :meth:`state_dict`'s output; the next decisions equal the saved router's.
 
         Raises:
             ValueError: the state belongs to other RMs, another feedback, granularity or context.
         """
-        mine = self.state_dict()[1]
+        meta, mine = sd["router"], self.state_dict()["router"]
         wrong = [f"{k}: saved {meta.get(k)!r}, this router {mine[k]!r}"
                  for k in ("version", "rm_names", "feedback", "granularity", "context_dim") if meta.get(k) != mine[k]]
         if wrong:
             raise ValueError("RMRouter.load_state_dict: " + "; ".join(wrong))
-        self.selector.load_state_dict({k[9:]: v for k, v in arrays.items() if k.startswith("selector.")})
-        self.normalizer.load_state_dict({k[11:]: v for k, v in arrays.items() if k.startswith("normalizer.")})
-        self.rows_scored_ = np.array(arrays["rows_scored"], dtype=np.int64)
-        self.calls_ = np.array(arrays["calls"], dtype=np.int64)
-        self.rounds_, self.eval_rounds_, self.skipped_ = meta["rounds"], meta["eval_rounds"], meta["skipped"]
-        self.down_ = {int(k): v for k, v in meta["down"].items()}
+        self.core.load_state_dict(sd)
+        self.rounds_, self.eval_rounds_ = meta["rounds"], meta["eval_rounds"]
         self.history_ = list(meta["history"])
 
     def save(self, checkpoint: str, global_step: int) -> str:
-        """Write the state into ``<checkpoint>/laser_router/`` atomically (temp folder, fsync, rename)."""
-        arrays, meta = self.state_dict()
+        """Write the state into ``<checkpoint>/laser_router/`` with the loop's atomic writer
+        (temporary folder, fsync, manifest with sha256, rename); returns the state's folder."""
+        sd = self.state_dict()
         ga, per_round = self._round_steps
-        meta.update(global_step=int(global_step), mid_round=bool((int(global_step) * ga) % per_round))
-        os.makedirs(checkpoint, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{STATE_DIR}-", dir=checkpoint)
-        try:
-            for name, write in (("state.npz", lambda f: np.savez(f, **arrays)),
-                                ("router.json", lambda f: f.write(json.dumps(meta).encode()))):
-                with open(os.path.join(tmp, name), "wb") as f:
-                    write(f)
-                    f.flush()
-                    os.fsync(f.fileno())
-            final = os.path.join(checkpoint, STATE_DIR)
-            if os.path.isdir(final):
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
+        sd["router"].update(global_step=int(global_step), mid_round=bool((int(global_step) * ga) % per_round))
+        return str(save_state(os.path.join(checkpoint, STATE_DIR), int(global_step), sd, keep_last=1))
 
     def load(self, checkpoint: str, expect_step: int | None = None) -> None:
         """Read the state written by :meth:`save` from a checkpoint folder.
 
         Raises:
-            FileNotFoundError: the checkpoint has no router state.
+            FileNotFoundError: the checkpoint has no router state whose manifest verifies.
             ValueError: the state is from another step, another router set-up, or (with
                 ``strict_resume``) was saved inside a generation round.
         """
         folder = os.path.join(checkpoint, STATE_DIR)
-        if not os.path.isfile(os.path.join(folder, "router.json")):
+        sd, found = load_state(folder, required=("router.json", "normalizer.npz"))
+        if sd is None:
             raise FileNotFoundError(f"RMRouter: no router state in {folder}; a run resumed at step "
                                     f"{expect_step} needs the laser_router/ folder its checkpoint was saved with "
                                     "(call router.resume_from(path) when the checkpoint is elsewhere)")
-        with open(os.path.join(folder, "router.json"), encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = sd["router"]
         if expect_step is not None and meta["global_step"] != expect_step:
-            raise ValueError(f"RMRouter: {folder} holds the state of step {meta['global_step']}, "
+            raise ValueError(f"RMRouter: {found} holds the state of step {meta['global_step']}, "
                              f"the trainer resumes at step {expect_step}")
         if meta.get("mid_round") and self.strict_resume:
-            raise ValueError(f"RMRouter: {folder} was saved inside a generation round (step "
+            raise ValueError(f"RMRouter: {found} was saved inside a generation round (step "
                              f"{meta['global_step']}); TRL regenerates that round on resume, so the router "
                              "cannot continue it exactly (strict_resume=False accepts it)")
-        with np.load(os.path.join(folder, "state.npz"), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        self.load_state_dict(arrays, meta)
+        self.load_state_dict(sd)
 
 
 def _columns(dataset) -> set[str]:

@@ -188,16 +188,18 @@ class Router:
             batch.pairs.append([(int(idx[c]), int(idx[r])) for c, r in found])
         return batch.pairs
 
-    def outcome(self, batch, update: dict | None = None) -> Outcome:
+    def outcome(self, batch, update: dict | None = None, coll: Collectives | None = None) -> Outcome:
         """The batch's :class:`~laser.routing.outcome.Outcome`.
 
         Args:
             update: the policy update's terms (``loss``, ``n_pairs``, ``pair_losses``,
                 ``prompt_loss``, optional ``loss_after``/``prompt_loss_after``, ``nonfinite``,
                 and log-only ``dpo``/``nll``/``grad_norm``), or None when nothing was trained.
+            coll: ``Local()`` for a batch every process holds whole (a gathered TRL round).
         """
+        coll = coll or self.coll
         if update is None:
-            out = Outcome(n_pairs=int(self.coll.sum([float(sum(map(len, batch.pairs)))])[0]))
+            out = Outcome(n_pairs=int(coll.sum([float(sum(map(len, batch.pairs)))])[0]))
         else:
             nan = float("nan")
             out = Outcome(n_pairs=int(update["n_pairs"]), loss=update["loss"], loss_after=update.get("loss_after", nan),
@@ -205,12 +207,13 @@ class Router:
                           prompt_loss_after=update.get("prompt_loss_after"), nonfinite=update.get("nonfinite") or "",
                           terms={k: update.get(k) for k in ("dpo", "nll", "grad_norm")})
         for ref in self.references:
-            out.correct[ref] = correctness(batch, ref, self.coll)
+            out.correct[ref] = correctness(batch, ref, coll)
         return out
 
     # ------------------------------------------------------------------ learning
-    def learn(self, batch, outcome: Outcome) -> tuple[list, list]:
-        """Feedback -> rules -> normaliser -> strategy update, identically on every process.
+    def learn(self, batch, outcome: Outcome, coll: Collectives | None = None) -> tuple[list, list]:
+        """Feedback -> rules -> normaliser -> strategy update, identically on every process
+        (``coll=Local()`` for a batch every process holds whole).
 
         Returns:
             ``(raw, rewards)`` per unit: raw feedback (None: no pair / skipped) and the reward applied
@@ -218,11 +221,12 @@ class Router:
         """
         if self.fb is None:
             raise RuntimeError("Router.learn: this router has no feedback; use apply(units, raw)")
-        units = self.strategy.units(batch, outcome, self.coll, self.fb.reference)
+        coll = coll or self.coll
+        units = self.strategy.units(batch, outcome, coll, self.fb.reference)
         self.batches_ += 1
         if not units:
             return [], []
-        distinct = self._whole(batch, batch.distinct())
+        distinct = self._whole(batch, batch.distinct(), coll)
         raw: list = []
         for u in units:
             if outcome.nonfinite or u.signal is None:
@@ -260,10 +264,11 @@ class Router:
             raise NonFiniteReward(f"non-finite bandit reward ({value}), arm {name}")
         self.on_nonfinite(name, value)
 
-    def _whole(self, batch, values: list) -> list:
+    def _whole(self, batch, values: list, coll: Collectives) -> list:
         """Per-local-prompt ``values`` gathered into whole-batch order."""
         table: dict[int, object] = {}
-        for part in self.coll.all_gather(list(zip(batch.index, values))):
+        index = batch.index if batch.index is not None else range(len(values))
+        for part in coll.all_gather(list(zip(index, values))):
             for i, v in part:
                 table.setdefault(i, v)
         return [table[i] for i in sorted(table)]
