@@ -15,6 +15,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
+from laser.routing.checkpoint import find_latest, verify  # noqa: E402
 from laser.integrations.trl import STATE_DIR, RMRouter  # noqa: E402
 
 
@@ -122,7 +123,9 @@ def test_resumed_run_makes_the_same_decisions(tiny_model_dir, tmp_path):
 
     full = router()
     trainer(tiny_model_dir, full, tmp_path, max_steps=6, save_strategy="steps", save_steps=2).train()
-    assert (tmp_path / "checkpoint-2" / STATE_DIR / "state.npz").is_file()
+    # the router's state goes through the loop's atomic writer: a manifest (sha256) that verifies
+    folder, skipped = find_latest(tmp_path / "checkpoint-2" / STATE_DIR)
+    assert folder.name == "ckpt-00000002" and not skipped and verify(folder) is None
     assert len({r["arms"][0] for r in full.history_}) > 1  # the decisions are not all the same arm
     saved = tmp_path / "saved"
     shutil.copytree(tmp_path / "checkpoint-2", saved)
