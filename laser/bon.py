@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.evaluation import best_index, example_correct
+from laser.evaluation import best_index
 from laser.rewards.base import RewardModelError
 from laser.routing import Batch, RewardPool, Router, Unit, make_strategy
 from laser.routing.pairs import ensemble_scores
@@ -99,7 +99,7 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
         units, raw = [], []
         for j, ex in enumerate(chunk):
             mine = batch.responses_of(j)
-            ok = [example_correct(ex, batch.texts[i]) for i in mine] if labelled else None
+            ok = [ex.correct(batch.texts[i]) for i in mine] if labelled else None
             choice = {f"single:{x}": best_index(matrix[k, mine]) for k, x in enumerate(names)}
             choice["score_ensemble"] = best_index(ensemble_scores(matrix[:, mine]))
             choice["random"] = choice[f"single:{names[int(rng.integers(len(names)))]}"]

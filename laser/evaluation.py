@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from laser.tasks.extract import is_correct
-
-
-def example_correct(example, text: str) -> bool:
-    """The one correctness of a response to an :class:`~laser.tasks.base.Example`: its task's
-    answer extraction against its gold answer, with its multiple-choice option texts (a reply that
-    names an option's text counts as that option)."""
-    return is_correct(example.task, text, example.answer, options=example.options)
+from laser.tasks.metrics import example_accuracy
 
 
 def load_policy(model: str, gguf_file: str | None = None, chat_template: bool = False, device: str = "auto",
@@ -67,13 +60,8 @@ def evaluate_policy(policy, examples, max_new_tokens: int = 256, batch_size: int
     for i in tqdm(range(0, len(examples), batch_size), desc="eval", disable=not show_progress):
         chunk = examples[i:i + batch_size]
         texts += policy.generate([ex.prompt for ex in chunk], max_new_tokens, batch_size=batch_size)
-    correct = [example_correct(ex, t) for ex, t in zip(examples, texts)]
-    by_group: dict[str, list[bool]] = {}
-    for ex, ok in zip(examples, correct):
-        by_group.setdefault(ex.group, []).append(ok)
-    acc = {g: float(np.mean(v)) for g, v in sorted(by_group.items())}
-    acc["average"] = float(np.mean(list(acc.values()))) if acc else float("nan")
-    return {"accuracy": acc, "n": len(examples), "correct": correct, "responses": texts}
+    scored = example_accuracy(examples, texts, sort_groups=True)  # Example.correct: the one correctness
+    return {**scored, "n": len(examples), "responses": texts}
 
 
 def best_index(scores: np.ndarray) -> int | None:

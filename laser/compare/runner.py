@@ -144,7 +144,6 @@ class SeedData:
     def _agreement(self, s: DemoSettings) -> dict:
         from laser.compare.analyses import agreement_counts
         from laser.policy.tiny import generate
-        from laser.tasks.extract import is_correct
 
         model, tok = self._load()
         prompts = [ex.prompt for ex in self.train]
@@ -153,8 +152,7 @@ class SeedData:
         rep = [p for p in prompts for _ in range(s.n_samples)]
         scores = np.stack([np.asarray(rm.score(rep, texts)) for rm in demo_rms(s, self.seed)])
         n = s.n_samples
-        correct = np.array([[float(is_correct(ex.task, texts[i * n + j], ex.answer)) for j in range(n)]
-                            for i, ex in enumerate(self.train)])
+        correct = np.array([[float(ex.correct(texts[i * n + j])) for j in range(n)] for i, ex in enumerate(self.train)])
         return agreement_counts(scores.reshape(len(scores), -1, n), correct)
 
 
@@ -170,18 +168,14 @@ def _cached(path: Path, compute):
 def evaluate(model_tok, test, s: DemoSettings, keep_texts: bool = False) -> dict:
     """Greedy test answers: per-prompt correctness and accuracy per domain (macro average)."""
     from laser.policy.tiny import generate
-    from laser.tasks.extract import is_correct
+    from laser.tasks.metrics import example_accuracy
     from laser.tasks.synthetic import format_prompt
 
     model, tok = model_tok
     texts = generate(model, tok, [format_prompt(e) for e in test], s.max_new_tokens)
-    correct = [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts)]
-    by: dict[str, list[int]] = {}
-    for e, c in zip(test, correct):
-        by.setdefault(e.group, []).append(c)
-    acc = {d: float(np.mean(v)) for d, v in by.items()}
-    acc["average"] = float(np.mean(list(acc.values())))
-    out = {"accuracy": acc, "correct": correct, "ids": [e.id for e in test], "domains": [e.group for e in test]}
+    scored = example_accuracy(test, texts)  # Example.correct: the one correctness
+    out = {"accuracy": scored["accuracy"], "correct": [int(c) for c in scored["correct"]],
+           "ids": [e.id for e in test], "domains": [e.group for e in test]}
     return {**out, "texts": texts} if keep_texts else out
 
 

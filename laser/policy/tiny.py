@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from laser.tasks.base import Example
-from laser.tasks.extract import is_correct
+from laser.tasks.metrics import example_accuracy
 from laser.tasks.synthetic import VERSIONS, format_prompt, make_benchmark, worked_response
 
 __all__ = [
@@ -234,7 +234,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 40,
 def evaluate_accuracy(model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 40,
                       greedy: bool = True, batch_size: int = 256, temperature: float = 0.8,
                       seed: int = 0) -> dict[str, float]:
-    """Accuracy per domain and on average, scored with ``laser.tasks.extract.is_correct``.
+    """Accuracy per domain and on average (``laser.tasks.metrics.example_accuracy``).
 
     Returns:
         ``{domain: accuracy, ..., "average": mean of the domain accuracies}`` (macro average, as in
@@ -242,12 +242,7 @@ def evaluate_accuracy(model, tokenizer, examples: Sequence[Example], max_new_tok
     """
     texts = generate(model, tokenizer, [format_prompt(e) for e in examples], max_new_tokens,
                      greedy=greedy, temperature=temperature, batch_size=batch_size, seed=seed)
-    hits: dict[str, list[bool]] = {}
-    for ex, text in zip(examples, texts):
-        hits.setdefault(ex.group, []).append(is_correct(ex.task, text, ex.answer))
-    acc = {d: float(np.mean(h)) for d, h in hits.items()}
-    acc["average"] = float(np.mean(list(acc.values()))) if acc else float("nan")
-    return acc
+    return example_accuracy(examples, texts)["accuracy"]
 
 
 def sft_targets(examples: Sequence[Example], benchmark: str = "v1", answer_first: float = 0.0,

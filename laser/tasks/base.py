@@ -35,6 +35,13 @@ class Example:
         found = parse_options(self.prompt)
         return tuple(found) if found else None
 
+    def correct(self, text: str) -> bool:
+        """Is ``text`` a right answer to this prompt? The one correctness every evaluator and every
+        answer-based feedback uses: ``laser.tasks.extract.is_correct`` with the option texts."""
+        from laser.tasks.extract import is_correct
+
+        return is_correct(self.task, text, self.answer, options=self.options)
+
     @property
     def group(self) -> str:
         """The label results are broken down by: the domain, else the task."""

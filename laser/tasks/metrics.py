@@ -43,6 +43,26 @@ def _check_lengths(**seqs: Sequence) -> int:
     return n
 
 
+def example_accuracy(examples: Sequence, texts: Sequence[str], sort_groups: bool = False) -> dict:
+    """The one accuracy of responses to :class:`~laser.tasks.base.Example` prompts.
+
+    Each response is judged by ``Example.correct`` (the task's answer extraction, gold answer and
+    multiple-choice option texts); accuracy is per group (domain, else task) and their macro
+    average, as in the paper's tables (groups in first-seen order, or sorted by name).
+
+    Returns:
+        ``{"accuracy": {group: acc, ..., "average": acc}, "correct": [bool per example]}``.
+    """
+    _check_lengths(examples=examples, texts=texts)
+    correct = [ex.correct(t) for ex, t in zip(examples, texts)]
+    by_group: dict[str, list[bool]] = {}
+    for ex, ok in zip(examples, correct):
+        by_group.setdefault(ex.group, []).append(ok)
+    acc = {g: float(np.mean(v)) for g, v in (sorted(by_group.items()) if sort_groups else by_group.items())}
+    acc["average"] = float(np.mean(list(acc.values()))) if acc else float("nan")
+    return {"accuracy": acc, "correct": correct}
+
+
 def accuracy(task: str, texts: Sequence[str], golds: Sequence[object]) -> float:
     """Fraction of responses whose extracted answer equals the gold answer.
 
