@@ -70,3 +70,40 @@ def test_evaluate_policy_groups_and_macro_average():
     out = evaluate_policy(Fixed(), exs, show_progress=False)
     assert out["accuracy"] == {"arith": 0.5, "yn": 1.0, "average": 0.75}
     assert out["correct"] == [True, False, True]
+
+
+def bon_cfg(tmp_path, selector="linucb"):
+    return load_config(data={"output_dir": str(tmp_path), "rewards": [{"name": "a", "type": "length"}],
+                             "selector": {"name": selector}, "train": {"n_samples": 4, "batch_size": 10}},
+                       require_data=False)
+
+
+def test_bon_isolates_any_rm_exception_and_names_every_rm_when_all_are_down(tmp_path):
+    """An RM with a bug (ValueError) is masked at its first call; best-of-n finishes on the other RM
+    (the event is reported); with every RM broken the run stops naming both."""
+    import pytest
+
+    from laser.routing import AllRewardModelsDown
+
+    def buggy(prompt, response):
+        raise ValueError("bad tokenizer")
+
+    examples = [Example(id=str(i), prompt=f"{'AB'[i % 2]} q{i}", answer="2", task="gsm8k") for i in range(20)]
+    rms = [CallableRM(buggy, name="buggy"), expert("B")]
+    result = run_bon(bon_cfg(tmp_path, "round_robin"), ScriptedPolicy(), rms, examples, show_progress=False)
+    assert result["selection"] == {"buggy": 0.0, "expert_B": 1.0}
+    assert any("'buggy' failed and is masked" in e and "ValueError: bad tokenizer" in e for e in result["events"])
+    with pytest.raises(AllRewardModelsDown, match="buggy: .*ValueError.*; other: .*ValueError"):
+        run_bon(bon_cfg(tmp_path), ScriptedPolicy(), [CallableRM(buggy, name="buggy"), CallableRM(buggy, name="other")],
+                examples, show_progress=False)
+
+
+def test_bon_never_picks_an_unscorable_response(tmp_path):
+    """An RM scoring NaN for 'The answer is 4' (and preferring larger numbers otherwise) picks 3, never 4."""
+    nan4 = CallableRM(lambda p, r: float("nan") if r.endswith("4") else float(r[-1]), name="nan4")
+    examples = [Example(id=str(i), prompt=f"q{i}", answer="3", task="gsm8k") for i in range(10)]
+    cfg = load_config(data={"output_dir": str(tmp_path), "rewards": [{"name": "nan4", "type": "length"}],
+                            "selector": {"name": "fixed", "arm": "nan4"}, "train": {"n_samples": 4, "batch_size": 10}},
+                      require_data=False)
+    result = run_bon(cfg, ScriptedPolicy(), [nan4], examples, show_progress=False)
+    assert result["methods"]["bandit"]["accuracy"] == 1.0  # the best scorable response is 3, the gold answer

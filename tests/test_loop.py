@@ -42,7 +42,7 @@ def test_loss_goes_down_and_records_are_complete(tmp_path):
     log = read_log(tmp_path)
     assert summary["global_step"] == len(log) == 10
     keys = {"iteration", "step", "arm", "arm_name", "ucb", "reward", "raw_reward", "loss", "dpo", "nll",
-            "n_pairs", "responses_scored", "time", "prompt_ids", "prompt_arms"}
+            "n_pairs", "responses_scored", "score_calls", "time", "prompt_ids", "prompt_arms"}
     assert keys <= set(log[0])
     assert [r["iteration"] for r in log] == list(range(10))
     assert all(r["arm_name"] == "ones" for r in log)
@@ -333,3 +333,55 @@ def test_mmlu_reply_naming_the_option_text_counts_for_the_verifier_and_feedback(
     options = parse_options(prompt)
     assert majority_answer("mmlu", texts, options) == "B"
     assert pair_correctness("mmlu", texts, [(0, 2), (2, 1)], "B", options) == [1.0, -1.0]
+
+
+# ---------------------------------------------------------------- the routing core's rules, in the loop
+def test_no_pair_rule_in_the_loop_tied_is_lowest_identical_is_skipped(tmp_path):
+    """An RM that ties every (different) sample: each step has no pair and is learned as the lowest
+    reward (0) -- arm counts = steps. A policy whose n samples are identical: no RM could order
+    them, the steps are skipped -- no bandit update at all."""
+    from laser.policy.model import Samples
+    from laser.routing import LOWEST
+
+    flat = [CallableRM(lambda p, r: 0.5, name="ones"), LengthRM("long")]
+    tr = Trainer(make_cfg(tmp_path / "tied", selector="fixed"), make_tiny_policy(), flat, EXAMPLES, show_progress=False)
+    tr.run()
+    log = read_log(tmp_path / "tied")
+    assert all(r["n_pairs"] == 0 and r["reward"] == [LOWEST] and r["raw_reward"] == [None] for r in log)
+    assert tr.selector.counts_.sum() == tr.global_step == tr.router.tied_ == 4
+
+    policy = make_tiny_policy()
+    real = policy.sample
+
+    def same_n_times(prompts, n, *a, **k):  # every response of a prompt is its first sample
+        s = real(prompts, n, *a, **k)
+        first = [s.prompt_index.index(i) for i in range(len(prompts))]
+        return Samples(s.prompt_index, [s.texts[first[i]] for i in s.prompt_index],
+                       [s.response_ids[first[i]] for i in s.prompt_index], s.prompt_ids)
+
+    policy.sample = same_n_times
+    tr = Trainer(make_cfg(tmp_path / "same", selector="fixed"), policy, rms(), EXAMPLES, show_progress=False)
+    tr.run()
+    log = read_log(tmp_path / "same")
+    assert all(r["n_pairs"] == 0 and r["reward"] == [None] for r in log)
+    assert tr.selector.counts_.sum() == 0 and tr.router.skipped_ == tr.global_step == 4
+
+
+def test_any_exception_of_a_local_rm_is_isolated_in_the_loop(tmp_path):
+    """A local RM with a bug (IndexError, not a RewardModelError) is masked; the run finishes on the other."""
+    def buggy(prompts, responses):
+        return [][0]
+
+    pool = [CallableRM(buggy, name="ones", batched=True), LengthRM("long")]
+    Trainer(make_cfg(tmp_path, selector="round_robin"), make_tiny_policy(), pool, EXAMPLES, show_progress=False).run()
+    log = read_log(tmp_path)
+    assert all(r["arm_name"] == "long" for r in log)
+    assert any("'ones' failed and is masked" in e and "IndexError" in e for e in log[0]["events"])
+
+
+def test_counters_responses_scored_and_score_calls_in_the_log(tmp_path):
+    """fixed 'ones', 4 prompts x 6 samples per step: one score() call of 24 responses per step."""
+    Trainer(make_cfg(tmp_path, selector="fixed"), make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
+    for i, r in enumerate(read_log(tmp_path), start=1):
+        assert r["responses_scored"] == [24 * i, 0] and r["score_calls"] == [i, 0]
+        assert r["responses_scored_total"] == 24 * i and r["score_calls_total"] == i

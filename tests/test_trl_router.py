@@ -366,3 +366,38 @@ def test_two_processes_agree_on_every_decision(granularity):
     for r in range(2):
         assert sum(sum(rm.calls) for rm in rms[r]) == 6 * 6  # each rank scored its own 6 rows per round
     assert routers[0].responses_scored_.sum() == 12 * 6  # counters hold both ranks' rows
+
+
+# ---------------------------------------------------------------- the routing core's rules, in the TRL router
+def test_no_pair_round_tied_is_lowest_identical_is_skipped():
+    """A constant RM ties TEXTS (different completions): the round has no pair and is learned as
+    the lowest reward (0); a round of 4 identical completions is skipped (no update)."""
+    router = make_router([CountRM("flat", lambda p, r: 1.0), CountRM("b")], selector=FixedSelector(2, arm=0))
+    prompts, texts, cols = one_group()
+    serve(router, prompts, texts, **cols)
+    assert router.history_[0]["raw"] == [] and router.history_[0]["reward"] == [0.0]
+    assert router.tied_ == 1 and router.selector.counts_.tolist() == [1, 0]
+    serve(router, prompts, [TEXTS[0]] * 4, **cols)
+    assert router.history_[1]["reward"] == [] and router.skipped_ == 1 and router.selector.counts_.tolist() == [1, 0]
+
+
+def test_any_exception_masks_the_rm_and_infinite_scores_too():
+    """A local RM's bug (KeyError) and an RM returning inf are masked; the round goes to the next arm."""
+    def buggy(p, r):
+        raise KeyError("bug")
+
+    rms = [CountRM("buggy", buggy), CountRM("inf", lambda p, r: float("inf")), CountRM("ok")]
+    router = make_router(rms, selector="round_robin")
+    prompts, texts, cols = one_group()
+    out = serve(router, prompts, texts, **cols)
+    assert out[2] == [float(len(t)) for t in TEXTS] and out[0] == out[1] == [None] * 4
+    assert "KeyError" in router.down_[0] and "infinite" in router.down_[1]
+
+
+def test_counters_responses_scored_and_score_calls():
+    """Two rounds of one group of 4 on a fixed arm: 8 responses in 2 score() calls."""
+    router = make_router([CountRM("a"), CountRM("b")], selector=FixedSelector(2, arm=1))
+    prompts, texts, cols = one_group()
+    serve(router, prompts, texts, **cols)
+    serve(router, prompts, texts, **cols)
+    assert router.responses_scored_.tolist() == [0, 8] and router.score_calls_.tolist() == [0, 2]

@@ -152,6 +152,7 @@ def test_skip_mode_skips_up_to_the_cap_then_stops(tmp_path, figures):
     inject(tr, "loss", {3, 5})
     summary = tr.run()
     assert summary["skipped_steps"] == 2 and summary["global_step"] == 10
+    assert tr.selector.counts_.sum() == 10 - 2  # a skipped step teaches the bandit nothing (routing core's rule)
     assert tr.unchanged[3] and tr.unchanged[5] and not tr.unchanged[4]  # skipped steps leave the weights
     log = read_log(tmp_path / "a")
     assert log[2]["loss"] is None and log[2]["grad_norm"] is None and log[3]["loss"] is not None
