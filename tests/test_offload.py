@@ -142,7 +142,8 @@ def test_a_move_that_keeps_failing_is_an_rm_failure_the_pool_masks(tok):
     event = pool.mark_down(1, info.value, selector)
     assert pool.down == {1} and "'judge' failed and is masked" in event
     assert np.isfinite(pool.score(0, PROMPTS, RESPONSES)).all()  # the other RM still scores
-    assert pool.calls.tolist() == [len(PROMPTS), len(PROMPTS)]  # the failed call is counted
+    assert pool.responses_scored.tolist() == [len(PROMPTS), len(PROMPTS)]  # the failed call is counted
+    assert pool.score_calls.tolist() == [1, 1]
 
 
 def test_the_loop_masks_an_rm_whose_move_fails_and_goes_on(tok, tmp_path):

@@ -93,8 +93,10 @@ class RewardPool:
             for k in range(len(self.rms)):
                 (selector.mask_arm if k in off else selector.unmask_arm)(k)
 
-    def mark_down(self, k: int, error: str, selector=None) -> str:
+    def mark_down(self, k: int, error: str | Exception, selector=None) -> str:
         """Mask arm ``k`` after ``error``; returns the event. Raises AllRewardModelsDown when none is left."""
+        if isinstance(error, BaseException):
+            error = f"{error.__class__.__name__}: {error}"
         self.down.add(k)
         self.last_errors[k] = error
         if selector is not None:
