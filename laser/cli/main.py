@@ -123,7 +123,7 @@ def cmd_eval(args) -> int:
 
 def cmd_bon(args) -> int:
     from laser.bon import format_bon, run_bon
-    from laser.build import build_rms, context_fn_for, load_policy
+    from laser.build import context_fn_for, load_policy
 
     cfg, examples = load_run(args.config, args.overrides)
     print(format_bon(run_bon(cfg, load_policy(cfg), build_rms(cfg, examples), examples, context_fn_for(cfg))))

@@ -18,7 +18,6 @@ update.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -34,7 +33,6 @@ from laser.routing.strategies import BanditPerBatch, BanditPerPrompt
 from laser.tasks.choice import parse_options
 from laser.tasks.extract import TASK_FORMATS
 
-log = logging.getLogger(__name__)
 GRANULARITIES = ("round", "prompt")
 CONTEXTS = ("auto", "policy", "hashed", "encoder")
 #: the feedbacks a round can compute (answer-based: no policy loss), and the outcome key each
@@ -295,8 +293,6 @@ class RouterCore:
         start = time.perf_counter()
         self.core.route(batch, trace=mode == "train")  # an RM that fails is masked, the round decided again
         self.seconds_["score"] += time.perf_counter() - start
-        for event in batch.events:
-            log.warning("RMRouter: %s", event)
         group_arms = np.asarray(batch.arms, dtype=np.int64)
         self._log_decision(kw.get("log_metric"), group_arms, batch.extra.get("ucb"))
         return _Round(completions, mode, groups, group_arms[groups], batch.scores, contexts, group_arms)

@@ -97,7 +97,11 @@ class Router:
             kwargs: :class:`Router`'s keyword arguments (feedback, normalizer, ...).
         """
         from laser.bandits import make_selector
-        from laser.routing.strategies import CONTEXT_FREE, BanditPerBatch, BanditPerPrompt
+        from laser.routing.strategies import (
+            CONTEXT_FREE,
+            BanditPerBatch,
+            BanditPerPrompt,
+        )
 
         needs_context = selector not in CONTEXT_FREE
         sel = make_selector(selector, len(rms), dim if needs_context else 1, seed=seed, **dict(selector_options or {}))
@@ -120,7 +124,10 @@ class Router:
             batch.index = list(range(start, start + len(batch.prompts)))
         reports = self.coll.all_gather(self.pool.reported_up())
         up = {k: all(r.get(k, True) for r in reports) for r in reports for k in r}
-        batch.events += self.pool.refresh(up, self.selector, step=batch.step)
+        events = self.pool.refresh(up, self.selector, step=batch.step)
+        for event in events:
+            log.info(event)
+        batch.events += events
 
     def decide(self, batch, trace: bool = True) -> list[int]:
         """Arms of the whole batch (main process's, checked equal on every process).

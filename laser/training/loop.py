@@ -25,7 +25,8 @@ import torch
 from laser.routing import FEEDBACKS, RewardPool, Router, make_strategy, resolve_feedback
 from laser.training import checkpoint
 from laser.training.dist import Dist
-from laser.training.records import finite_or_none, json_default, step_seed as _seed
+from laser.training.records import finite_or_none, json_default
+from laser.training.records import step_seed as _seed
 from laser.training.step import Step
 from laser.training.trackers import Trackers, tracker_names
 from laser.training.update import PolicyUpdate
