@@ -29,6 +29,7 @@ from laser.integrations.context import HashedNgramEmbedder, completion_text, pro
 from laser.integrations.dist import TorchCollectives
 from laser.routing import FEEDBACKS, Batch, Local, RewardPool, Router
 from laser.routing.outcome import correctness
+from laser.routing.pool import check_reward_models
 from laser.routing.strategies import BanditPerBatch, BanditPerPrompt
 from laser.tasks.choice import parse_options
 from laser.tasks.extract import TASK_FORMATS
@@ -53,23 +54,6 @@ class _Round:
     contexts: np.ndarray  # (n_groups, d) context of each group's prompt
     group_arms: np.ndarray  # (n_groups,) arm of each group
     called: set = field(default_factory=set)
-
-
-def _check_rms(reward_models: Sequence) -> list:
-    rms = list(reward_models)
-    if not rms:
-        raise ValueError("RMRouter needs at least one reward model")
-    bad = [f"#{i} ({type(rm).__name__})" for i, rm in enumerate(rms)
-           if not isinstance(getattr(rm, "name", None), str) or not callable(getattr(rm, "score", None))]
-    if bad:
-        raise ValueError(f"RMRouter: reward models {', '.join(bad)} lack a str `name` or a "
-                         "`score(prompts, responses)` method")
-    names = [rm.name for rm in rms]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"RMRouter: duplicate reward model names {dup}; each arm needs its own name "
-                         "(TRL logs rewards/<name>/mean per function)")
-    return rms
 
 
 def _check_feedback(feedback: str) -> tuple[str, ...]:
@@ -100,7 +84,7 @@ class RouterCore:
                  answer_column: str = "answer", task_column: str = "task", task: str | None = None,
                  tag_column: str | None = None, normalizer: QuantileNormalizer | None = None,
                  seed: int = 0) -> None:
-        self.rms = _check_rms(reward_models)
+        self.rms = check_reward_models(reward_models, "RMRouter", "TRL logs rewards/<name>/mean per function")
         self.names = [rm.name for rm in self.rms]
         self.needs = _check_feedback(feedback)
         problems = []

@@ -26,6 +26,27 @@ from laser.rewards.base import RewardModelError, check_scores
 log = logging.getLogger("laser")
 
 
+def check_reward_models(rms, who: str = "RewardPool", why_names: str = "logs and state name arms by it") -> list:
+    """The reward models as a list, each with a str ``name`` and a ``score`` method, names unique.
+
+    Raises:
+        ValueError: no RM, an object that is not an RM, or duplicate names (``who`` prefixes it).
+    """
+    rms = list(rms)
+    if not rms:
+        raise ValueError(f"{who} needs at least one reward model")
+    bad = [f"#{i} ({type(rm).__name__})" for i, rm in enumerate(rms)
+           if not isinstance(getattr(rm, "name", None), str) or not callable(getattr(rm, "score", None))]
+    if bad:
+        raise ValueError(f"{who}: reward models {', '.join(bad)} lack a str `name` or a "
+                         "`score(prompts, responses)` method")
+    names = [rm.name for rm in rms]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{who}: duplicate reward model names {dup}; each arm needs its own name ({why_names})")
+    return rms
+
+
 class AllRewardModelsDown(RuntimeError):
     """Every reward model failed; the message names each one and its last error."""
 

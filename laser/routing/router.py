@@ -37,7 +37,7 @@ from laser.routing.collectives import Collectives, Local, offset
 from laser.routing.feedback import FEEDBACKS
 from laser.routing.outcome import Outcome, correctness
 from laser.routing.pairs import build_pairs
-from laser.routing.pool import AllRewardModelsDown, RewardPool
+from laser.routing.pool import AllRewardModelsDown, RewardPool, check_reward_models
 
 log = logging.getLogger("laser")
 
@@ -106,7 +106,7 @@ class Router:
         needs_context = selector not in CONTEXT_FREE
         sel = make_selector(selector, len(rms), dim if needs_context else 1, seed=seed, **dict(selector_options or {}))
         strategy = (BanditPerPrompt if per_prompt else BanditPerBatch)(sel, selector, needs_context)
-        return cls(strategy, RewardPool(list(rms)), **kwargs)
+        return cls(strategy, RewardPool(check_reward_models(rms, "Router")), **kwargs)
 
     @property
     def names(self) -> list[str]:
