@@ -5,7 +5,7 @@ modes) all wire their runs here, and method names (``laser``, ``laser_per_prompt
 ``laser:<feedback>``, ``laser@<selector>``, ``single:<rm>``, ``oracle``, any strategy or
 selector name) become config sections in :func:`method_config` only.
 
-Package order (nothing imports upward): bandits, rewards, tasks, policy -> training -> config
+Package order (nothing imports upward): bandits, rewards, tasks -> routing, policy -> training -> config
 -> build -> demo / compare / integrations -> cli.
 """
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
-# config sits above laser.training: it reads the training registries (no torch), never the reverse
+# config sits above laser.routing: it reads the routing core's registries (no torch), never the reverse
 from laser.routing.feedback import FEEDBACKS as _FEEDBACK_REGISTRY  # noqa: E402
 from laser.routing.strategies import STRATEGIES as _STRATEGIES  # noqa: E402
 
