@@ -401,3 +401,17 @@ def test_counters_responses_scored_and_score_calls():
     serve(router, prompts, texts, **cols)
     serve(router, prompts, texts, **cols)
     assert router.responses_scored_.tolist() == [0, 8] and router.score_calls_.tolist() == [0, 2]
+
+
+def test_nonfinite_feedback_stops_the_round_naming_the_arm():
+    """A feedback that returns inf: the core's rule, NonFiniteReward naming the arm, nothing learned."""
+    import dataclasses
+
+    from laser.routing import NonFiniteReward
+
+    router = make_router([CountRM("a"), CountRM("b", by_answer())], selector=FixedSelector(2, arm=1))
+    router.core.fb = dataclasses.replace(router.core.fb, fn=lambda s: float("inf"))
+    prompts, texts, cols = one_group()
+    with pytest.raises(NonFiniteReward, match=r"\(inf\), arm b"):
+        serve(router, prompts, texts, **cols)
+    assert router.selector.counts_.tolist() == [0, 0] and router.normalizer.history_ == []
