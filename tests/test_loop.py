@@ -385,3 +385,19 @@ def test_counters_responses_scored_and_score_calls_in_the_log(tmp_path):
     for i, r in enumerate(read_log(tmp_path), start=1):
         assert r["responses_scored"] == [24 * i, 0] and r["score_calls"] == [i, 0]
         assert r["responses_scored_total"] == 24 * i and r["score_calls_total"] == i
+
+
+def test_a_checkpoint_written_before_the_routing_core_still_resumes(tmp_path):
+    """Counters in the old layout (rm_calls / rm_down / rm_errors, no pool or router entry) load
+    into the pool: responses_scored from rm_calls, score_calls unknown (0)."""
+    tr = Trainer(make_cfg(tmp_path, selector="fixed", iterations=1), make_tiny_policy(), rms(), EXAMPLES,
+                 show_progress=False)
+    sd = tr.state_dict()
+    c = sd["counters"]
+    del c["pool"], c["router"]
+    c.update(rm_calls=[48, 0], rm_down=[1], rm_errors={"1": "RewardModelError: gone"})
+    fresh = Trainer(make_cfg(tmp_path, selector="fixed", iterations=1), make_tiny_policy(), rms(), EXAMPLES,
+                    show_progress=False)
+    fresh.load_state_dict(sd)
+    assert fresh.pool.responses_scored.tolist() == [48, 0] and fresh.pool.score_calls.tolist() == [0, 0]
+    assert fresh.pool.down == {1} and fresh.pool.last_errors == {1: "RewardModelError: gone"}

@@ -255,8 +255,10 @@ class Trainer:
         torch.set_rng_state(sd["rng"]["cpu"])
         if sd["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
+        pool = c.get("pool") or {"rm_names": c["rm_names"], "rm_calls": c["rm_calls"], "down": c["rm_down"],
+                                 "errors": c["rm_errors"]}  # a checkpoint written before the routing core
         self.router.load_state_dict({"strategy": sd.get("strategy"), "normalizer": sd["normalizer"],
-                                     "pool": c["pool"], "counters": c["router"]})
+                                     "pool": pool, "counters": c.get("router")})
         self.iteration, self.step_in_iter = c["iteration"], c["step_in_iter"]
         self.global_step, self.skipped_steps, self.skipped_prompts = c["global_step"], c["skipped_steps"], \
             c["skipped_prompts"]
