@@ -415,3 +415,33 @@ def test_nonfinite_feedback_stops_the_round_naming_the_arm():
     with pytest.raises(NonFiniteReward, match=r"\(inf\), arm b"):
         serve(router, prompts, texts, **cols)
     assert router.selector.counts_.tolist() == [0, 0] and router.normalizer.history_ == []
+
+
+def test_a_version_1_router_state_still_loads(tmp_path):
+    """A checkpoint written before the routing core (laser_router/state.npz + router.json, version 1)
+    loads into today's router: the same selector, normaliser, counters and history, and the two
+    routers then decide alike."""
+    import json
+
+    prompts, texts, cols = one_group()
+    make = lambda: make_router([CountRM("a"), CountRM("b", by_answer())], context_dim=8)  # noqa: E731
+    a = make()
+    for _ in range(3):
+        serve(a, prompts, texts, **cols)
+    sd = a.state_dict()
+    v1 = tmp_path / "checkpoint-3" / "laser_router"
+    v1.mkdir(parents=True)
+    arrays = {**{f"selector.{k}": v for k, v in sd["strategy"].items()},
+              **{f"normalizer.{k}": v for k, v in sd["normalizer"].items()},
+              "rows_scored": a.responses_scored_, "calls": a.score_calls_}
+    with open(v1 / "state.npz", "wb") as f:
+        np.savez(f, **arrays)
+    meta = {**sd["router"], "version": 1, "skipped": a.skipped_, "down": {}, "global_step": 3, "mid_round": False}
+    (v1 / "router.json").write_text(json.dumps(meta))
+    b = make()
+    b.load(str(tmp_path / "checkpoint-3"), expect_step=3)
+    assert b.history_ == a.history_ and b.responses_scored_.tolist() == a.responses_scored_.tolist()
+    for _ in range(3):
+        serve(a, prompts, texts, **cols)
+        serve(b, prompts, texts, **cols)
+    assert b.history_ == a.history_

@@ -246,6 +246,8 @@ class RMRouter(RouterCore, TrainerCallback):
         """
         folder = os.path.join(checkpoint, STATE_DIR)
         sd, found = load_state(folder, required=("router.json", "normalizer.npz"))
+        if sd is None and os.path.isfile(os.path.join(folder, "router.json")):
+            sd, found = _read_v1(folder), folder  # written before the routing core
         if sd is None:
             raise FileNotFoundError(f"RMRouter: no router state in {folder}; a run resumed at step "
                                     f"{expect_step} needs the laser_router/ folder its checkpoint was saved with "
@@ -259,6 +261,24 @@ class RMRouter(RouterCore, TrainerCallback):
                              f"{meta['global_step']}); TRL regenerates that round on resume, so the router "
                              "cannot continue it exactly (strict_resume=False accepts it)")
         self.load_state_dict(sd)
+
+
+def _read_v1(folder: str) -> dict:
+    """A version-1 router state (``state.npz`` + ``router.json``, before the routing core) in
+    today's :meth:`RMRouter.state_dict` layout."""
+    import json
+
+    with open(os.path.join(folder, "router.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    with np.load(os.path.join(folder, "state.npz"), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    part = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+    down = {int(k): v for k, v in meta["down"].items()}
+    return {"strategy": part("selector."), "normalizer": part("normalizer."),
+            "pool": {"rm_names": meta["rm_names"], "responses_scored": arrays["rows_scored"].tolist(),
+                     "score_calls": arrays["calls"].tolist(), "down": sorted(down),
+                     "errors": {str(k): v for k, v in down.items()}},
+            "counters": {"skipped": meta["skipped"]}, "router": {**meta, "version": _STATE_VERSION}}
 
 
 def _columns(dataset) -> set[str]:
