@@ -1,0 +1,464 @@
+"""LASeR routing inside verl's reward loop: one reward model per prompt, chosen by a shared bandit.
+
+verl (0.9.1) scores rollouts in its reward loop: several ``RewardLoopWorker`` Ray actors each hold
+a reward manager and call ``await manager.run_single(row)`` once per response. This module gives
+verl such a manager, :class:`LaserRewardManager`, selected with::
+
+    reward.reward_manager.source=importlib
+    reward.reward_manager.module.path=pkg://laser.integrations.verl
+    reward.reward_manager.name=LaserRewardManager
+    +reward.reward_kwargs.laser=/path/laser_verl.yaml      # `rewards:` list + `router:` section
+
+Per row: the worker asks the routing actor (one named Ray actor shared by every worker, holding
+the bandit, the normaliser and the groups in flight) which RM scores the row's prompt; every row
+of a prompt's group (same ``uid``) gets the same RM; only that RM runs, in the worker (a local
+model, built on first use) or over HTTP (``type: remote``, e.g. ``laser serve-rm``). The worker
+then reports the score; when a group's ``group_size`` rows are in, the actor turns the group into
+bandit feedback: ``pair_accuracy`` against ``reward_model.ground_truth`` when the rows carry one,
+else ``majority_pair_accuracy`` (the group's own majority answer) when the task has an answer
+extractor; a group with neither (chat prompts) is routed but teaches nothing. The actor saves its
+state atomically every ``save_every`` learned groups under ``state_dir`` and loads the newest
+verified save when it starts (verl has no checkpoint hook for reward managers).
+
+Everything but :class:`LaserRewardManager` is framework-free (no verl, no Ray) and tested in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from laser.bandits import NoArmAvailable, QuantileNormalizer, make_selector
+from laser.integrations.context import HashedNgramEmbedder, prompt_text
+from laser.integrations.outcome import group_pair_values, pooled
+from laser.tasks.extract import TASK_FORMATS
+
+log = logging.getLogger("laser")
+
+FEEDBACK_NAMES = ("auto", "pair_accuracy", "majority_pair_accuracy", "mixed_pair_accuracy")
+STATE_FILES = ("selector.npz", "normalizer.npz", "router.json")
+
+
+@dataclass
+class RoutingSpec:
+    """The ``router:`` section of a verl run's LASeR config (every field optional)."""
+
+    selector: str = "linucb"
+    selector_options: dict = field(default_factory=dict)
+    feedback: str = "auto"  # auto: gold answer when the rows carry one, else the majority answer
+    context_dim: int = 256  # hashed n-gram context of the prompt (no model)
+    task: str | None = "auto"  # answer format; auto: the row's data_source if it names one
+    group_size: int | None = None  # rows per prompt; default actor_rollout_ref.rollout.n
+    actor_name: str = "laser_router"
+    state_dir: str | None = None  # default <trainer.default_local_dir>/laser_router
+    save_every: int = 64  # learned groups between saves
+    max_pending: int = 4096  # groups in flight kept; older ones (never completed) are dropped
+    unscorable: str | float = "error"  # what verl gets for a NaN score: error, or this number
+    seed: int = 0
+
+
+def load_spec(source: Any, group_size: int | None = None, state_dir: str | None = None) -> tuple[list, RoutingSpec]:
+    """The RM specs and routing spec of a LASeR config (a YAML path or a mapping).
+
+    Args:
+        source: path of a YAML file, or a mapping, with ``rewards:`` (RM specs) and ``router:``.
+        group_size: default for ``router.group_size`` (verl's ``actor_rollout_ref.rollout.n``).
+        state_dir: default for ``router.state_dir``.
+
+    Raises:
+        ValueError: every problem found, each naming its key.
+    """
+    where = str(source) if isinstance(source, (str, Path)) else "reward.reward_kwargs.laser"
+    if isinstance(source, (str, Path)):
+        import yaml
+
+        with open(source, encoding="utf-8") as f:
+            source = yaml.safe_load(f)
+    if hasattr(source, "items") and not isinstance(source, dict):  # an OmegaConf node
+        from omegaconf import OmegaConf
+
+        source = OmegaConf.to_container(source, resolve=True)
+    if not isinstance(source, dict):
+        raise ValueError(f"{where}: expected a mapping with `rewards:` and `router:`, got {type(source).__name__}")
+    problems = [f"{key}: unknown top-level key (valid: rewards, router)" for key in source
+                if key not in ("rewards", "router")]
+    specs = source.get("rewards")
+    if not isinstance(specs, list) or len(specs) < 2:
+        problems.append("rewards: a list of at least two reward model specs is required")
+        specs = []
+    else:
+        from laser.rewards.factory import check_specs
+
+        problems += check_specs(specs)
+        names = [s.get("name") for s in specs if isinstance(s, dict)]
+        problems += [f"rewards: name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    spec, found = _router_spec(source.get("router") or {}, group_size, state_dir)
+    problems += found
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+    return specs, spec
+
+
+def _router_spec(section: Any, group_size: int | None, state_dir: str | None) -> tuple[RoutingSpec, list[str]]:
+    if not isinstance(section, dict):
+        return RoutingSpec(), [f"router: expected a mapping, got {type(section).__name__}"]
+    known = {f.name for f in fields(RoutingSpec)}
+    problems = [f"router.{k}: unknown key (valid: {', '.join(sorted(known))})" for k in section if k not in known]
+    values = {k: v for k, v in section.items() if k in known}
+    values.setdefault("group_size", group_size)
+    values.setdefault("state_dir", state_dir)
+    spec = RoutingSpec(**values)
+    from laser.bandits import SELECTORS
+
+    checks = [
+        (spec.selector in SELECTORS, f"router.selector: {spec.selector!r} is not one of {', '.join(sorted(SELECTORS))}"),
+        (spec.feedback in FEEDBACK_NAMES, f"router.feedback: {spec.feedback!r} is not one of {', '.join(FEEDBACK_NAMES)}"),
+        (spec.task in (None, "auto") or str(spec.task).lower() in TASK_FORMATS,
+         f"router.task: {spec.task!r} has no answer extractor (valid: auto, {', '.join(TASK_FORMATS)})"),
+        (isinstance(spec.group_size, int) and spec.group_size >= 2,
+         f"router.group_size: {spec.group_size!r}; need an integer >= 2 (rows per prompt: set "
+         "actor_rollout_ref.rollout.n >= 2, GRPO-style, or router.group_size)"),
+        (isinstance(spec.context_dim, int) and spec.context_dim >= 2, f"router.context_dim: {spec.context_dim!r} < 2"),
+        (isinstance(spec.save_every, int) and spec.save_every >= 1, f"router.save_every: {spec.save_every!r} < 1"),
+        (isinstance(spec.max_pending, int) and spec.max_pending >= 1, f"router.max_pending: {spec.max_pending!r} < 1"),
+        (spec.unscorable == "error" or (isinstance(spec.unscorable, (int, float)) and math.isfinite(spec.unscorable)),
+         f"router.unscorable: {spec.unscorable!r}; use error or a finite number"),
+        (isinstance(spec.selector_options, dict), "router.selector_options: expected a mapping"),
+    ]
+    return spec, problems + [msg for ok, msg in checks if not ok]
+
+
+def row_task(spec_task: str | None, data_source: Any) -> str | None:
+    """The answer format of a row: the configured task, or (``auto``) the last part of the row's
+    ``data_source`` when it names a known format (``openai/gsm8k`` -> ``gsm8k``), else None."""
+    if spec_task not in (None, "auto"):
+        return str(spec_task).lower()
+    if spec_task == "auto" and isinstance(data_source, str):
+        name = data_source.rstrip("/").rsplit("/", 1)[-1].lower()
+        return name if name in TASK_FORMATS else None
+    return None
+
+
+@dataclass
+class _Group:
+    arm: int
+    context: np.ndarray
+    texts: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    arms: set = field(default_factory=set)  # every arm that scored a row (several after a failure)
+
+
+class GroupRouter:
+    """The routing state one verl run shares: decide per prompt group, learn from finished groups.
+
+    Args:
+        names: the RM names (arm k = ``names[k]``).
+        spec: the :class:`RoutingSpec`.
+
+    Attributes:
+        rows_scored_: rows routed to each arm; ``learned_``, ``tied_``, ``skipped_``, ``unlabelled_``,
+        ``dropped_``: groups learned (``tied_`` of them as the lowest reward: no pair although the
+        responses differ), not learned (identical responses, several arms after a failure), not
+        learnable (no gold answer and no task), dropped before completion.
+    """
+
+    def __init__(self, names: list[str], spec: RoutingSpec):
+        self.names, self.spec = list(names), spec
+        self.embedder = HashedNgramEmbedder(spec.context_dim)
+        self.selector = make_selector(spec.selector, len(names), spec.context_dim, spec.seed, **spec.selector_options)
+        self.normalizer = QuantileNormalizer()
+        self.pending: OrderedDict[str, _Group] = OrderedDict()
+        self.down: dict[int, str] = {}
+        self.rows_scored_ = np.zeros(len(names), dtype=np.int64)
+        self.learned_ = self.tied_ = self.skipped_ = self.unlabelled_ = self.dropped_ = 0
+
+    def route(self, uid: str, prompt: str) -> int:
+        """The arm of ``uid``'s group (decided when its first row arrives)."""
+        group = self.pending.get(uid)
+        if group is None:
+            context = self.embedder.embed([prompt])[0]
+            group = self.pending[uid] = _Group(self._select(context), context)
+            while len(self.pending) > self.spec.max_pending:
+                self.pending.popitem(last=False)
+                self.dropped_ += 1
+        return group.arm
+
+    def _select(self, context: np.ndarray) -> int:
+        try:
+            return int(self.selector.select(context))
+        except NoArmAvailable:
+            down = "; ".join(f"{self.names[k]}: {e}" for k, e in sorted(self.down.items()))
+            raise RuntimeError(f"every reward model is down ({down})") from None
+
+    def fail(self, uid: str, arm: int, error: str) -> int:
+        """``arm``'s RM raised on a row of ``uid``: mask it for the rest of the run, decide again."""
+        if arm not in self.down:
+            self.selector.mask_arm(arm)
+            self.down[arm] = error
+            log.warning("reward model %r failed and is masked: %s", self.names[arm], error)
+        group = self.pending.get(uid)
+        if group is None:
+            return self._select(self.embedder.embed([""])[0])
+        if group.arm == arm:
+            group.arm = self._select(group.context)
+        return group.arm
+
+    def report(self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None) -> str | None:
+        """One scored row; learns when the group is complete. Returns what happened to the group
+        when it completed (``learned``, ``tied``, ``skipped``, ``unlabelled``), else None."""
+        self.rows_scored_[arm] += 1
+        group = self.pending.get(uid)
+        if group is None:
+            return None  # dropped (max_pending) or routed before a restart: nothing to learn from
+        group.texts.append(text)
+        group.scores.append(float(score))
+        group.arms.add(int(arm))
+        if len(group.texts) < self.spec.group_size:
+            return None
+        del self.pending[uid]
+        return self._learn(group, gold, task)
+
+    def _learn(self, group: _Group, gold: Any, task: str | None) -> str:
+        labelled = gold is not None and str(gold) != ""
+        key = self.spec.feedback
+        if key == "auto":
+            key = "pair_accuracy" if labelled else "majority_pair_accuracy"
+        if task is None or (key == "pair_accuracy" and not labelled):
+            if self.spec.feedback != "auto":
+                raise ValueError(f"router.feedback={key} needs a task (answer format) on every row"
+                                 f"{' and reward_model.ground_truth' if key == 'pair_accuracy' else ''}; "
+                                 f"a group has task={task!r}, ground_truth={gold!r}")
+            self.unlabelled_ += 1
+            return "unlabelled"
+        if len(group.arms) > 1 or len(set(group.texts)) < 2:
+            self.skipped_ += 1  # rows of several RMs do not compare; identical rows teach nothing
+            return "skipped"
+        values = group_pair_values(task, group.texts, group.scores, gold, [key])[key]
+        if values:
+            reward = self.normalizer.normalize(pooled([values]))
+            self.learned_ += 1
+            outcome = "learned"
+        else:  # the RM tied or could not score responses that differ: the lowest reward
+            reward, outcome = 0.0, "tied"
+            self.tied_ += 1
+        self.selector.update(group.arm, group.context, float(reward))
+        return outcome
+
+    def counters(self) -> dict:
+        return {"rows_scored": self.rows_scored_.tolist(), "learned": self.learned_, "tied": self.tied_,
+                "skipped": self.skipped_, "unlabelled": self.unlabelled_, "dropped": self.dropped_,
+                "pending": len(self.pending), "down": {self.names[k]: e for k, e in self.down.items()}}
+
+    def state_dict(self) -> dict:
+        return {"selector": self.selector.state_dict(), "normalizer": self.normalizer.state_dict(),
+                "meta": {"names": self.names, "selector": self.spec.selector, **self.counters()}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore :meth:`state_dict`'s output; arms masked by failures are given a fresh chance."""
+        if sd["meta"]["names"] != self.names:
+            raise ValueError(f"router state is for reward models {sd['meta']['names']}, this run has {self.names}")
+        self.selector.load_state_dict(sd["selector"])
+        for k in range(len(self.names)):
+            self.selector.unmask_arm(k)
+        self.normalizer.load_state_dict(sd["normalizer"])
+        meta = sd["meta"]
+        self.rows_scored_ = np.array(meta["rows_scored"], dtype=np.int64)
+        self.learned_, self.tied_, self.skipped_ = meta["learned"], meta["tied"], meta["skipped"]
+        self.unlabelled_, self.dropped_ = meta["unlabelled"], meta["dropped"]
+
+
+def save_router(root: str | Path, router: GroupRouter, step: int) -> Path:
+    """Atomic save (temporary folder, manifest with sha256, rename) of the router's state."""
+    from laser.training.checkpoint import write_checkpoint
+
+    sd = router.state_dict()
+    return write_checkpoint(root, step, {
+        "selector.npz": lambda p: _savez(p, sd["selector"]),
+        "normalizer.npz": lambda p: _savez(p, sd["normalizer"]),
+        "router.json": lambda p: p.write_text(json.dumps(sd["meta"], indent=1)),
+    })
+
+
+def _savez(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_router(root: str | Path, router: GroupRouter) -> Path | None:
+    """Load the newest verified save under ``root`` into ``router``; None when there is none."""
+    from laser.training.checkpoint import find_latest
+
+    folder, broken = find_latest(root, STATE_FILES)
+    for path, reason in broken:
+        log.warning("router state %s skipped: %s", path, reason)
+    if folder is None:
+        return None
+    with np.load(folder / "selector.npz") as s, np.load(folder / "normalizer.npz") as n:
+        sd = {"selector": dict(s), "normalizer": dict(n), "meta": json.loads((folder / "router.json").read_text())}
+    router.load_state_dict(sd)
+    return folder
+
+
+class RouterActor:
+    """What the named Ray actor holds: a :class:`GroupRouter`, restored at start, saved on a schedule.
+
+    Ray runs an actor's methods one at a time, so the state stays consistent while every reward
+    worker calls it. Also usable in-process (tests, one worker).
+    """
+
+    def __init__(self, names: list[str], spec: dict):
+        self.spec = RoutingSpec(**spec)
+        self.router = GroupRouter(names, self.spec)
+        self.root = Path(self.spec.state_dir) if self.spec.state_dir else None
+        self.resumed_from = load_router(self.root, self.router) if self.root else None
+        if self.resumed_from:
+            log.info("laser router: resumed from %s", self.resumed_from)
+        self.saves = 0
+
+    def route(self, uid: str, prompt: str) -> int:
+        return self.router.route(uid, prompt)
+
+    def fail(self, uid: str, arm: int, error: str) -> int:
+        return self.router.fail(uid, arm, error)
+
+    def report(self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None) -> str | None:
+        outcome = self.router.report(uid, arm, text, score, gold, task)
+        done = self.router.learned_ + self.router.tied_
+        if outcome in ("learned", "tied") and self.root and done % self.spec.save_every == 0:
+            self.save()
+        return outcome
+
+    def save(self) -> str | None:
+        """Write the state now (also called on the schedule); returns the folder (None: no state_dir)."""
+        if self.root is None:
+            return None
+        folder = save_router(self.root, self.router, self.router.learned_ + self.router.tied_ + self.router.skipped_
+                             + self.router.unlabelled_)
+        self.saves += 1
+        log.info("laser router: state saved to %s", folder)
+        return str(folder)
+
+    def stats(self) -> dict:
+        return {**self.router.counters(), "counts": self.router.selector.counts_.tolist(), "saves": self.saves,
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None}
+
+
+class RoutedScoring:
+    """The per-row work of :class:`LaserRewardManager`, without verl: decode, route, score, report.
+
+    Args:
+        specs: the RM specs (built lazily, in this process, the first time their arm is chosen).
+        spec: the :class:`RoutingSpec`.
+        router: a Ray actor handle of :class:`RouterActor` (methods called with ``.remote``) or a
+            :class:`RouterActor` itself.
+        tokenizer: the policy's tokenizer (``decode``).
+    """
+
+    def __init__(self, specs: list, spec: RoutingSpec, router: Any, tokenizer: Any):
+        self.specs, self.spec, self.router, self.tokenizer = list(specs), spec, router, tokenizer
+        self.names = [s["name"] for s in self.specs]
+        self.rms: dict[int, Any] = {}
+        self.lock = threading.Lock()  # models are not thread-safe; rows score one at a time per worker
+
+    async def _ask(self, method: str, *args):
+        fn = getattr(self.router, method)
+        return await fn.remote(*args) if hasattr(fn, "remote") else fn(*args)
+
+    def _rm(self, arm: int):
+        if arm not in self.rms:
+            from laser.rewards.factory import build_reward_model
+
+            self.rms[arm] = build_reward_model(self.specs[arm])
+        return self.rms[arm]
+
+    def _score(self, arm: int, prompt: str, response: str) -> float:
+        from laser.rewards.base import check_scores
+
+        with self.lock:
+            raw = self._rm(arm).score([prompt], [response])
+        return float(check_scores(raw, 1, self.names[arm])[0])
+
+    async def score_row(self, data: Any) -> dict:
+        """verl's ``run_single``: one row (the last of ``data``) -> ``{"reward_score", "reward_extra_info"}``."""
+        item = data[len(data) - 1]
+        prompt, response = self._texts(item)
+        extra = item.non_tensor_batch
+        uid = str(extra.get("uid", prompt))
+        gold = (extra.get("reward_model") or {}).get("ground_truth")
+        task = row_task(self.spec.task, extra.get("data_source"))
+        loop = asyncio.get_running_loop()
+        arm = await self._ask("route", uid, prompt)
+        while True:
+            try:
+                score = await loop.run_in_executor(None, self._score, arm, prompt, response)
+                break
+            except Exception as exc:  # any RM failure: masked by the router, the row re-routed
+                arm = await self._ask("fail", uid, arm, f"{type(exc).__name__}: {exc}")
+        await self._ask("report", uid, arm, response, score, None if gold is None else str(gold), task)
+        if not math.isfinite(score):
+            if self.spec.unscorable == "error":
+                raise ValueError(f"reward model {self.names[arm]!r} could not score a response of prompt uid {uid} "
+                                 "(NaN); set router.unscorable to a number to give verl that reward instead")
+            score = float(self.spec.unscorable)
+        return {"reward_score": score, "reward_extra_info": {"laser_arm": arm}}
+
+    def _texts(self, item: Any) -> tuple[str, str]:
+        """The row's prompt (its last user message when verl kept ``raw_prompt``) and response text."""
+        prompt_ids, response_ids = item.batch["prompts"], item.batch["responses"]
+        mask = item.batch["attention_mask"]
+        n_prompt, n_response = prompt_ids.shape[-1], response_ids.shape[-1]
+        response = self.tokenizer.decode(response_ids[:int(mask[-n_response:].sum())], skip_special_tokens=True)
+        raw = item.non_tensor_batch.get("raw_prompt")
+        if raw is not None:
+            return prompt_text(list(raw) if not isinstance(raw, str) else raw), response
+        kept = prompt_ids[mask[:n_prompt].bool()]
+        return self.tokenizer.decode(kept, skip_special_tokens=True), response
+
+
+def _verl_spec(config: Any) -> tuple[list, RoutingSpec]:
+    """Read ``reward.reward_kwargs.laser`` from verl's config, with verl's defaults filled in."""
+    kwargs = config.reward.get("reward_kwargs") or {}
+    source = kwargs.get("laser")
+    if source is None:
+        raise ValueError("LaserRewardManager: set +reward.reward_kwargs.laser=<path of a YAML with `rewards:` and "
+                         "`router:`> (see docs/verl.md)")
+    n = config.actor_rollout_ref.rollout.get("n")
+    ckpt = config.trainer.get("default_local_dir")
+    return load_spec(source, group_size=n, state_dir=str(Path(ckpt) / "laser_router") if ckpt else None)
+
+
+def _make_manager_class():
+    from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+
+    class LaserRewardManager(RewardManagerBase):
+        """verl reward manager: each row scored by the RM that the shared routing actor picks."""
+
+        def __init__(self, config, tokenizer, compute_score, reward_router_address=None, reward_model_tokenizer=None):
+            super().__init__(config, tokenizer, compute_score)
+            import ray
+
+            specs, spec = _verl_spec(config)
+            actor = ray.remote(num_cpus=0)(RouterActor).options(name=spec.actor_name, get_if_exists=True)
+            handle = actor.remote([s["name"] for s in specs], asdict(spec))
+            self.routing = RoutedScoring(specs, spec, handle, tokenizer)
+
+        async def run_single(self, data) -> dict:
+            return await self.routing.score_row(data)
+
+    return LaserRewardManager
+
+
+def __getattr__(name: str):
+    if name == "LaserRewardManager":  # verl is imported only when the manager is asked for
+        cls = globals()["LaserRewardManager"] = _make_manager_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
