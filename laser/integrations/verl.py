@@ -344,8 +344,11 @@ class RouterActor:
         folder = save_router(self.root, self.router, self.router.learned_ + self.router.tied_ + self.router.skipped_
                              + self.router.unlabelled_)
         self.saves += 1
-        log.info("laser router: state saved to %s", folder)
+        (log.warning if self.saves == 1 else log.info)("laser router: state saved to %s", folder)
         return str(folder)
+
+    def state_dict(self) -> dict:
+        return self.router.state_dict()
 
     def stats(self) -> dict:
         return {**self.router.counters(), "counts": self.router.selector.counts_.tolist(), "saves": self.saves,
