@@ -161,7 +161,7 @@ def test_reward_loop_routes_scores_learns_and_restores(setup):
     # good's groups have pair_accuracy +0.5, bad's -0.5 (tests/test_verl_routing.py derives both):
     # the learned mean reward ranks good first. Batch 1's 10 groups are all routed before any of
     # them finishes (rows arrive concurrently), with ties broken at random, so both arms are tried.
-    sums, counts = before["selector"]["sums"], before["selector"]["counts"]
+    sums, counts = before["strategy"]["sums"], before["strategy"]["counts"]
     assert (counts > 0).all() and sums[0] / counts[0] > sums[1] / counts[1]
 
     start_ray(log_path)
@@ -175,6 +175,6 @@ def test_reward_loop_routes_scores_learns_and_restores(setup):
         ray.shutdown()
     assert restored["resumed_from"].endswith("ckpt-00000015")
     assert restored["counts"] == stats["counts"] and restored["learned"] == stats["learned"]
-    for part in ("selector", "normalizer"):
+    for part in ("strategy", "normalizer"):
         assert before[part].keys() == after[part].keys()
         assert all(np.array_equal(before[part][k], after[part][k]) for k in before[part])

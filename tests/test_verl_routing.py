@@ -21,6 +21,7 @@ import torch
 
 from laser.integrations.verl import GroupRouter, RoutedScoring, RouterActor, RoutingSpec, load_spec, row_task
 from laser.policy.tiny import make_char_tokenizer
+from laser.routing import AllRewardModelsDown
 
 try:
     from tests.verl_rms import _error, read_log, rm_spec
@@ -152,7 +153,7 @@ def test_state_survives_a_restart_and_decides_like_the_uninterrupted_router(tmp_
     assert first.router.saves == 3 and sorted(p.name for p in state.iterdir()) == ["ckpt-00000020", "ckpt-00000030"]
     again = RouterActor(first.names, asdict(first.spec))
     assert again.resumed_from is not None and again.resumed_from.name == "ckpt-00000030"
-    a, b = first.router.router.selector.state_dict(), again.router.selector.state_dict()
+    a, b = first.router.router.core.selector.state_dict(), again.router.core.selector.state_dict()
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     prompts = [f"What is {x}+{x + 2}?" for x in range(40, 48)]
     assert [first.router.route(f"n{i}", p) for i, p in enumerate(prompts)] == \
@@ -171,7 +172,7 @@ def test_a_failing_rm_is_masked_and_its_rows_go_to_another(tmp_path, rm_log):
     assert scorer.router.stats()["skipped"] == 0 and scorer.router.stats()["learned"] == 1
     dead = scoring(tmp_path, names=("broken", "unscorable"), selector="fixed", selector_options={"arm": 0})
     dead.router.router.fail("x", 1, "ConnectionError: down too")
-    with pytest.raises(RuntimeError, match=r"every reward model is down \(broken: ConnectionError.*unscorable: "):
+    with pytest.raises(AllRewardModelsDown, match=r"every reward model is down: broken: .*ConnectionError.*; unscorable: "):
         run(dead, group_rows(0)[:1])
 
 
@@ -195,7 +196,7 @@ def test_load_spec_names_every_problem_at_once():
         assert part in msg, part
     specs, spec = load_spec({"rewards": [rm_spec("good"), rm_spec("bad")]}, group_size=8, state_dir="/ckpt")
     assert spec.group_size == 8 and spec.state_dir == "/ckpt" and len(specs) == 2
-    assert isinstance(GroupRouter(["good", "bad"], spec).selector.state_dict(), dict)
+    assert isinstance(GroupRouter(["good", "bad"], spec).core.selector.state_dict(), dict)
     assert (row_task("auto", "openai/gsm8k"), row_task("auto", "lmsys/chat"), row_task("mmlu", "x")) == \
            ("gsm8k", None, "mmlu")
     assert RoutingSpec().feedback == "auto"

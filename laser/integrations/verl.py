@@ -26,7 +26,6 @@ Everything but :class:`LaserRewardManager` is framework-free (no verl, no Ray) a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import threading
@@ -37,15 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from laser.bandits import NoArmAvailable, QuantileNormalizer, make_selector
 from laser.integrations.context import HashedNgramEmbedder, prompt_text
-from laser.integrations.outcome import group_pair_values, pooled
 from laser.tasks.extract import TASK_FORMATS
 
 log = logging.getLogger("laser")
 
 FEEDBACK_NAMES = ("auto", "pair_accuracy", "majority_pair_accuracy", "mixed_pair_accuracy")
-STATE_FILES = ("selector.npz", "normalizer.npz", "router.json")
+STATE_FILES = ("strategy.npz", "normalizer.npz", "verl.json")
 
 
 @dataclass
@@ -150,6 +147,7 @@ def row_task(spec_task: str | None, data_source: Any) -> str | None:
 
 @dataclass
 class _Group:
+    prompt: str
     arm: int
     context: np.ndarray
     texts: list = field(default_factory=list)
@@ -157,65 +155,82 @@ class _Group:
     arms: set = field(default_factory=set)  # every arm that scored a row (several after a failure)
 
 
+class _Arm:
+    """An arm's name in the actor's reward pool; the RM itself runs in the reward workers."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def score(self, prompts, responses):
+        raise RuntimeError(f"reward model {self.name!r} is scored in verl's reward workers, not in the router")
+
+
 class GroupRouter:
-    """The routing state one verl run shares: decide per prompt group, learn from finished groups.
+    """The routing state one verl run shares, on the routing core (:class:`laser.routing.Router`):
+    decide per prompt group when its first row arrives, learn when its last row is reported.
 
     Args:
         names: the RM names (arm k = ``names[k]``).
         spec: the :class:`RoutingSpec`.
 
     Attributes:
-        rows_scored_: rows routed to each arm; ``learned_``, ``tied_``, ``skipped_``, ``unlabelled_``,
-        ``dropped_``: groups learned (``tied_`` of them as the lowest reward: no pair although the
-        responses differ), not learned (identical responses, several arms after a failure), not
-        learnable (no gold answer and no task), dropped before completion.
+        core: the :class:`~laser.routing.Router` (per-prompt bandit, reward pool of the arms'
+            names with their counters and outages, feedback, normaliser).
+        learned_, tied_, skipped_, unlabelled_, dropped_: finished groups learned from (``tied_`` of
+            them as the lowest reward: no ranked pair though the responses differ), not learned
+            (identical responses, or scored by two RMs after a failure), not learnable (no task, or
+            no gold answer for a gold-only feedback), dropped before they finished (``max_pending``).
     """
 
     def __init__(self, names: list[str], spec: RoutingSpec):
+        from laser.routing import Router
+
         self.names, self.spec = list(names), spec
         self.embedder = HashedNgramEmbedder(spec.context_dim)
-        self.selector = make_selector(spec.selector, len(names), spec.context_dim, spec.seed, **spec.selector_options)
-        self.normalizer = QuantileNormalizer()
+        feedback = "mixed_pair_accuracy" if spec.feedback == "auto" else spec.feedback
+        self.core = Router.from_rms([_Arm(n) for n in names], spec.selector, dim=spec.context_dim, per_prompt=True,
+                                    selector_options=spec.selector_options, seed=spec.seed, feedback=feedback,
+                                    pairing="all")  # every ranked pair of the group, as verl's GRPO sees it
         self.pending: OrderedDict[str, _Group] = OrderedDict()
-        self.down: dict[int, str] = {}
-        self.rows_scored_ = np.zeros(len(names), dtype=np.int64)
         self.learned_ = self.tied_ = self.skipped_ = self.unlabelled_ = self.dropped_ = 0
+
+    def _context(self, prompt: str) -> np.ndarray:
+        return self.embedder.embed([prompt])[0] if self.core.strategy.needs_context else np.ones(1)
+
+    def _decide(self, prompt: str, context: np.ndarray) -> int:
+        from laser.routing import Batch
+
+        batch = Batch([prompt], contexts=context[None, :], index=[0])
+        return int(self.core.decide(batch)[0])  # AllRewardModelsDown names every RM when none is left
 
     def route(self, uid: str, prompt: str) -> int:
         """The arm of ``uid``'s group (decided when its first row arrives)."""
         group = self.pending.get(uid)
         if group is None:
-            context = self.embedder.embed([prompt])[0]
-            group = self.pending[uid] = _Group(self._select(context), context)
+            context = self._context(prompt)
+            group = self.pending[uid] = _Group(prompt, self._decide(prompt, context), context)
             while len(self.pending) > self.spec.max_pending:
                 self.pending.popitem(last=False)
                 self.dropped_ += 1
         return group.arm
 
-    def _select(self, context: np.ndarray) -> int:
-        try:
-            return int(self.selector.select(context))
-        except NoArmAvailable:
-            down = "; ".join(f"{self.names[k]}: {e}" for k, e in sorted(self.down.items()))
-            raise RuntimeError(f"every reward model is down ({down})") from None
-
     def fail(self, uid: str, arm: int, error: str) -> int:
-        """``arm``'s RM raised on a row of ``uid``: mask it for the rest of the run, decide again."""
-        if arm not in self.down:
-            self.selector.mask_arm(arm)
-            self.down[arm] = error
-            log.warning("reward model %r failed and is masked: %s", self.names[arm], error)
+        """``arm``'s RM raised on a row of ``uid``: masked (the core's rule), the group decided again."""
+        pool = self.core.pool
+        if arm not in pool.down:
+            log.warning("%s", pool.mark_down(arm, error, self.core.selector))
         group = self.pending.get(uid)
         if group is None:
-            return self._select(self.embedder.embed([""])[0])
+            return self._decide("", self._context(""))
         if group.arm == arm:
-            group.arm = self._select(group.context)
+            group.arm = self._decide(group.prompt, group.context)
         return group.arm
 
     def report(self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None) -> str | None:
-        """One scored row; learns when the group is complete. Returns what happened to the group
-        when it completed (``learned``, ``tied``, ``skipped``, ``unlabelled``), else None."""
-        self.rows_scored_[arm] += 1
+        """One row scored by ``arm``; learns when its group is complete. Returns what happened to the
+        group when it completed (``learned``, ``tied``, ``skipped``, ``unlabelled``), else None."""
+        self.core.pool.responses_scored[arm] += 1  # one score() call per row, one response each
+        self.core.pool.score_calls[arm] += 1
         group = self.pending.get(uid)
         if group is None:
             return None  # dropped (max_pending) or routed before a restart: nothing to learn from
@@ -229,82 +244,64 @@ class GroupRouter:
 
     def _learn(self, group: _Group, gold: Any, task: str | None) -> str:
         labelled = gold is not None and str(gold) != ""
-        key = self.spec.feedback
-        if key == "auto":
-            key = "pair_accuracy" if labelled else "majority_pair_accuracy"
-        if task is None or (key == "pair_accuracy" and not labelled):
+        needs_gold = self.core.feedback == "pair_accuracy"
+        if task is None or (needs_gold and not labelled):
             if self.spec.feedback != "auto":
-                raise ValueError(f"router.feedback={key} needs a task (answer format) on every row"
-                                 f"{' and reward_model.ground_truth' if key == 'pair_accuracy' else ''}; "
-                                 f"a group has task={task!r}, ground_truth={gold!r}")
-            self.unlabelled_ += 1
+                raise ValueError(f"router.feedback={self.core.feedback} needs a task (answer format) on every row"
+                                 f"{' and reward_model.ground_truth' if needs_gold else ''}; a group has "
+                                 f"task={task!r}, ground_truth={gold!r}")
+            self.unlabelled_ += 1  # chat prompts: no answer to check; the label-free signal is not here yet
             return "unlabelled"
-        if len(group.arms) > 1 or len(set(group.texts)) < 2:
-            self.skipped_ += 1  # rows of several RMs do not compare; identical rows teach nothing
+        if len(group.arms) > 1:
+            self.skipped_ += 1  # rows scored by two RMs (after a failure) do not compare
             return "skipped"
-        values = group_pair_values(task, group.texts, group.scores, gold, [key])[key]
-        if values:
-            reward = self.normalizer.normalize(pooled([values]))
-            self.learned_ += 1
-            outcome = "learned"
-        else:  # the RM tied or could not score responses that differ: the lowest reward
-            reward, outcome = 0.0, "tied"
-            self.tied_ += 1
-        self.selector.update(group.arm, group.context, float(reward))
+        from laser.routing import Batch
+
+        batch = Batch([group.prompt], tasks=[task], answers=[gold if labelled else ""], contexts=group.context[None, :],
+                      index=[0], arms=[group.arm], my_arms=[group.arm])
+        batch.add_responses(group.texts, [0] * len(group.texts))
+        batch.scores = np.asarray(group.scores, dtype=np.float64)
+        self.core.pairs(batch)
+        raw, applied = self.core.learn(batch, self.core.outcome(batch))
+        outcome = "learned" if raw[0] is not None else ("tied" if applied[0] is not None else "skipped")
+        setattr(self, f"{outcome}_", getattr(self, f"{outcome}_") + 1)
         return outcome
 
     def counters(self) -> dict:
-        return {"rows_scored": self.rows_scored_.tolist(), "learned": self.learned_, "tied": self.tied_,
-                "skipped": self.skipped_, "unlabelled": self.unlabelled_, "dropped": self.dropped_,
-                "pending": len(self.pending), "down": {self.names[k]: e for k, e in self.down.items()}}
+        pool = self.core.pool
+        return {"rows_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist(),
+                "learned": self.learned_, "tied": self.tied_, "skipped": self.skipped_, "unlabelled": self.unlabelled_,
+                "dropped": self.dropped_, "pending": len(self.pending),
+                "down": {self.names[k]: pool.last_errors.get(k, "") for k in sorted(pool.down)}}
 
     def state_dict(self) -> dict:
-        return {"selector": self.selector.state_dict(), "normalizer": self.normalizer.state_dict(),
-                "meta": {"names": self.names, "selector": self.spec.selector, **self.counters()}}
+        """The core router's state plus this adapter's counters (``verl``)."""
+        c = self.counters()
+        return {**self.core.state_dict(), "verl": {k: c[k] for k in ("learned", "tied", "skipped", "unlabelled", "dropped")}}
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore :meth:`state_dict`'s output; arms masked by failures are given a fresh chance."""
-        if sd["meta"]["names"] != self.names:
-            raise ValueError(f"router state is for reward models {sd['meta']['names']}, this run has {self.names}")
-        self.selector.load_state_dict(sd["selector"])
-        for k in range(len(self.names)):
-            self.selector.unmask_arm(k)
-        self.normalizer.load_state_dict(sd["normalizer"])
-        meta = sd["meta"]
-        self.rows_scored_ = np.array(meta["rows_scored"], dtype=np.int64)
-        self.learned_, self.tied_, self.skipped_ = meta["learned"], meta["tied"], meta["skipped"]
-        self.unlabelled_, self.dropped_ = meta["unlabelled"], meta["dropped"]
+        self.core.load_state_dict(sd)
+        self.core.pool.down.clear()
+        self.core.pool.sync_mask(self.core.selector, 1)
+        for key, value in sd["verl"].items():
+            setattr(self, f"{key}_", int(value))
 
 
 def save_router(root: str | Path, router: GroupRouter, step: int) -> Path:
-    """Atomic save (temporary folder, manifest with sha256, rename) of the router's state."""
-    from laser.training.checkpoint import write_checkpoint
+    """Atomic save (temporary folder, manifest with sha256, rename) with the core's writer."""
+    from laser.routing import save_state
 
-    sd = router.state_dict()
-    return write_checkpoint(root, step, {
-        "selector.npz": lambda p: _savez(p, sd["selector"]),
-        "normalizer.npz": lambda p: _savez(p, sd["normalizer"]),
-        "router.json": lambda p: p.write_text(json.dumps(sd["meta"], indent=1)),
-    })
-
-
-def _savez(path: Path, arrays: dict) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    return save_state(root, step, router.state_dict())
 
 
 def load_router(root: str | Path, router: GroupRouter) -> Path | None:
     """Load the newest verified save under ``root`` into ``router``; None when there is none."""
-    from laser.training.checkpoint import find_latest
+    from laser.routing import load_state
 
-    folder, broken = find_latest(root, STATE_FILES)
-    for path, reason in broken:
-        log.warning("router state %s skipped: %s", path, reason)
-    if folder is None:
-        return None
-    with np.load(folder / "selector.npz") as s, np.load(folder / "normalizer.npz") as n:
-        sd = {"selector": dict(s), "normalizer": dict(n), "meta": json.loads((folder / "router.json").read_text())}
-    router.load_state_dict(sd)
+    state, folder = load_state(root, STATE_FILES)
+    if state is not None:
+        router.load_state_dict(state)
     return folder
 
 
@@ -351,7 +348,7 @@ class RouterActor:
         return self.router.state_dict()
 
     def stats(self) -> dict:
-        return {**self.router.counters(), "counts": self.router.selector.counts_.tolist(), "saves": self.saves,
+        return {**self.router.counters(), "counts": self.router.core.selector.counts_.tolist(), "saves": self.saves,
                 "resumed_from": str(self.resumed_from) if self.resumed_from else None}
 
 
