@@ -4,7 +4,7 @@
 like verl's: a one-row batch whose item has ``batch["prompts"]`` (left-padded), ``batch["responses"]``
 (right-padded), ``batch["attention_mask"]`` over both, and ``non_tensor_batch`` with ``uid``,
 ``data_source`` and ``reward_model.ground_truth``. The only stand-in is that container (verl's
-DataProto); the tokenizer is a real one, the router is the real :class:`RouterActor` called
+DataProto); the tokenizer is a real one, the router is the real :class:`SharedRouter` called
 directly instead of through Ray. tests/test_verl_ray.py runs the same code in verl's real
 RewardLoopManager with Ray.
 """
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from laser.integrations.verl import GroupRouter, RoutedScoring, RouterActor, RoutingSpec, load_spec, row_task
+from laser.integrations.grouped import GroupRouter, RoutingSpec, SharedRouter, load_spec, row_task
+from laser.integrations.verl import RoutedScoring
 from laser.policy.tiny import make_char_tokenizer
 from laser.routing import AllRewardModelsDown
 
@@ -70,7 +71,7 @@ def group_rows(i: int, gold: bool = True, data_source: str = "openai/gsm8k") -> 
 def scoring(tmp_path, names=("good", "bad"), monkeypatch=None, **router) -> RoutedScoring:
     router.setdefault("group_size", len(OFFSETS))
     specs, spec = load_spec({"rewards": [rm_spec(n) for n in names], "router": router})
-    actor = RouterActor(list(names), asdict(spec))
+    actor = SharedRouter(list(names), asdict(spec))
     return RoutedScoring(specs, spec, actor, TOK)
 
 
@@ -151,14 +152,14 @@ def test_state_survives_a_restart_and_decides_like_the_uninterrupted_router(tmp_
     first = scoring(tmp_path, state_dir=str(state), save_every=10, selector="linucb")
     run(first, [r for i in range(30) for r in group_rows(i)])
     assert first.router.saves == 3 and sorted(p.name for p in state.iterdir()) == ["ckpt-00000020", "ckpt-00000030"]
-    again = RouterActor(first.names, asdict(first.spec))
+    again = SharedRouter(first.names, asdict(first.spec))
     assert again.resumed_from is not None and again.resumed_from.name == "ckpt-00000030"
     a, b = first.router.router.core.selector.state_dict(), again.router.core.selector.state_dict()
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     prompts = [f"What is {x}+{x + 2}?" for x in range(40, 48)]
     assert [first.router.route(f"n{i}", p) for i, p in enumerate(prompts)] == \
            [again.route(f"n{i}", p) for i, p in enumerate(prompts)]
-    fresh = RouterActor(first.names, {**asdict(first.spec), "state_dir": str(tmp_path / "empty")})
+    fresh = SharedRouter(first.names, {**asdict(first.spec), "state_dir": str(tmp_path / "empty")})
     assert fresh.resumed_from is None and sum(fresh.stats()["counts"]) == 0 < sum(again.stats()["counts"])
 
 
