@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
 
     s = sub.add_parser("serve-rm", help="serve configured reward models over HTTP on 127.0.0.1")
-    s.add_argument("--config", required=True, help="YAML with a `rewards:` list")
+    s.add_argument("--config", required=True, help="YAML with a `rewards:` list and, to serve them as one routed "
+                   "reward, a `router:` section (docs/remote_rm.md)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--host", default="127.0.0.1")
     return p

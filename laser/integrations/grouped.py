@@ -37,7 +37,9 @@ class RoutingSpec:
     selector: str = "linucb"
     selector_options: dict = field(default_factory=dict)
     feedback: str = "auto"  # auto: gold answer when the rows carry one, else the majority answer
-    context_dim: int = 256  # hashed n-gram context of the prompt (no model)
+    context: str = "hashed"  # the prompt's context: hashed n-grams (no model)
+    context_dim: int = 256
+    granularity: str = "prompt"  # one RM per prompt group
     task: str | None = "auto"  # answer format; auto: the row's data_source if it names one
     group_size: int | None = None  # rows per prompt; default actor_rollout_ref.rollout.n
     actor_name: str = "laser_router"
@@ -49,10 +51,11 @@ class RoutingSpec:
 
 
 def load_spec(source: Any, group_size: int | None = None, state_dir: str | None = None) -> tuple[list, RoutingSpec]:
-    """The RM specs and routing spec of a LASeR config (a YAML path or a mapping).
+    """The RM specs and routing spec of a LASeR routing config (a YAML path or a mapping).
 
     Args:
-        source: path of a YAML file, or a mapping, with ``rewards:`` (RM specs) and ``router:``.
+        source: path of a YAML file, or a mapping, with ``rewards:`` (RM specs) and ``router:``
+            (optional here: every router key has a default).
         group_size: default for ``router.group_size`` (verl's ``actor_rollout_ref.rollout.n``).
         state_dir: default for ``router.state_dir``.
 
@@ -69,13 +72,27 @@ def load_spec(source: Any, group_size: int | None = None, state_dir: str | None 
         from omegaconf import OmegaConf
 
         source = OmegaConf.to_container(source, resolve=True)
-    if not isinstance(source, dict):
-        raise ValueError(f"{where}: expected a mapping with `rewards:` and `router:`, got {type(source).__name__}")
-    problems = [f"{key}: unknown top-level key (valid: rewards, router)" for key in source
-                if key not in ("rewards", "router")]
-    specs = source.get("rewards")
-    if not isinstance(specs, list) or len(specs) < 2:
-        problems.append("rewards: a list of at least two reward model specs is required")
+    specs, spec, problems = check_config(source, routed=True, group_size=group_size, state_dir=state_dir)
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+    return specs, spec
+
+
+def check_config(cfg: Any, routed: bool, group_size: int | None = None,
+                 state_dir: str | None = None) -> tuple[list, RoutingSpec | None, list[str]]:
+    """Every problem of a config with ``rewards:`` and (``routed``) ``router:``, by dotted key.
+
+    Returns:
+        ``(rm specs, routing spec or None, problems)``; RM specs are checked against their
+        adapters' signatures (nothing is loaded).
+    """
+    if not isinstance(cfg, dict):
+        return [], None, [f"expected a mapping with `rewards:` and `router:`, got {type(cfg).__name__}"]
+    problems = [f"{key}: unknown top-level key (valid: rewards, router)" for key in cfg if key not in ("rewards", "router")]
+    specs, least = cfg.get("rewards"), 2 if routed else 1
+    if not isinstance(specs, list) or len(specs) < least:
+        found = f"found: {', '.join(map(str, cfg)) or 'nothing'}" if "rewards" not in cfg else f"got {specs!r:.60}"
+        problems.append(f"rewards: expected a list of at least {least} reward model spec(s) ({found})")
         specs = []
     else:
         from laser.rewards.factory import check_specs
@@ -83,11 +100,10 @@ def load_spec(source: Any, group_size: int | None = None, state_dir: str | None 
         problems += check_specs(specs)
         names = [s.get("name") for s in specs if isinstance(s, dict)]
         problems += [f"rewards: name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
-    spec, found = _router_spec(source.get("router") or {}, group_size, state_dir)
-    problems += found
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
-    return specs, spec
+    if not routed:
+        return specs, None, problems
+    spec, found = _router_spec(cfg.get("router") or {}, group_size, state_dir)
+    return specs, spec, problems + found
 
 
 def _router_spec(section: Any, group_size: int | None, state_dir: str | None) -> tuple[RoutingSpec, list[str]]:
@@ -107,16 +123,27 @@ def _router_spec(section: Any, group_size: int | None, state_dir: str | None) ->
         (spec.task in (None, "auto") or str(spec.task).lower() in TASK_FORMATS,
          f"router.task: {spec.task!r} has no answer extractor (valid: auto, {', '.join(TASK_FORMATS)})"),
         (isinstance(spec.group_size, int) and spec.group_size >= 2,
-         f"router.group_size: {spec.group_size!r}; need an integer >= 2 (rows per prompt: set "
-         "actor_rollout_ref.rollout.n >= 2, GRPO-style, or router.group_size)"),
+         f"router.group_size: {spec.group_size!r}; need an integer >= 2, the responses sampled per prompt "
+         "(verl: actor_rollout_ref.rollout.n; OpenRLHF: n_samples_per_prompt)"),
         (isinstance(spec.context_dim, int) and spec.context_dim >= 2, f"router.context_dim: {spec.context_dim!r} < 2"),
         (isinstance(spec.save_every, int) and spec.save_every >= 1, f"router.save_every: {spec.save_every!r} < 1"),
         (isinstance(spec.max_pending, int) and spec.max_pending >= 1, f"router.max_pending: {spec.max_pending!r} < 1"),
         (spec.unscorable == "error" or (isinstance(spec.unscorable, (int, float)) and math.isfinite(spec.unscorable)),
          f"router.unscorable: {spec.unscorable!r}; use error or a finite number"),
         (isinstance(spec.selector_options, dict), "router.selector_options: expected a mapping"),
+        (spec.context == "hashed", f"router.context: {spec.context!r}; only hashed (n-grams of the prompt) is served"),
+        (spec.granularity == "prompt", f"router.granularity: {spec.granularity!r}; rows arrive one group at a time, "
+                                       "so only prompt (one RM per prompt group) is served"),
     ]
-    return spec, problems + [msg for ok, msg in checks if not ok]
+    problems += [msg for ok, msg in checks if not ok]
+    if spec.selector in SELECTORS and isinstance(spec.selector_options, dict):
+        from laser.bandits import make_selector
+
+        try:  # an option the selector does not take, or a bad value, named now rather than at the first row
+            make_selector(spec.selector, 2, 2, 0, **spec.selector_options)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"router.selector_options: {exc}")
+    return spec, problems
 
 
 def row_task(spec_task: str | None, data_source: Any) -> str | None:

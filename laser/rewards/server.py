@@ -12,6 +12,14 @@ Routes (JSON in, JSON out):
   the RM sees ``prompt = ""`` and ``response = query``. Other fields (OpenRLHF's ``labels``) are
   ignored.
 
+With a ``router:`` section in its config (see :func:`server_from_config`) the server is also one
+routed reward: ``/score`` and ``/get_reward`` without an RM name score each prompt with the RM the
+routing core picks for it (every response of one prompt, across requests, with the same RM while
+its group is open), answer ``"rm": [name per response]``, and learn from each finished group of
+``router.group_size`` responses: against the request's ``labels`` (OpenRLHF's gold answers) where
+given, else the group's majority answer, for the configured ``router.task``. The router's state is
+saved atomically every ``router.save_every`` finished groups and restored at start.
+
 Every served RM also has its own URLs: ``/score?rm=NAME`` and ``/get_reward?rm=NAME`` pick the RM
 from the query string, because OpenRLHF addresses a remote RM by URL alone and sends only
 ``query``, ``prompts`` and ``labels``. A body ``rm`` that names another RM than the URL is a 400.
@@ -29,6 +37,7 @@ import json
 import logging
 import threading
 import urllib.parse
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping, Sequence
 
@@ -56,8 +65,9 @@ class RMServer(ThreadingHTTPServer):
     request_queue_size = 128  # listen backlog: the default 5 drops bursts of concurrent clients
 
     def __init__(self, rms: Mapping[str, RewardModel], host: str, port: int, max_batch: int,
-                 max_body_bytes: int, request_timeout: float):
+                 max_body_bytes: int, request_timeout: float, router=None):
         self.rms = dict(rms)
+        self.router = router  # a laser.integrations.grouped.SharedRouter over self.rms, or None
         self.max_batch, self.max_body_bytes = max_batch, max_body_bytes
         self.request_timeout = request_timeout
         self.lock = threading.Lock()
@@ -72,8 +82,9 @@ class RMServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://{self.server_address[0]}:{self.port}"
 
-    def pick(self, name: object, url_name: str | None = None) -> str:
-        """The RM a request asks for (URL ``?rm=`` or body ``rm``), or the only one served."""
+    def pick(self, name: object, url_name: str | None = None) -> str | None:
+        """The RM a request asks for (URL ``?rm=`` or body ``rm``), the only one served, or None:
+        routed (several RMs and a router)."""
         if url_name is not None:
             if name is not None and name != url_name:
                 raise _BadRequest(f'field "rm" ({name!r}) differs from the URL\'s rm={url_name!r}')
@@ -83,6 +94,8 @@ class RMServer(ThreadingHTTPServer):
         if name is None:
             if len(self.rms) == 1:
                 return next(iter(self.rms))
+            if self.router is not None:
+                return None  # the router picks per prompt
             raise _BadRequest(f'field "rm" is required when several reward models are served '
                               f'(served: {", ".join(self.rms)})')
         if not isinstance(name, str) or name not in self.rms:
@@ -96,6 +109,31 @@ class RMServer(ThreadingHTTPServer):
             raw = rm.score(prompts, responses)
         arr = check_scores(raw, len(responses), name)
         return [None if np.isnan(v) else float(v) for v in arr]
+
+    def score_routed(self, prompts: list[str], responses: list[str], labels: list) -> tuple[list, list[str]]:
+        """Each response scored by the RM the router picks for its prompt; the router learns from
+        every group this request completes. Returns (scores with None for NaN, RM name per response)."""
+        from laser.integrations.grouped import row_task
+
+        names, shared = list(self.rms), self.router
+        task = row_task(shared.spec.task, None)
+        with self.lock:  # the router's state and the models: one request at a time
+            arms = [shared.route(p, p) for p in prompts]
+            scores = np.full(len(responses), np.nan)
+            todo = set(range(len(responses)))
+            while todo:
+                for k in sorted({arms[i] for i in todo}):
+                    idx = [i for i in sorted(todo) if arms[i] == k]
+                    try:
+                        raw = self.rms[names[k]].score([prompts[i] for i in idx], [responses[i] for i in idx])
+                        scores[idx] = check_scores(raw, len(idx), names[k])
+                        todo -= set(idx)
+                    except Exception as exc:  # masked by the core's rule; the rows go to another RM
+                        for i in idx:
+                            arms[i] = shared.fail(prompts[i], k, f"{type(exc).__name__}: {exc}")
+            for i, (p, r) in enumerate(zip(prompts, responses)):
+                shared.report(p, arms[i], r, float(scores[i]), labels[i], task)
+        return [None if np.isnan(v) else float(v) for v in scores], [names[k] for k in arms]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -124,6 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
             if route != "/health":
                 raise _BadRequest(f"no route GET {self.path} (try GET /health, POST /score)", 404)
             reply = {"status": "ok", "rms": list(self.server.rms)}
+            if self.server.router is not None:
+                with self.server.lock:
+                    reply["router"] = self.server.router.stats()
             if url_rm is not None:
                 reply = {"status": "ok", "rm": self.server.pick(None, url_rm)}
         except _BadRequest as exc:
@@ -142,27 +183,31 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_json()
+            name = self.server.pick(body.get("rm"), url_rm)
             if route == "/score":
-                name = self.server.pick(body.get("rm"), url_rm)
                 prompts = _strings(body, "prompts")
                 responses = _strings(body, "responses")
                 if len(prompts) != len(responses):
                     raise _BadRequest(f'fields "prompts" and "responses" differ in length '
                                       f"({len(prompts)} vs {len(responses)})")
             else:
-                name = self.server.pick(body.get("rm"), url_rm)
                 prompts, responses = _split_queries(body)
             if len(responses) > self.server.max_batch:
                 raise _BadRequest(f"{len(responses)} responses exceed max_batch "
                                   f"{self.server.max_batch}; send smaller batches", 413)
+            labels = _labels(body, len(responses)) if name is None else None
         except _BadRequest as exc:
             self._send(exc.status, {"error": str(exc)})
             return
         try:
-            scores = self.server.score(name, prompts, responses)
+            if name is None:
+                scores, name = self.server.score_routed(prompts, responses, labels)
+            else:
+                scores = self.server.score(name, prompts, responses)
         except Exception as exc:  # the RM's failure is the client's 500, the server lives on
             log.warning("reward model %r failed: %s", name, exc)
-            self._send(500, {"error": f"reward model {name!r} failed: {type(exc).__name__}: {exc}"})
+            what = f"reward model {name!r}" if name is not None else "routing"
+            self._send(500, {"error": f"{what} failed: {type(exc).__name__}: {exc}"})
             return
         if route == "/score":
             self._send(200, {"scores": scores, "rm": name})
@@ -209,6 +254,20 @@ def _strings(body: dict, field: str) -> list[str]:
     return items
 
 
+def _labels(body: dict, n: int) -> list:
+    """OpenRLHF's ``labels`` (gold answers; optional): one per response, a string or null."""
+    labels = body.get("labels")
+    if labels is None:
+        return [None] * n
+    if not isinstance(labels, list) or len(labels) != n:
+        raise _BadRequest(f'field "labels" must be a list of {n} strings or nulls, one per response')
+    bad = [i for i, x in enumerate(labels) if x is not None and not isinstance(x, (str, int, float))]
+    if bad:
+        raise _BadRequest(f'field "labels"[{bad[0]}] must be a string, a number or null, '
+                          f"got {type(labels[bad[0]]).__name__}")
+    return [None if x is None else str(x) for x in labels]
+
+
 def _split_queries(body: dict) -> tuple[list[str], list[str]]:
     """OpenRLHF sends ``query`` = prompt + response (some versions say ``queries``)."""
     field = "query" if "query" in body or "queries" not in body else "queries"
@@ -230,6 +289,7 @@ def make_server(
     max_batch: int = 4096,
     max_body_bytes: int = 64 * 1024 * 1024,
     request_timeout: float = 60.0,
+    router=None,
 ) -> RMServer:
     """Build (and bind) a server for one or several reward models.
 
@@ -240,6 +300,8 @@ def make_server(
         max_batch: most responses accepted in one request (more gets HTTP 413).
         max_body_bytes: largest request body accepted (more gets HTTP 413).
         request_timeout: seconds a connection may stall while sending its request.
+        router: a :class:`laser.integrations.grouped.SharedRouter` over these RMs (in this order):
+            requests without an RM name are routed per prompt.
 
     Returns:
         The bound :class:`RMServer`; call ``serve_forever()`` to start answering.
@@ -260,30 +322,45 @@ def make_server(
         raise ValueError("make_server needs at least one reward model")
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    return RMServer(table, host, port, max_batch, max_body_bytes, request_timeout)
+    if router is not None and router.router.names != list(table):
+        raise ValueError(f"the router's arms {router.router.names} are not the served RMs {list(table)}")
+    return RMServer(table, host, port, max_batch, max_body_bytes, request_timeout, router)
 
 
 def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1") -> RMServer:
     """Build (and bind) a server for the reward models listed in a YAML config.
 
     The YAML holds a top-level ``rewards:`` list of RM specs, built by
-    ``laser.rewards.factory.build_reward_models``.
+    ``laser.rewards.factory.build_reward_models``, and optionally a ``router:`` section
+    (:class:`laser.integrations.grouped.RoutingSpec`; ``task`` is required, ``group_size`` is the
+    trainer's samples per prompt, ``state_dir`` defaults to ``<config stem>_router/`` beside the
+    config). The whole file is checked before any model loads.
 
     Raises:
         FileNotFoundError: the config file does not exist.
-        ValueError: the file has no non-empty ``rewards:`` list, or two RMs share a name.
+        laser.config.ConfigError: every problem of the file (unknown keys, RM specs, router keys).
     """
     import yaml
+    from pathlib import Path
+
+    from laser.config import ConfigError
+    from laser.integrations.grouped import SharedRouter, check_config
 
     with open(config_path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("rewards"), list) or not cfg["rewards"]:
-        keys = ", ".join(map(str, cfg)) if isinstance(cfg, dict) else type(cfg).__name__
-        raise ValueError(f'{config_path}: expected a top-level key "rewards" holding a non-empty '
-                         f"list of reward model specs (found: {keys})")
+    routed = isinstance(cfg, dict) and "router" in cfg
+    default_dir = str(Path(config_path).with_name(Path(config_path).stem + "_router"))
+    specs, spec, problems = check_config(cfg, routed, state_dir=default_dir)
+    if spec is not None and spec.task in (None, "auto"):
+        problems.append("router.task: required by serve-rm: the answer format (gsm8k, mmlu, ...) that labels "
+                        "and majority answers are checked in")
+    if problems:
+        raise ConfigError(problems, config_path)
     from laser.rewards.factory import build_reward_models  # heavy backends load only here
 
-    return make_server(build_reward_models(cfg["rewards"]), host=host, port=port)
+    rms = build_reward_models(specs)
+    router = SharedRouter([rm.name for rm in rms], asdict(spec)) if spec is not None else None
+    return make_server(rms, host=host, port=port, router=router)
 
 
 def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
@@ -302,6 +379,11 @@ def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
         log.warning("serving on %s: the API has no authentication", host)
     print(f"serving reward models {list(server.rms)} on {server.url} "
           "(GET /health, POST /score, POST /get_reward); Ctrl-C stops", flush=True)
+    if server.router is not None:
+        r = server.router
+        print(f"  routed ({r.spec.selector}, feedback {r.spec.feedback}, groups of {r.spec.group_size}): "
+              f"{server.url}/get_reward  state: {r.root}"
+              f"{f' (resumed from {r.resumed_from.name})' if r.resumed_from else ''}", flush=True)
     for name in server.rms:
         quoted = urllib.parse.quote(name, safe="")
         print(f"  {name}: {server.url}/score?rm={quoted}  (OpenRLHF: {server.url}/get_reward?rm={quoted})",
