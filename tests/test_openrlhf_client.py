@@ -117,3 +117,40 @@ def test_unreachable_url_leaves_the_reward_unset(monkeypatch):
     executor = agent.SingleTurnAgentExecutor(remote_rm_url="http://127.0.0.1:9/get_reward")
     out = rollout(executor, make_char_tokenizer(), "P:", " x")
     assert out["reward"] is None and out["scores"] is None
+
+
+def test_executor_scores_through_the_routed_url(tmp_path, monkeypatch):
+    """The bare ``/get_reward`` of a server with a ``router:`` section: OpenRLHF's executor sends
+    each rollout alone; the 4 rollouts of one prompt are scored by one RM (the router's pick), the
+    labels OpenRLHF sends are the gold answers the router learns from."""
+    import yaml
+
+    from laser.rewards.server import server_from_config
+
+    try:
+        from tests.verl_rms import _error, read_log, rm_spec
+    except ImportError:
+        from verl_rms import _error, read_log, rm_spec
+    log_path = tmp_path / "calls.tsv"
+    monkeypatch.setenv("LASER_VERL_RM_LOG", str(log_path))
+    config = tmp_path / "rm.yaml"
+    config.write_text(yaml.safe_dump({"rewards": [rm_spec("good"), rm_spec("bad")],
+                                      "router": {"group_size": 4, "task": "gsm8k", "selector": "epsilon_greedy"}}))
+    server = server_from_config(str(config))
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    tok = make_char_tokenizer()
+    try:
+        executor = agent.SingleTurnAgentExecutor(remote_rm_url=f"{server.url}/get_reward")
+        prompt = "What is 12+5?"
+        outs = [rollout(executor, tok, prompt, f" The answer is {17 + d}.", label="17") for d in (0, 1, 3, 7)]
+        stats = server.router.stats()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    names = [n for n, _, _ in read_log(log_path)]
+    assert len(names) == 4 and len(set(names)) == 1  # one RM for the prompt's group, one call per rollout
+    sign = -1.0 if names[0] == "good" else 1.0
+    assert [o["reward"] for o in outs] == [[sign * _error(prompt, f"The answer is {17 + d}.")] for d in (0, 1, 3, 7)]
+    assert stats["learned"] + stats["tied"] == 1 and sum(stats["counts"]) == 1  # learned from the labels
