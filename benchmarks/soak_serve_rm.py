@@ -8,6 +8,14 @@ from /proc) before, at its peak during, and after the load, to show memory stays
 
     python benchmarks/soak_serve_rm.py --concurrency 1 4 16 --requests 2000 --duration 30
 
+``--routed`` measures the routed reward instead: a server of the five demo RMs with a ``router:``
+section, driven the way OpenRLHF drives it (one query per request, the 4 rollouts of each prompt
+with its gold label), first through one RM's own URL (``/get_reward?rm=math_expert``, no routing),
+then through the routed URL (``/get_reward``), on the same server; then the server is killed with
+SIGKILL and restarted on the same config, and what it remembers is printed next to what it knew.
+
+    python benchmarks/soak_serve_rm.py --routed --concurrency 4 --groups 300
+
 Exit status 1 when any request failed.
 """
 
@@ -55,8 +63,21 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
+def serve_config_child(config: str) -> None:
+    """Child-process entry: ``server_from_config(config)`` on a free loopback port."""
+    from laser.rewards.server import server_from_config
+
+    server = server_from_config(config)
+    print(f"PORT {server.port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def start_server(config: str | None = None) -> tuple[subprocess.Popen, str]:
+    args = ["--serve"] if config is None else ["--serve-config", config]
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("PORT "):
         proc.kill()
@@ -134,6 +155,114 @@ def drive(url: str, pid: int, concurrency: int, requests: int, duration: float, 
     }
 
 
+ROUTED_CONFIG = """\
+rewards:
+  - {name: math_expert, type: demo}
+  - {name: logic_expert, type: demo}
+  - {name: generalist, type: demo}
+  - {name: length_lover, type: demo}
+  - {name: noise, type: demo}
+router: {selector: epsilon_greedy, selector_options: {epsilon: 0.1}, group_size: 4, task: number, save_every: 16,
+         state_dir: %s}
+"""
+
+
+def rollout_groups(n: int, seed: int = 0) -> list[tuple[str, list[str], str]]:
+    """``n`` (prompt, 4 responses, gold) of the demo benchmark's number domains: the worked answer
+    and three wrong ones, as a GRPO-style group of rollouts."""
+    from laser.tasks.synthetic import make_benchmark, worked_response, wrong_response
+
+    rng = np.random.default_rng(seed)
+    examples = make_benchmark(n_per_domain=(n + 1) // 2, seed=seed, domains=("arith", "count"))[:n]
+    return [(e.prompt, [worked_response(e.prompt)] + [wrong_response(e, rng) for _ in range(3)], e.answer)
+            for e in examples]
+
+
+def drive_groups(url: str, groups: list, concurrency: int, rm: str | None) -> dict:
+    """OpenRLHF's traffic: one query per request; client c sends the rollouts of groups c, c+C, ..."""
+    lock, latencies, errors, picks = threading.Lock(), [], [], {}
+
+    def client(c: int) -> None:
+        for g in range(c, len(groups), concurrency):
+            prompt, responses, gold = groups[g]
+            for r in responses:
+                body = json.dumps({"query": [prompt + r], "prompts": [prompt], "labels": [gold]}).encode()
+                req = urllib.request.Request(url + "/get_reward" + (f"?rm={rm}" if rm else ""), data=body,
+                                             headers={"Content-Type": "application/json"})
+                t0 = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as resp:
+                        answer = json.loads(resp.read())
+                    err = None if len(answer["rewards"]) == 1 else f"bad answer {answer}"
+                except Exception as exc:  # counted, not raised
+                    answer, err = None, f"{type(exc).__name__}: {exc}"
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+                    if err:
+                        errors.append(err)
+                    elif rm is None:
+                        picks.setdefault(g, set()).add(answer["rm"][0])
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(concurrency)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    lat_ms = np.array(latencies) * 1000.0
+    return {"requests": len(latencies), "seconds": elapsed, "req_per_s": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
+            "errors": len(errors), "first_error": errors[0] if errors else None, "picks": picks}
+
+
+def get_health(url: str) -> dict:
+    with urllib.request.urlopen(url + "/health", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def routed_main(args) -> int:
+    """Routed vs one fixed RM on one server, then SIGKILL and restart: the figures of docs/remote_rm.md."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="laser_routed_soak_"))
+    config = folder / "rm.yaml"
+    config.write_text(ROUTED_CONFIG % (folder / "state"))
+    groups = rollout_groups(args.groups)
+    proc, url = start_server(str(config))
+    try:
+        print(f"server pid {proc.pid} at {url}: 5 demo RMs, {len(groups)} groups x 4 rollouts, one query per "
+              f"request, {args.concurrency[0]} clients")
+        rows = {}
+        for label, rm in (("fixed (?rm=math_expert)", "math_expert"), ("routed (/get_reward)", None)):
+            r = rows[label] = drive_groups(url, groups, args.concurrency[0], rm)
+            print(f"{label:<24} {r['requests']:>6} requests {r['seconds']:>6.1f} s {r['req_per_s']:>8.1f} req/s "
+                  f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']}", flush=True)
+        ratio = rows["routed (/get_reward)"]["req_per_s"] / rows["fixed (?rm=math_expert)"]["req_per_s"]
+        print(f"routed / fixed throughput: {ratio:.2f}")
+        picks = rows["routed (/get_reward)"]["picks"]
+        mixed = sum(len(p) > 1 for p in picks.values())
+        last = [next(iter(picks[g])) for g in sorted(picks)[-len(picks) // 3:]]
+        share = {n: round(last.count(n) / len(last), 2) for n in sorted(set(last))}
+        print(f"groups answered by more than one RM: {mixed}; RM shares over the last third of groups: {share}")
+        before = get_health(url)["router"]
+    finally:
+        proc.kill()  # SIGKILL: no shutdown code runs
+        proc.wait(timeout=10)
+    proc, url = start_server(str(config))
+    try:
+        after = get_health(url)["router"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print("before kill -9: learned+tied %d groups, bandit counts %s, saves %d" % (
+        before["learned"] + before["tied"], before["counts"], before["saves"]))
+    print("after restart : learned+tied %d groups, bandit counts %s, resumed from %s" % (
+        after["learned"] + after["tied"], after["counts"], Path(after["resumed_from"] or "none").name))
+    errors = sum(r["errors"] for r in rows.values())
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16],
@@ -142,11 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="most seconds per level")
     ap.add_argument("--batch", type=int, default=16, help="responses per request")
     ap.add_argument("--json", action="store_true", help="also print each level as a JSON line")
+    ap.add_argument("--routed", action="store_true", help="routed vs fixed RM, then kill -9 and restart")
+    ap.add_argument("--groups", type=int, default=300, help="--routed: prompt groups of 4 rollouts")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # child process
+    ap.add_argument("--serve-config", default=None, help=argparse.SUPPRESS)  # child process, from a config
     args = ap.parse_args(argv)
     if args.serve:
         serve_child()
         return 0
+    if args.serve_config:
+        serve_config_child(args.serve_config)
+        return 0
+    if args.routed:
+        return routed_main(args)
     proc, url = start_server()
     try:
         rss_start = rss_kib(proc.pid) / 1024
