@@ -32,7 +32,11 @@ STATE_FILES = ("strategy.npz", "normalizer.npz", "verl.json")
 
 @dataclass
 class RoutingSpec:
-    """The ``router:`` section of a verl run's LASeR config (every field optional)."""
+    """The ``router:`` section of a routing config (verl's LaserRewardManager, a routed ``laser serve-rm``).
+
+    Every field is optional for verl (``group_size`` and ``state_dir`` default from verl's config);
+    serve-rm needs ``task`` and ``group_size``. ``actor_name`` and ``unscorable`` are read by verl only.
+    """
 
     selector: str = "linucb"
     selector_options: dict = field(default_factory=dict)
