@@ -349,7 +349,7 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
     with open(config_path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
     routed = isinstance(cfg, dict) and "router" in cfg
-    default_dir = str(Path(config_path).with_name(Path(config_path).stem + "_router"))
+    default_dir = str(Path(config_path).resolve().with_name(Path(config_path).stem + "_router"))
     specs, spec, problems = check_config(cfg, routed, state_dir=default_dir)
     if spec is not None and spec.task in (None, "auto"):
         problems.append("router.task: required by serve-rm: the answer format (gsm8k, mmlu, ...) that labels "
