@@ -266,12 +266,12 @@ def seed_only_ci(a_avg: np.ndarray, b_avg: np.ndarray, n_boot: int = 4000, seed:
 
 
 def _library_bootstrap(a: np.ndarray, b: np.ndarray) -> dict | None:
-    """``laser.stats.hierarchical_bootstrap`` (t-calibrated) when this checkout has it, else None.
+    """``laser.compare.stats.hierarchical_bootstrap`` (t-calibrated) when this checkout has it, else None.
 
     Its statistic is the mean over all items, equal to the macro average here (same number of
     test items in every domain)."""
     try:
-        from laser.stats import hierarchical_bootstrap
+        from laser.compare.stats import hierarchical_bootstrap
     except ImportError:
         return None
     return hierarchical_bootstrap(a, b)
@@ -307,7 +307,7 @@ def report(paths: list[str], tag: str | None = None) -> None:
                       + " ".join(f"{v:+.1f}" for v in per_seed))
                 lib = _library_bootstrap(a, b)
                 if lib:
-                    print(f"    laser.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
+                    print(f"    laser.compare.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
                           f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
                           f"({lib['test']}, df {lib['df']:.1f})")
 

@@ -11,7 +11,7 @@ from laser.benchmark import DemoSettings
 from laser.compare import analyses as A
 from laser.compare.markdown import render
 from laser.compare.report import build_results, format_table
-from laser.stats import HIERARCHICAL_TEST, headroom_share, hierarchical_bootstrap
+from laser.compare.stats import HIERARCHICAL_TEST, headroom_share, hierarchical_bootstrap
 
 DOMAINS = ("arith", "count")
 RMS = ["r1", "r2"]

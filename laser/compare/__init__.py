@@ -50,6 +50,11 @@ def compare_main(args) -> int:
     from laser.compare.runner import load_compare_config, run_compare
     from laser.benchmark import QUICK
 
+    try:  # the statistics are scipy's (the `stats` extra): say so before any work
+        import laser.compare.stats  # noqa: F401
+    except ImportError as exc:
+        print(f"laser compare: {exc}", file=sys.stderr)
+        return 2
     try:
         cfg = load_compare_config(
             args.config, out=args.out, seeds=args.seeds, methods=args.methods, noise=args.noise,

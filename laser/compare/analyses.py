@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from laser.stats import (headroom_share, hierarchical_bootstrap, hierarchical_summary, min_attainable_p,
+from laser.compare.stats import (headroom_share, hierarchical_bootstrap, hierarchical_summary, min_attainable_p,
                          paired_bootstrap, summarize, wilcoxon_signed_rank)
 
 
@@ -72,7 +72,7 @@ def seed_item_matrices(runs_by_method: list[list[dict]],
 def method_summary(runs: list[dict], domains: list[str], n_boot: int = 2000) -> dict:
     """Per domain and on average: mean over seeds x prompts, std of the per-seed accuracies, and a
     95% interval of the mean from the two-level bootstrap over seeds and items
-    (:func:`laser.stats.hierarchical_summary`); a pooled item bootstrap where seeds have different
+    (:func:`laser.compare.stats.hierarchical_summary`); a pooled item bootstrap where seeds have different
     numbers of items.
 
     The average is over all test prompts; every domain has the same number, so it equals the
@@ -112,7 +112,7 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
     """Method a against method b on shared (seed, prompt) items.
 
     Primary (``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``test``): the hierarchical bootstrap
-    over seeds and items (:func:`laser.stats.hierarchical_bootstrap`); ``p_note`` replaces the
+    over seeds and items (:func:`laser.compare.stats.hierarchical_bootstrap`); ``p_note`` replaces the
     p-value with fewer than ``MIN_SEEDS`` seeds. Secondary: the Wilcoxon signed-rank test over
     the per-seed accuracy differences (``p_seeds_wilcoxon``; ``seeds_wilcoxon_note`` says "n/a
     (5 seeds: min p 0.0625)" where it cannot reach 0.05), and the per-item tests that treat the
@@ -126,8 +126,7 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
     out = {"n": int(a.size), "diff": pb["mean_diff"], "ci_low": pb["ci_low"], "ci_high": pb["ci_high"],
            "p_value": pb["p_value"], "test": "paired bootstrap over pooled items",
            "p_bootstrap": pb["p_value"], "ci_item": [pb["ci_low"], pb["ci_high"]], "p_wilcoxon": w["p_value"],
-           "n_nonzero": w["n"], "wins": int((a > b).sum()), "losses": int((a < b).sum()),
-           "wilcoxon_backend": w["backend"]}
+           "n_nonzero": w["n"], "wins": int((a > b).sum()), "losses": int((a < b).sum())}
     grid = seed_item_matrices([a_runs, b_runs])
     if grid is None:
         out["p_note"] = "seeds have different numbers of items: per-item bootstrap only"
@@ -150,7 +149,7 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
 def headroom(main: dict[str, list[dict]], extra: dict[str, list[dict]] | None = None,
              n_boot: int = 10000) -> dict | None:
     """Where each method lies between ``random`` and ``oracle``: share of the headroom captured,
-    ``(m - random) / (oracle - random)``, with its interval (:func:`laser.stats.headroom_share`).
+    ``(m - random) / (oracle - random)``, with its interval (:func:`laser.compare.stats.headroom_share`).
 
     Args:
         main: method name -> runs (one per seed); needs ``random`` and ``oracle``.
