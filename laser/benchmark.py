@@ -114,8 +114,9 @@ def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettin
     extra = reward_specs or [{} for _ in rm_names]
     return load_config(data={
         "seed": seed, "output_dir": str(run_dir),
-        "rewards": [{"name": n, "type": "demo", "seed": seed, **({"version": s.benchmark} if s.benchmark != "v1" else {}),
-                     **x} for n, x in zip(rm_names, extra)],
+        "rewards": [{"name": n, "type": "demo", "seed": seed,
+                     **({"version": s.benchmark} if s.benchmark != "v1" else {}), **x}
+                    for n, x in zip(rm_names, extra, strict=True)],
         "selector": selector_conf,
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,

@@ -163,7 +163,7 @@ def test_iteration_by_iteration_equals_one_run(tmp_path, monkeypatch, method):
     M.train(method, 0, policy_dir, train, names, QUICK, tmp_path / "steps", rms, None, clf)
     empty = M.empty_classifier(policy_dir, len(rms), 0) if clf is not None else None
     _, p_steps, d_steps = M.train(method, 0, policy_dir, train, names, s2, tmp_path / "steps", rms, None, empty)
-    for (n, a), (_, b) in zip(p_once.model.state_dict().items(), p_steps.model.state_dict().items()):
+    for (n, a), (_, b) in zip(p_once.model.state_dict().items(), p_steps.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
     if empty is not None:
         assert empty.fitted_ and np.array_equal(empty.W_, clf.W_)

@@ -131,7 +131,8 @@ def test_step_cost_table_divides_by_laser_with_the_same_placement():
     sc = {"k": 4, "size": "s", "dtype": "float32", "device": "cpu", "memory_measure": "RSS",
           "methods": {"linucb": m(0.2, 0.02), "score_ensemble": m(0.3, 0.08),
                       "linucb/offload": m(0.4, 0.03), "score_ensemble/offload": m(0.5, 0.1)}}
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in step_cost_table(sc) if line.startswith("| ")}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in step_cost_table(sc) if line.startswith("| ")}
     assert rows["score_ensemble"][3] == "1.50"  # 0.3 / 0.2
     assert rows["score_ensemble/offload"][3] == "1.25"  # 0.5 / 0.4, not / 0.2
     assert step_cost_table(None) == []

@@ -80,9 +80,17 @@ def test_summarize_mean_std_and_interval():
 
 
 # ----------------------------------------------------------------------------- seeds x items
-from laser.compare.stats import (components_scaled, headroom_share, hierarchical_bootstrap,  # noqa: E402
-                                 hierarchical_summary, min_attainable_p, resampled_means, t_calibrated_p, t_widen,
-                                 variance_components)
+from laser.compare.stats import (  # noqa: E402
+    components_scaled,
+    headroom_share,
+    hierarchical_bootstrap,
+    hierarchical_summary,
+    min_attainable_p,
+    resampled_means,
+    t_calibrated_p,
+    t_widen,
+    variance_components,
+)
 
 
 def _binary(rng, p, shape):

@@ -38,7 +38,8 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--add-rm", help="an RM that joins the run late (with --add-at)")
     p.add_argument("--add-at", type=int, help="global step at which --add-rm joins")
     p.add_argument("--analysis-methods", type=_names, help="methods of the noise / add-RM analyses")
-    p.add_argument("--judged", action="store_true", default=None, help="also: prompts without gold, LASeR vs a baseline, judge win rate")
+    p.add_argument("--judged", action="store_true", default=None,
+                   help="also: prompts without gold, LASeR vs a baseline, judge win rate")
     p.add_argument("--judged-baseline", help="the baseline of --judged (default score_ensemble)")
     p.add_argument("--step-cost", help="a `benchmarks/step_cost.py --json` file: adds the per-step time and memory "
                    "of LASeR vs the ensembles with RMs of policy-like cost to the report")
@@ -50,8 +51,8 @@ def compare_main(args) -> int:
     import dataclasses
     import sys
 
-    from laser.compare.runner import CompareConfig, load_compare_config, run_compare
     from laser.benchmark import QUICK
+    from laser.compare.runner import CompareConfig, load_compare_config, run_compare
 
     if args.explain:
         from laser.config import explain

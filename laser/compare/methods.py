@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from laser.build import PLAIN, check_method as _check
+from laser.build import PLAIN
+from laser.build import check_method as _check
 
 NEW_METHODS = ("online_ensemble", "classifier", "bayes_router", "laser@exp3", "laser@lints", "laser@sliding_linucb")
 #: the bounds every report places the methods between: random and oracle selection, and the gold-answer RM

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from laser.benchmark import DemoSettings, benchmark_sets, demo_rms
 from laser.compare import methods as M
 from laser.compare.user import UserConfig
 from laser.config import option
-from laser.benchmark import DemoSettings, benchmark_sets, demo_rms
 
 
 @dataclass
@@ -170,9 +170,9 @@ def evaluate(model_tok, test, s: DemoSettings, keep_texts: bool = False) -> dict
 
     model, tok = model_tok
     texts = generate(model, tok, [format_prompt(e) for e in test], s.max_new_tokens)
-    correct = [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts)]
+    correct = [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts, strict=True)]
     by: dict[str, list[int]] = {}
-    for e, c in zip(test, correct):
+    for e, c in zip(test, correct, strict=True):
         by.setdefault(e.group, []).append(c)
     acc = {d: float(np.mean(v)) for d, v in by.items()}
     acc["average"] = float(np.mean(list(acc.values())))

@@ -253,7 +253,8 @@ def render_user(res: dict) -> str:
              ("Greedy test accuracy: mean over seeds x test prompts, +- the std of the per-seed accuracies, and "
               "the 95% bootstrap interval. `sft` is the run config's start policy."), ""]
     rows = [[name, *[f"{_p(e['accuracy'][d]['mean'])} +-{_p(e['accuracy'][d]['std_seeds'])} "
-                     f"[{_p(e['accuracy'][d]['ci_low'])}, {_p(e['accuracy'][d]['ci_high'])}]" for d in [*doms, "average"]]]
+                     f"[{_p(e['accuracy'][d]['ci_low'])}, {_p(e['accuracy'][d]['ci_high'])}]"
+                     for d in [*doms, "average"]]]
             for name, e in [("sft", res["sft"]), *res["methods"].items()]]
     lines += _table(["method", *doms, "average"], rows)
     lines += paired_table(res["methods"], res["tests"])
