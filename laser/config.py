@@ -328,7 +328,9 @@ def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
             p.append("selector.kwargs.arms_by_group: required with selector.name=oracle ({group: reward model name})")
         elif rm_names and (bad := sorted({str(v) for v in mapping.values() if v not in rm_names})):
             p.append(f"selector.kwargs.arms_by_group: unknown reward model(s) {bad} (valid: {', '.join(rm_names)})")
-    if s.per_prompt and s.name in SELECTOR_ENSEMBLES:
+    if s.per_prompt and s.name == "oracle":
+        p.append("selector.per_prompt: not meaningful with the oracle (it picks each prompt's RM by its group)")
+    elif s.per_prompt and s.name in SELECTOR_ENSEMBLES:
         p.append("selector.per_prompt: not meaningful with an ensemble (every RM scores every prompt)")
     return p
 
@@ -433,8 +435,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
     if problems:
         raise ConfigError(problems, source)
     return cfg
-
-
-def to_dict(cfg: RunConfig) -> dict:
-    """The resolved config as plain data (what checkpoints and logs store)."""
-    return dataclasses.asdict(cfg)

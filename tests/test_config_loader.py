@@ -119,3 +119,15 @@ def test_top_level_not_a_mapping_is_a_config_error(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="<root>: expected a mapping, got list"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_per_prompt_with_the_oracle_is_not_called_an_ensemble():
+    """The oracle is a strategy but not an ensemble: it already picks each prompt's RM by its group."""
+    base = {"rewards": [{"name": "a", "type": "length"}], "selector": {"per_prompt": True}}
+    with pytest.raises(ConfigError) as exc:
+        load_config(data={**base, "selector": {"name": "oracle", "per_prompt": True,
+                                               "kwargs": {"arms_by_group": {"x": "a"}}}}, require_data=False)
+    assert "not meaningful with the oracle (it picks each prompt's RM by its group)" in str(exc.value)
+    assert "ensemble" not in str(exc.value)
+    with pytest.raises(ConfigError, match="not meaningful with an ensemble"):
+        load_config(data={**base, "selector": {"name": "score_ensemble", "per_prompt": True}}, require_data=False)

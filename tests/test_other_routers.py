@@ -1,4 +1,5 @@
-"""The compare baselines: online ensemble, classifier selection, bandit variants as LASeR's selector."""
+"""The other routers of `laser compare` (methods.OTHER_ROUTERS): online ensemble, classifier selection, bandit
+variants as LASeR's selector."""
 
 import io
 import math
