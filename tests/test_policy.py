@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 
 
 def plain_logp(model, prompt, response):

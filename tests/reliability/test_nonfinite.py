@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 
 from laser.rewards.base import CallableRM
 from laser.training.checkpoint import find_latest, verify
