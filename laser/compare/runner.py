@@ -100,6 +100,8 @@ def load_compare_config(path: str | None, overrides: list[str] = (), **flags) ->
     data.update({k: dataclasses.asdict(v) if isinstance(v, DemoSettings) else v
                  for k, v in flags.items() if v is not None})
     apply_overrides(data, overrides, path)
+    if data.get("settings", {}) is None:  # an empty `settings:` section: the defaults
+        del data["settings"]
     problems: list[str] = []
     cfg = parse_section(CompareConfig, data, "", problems)
     problems += check_fields(cfg)
