@@ -50,7 +50,7 @@ def test_seed_item_matrices_align_items_and_tell_the_design():
     assert design == "crossed" and m.shape == (3, 20) and np.array_equal(m, m2)
     assert m[2].tolist() == crossed[2]["correct"][20:]
     ragged = _runs(0.5, 2)
-    ragged[1] = {**ragged[1], "ids": ragged[1]["ids"][:-1], "correct": ragged[1]["correct"][:-1]}
+    ragged[1] = {**ragged[1], **{k: ragged[1][k][:-1] for k in ("ids", "correct", "domains")}}  # one item fewer
     assert A.seed_item_matrices([ragged]) is None
 
 
