@@ -71,7 +71,7 @@ def time_ours(X, y, C, R, steps: int) -> tuple[float, np.ndarray, float]:
 def time_inverse(X, y, C, R, steps: int) -> tuple[float, np.ndarray]:
     """(ms per step, scores of the first timed step) of the per-step inverse baseline."""
     A = [np.eye(X.shape[2]) + Xk.T @ Xk for Xk in X]
-    b = [Xk.T @ yk for Xk, yk in zip(X, y)]
+    b = [Xk.T @ yk for Xk, yk in zip(X, y, strict=True)]
     ucbs = []
     ms = _median_ms(lambda i: ucbs.append(inverse_per_step(A, b, C[i], R[i])[1]), steps)
     return ms, ucbs[0]
@@ -140,7 +140,8 @@ def main() -> None:
                 slow = args.slow_steps or (1 if d >= 2048 else 3)
                 r = bench_cell(d, n_arms, t, args.steps, slow, rng)
                 print(f"{r['d']:>5} {r['K']:>2} {r['t']:>6} | {r['ours_ms']:>8.3f} {r['inv_ms']:>12.1f} "
-                      f"{r['mab_ms']:>12.1f} | {r['inv_ms'] / r['ours_ms']:>8.0f}x {r['mab_ms'] / r['ours_ms']:>8.0f}x | "
+                      f"{r['mab_ms']:>12.1f} | {r['inv_ms'] / r['ours_ms']:>8.0f}x "
+                      f"{r['mab_ms'] / r['ours_ms']:>8.0f}x | "
                       f"{r['max_rel_diff']:>12.1e} | {r['ours_mib']:>12.2f} {r['dense_mib']:>9.1f}", flush=True)
 
 

@@ -6,7 +6,7 @@ with a seeded fraction f of the training prompts keeping their gold answer (f = 
 others fall back to the majority answer); ``pair_accuracy`` (f = 1). ``random`` and ``oracle``
 (each prompt scored by its domain's expert) bound the range; each variant's share of the oracle's
 headroom, (m - random) / (oracle - random), and its difference to ``random`` come from the
-two-level bootstrap over seeds and test items (``laser.stats``). Also: which RM each variant
+two-level bootstrap over seeds and test items (``laser.compare.stats``). Also: which RM each variant
 picks per domain (last iteration, seeds pooled).
 
     python benchmarks/feedback_study.py --seeds 5 --out feedback_out            # runs (resumable)
@@ -67,7 +67,7 @@ def run_one(variant: str, seed: int, s, out: Path) -> dict:
 
 def report(rows: list[dict]) -> str:
     from laser.compare.analyses import seed_item_matrices
-    from laser.stats import headroom_share, hierarchical_bootstrap
+    from laser.compare.stats import headroom_share, hierarchical_bootstrap
 
     by = {v: sorted([r for r in rows if r["variant"] == v], key=lambda r: r["seed"]) for v in VARIANTS}
     by = {v: rs for v, rs in by.items() if rs}

@@ -127,10 +127,10 @@ def section_cuda_vs_cpu(ctx: Ctx) -> dict:
 
 def section_offload(ctx: Ctx) -> dict:
     import numpy as np
+    import step_cost as sc
     import torch
     from transformers import LlamaForSequenceClassification
 
-    import step_cost as sc
     from laser.rewards.hf import HFClassifierRM
 
     tok = sc.make_word_tokenizer(sc.SIZES[ctx.size][4])
@@ -161,10 +161,10 @@ def section_offload(ctx: Ctx) -> dict:
 
 def _tiny_rms(ctx: Ctx, offload: bool) -> dict:
     """One RM of each model-backed type on tiny random Llama models (same seeds every call)."""
+    import step_cost as sc
     import torch
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
-    import step_cost as sc
     from laser.rewards.hf import HFClassifierRM
     from laser.rewards.implicit import ImplicitDPORM
     from laser.rewards.judge import YesNoJudgeRM
@@ -209,21 +209,21 @@ def section_step_cost(ctx: Ctx) -> dict:
 
 
 def section_generation(ctx: Ctx) -> dict:
+    import step_cost as sc
     import torch
     from transformers import LlamaForCausalLM
-
-    import step_cost as sc
 
     tok = sc.make_word_tokenizer(sc.SIZES[ctx.size][4])
     torch.manual_seed(0)
     with torch.device(ctx.device):
-        model = LlamaForCausalLM(sc.llama_config(ctx.size, tok)).to(torch.float32 if ctx.tiny else torch.bfloat16).eval()
+        dtype = torch.float32 if ctx.tiny else torch.bfloat16
+        model = LlamaForCausalLM(sc.llama_config(ctx.size, tok)).to(dtype).eval()
     new, out = (8 if ctx.tiny else 128), {"params": sum(p.numel() for p in model.parameters()), "new_tokens": 0}
     out["new_tokens"] = new
     for batch in ((1, 4) if ctx.tiny else (1, 16, 64)):
         ids = torch.randint(4, len(tok), (batch, 64), device=ctx.device)
 
-        def gen():
+        def gen(ids=ids):
             with torch.no_grad():
                 model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
                                max_new_tokens=new, min_new_tokens=new, pad_token_id=tok.pad_token_id)

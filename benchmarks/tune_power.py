@@ -4,11 +4,10 @@ Runs a few methods of the demo from the same SFT start, over several seeds, and 
 method's greedy test accuracy, ``oracle - random`` and ``single:noise - SFT`` with a 95% interval
 from a two-level bootstrap (seeds, then test items within each seed; see :func:`two_level_ci`).
 
-``oracle`` is emulated on the current loop: the context of a prompt is the one-hot vector of its
-domain and :class:`OracleSelector` (``per_prompt`` selection) returns the domain's expert arm
-(math_expert for arith/count, logic_expert for compare/choice), which is known from the
-benchmark's design. The other methods are the demo's (``random``, ``single:<rm>``, ``laser``...),
-run through ``laser.demo.run_method`` with the demo's config.
+Every method, ``oracle`` included (the library's oracle strategy: each prompt scored by its
+domain's expert, math_expert for arith/count and logic_expert for compare/choice, from the
+benchmark's design), runs through ``laser.benchmark.run_method`` with the demo's config.
+``--set key=value`` overrides of DemoSettings go through the typed config loader.
 
 Usage::
 
@@ -28,92 +27,12 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-EXPERT_OF = {"arith": "math_expert", "count": "math_expert", "compare": "logic_expert",
-             "choice": "logic_expert"}
-
-
-def _demo(*names: str) -> tuple:
-    """The demo's helpers by name, from ``laser.demo`` or, in the loop-v2 layout, ``laser.benchmark``."""
-    import importlib
-
-    for module in ("laser.demo", "laser.benchmark"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        if all(hasattr(mod, n) for n in names):
-            return tuple(getattr(mod, n) for n in names)
-    raise ImportError(f"neither laser.benchmark nor laser.demo has {', '.join(names)}")
-
-
-def _settings(DemoSettings, overrides: dict, benchmark: str):
-    """DemoSettings from the defaults, ``overrides`` and, where the class has the field, ``benchmark``."""
-    extra = {"benchmark": benchmark} if "benchmark" in {f.name for f in fields(DemoSettings)} else {}
-    return DemoSettings(**{**asdict(DemoSettings()), **overrides, **extra})
-
-
-def _selector_base():
-    from laser.bandits.base import Selector
-
-    return Selector
-
-
-class OracleSelector(_selector_base()):
-    """Picks, per prompt, the arm given by a fixed (domain -> arm) table.
-
-    The context is the one-hot vector of the prompt's domain (``dim`` = number of domains);
-    score of arm k for a context x is ``x @ table_onehot[:, k]``, so the argmax is the expert.
-    Rewards are ignored (nothing is learned).
-    """
-
-    name = "oracle"
-    contextual = True
-    _hparam_names = ("arm_of_dim",)
-
-    def __init__(self, n_arms: int, arm_of_dim: list[int], seed: int = 0):
-        super().__init__(n_arms, seed)
-        self.arm_of_dim = [int(a) for a in arm_of_dim]
-        self.dim = len(self.arm_of_dim)
-        self.table_ = np.zeros((self.dim, n_arms))
-        self.table_[np.arange(self.dim), self.arm_of_dim] = 1.0
-
-    def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
-        return contexts @ self.table_
-
-
-def domain_context_fn(examples, domains: list[str]):
-    """``prompts -> (B, len(domains))`` one-hot of each prompt's domain (looked up by prompt text)."""
-    group_of = {ex.prompt: ex.group for ex in examples}
-
-    def fn(prompts):
-        out = np.zeros((len(prompts), len(domains)))
-        for i, p in enumerate(prompts):
-            out[i, domains.index(group_of[p])] = 1.0
-        return out
-
-    return fn
-
-
-def run_oracle(seed: int, policy_dir: str, train, rms, s, out: Path):
-    """Train with each prompt scored by its domain's expert; returns the trained policy."""
-    demo_run_config, load_sft_policy = _demo("demo_run_config", "load_sft_policy")
-    from laser.tasks.synthetic import DOMAINS
-    from laser.training.loop import Trainer
-
-    names = [rm.name for rm in rms]
-    domains = list(DOMAINS)
-    selector = OracleSelector(len(rms), [names.index(EXPERT_OF[d]) for d in domains], seed=seed)
-    cfg = demo_run_config(seed, out / f"seed{seed}" / "oracle", names, s,
-                          {"name": "linucb", "per_prompt": True}, "auto")
-    policy = load_sft_policy(policy_dir)
-    Trainer(cfg, policy, rms, train, show_progress=False, selector=selector,
-            context_fn=domain_context_fn(train, domains)).run()
-    return policy
+from laser.benchmark import DemoSettings, run_method
 
 
 def item_correctness(model, tokenizer, test, max_new_tokens: int) -> list[int]:
@@ -123,11 +42,12 @@ def item_correctness(model, tokenizer, test, max_new_tokens: int) -> list[int]:
     from laser.tasks.synthetic import format_prompt
 
     texts = generate(model, tokenizer, [format_prompt(e) for e in test], max_new_tokens)
-    return [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts)]
+    return [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts, strict=True)]
 
 
 def macro(items: list[int], groups: list[str]) -> dict[str, float]:
-    acc = {g: float(np.mean([c for c, h in zip(items, groups) if h == g])) for g in dict.fromkeys(groups)}
+    acc = {g: float(np.mean([c for c, h in zip(items, groups, strict=True) if h == g]))
+           for g in dict.fromkeys(groups)}
     acc["average"] = float(np.mean(list(acc.values())))
     return acc
 
@@ -137,14 +57,13 @@ def run(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    DemoSettings, run_method = _demo("DemoSettings", "run_method")
     from laser.policy.tiny import build_tiny_policy
     from laser.rewards.synthetic import make_demo_rms
     from laser.tasks.synthetic import make_benchmark
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
-    s = _settings(DemoSettings, args.settings, args.benchmark)
+    s = args.settings
     bench = {"version": args.benchmark} if args.benchmark != "v1" else {}  # v1: exactly the demo's calls
     work = Path(args.work)
     for seed in args.seeds:
@@ -154,7 +73,9 @@ def run(args) -> None:
         train = make_benchmark(s.n_train_per_domain, seed=seed, split="train", **bench)
         test = make_benchmark(s.n_test_per_domain, seed=seed, split="test", **bench)
         groups = [e.group for e in test]
-        rms = lambda: make_demo_rms(seed=seed, **bench)  # noqa: E731  fresh RMs per method
+        def rms(seed=seed):  # fresh RMs per method
+            return make_demo_rms(seed=seed, **bench)
+
         names = [rm.name for rm in rms()]
         base = {"benchmark": args.benchmark, "tag": args.tag, "settings": asdict(s), "sft": args.sft,
                 "seed": seed}
@@ -165,9 +86,6 @@ def run(args) -> None:
             if method == "sft":
                 model = AutoModelForCausalLM.from_pretrained(policy_dir)
                 tok = AutoTokenizer.from_pretrained(policy_dir)
-            elif method == "oracle":
-                policy = run_oracle(seed, policy_dir, train, rms(), s, work / args.tag)
-                model, tok = policy.model, policy.tokenizer
             else:
                 _, policy, _ = run_method(method, seed, policy_dir, train, names, s, work / args.tag, rms=rms())
                 model, tok = policy.model, policy.tokenizer
@@ -191,7 +109,6 @@ def timing(args) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    DemoSettings, run_method = _demo("DemoSettings", "run_method")
     from laser.policy.tiny import build_tiny_policy, make_char_tokenizer, make_tiny_model, sft_targets, train_sft
     from laser.rewards.synthetic import make_demo_rms
     from laser.tasks.synthetic import make_benchmark
@@ -206,9 +123,8 @@ def timing(args) -> None:
             t = time.perf_counter()
             train_sft(model, tok, ex, 40, 3e-3, 32, seed=0, responses=sft_targets(ex, v, 0.6 * (v == "v2"), 0))
             times.setdefault(f"sft step {v}", []).append((time.perf_counter() - t) / 40)
-    new = _settings(DemoSettings, args.settings, args.benchmark)
     runs = {"v1": (DemoSettings(), {}),
-            args.benchmark: (new, {"version": args.benchmark} if args.benchmark != "v1" else {})}
+            args.benchmark: (args.settings, {"version": args.benchmark} if args.benchmark != "v1" else {})}
     for _ in range(args.repeats):
         for v, (s, bench) in runs.items():
             policy_dir = build_tiny_policy(seed=0, target=s.sft_target)
@@ -265,19 +181,9 @@ def seed_only_ci(a_avg: np.ndarray, b_avg: np.ndarray, n_boot: int = 4000, seed:
     return float(lo), float(hi)
 
 
-def _library_bootstrap(a: np.ndarray, b: np.ndarray) -> dict | None:
-    """``laser.stats.hierarchical_bootstrap`` (t-calibrated) when this checkout has it, else None.
-
-    Its statistic is the mean over all items, equal to the macro average here (same number of
-    test items in every domain)."""
-    try:
-        from laser.stats import hierarchical_bootstrap
-    except ImportError:
-        return None
-    return hierarchical_bootstrap(a, b)
-
-
 def report(paths: list[str], tag: str | None = None) -> None:
+    from laser.compare.stats import hierarchical_bootstrap
+
     rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
     tags = sorted({r["tag"] for r in rows}) if tag is None else [tag]
     for t in tags:
@@ -305,25 +211,26 @@ def report(paths: list[str], tag: str | None = None) -> None:
                 print(f"  {x} - {y}: {100 * est:+.1f} points, 95% two-level [{100 * lo:+.1f}, {100 * hi:+.1f}], "
                       f"seeds-only [{100 * slo:+.1f}, {100 * shi:+.1f}]; per seed "
                       + " ".join(f"{v:+.1f}" for v in per_seed))
-                lib = _library_bootstrap(a, b)
-                if lib:
-                    print(f"    laser.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
-                          f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
-                          f"({lib['test']}, df {lib['df']:.1f})")
+                # its statistic is the mean over all items: the macro average here (equal domain sizes)
+                lib = hierarchical_bootstrap(a, b)
+                print(f"    laser.compare.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
+                      f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
+                      f"({lib['test']}, df {lib['df']:.1f})")
 
 
-def _parse_set(items: list[str]) -> dict:
-    (DemoSettings,) = _demo("DemoSettings")
-    kinds = {f.name: f.type for f in fields(DemoSettings)}
-    out = {}
+def _parse_set(items: list[str], benchmark: str) -> DemoSettings:
+    """DemoSettings from ``key=value`` items and ``--benchmark``, through the typed config loader."""
+    from laser.config import ConfigError, check_fields, parse_override, parse_section
+
+    data, problems = {}, []
     for item in items:
-        key, _, value = item.partition("=")
-        if key not in kinds:
-            raise SystemExit(f"--set {item}: unknown DemoSettings field {key!r}; valid: {', '.join(kinds)}")
-        kind = kinds[key] if isinstance(kinds[key], type) else {"int": int, "float": float, "str": str,
-                                                                 "bool": bool}[kinds[key]]
-        out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
-    return out
+        keys, value = parse_override(item)
+        data[".".join(keys)] = value
+    s = parse_section(DemoSettings, {**data, "benchmark": benchmark}, "--set ", problems)
+    problems += check_fields(s, "--set ")
+    if problems:
+        raise SystemExit(str(ConfigError(problems)))
+    return s
 
 
 def main() -> None:
@@ -345,7 +252,7 @@ def main() -> None:
         report(args.report, args.tag)
         return
     args.tag = args.tag or "_".join([args.benchmark, *args.settings, args.sft]) or args.benchmark
-    args.settings = _parse_set(args.settings)
+    args.settings = _parse_set(args.settings, args.benchmark)
     args.sft = json.loads(args.sft)
     if args.timing:
         timing(args)

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from laser.config import option
+from laser.tasks.synthetic import VERSIONS
+from laser.routing.pairs import PAIRING_RULES
 
 #: the feedback of the method called ``laser``: label-free, so it sees no label the baselines do not
 #: (the label-based ``pair_accuracy`` runs as ``laser:pair_accuracy``); see benchmarks/feedback_study.py
@@ -17,20 +22,23 @@ DEFAULT_FEEDBACK = "auto_label_free"  # majority_pair_accuracy on the benchmark;
 class DemoSettings:
     """Sizes of one demo run (the defaults finish in under 5 minutes on 2 CPU cores)."""
 
-    n_train_per_domain: int = 32
-    n_test_per_domain: int = 200
-    iterations: int = 5
-    batch_size: int = 16
-    n_samples: int = 12
-    max_new_tokens: int = 40
-    pairs_per_prompt: int = 2
-    pairing: str = "topk_vs_bottomk"  # best vs worst, 2nd best vs 2nd worst: fewer near-tie pairs
-    lr: float = 2e-4
-    beta: float = 0.1
-    nll_weight: float = 1.0
-    sft_target: str = "v2"
-    group_batches: bool = True  # each batch from one domain, as when training on several datasets
-    benchmark: str = "v2"  # laser.tasks.synthetic.VERSIONS: the prompts and the demo RMs' off-domain behaviour
+    n_train_per_domain: int = option(32, "training prompts per domain and seed", ge=1)
+    n_test_per_domain: int = option(200, "test prompts per domain and seed", ge=1)
+    iterations: int = option(5, "passes over the training prompts", ge=1)
+    batch_size: int = option(16, "prompts per step", ge=1)
+    n_samples: int = option(12, "responses sampled per prompt", ge=2, why="to form a pair")
+    max_new_tokens: int = option(40, "longest sampled response", ge=1)
+    pairs_per_prompt: int = option(2, "preference pairs built per prompt", ge=1)
+    pairing: Literal[PAIRING_RULES] = option("topk_vs_bottomk", "how scored samples become pairs (best vs "
+                                             "worst, 2nd best vs 2nd worst: fewer near-tie pairs)")
+    lr: float = option(2e-4, "AdamW learning rate", gt=0)
+    beta: float = option(0.1, "DPO beta", gt=0)
+    nll_weight: float = option(1.0, "weight of the NLL term on chosen responses", ge=0)
+    sft_target: Literal["moderate", "smoke", "v2", "v2_smoke"] = option(
+        "v2", "SFT recipe of the start policy (laser.policy.tiny.PRESETS)")
+    group_batches: bool = option(True, "each batch from one domain, as when training on several datasets")
+    benchmark: Literal[VERSIONS] = option("v2", "benchmark version: the prompts and the demo RMs' off-domain "
+                                          "behaviour")
 
 
 def benchmark_sets(s: DemoSettings, seed: int) -> tuple[list, list]:
@@ -106,8 +114,9 @@ def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettin
     extra = reward_specs or [{} for _ in rm_names]
     return load_config(data={
         "seed": seed, "output_dir": str(run_dir),
-        "rewards": [{"name": n, "type": "demo", "seed": seed, **({"version": s.benchmark} if s.benchmark != "v1" else {}),
-                     **x} for n, x in zip(rm_names, extra)],
+        "rewards": [{"name": n, "type": "demo", "seed": seed,
+                     **({"version": s.benchmark} if s.benchmark != "v1" else {}), **x}
+                    for n, x in zip(rm_names, extra, strict=True)],
         "selector": selector_conf,
         "data": {"group_batches": s.group_batches},
         "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from laser.routing.pairs import PAIRING_RULES
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
 # config sits above laser.routing: it reads the routing core's registries (no torch), never the reverse
@@ -35,110 +38,143 @@ class ConfigError(ValueError):
         super().__init__("\n  ".join([head, *problems]))
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, gt: float | None = None,
+           ge: float | None = None, le: float | None = None, why: str = "") -> Any:
+    """A config field with its help text and range, both checked and shown by the loader.
+
+    Args:
+        default: the default value (or ``factory``: a callable making it, for lists and dicts).
+        help: one line for ``laser validate --explain``.
+        gt, ge, le: the range (``> gt``, ``>= ge``, ``<= le``); numbers only; for a list, each item.
+        why: said after the range in the error, e.g. "to form a pair".
+    """
+    meta = {"help": help, **{k: v for k, v in (("gt", gt), ("ge", ge), ("le", le)) if v is not None}}
+    if why:
+        meta["why"] = why
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class LoraConfig:
-    enabled: bool = field(default=False, metadata={"help": "train LoRA adapters through peft"})
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    enabled: bool = option(False, "train LoRA adapters through peft instead of every weight")
+    r: int = option(16, "LoRA rank", ge=1)
+    alpha: int = option(32, "LoRA scaling numerator (the update is scaled by alpha / r)", gt=0)
+    dropout: float = option(0.05, "dropout on the LoRA branch", ge=0)
+    target_modules: list[str] = option(help="module names that get adapters", factory=lambda: ["q_proj", "v_proj"])
 
 
 @dataclass
 class PolicyConfig:
-    model: str = field(default="", metadata={"help": "Hub name or local folder of a causal LM"})
-    tokenizer: str | None = None
-    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside `model`"})
-    dtype: str = "float32"
-    device: str = "auto"
-    chat_template: bool = field(default=False, metadata={"help": "wrap prompts in the chat template"})
-    trust_remote_code: bool = False
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    model: str = option("", "Hub name or local folder of a causal LM")
+    tokenizer: str | None = option(None, "tokenizer name or folder; null = the model's")
+    gguf_file: str | None = option(None, "GGUF file inside `model`")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", "weights' dtype")
+    device: str = option("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    chat_template: bool = option(False, "wrap prompts in the tokenizer's chat template")
+    trust_remote_code: bool = option(False, "passed to transformers' from_pretrained")
+    lora: LoraConfig = option(help="LoRA adapters", factory=LoraConfig)
 
 
 @dataclass
 class DataConfig:
-    prompts: str = field(default="", metadata={"help": "JSONL prompt file, or the task's file/folder"})
-    task: str | None = field(default=None, metadata={"help": "gsm8k | strategyqa | mmlu: load `prompts` "
-                                                              "in that dataset's official format"})
-    split: str | None = field(default=None, metadata={"help": "split file to pick from a task folder"})
-    prompt_field: str = "prompt"
-    id_field: str = "id"
-    answer_field: str = "answer"
-    limit: int | None = None
-    shuffle: bool = True
-    group_batches: bool = field(default=False, metadata={"help": "every batch from one domain/task "
-                                                                 "(as when mixing several datasets)"})
+    prompts: str = option("", "JSONL prompt file, or the task's file/folder")
+    task: Literal["gsm8k", "strategyqa", "mmlu"] | None = option(
+        None, "load `prompts` in that dataset's official format (null: a JSONL prompt file)")
+    split: str | None = option(None, "split file to pick from a task folder")
+    prompt_field: str = option("prompt", "JSONL field holding the prompt")
+    id_field: str = option("id", "JSONL field holding the prompt id (absent: <file stem>-<line>)")
+    answer_field: str = option("answer", "JSONL field holding the gold answer (optional per prompt)")
+    limit: int | None = option(None, "use at most N prompts (a task with shuffle: N drawn with the seed); null = all")
+    shuffle: bool = option(True, "shuffle the batches each iteration (seeded)")
+    group_batches: bool = option(False, "every batch from one domain/task (as when mixing several datasets)")
 
 
 @dataclass
 class SelectorConfig:
-    name: str = field(default="linucb", metadata={"help": "bandit, baseline or ensemble name"})
-    alpha: float = 0.1
-    arm: str | None = field(default=None, metadata={"help": "RM name for the `fixed` selector"})
-    per_prompt: bool = field(default=False, metadata={"help": "one arm per prompt instead of per batch"})
-    context: str = field(default="policy", metadata={"help": "policy | encoder | none"})
-    encoder: str = "auto"
-    normalizer_low: float = 0.2
-    normalizer_high: float = 0.8
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str = option("linucb", "bandit, baseline or ensemble name")
+    alpha: float = option(0.1, "exploration weight of LinUCB-style selectors", ge=0)
+    arm: str | None = option(None, "RM name for the `fixed` selector")
+    per_prompt: bool = option(False, "one arm per prompt instead of per batch")
+    context: Literal["policy", "encoder", "none"] = option(
+        "policy", "the bandit's context: the policy's last-token state, a sentence encoder, or none")
+    encoder: str = option("auto", "sentence encoder of context=encoder (auto: all-MiniLM-L6-v2)")
+    normalizer_low: float = option(0.2, "lower quantile of the reward normaliser (maps to 0)", ge=0, le=1)
+    normalizer_high: float = option(0.8, "upper quantile of the reward normaliser (maps to 1)", ge=0, le=1)
+    kwargs: dict[str, Any] = option(help="extra keyword arguments of the selector", factory=dict)
 
 
 @dataclass
 class TrainConfig:
-    iterations: int = 10
-    batch_size: int = 16
-    n_samples: int = 30
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    pairs_per_prompt: int = 10
-    pairing: str = "top_vs_rest"
-    beta: float = 0.1
-    nll_weight: float = 1.0
-    lr: float = 5e-6
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    micro_batch_pairs: int = 64
-    feedback: str = field(default="auto", metadata={"help": "|".join(FEEDBACKS) + "; auto = pair_accuracy when "
-                                                        "every prompt has a gold answer, mixed_pair_accuracy when some "
-                                                        "do, else auto_label_free = majority_pair_accuracy when every "
-                                                        "prompt has a task, else neg_loss"})
-    on_nonfinite: str = "stop"
-    max_skipped_steps: int = 3
+    iterations: int = option(10, "passes over the prompts", gt=0)
+    batch_size: int = option(16, "prompts per step", gt=0)
+    n_samples: int = option(30, "responses sampled per prompt", ge=2, why="to form a pair")
+    temperature: float = option(0.8, "sampling temperature", gt=0)
+    top_p: float = option(1.0, "nucleus sampling mass", gt=0, le=1)
+    max_new_tokens: int = option(128, "longest sampled response", gt=0)
+    pairs_per_prompt: int = option(10, "preference pairs built per prompt", gt=0)
+    pairing: Literal[PAIRING_RULES] = option("top_vs_rest", "how scored samples become pairs")
+    beta: float = option(0.1, "DPO beta", gt=0)
+    nll_weight: float = option(1.0, "weight of the NLL term on chosen responses (0 = pure DPO)", ge=0)
+    lr: float = option(5e-6, "AdamW learning rate", gt=0)
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
+    grad_clip: float = option(1.0, "max gradient norm (0 = no clipping)", ge=0)
+    micro_batch_pairs: int = option(64, "pairs per forward/backward (gradients accumulate)", gt=0)
+    feedback: Literal[FEEDBACKS] = option("auto", "the bandit's feedback; auto = pair_accuracy when every prompt "
+                                          "has a gold answer, mixed_pair_accuracy when some do, else "
+                                          "auto_label_free = majority_pair_accuracy when every prompt has a task, "
+                                          "else neg_loss")
+    on_nonfinite: Literal["stop", "skip"] = option("stop", "a non-finite loss or reward stops the run or skips "
+                                                   "the step")
+    max_skipped_steps: int = option(3, "most steps on_nonfinite=skip may skip", ge=0)
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = field(default=1, metadata={"help": "steps between checkpoints; 0 = only at the end"})
-    keep_last: int = 2
+    every: int = option(1, "steps between checkpoints; 0 = only at the end", ge=0)
+    keep_last: int = option(2, "checkpoints kept", ge=1)
 
 
 @dataclass
 class RunConfig:
-    seed: int = 0
-    output_dir: str = "runs/laser"
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    rewards: list[dict[str, Any]] = field(default_factory=list)
-    selector: SelectorConfig = field(default_factory=SelectorConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    log_with: list[str] | str = field(default_factory=list, metadata={
-        "help": "Accelerate trackers (tensorboard, wandb, mlflow, trackio, ...); log.jsonl is always written"})
-    tracker_project: str = field(default="laser", metadata={"help": "project / experiment name for the trackers"})
+    seed: int = option(0, "seeds sampling, batch order, the bandit and the RMs' noise")
+    output_dir: str = option("runs/laser", "checkpoints, log.jsonl and final/")
+    policy: PolicyConfig = option(help="the trained language model", factory=PolicyConfig)
+    data: DataConfig = option(help="the training prompts", factory=DataConfig)
+    rewards: list[dict[str, Any]] = option(help="RM specs, arm k = the k-th: name, type and the type's arguments "
+                                           "(docs/reward_models.md)", factory=list)
+    selector: SelectorConfig = option(help="which RM scores each batch (or prompt)", factory=SelectorConfig)
+    train: TrainConfig = option(help="sampling, pairs, the DPO + NLL update", factory=TrainConfig)
+    checkpoint: CheckpointConfig = option(help="when checkpoints are written", factory=CheckpointConfig)
+    log_with: list[str] | str = option(help="Accelerate trackers (tensorboard, wandb, mlflow, trackio, ...); "
+                                       "log.jsonl is always written", factory=list)
+    tracker_project: str = option("laser", "project / experiment name for the trackers")
+
+
+def _union_args(tp: Any) -> tuple | None:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.get_args(tp)
+    return None
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether ``value`` has type ``tp`` (a Literal: the type of its choices; the choices are checked later)."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return True
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if (args := _union_args(tp)) is not None:
+        return any(_type_ok(value, a) for a in args)
     if tp is type(None):
         return value is None
-    if origin in (list, dict):
-        return isinstance(value, origin)
+    if origin is Literal:
+        return any(_type_ok(value, type(c)) for c in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and (item not in _SCALARS or all(_type_ok(v, item) for v in value))
+    if origin is dict:
+        return isinstance(value, dict)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
@@ -146,8 +182,23 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
-def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, recording every problem with its dotted key."""
+_SCALARS = (str, int, float, bool)
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass of a field typed ``D`` or ``D | None``."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    return next((a for a in _union_args(tp) or () if dataclasses.is_dataclass(a)), None)
+
+
+def parse_section(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, recording every problem with its dotted key.
+
+    Unknown keys and values of the wrong type are reported; a wrong value keeps the field's default
+    (so the checks that follow see a well-typed object). Nested dataclass fields (also ``D | None``)
+    are parsed the same way. Choices and ranges are checked by :func:`check_fields`.
+    """
     if not isinstance(data, dict):
         problems.append(f"{prefix.rstrip('.') or '<root>'}: expected a mapping, got {type(data).__name__}")
         return cls()
@@ -161,59 +212,99 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
         if f.name not in data:
             continue
         value, tp = data[f.name], hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, value, f"{prefix}{f.name}.", problems)
+        if (sub := _dataclass_of(tp)) is not None and not (value is None and sub is not tp):
+            kwargs[f.name] = parse_section(sub, value, f"{prefix}{f.name}.", problems)
         elif _type_ok(value, tp):
-            kwargs[f.name] = float(value) if tp is float else value
-        elif tp is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            kwargs[f.name] = _as_float(value) if _is_float(tp) else value
+        elif _is_float(tp) and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
             kwargs[f.name] = float(value)
         else:
             problems.append(f"{prefix}{f.name}: expected {_type_name(tp)}, got {value!r}")
     return cls(**kwargs)
 
 
+def _is_float(tp: Any) -> bool:
+    return tp is float or (typing.get_origin(tp) is list and typing.get_args(tp) == (float,))
+
+
+def _as_float(value: Any) -> Any:
+    return [float(v) for v in value] if isinstance(value, list) else float(value)
+
+
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if (args := _union_args(tp)) is not None:
+        return " | ".join(_type_name(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def _range_problem(v: Any, meta: Any) -> str | None:
+    """The range error of a number ``v`` against a field's ``gt``/``ge``/``le`` metadata, or None."""
+    lo = ("(", meta["gt"]) if "gt" in meta else ("[", meta["ge"]) if "ge" in meta else None
+    hi = meta.get("le")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    ok = (lo is None or (v > lo[1] if lo[0] == "(" else v >= lo[1])) and (hi is None or v <= hi)
+    if ok:
+        return None
+    if lo is not None and hi is not None:
+        rule = f"in {lo[0]}{lo[1]}, {hi}]"
+    elif lo is not None:
+        rule = f"{'>' if lo[0] == '(' else '>='} {lo[1]}"
+    else:
+        rule = f"<= {hi}"
+    return f"must be {rule}{' ' + meta['why'] if 'why' in meta else ''}, got {v}"
+
+
+def check_fields(obj: Any, prefix: str = "") -> list[str]:
+    """Choices (``Literal``) and ranges (:func:`option`) of every field of a dataclass tree, as
+    ``dotted.key: message`` lines."""
+    problems = []
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp, key = getattr(obj, f.name), hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            problems += check_fields(value, f"{key}.")
+            continue
+        lit = next((a for a in (_union_args(tp) or (tp,)) if typing.get_origin(a) is Literal), None)
+        if lit is not None and value is not None and value not in typing.get_args(lit):
+            problems.append(f"{key}: {value!r} is not one of {', '.join(map(str, typing.get_args(lit)))}")
+        items = value if isinstance(value, list) else [value]
+        for i, v in enumerate(items):
+            if (msg := _range_problem(v, f.metadata)) is not None:
+                problems.append(f"{key}{f'[{i}]' if isinstance(value, list) else ''}: {msg}")
+    return problems
+
+
+def explain(cls: type, prefix: str = "") -> list[str]:
+    """One line per key of a config dataclass tree: dotted key, type, default, range, help."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, key, meta = hints[f.name], f"{prefix}{f.name}", f.metadata
+        if (sub := _dataclass_of(tp)) is not None:
+            lines.append(f"{key}:  {meta.get('help', '')}")
+            lines += explain(sub, f"{key}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rng = [f"{op} {meta[k]}" for k, op in (("gt", ">"), ("ge", ">="), ("le", "<=")) if k in meta]
+        extra = f" ({', '.join(rng)})" if rng else ""
+        lines.append(f"{key}: {_type_name(tp)} = {default!r}{extra}  {meta.get('help', '')}".rstrip())
+    return lines
 
 
 def _check_ranges(cfg: RunConfig) -> list[str]:
-    t, s, p = cfg.train, cfg.selector, []
-    positive = {
-        "train.lr": t.lr, "train.beta": t.beta, "train.temperature": t.temperature,
-        "train.iterations": t.iterations, "train.batch_size": t.batch_size,
-        "train.max_new_tokens": t.max_new_tokens, "train.pairs_per_prompt": t.pairs_per_prompt,
-        "train.micro_batch_pairs": t.micro_batch_pairs,
-    }
-    p += [f"{k}: must be > 0, got {v}" for k, v in positive.items() if not v > 0]
-    if t.n_samples < 2:
-        p.append(f"train.n_samples: must be >= 2 to form a pair, got {t.n_samples}")
-    if not 0 < t.top_p <= 1:
-        p.append(f"train.top_p: must be in (0, 1], got {t.top_p}")
-    for k, v in {"train.nll_weight": t.nll_weight, "train.weight_decay": t.weight_decay,
-                 "train.grad_clip": t.grad_clip, "selector.alpha": s.alpha,
-                 "checkpoint.every": cfg.checkpoint.every}.items():
-        if v < 0:
-            p.append(f"{k}: must be >= 0, got {v}")
-    if cfg.checkpoint.keep_last < 1:
-        p.append(f"checkpoint.keep_last: must be >= 1, got {cfg.checkpoint.keep_last}")
-    if not 0 <= s.normalizer_low < s.normalizer_high <= 1:
-        p.append("selector.normalizer_low/high: need 0 <= low < high <= 1, "
-                 f"got {s.normalizer_low}, {s.normalizer_high}")
-    from laser.routing.pairs import PAIRING_RULES
-
-    if t.pairing not in PAIRING_RULES:
-        p.append(f"train.pairing: {t.pairing!r} is not one of {', '.join(PAIRING_RULES)}")
-    if t.feedback not in FEEDBACKS:
-        p.append(f"train.feedback: {t.feedback!r} is not one of {', '.join(FEEDBACKS)}")
-    if t.on_nonfinite not in ("stop", "skip"):
-        p.append(f"train.on_nonfinite: must be 'stop' or 'skip', got {t.on_nonfinite!r}")
-    if s.context not in ("policy", "encoder", "none"):
-        p.append(f"selector.context: must be policy, encoder or none, got {s.context!r}")
-    if cfg.data.task is not None and cfg.data.task not in ("gsm8k", "strategyqa", "mmlu"):
-        p.append(f"data.task: must be gsm8k, strategyqa or mmlu, got {cfg.data.task!r}")
-    if cfg.policy.dtype not in ("float32", "bfloat16", "float16", "auto"):
-        p.append(f"policy.dtype: must be float32, bfloat16, float16 or auto, got {cfg.policy.dtype!r}")
-    return p
+    """Cross-field ranges (one field's own range and choices are declared at the field)."""
+    s = cfg.selector
+    if s.normalizer_low >= s.normalizer_high:
+        return ["selector.normalizer_low/high: need 0 <= low < high <= 1, "
+                f"got {s.normalizer_low}, {s.normalizer_high}"]
+    return []
 
 
 def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
@@ -237,7 +328,9 @@ def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
             p.append("selector.kwargs.arms_by_group: required with selector.name=oracle ({group: reward model name})")
         elif rm_names and (bad := sorted({str(v) for v in mapping.values() if v not in rm_names})):
             p.append(f"selector.kwargs.arms_by_group: unknown reward model(s) {bad} (valid: {', '.join(rm_names)})")
-    if s.per_prompt and s.name in SELECTOR_ENSEMBLES:
+    if s.per_prompt and s.name == "oracle":
+        p.append("selector.per_prompt: not meaningful with the oracle (it picks each prompt's RM by its group)")
+    elif s.per_prompt and s.name in SELECTOR_ENSEMBLES:
         p.append("selector.per_prompt: not meaningful with an ensemble (every RM scores every prompt)")
     return p
 
@@ -267,7 +360,7 @@ def validate(cfg: RunConfig, require_data: bool = True, bad_keys: set[str] = fro
 
     ``bad_keys``: top-level keys already reported as malformed (not checked again).
     """
-    problems = _check_ranges(cfg)
+    problems = check_fields(cfg) + _check_ranges(cfg)
     rm_problems, names = _check_rewards(cfg.rewards)
     if "rewards" in bad_keys:
         rm_problems = []
@@ -292,6 +385,35 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a mapping; :class:`ConfigError` naming the file when it is unreadable,
+    not YAML, or not a mapping at the top level."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError([f"cannot read config: {exc}"], str(path)) from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"<root>: expected a mapping, got {type(data).__name__}"], str(path))
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str | Path | None = None) -> dict:
+    """Set each ``dotted.key=value`` of ``overrides`` in ``data`` (in place; sections are created)."""
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"{'.'.join(keys)}: {k} is not a section"], str(source) if source else None)
+        node[keys[-1]] = value
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None,
                 require_data: bool = True) -> RunConfig:
     """Load, override and validate a run config; raise :class:`ConfigError` listing every problem.
@@ -304,32 +426,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
     """
     source = str(path) if path else None
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise ConfigError([f"cannot read config: {exc}"], source) from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"not valid YAML: {exc}"], source) from exc
-    data = dict(data or {})
-    for item in overrides:
-        keys, value = parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError([f"{'.'.join(keys)}: {k} is not a section"], source)
-        node[keys[-1]] = value
+        data = read_yaml(path)
+    data = apply_overrides(dict(data or {}), overrides, source)
     problems: list[str] = []
-    cfg = _build(RunConfig, data, "", problems)
+    cfg = parse_section(RunConfig, data, "", problems)
     bad = {p.split(":")[0].split(".")[0].split("[")[0] for p in problems}
     problems += validate(cfg, require_data=require_data, bad_keys=bad)  # failed values kept defaults
     if problems:
         raise ConfigError(problems, source)
     return cfg
-
-
-def to_dict(cfg: RunConfig) -> dict:
-    """The resolved config as plain data (what checkpoints and logs store)."""
-    return dataclasses.asdict(cfg)

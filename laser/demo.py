@@ -16,6 +16,7 @@ import numpy as np
 
 from laser.benchmark import DEFAULT_FEEDBACK, QUICK, DemoSettings, benchmark_sets, run_method  # noqa: F401
 
+
 def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
     """LASeR (label-free feedback), its per-prompt variant, the label-based ``laser:pair_accuracy``,
     extra feedbacks, the bounds (``random``, ``oracle``, ``verifier``) and every baseline."""
@@ -31,7 +32,7 @@ def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[s
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in records:
         if r["iteration"] == last:
-            for pid, arm in zip(r["prompt_ids"], r["prompt_arms"]):
+            for pid, arm in zip(r["prompt_ids"], r["prompt_arms"], strict=True):
                 counts[domain_of[pid]][rm_names[arm]] += 1
     return {d: {n: c[n] / max(sum(c.values()), 1) for n in rm_names} for d, c in sorted(counts.items())}
 
@@ -40,11 +41,10 @@ def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbac
              methods: list[str] | None = None, settings: DemoSettings | None = None) -> dict:
     """Run the demo, print the tables, write ``out/results.json``; returns the results dict."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     from laser.policy.tiny import build_tiny_policy, evaluate_accuracy
     from laser.rewards.synthetic import make_demo_rms
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-method weight-loading bars would drown the table
     torch.set_num_threads(1)  # tiny model: one thread is faster than two on a shared 2-core machine

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(1)
 
 from accelerate import Accelerator  # noqa: E402
-from conftest import make_tiny_policy  # noqa: E402
+from helpers import make_tiny_policy  # noqa: E402
 
 from laser.policy.model import Samples  # noqa: E402
 from laser.training.dist import Dist  # noqa: E402

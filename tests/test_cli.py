@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import yaml
+from helpers import write_prompts
 
-from conftest import write_prompts
 from laser.cli.main import main
 
 
@@ -145,7 +145,8 @@ def test_lora_initialisation_is_seeded_by_the_run_seed(tmp_path, tiny_model_dir)
 
 def test_readme_ten_line_example_runs_through_the_builder(tmp_path, tiny_model_dir):
     """The README's Python example with the tiny model and a prompt file in place of the Hub model."""
-    from conftest import write_prompts
+    from helpers import write_prompts
+
     from laser.build import build
     from laser.config import load_config
 
@@ -163,8 +164,7 @@ def test_feedback_the_prompts_cannot_support_is_refused_before_loading(tmp_path,
     """pair_accuracy on prompts without gold answers, and a per-run feedback with the online
     ensemble, are config errors naming train.feedback (exit 2, no model loaded)."""
     import yaml
-
-    from conftest import write_prompts
+    from helpers import write_prompts
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"{i}+1="}) + "\n" for i in range(4)))

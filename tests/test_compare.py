@@ -84,6 +84,18 @@ def test_bad_config_is_one_clear_error(tmp_path, capsys):
     assert "single:nobody" in err and "add_rm / add_at" in err
 
 
+def test_compare_without_scipy_names_the_stats_extra(monkeypatch, capsys):
+    """scipy hidden (sys.modules entry None makes its import fail): exit 2 with the extra named,
+    before the config is read (the config file does not exist, and no error names it)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.delitem(sys.modules, "laser.compare.stats", raising=False)
+    assert compare_main(_args("--config", "no_such_file.yaml")) == 2
+    err = capsys.readouterr().err
+    assert "laser-rm[stats]" in err and "no_such_file" not in err
+
+
 def test_quality_judge_cancels_its_position_bias():
     """One presentation favours the first response (sigmoid(beta) = 0.731 for equal quality with
     beta = 1); averaged over both orders equal responses get exactly 0.5, and the better response
@@ -151,7 +163,7 @@ def test_iteration_by_iteration_equals_one_run(tmp_path, monkeypatch, method):
     M.train(method, 0, policy_dir, train, names, QUICK, tmp_path / "steps", rms, None, clf)
     empty = M.empty_classifier(policy_dir, len(rms), 0) if clf is not None else None
     _, p_steps, d_steps = M.train(method, 0, policy_dir, train, names, s2, tmp_path / "steps", rms, None, empty)
-    for (n, a), (_, b) in zip(p_once.model.state_dict().items(), p_steps.model.state_dict().items()):
+    for (n, a), (_, b) in zip(p_once.model.state_dict().items(), p_steps.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
     if empty is not None:
         assert empty.fitted_ and np.array_equal(empty.W_, clf.W_)

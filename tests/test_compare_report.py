@@ -11,7 +11,7 @@ from laser.benchmark import DemoSettings
 from laser.compare import analyses as A
 from laser.compare.markdown import render
 from laser.compare.report import build_results, format_table
-from laser.stats import HIERARCHICAL_TEST, headroom_share, hierarchical_bootstrap
+from laser.compare.stats import HIERARCHICAL_TEST, headroom_share, hierarchical_bootstrap
 
 DOMAINS = ("arith", "count")
 RMS = ["r1", "r2"]
@@ -50,7 +50,7 @@ def test_seed_item_matrices_align_items_and_tell_the_design():
     assert design == "crossed" and m.shape == (3, 20) and np.array_equal(m, m2)
     assert m[2].tolist() == crossed[2]["correct"][20:]
     ragged = _runs(0.5, 2)
-    ragged[1] = {**ragged[1], "ids": ragged[1]["ids"][:-1], "correct": ragged[1]["correct"][:-1]}
+    ragged[1] = {**ragged[1], **{k: ragged[1][k][:-1] for k in ("ids", "correct", "domains")}}  # one item fewer
     assert A.seed_item_matrices([ragged]) is None
 
 
@@ -131,7 +131,8 @@ def test_step_cost_table_divides_by_laser_with_the_same_placement():
     sc = {"k": 4, "size": "s", "dtype": "float32", "device": "cpu", "memory_measure": "RSS",
           "methods": {"linucb": m(0.2, 0.02), "score_ensemble": m(0.3, 0.08),
                       "linucb/offload": m(0.4, 0.03), "score_ensemble/offload": m(0.5, 0.1)}}
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in step_cost_table(sc) if line.startswith("| ")}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in step_cost_table(sc) if line.startswith("| ")}
     assert rows["score_ensemble"][3] == "1.50"  # 0.3 / 0.2
     assert rows["score_ensemble/offload"][3] == "1.25"  # 0.5 / 0.4, not / 0.2
     assert step_cost_table(None) == []

@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from laser.compare import add_compare_parser, compare_main
 from laser.build import method_config as method_overrides
+from laser.compare import add_compare_parser, compare_main
 
 
 def _parse(argv: list[str]):
@@ -80,7 +80,8 @@ def test_user_compare_end_to_end_and_rerun_skips(setup, capsys):
     assert compare_main(_parse(["--config", str(tmp / "cmp.yaml")])) == 0
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     again = json.loads((out / "results.json").read_text())
-    assert {m: e["accuracy"] for m, e in again["methods"].items()} == {m: e["accuracy"] for m, e in res["methods"].items()}
+    assert ({m: e["accuracy"] for m, e in again["methods"].items()}
+            == {m: e["accuracy"] for m, e in res["methods"].items()})
 
 
 def test_bad_user_configs_exit_2_and_name_the_key(setup, capsys):

@@ -38,7 +38,7 @@ def test_gsm8k_shared_folder(split: str, n_rows: int) -> None:
     assert len(examples) == n_rows
     assert len({ex.id for ex in examples}) == n_rows
     rows = [json.loads(line) for line in (GSM8K_DIR / f"{split}.jsonl").read_text().splitlines()]
-    for ex, row in zip(examples, rows):
+    for ex, row in zip(examples, rows, strict=True):
         assert ex.answer == row["answer"].split("####")[-1].strip().replace(",", "")
         assert row["question"] in ex.prompt and "The answer is" in ex.prompt
         assert ex.task == "gsm8k" and ex.group == "gsm8k"

@@ -67,7 +67,8 @@ def test_matches_sentence_transformers_when_installed(encoder):
 def test_unnormalised_and_pooling_config(encoder, tmp_path):
     raw = SentenceEncoder(normalize=False).embed(SENTENCES[:2])
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.embed(SENTENCES[:2]), atol=1e-9)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.embed(SENTENCES[:2]),
+                               atol=1e-9)
     assert pooling_mode(tmp_path) == "mean"  # a plain transformers folder
     (tmp_path / "modules.json").write_text('[{"path": "1_P", "type": "sentence_transformers.models.Pooling"}]')
     (tmp_path / "1_P").mkdir()

@@ -415,7 +415,7 @@ def test_real_replies() -> None:
     for task in ("mmlu", "strategyqa"):
         rs = [r for r in rows if r["task"] == task]
         got = [extract_answer(task, r["reply"], options=r["options"]) for r in rs]
-        bad = {(r["id"], r["decoding"]): g for r, g in zip(rs, got) if g != r["label"]}
+        bad = {(r["id"], r["decoding"]): g for r, g in zip(rs, got, strict=True) if g != r["label"]}
         print(f"{task}: {len(rs) - len(bad)}/{len(rs)} agree with the hand label; "
               f"{sum(g is not None for g in bad.values())} wrong reads, "
               f"{sum(g is None for g in bad.values())} missed")

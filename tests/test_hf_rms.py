@@ -99,7 +99,8 @@ def test_classifier_matches_manual_forward_for_each_label(tok, classifier):
     for label in (0, 1):
         rm = HFClassifierRM((classifier, tok), label_index=label, batch_size=3, device="cpu")
         got = rm.score(PROMPTS, RESPONSES)
-        want = [manual_logit(classifier, chat_split(tok, p, r)[0], label) for p, r in zip(PROMPTS, RESPONSES)]
+        want = [manual_logit(classifier, chat_split(tok, p, r)[0], label)
+                for p, r in zip(PROMPTS, RESPONSES, strict=True)]
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, want, atol=1e-5)
         assert np.ptp(got) > 1e-3  # the pairs really get different scores
@@ -107,13 +108,14 @@ def test_classifier_matches_manual_forward_for_each_label(tok, classifier):
 
 def test_classifier_batched_equals_one_at_a_time(tok, classifier):
     batched = HFClassifierRM(classifier, tok, batch_size=5).score(PROMPTS, RESPONSES)
-    single = [HFClassifierRM(classifier, tok, batch_size=1).score([p], [r])[0] for p, r in zip(PROMPTS, RESPONSES)]
+    single = [HFClassifierRM(classifier, tok, batch_size=1).score([p], [r])[0]
+              for p, r in zip(PROMPTS, RESPONSES, strict=True)]
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
 def test_classifier_without_template_scores_prompt_plus_response(tok, classifier):
     rm = HFClassifierRM(classifier, tok, use_chat_template=False, batch_size=2)
-    want = [manual_logit(classifier, tok(p + r)["input_ids"], 0) for p, r in zip(PROMPTS, RESPONSES)]
+    want = [manual_logit(classifier, tok(p + r)["input_ids"], 0) for p, r in zip(PROMPTS, RESPONSES, strict=True)]
     np.testing.assert_allclose(rm.score(PROMPTS, RESPONSES), want, atol=1e-5)
 
 
@@ -124,7 +126,7 @@ def test_classifier_tokenizer_without_pad_token_pads_with_eos():
     got = HFClassifierRM(model, tok, batch_size=5).score(PROMPTS, RESPONSES)
     assert model.config.pad_token_id == tok.eos_token_id == tok.pad_token_id
     # every conversation ends with "</s>\n", so the last token ("\n") is never the pad id
-    want = [manual_logit(model, chat_split(tok, p, r)[0], 0) for p, r in zip(PROMPTS, RESPONSES)]
+    want = [manual_logit(model, chat_split(tok, p, r)[0], 0) for p, r in zip(PROMPTS, RESPONSES, strict=True)]
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -180,7 +182,7 @@ def test_implicit_matches_per_token_loop(tok, policy, reference):
     rm = ImplicitDPORM((policy, tok), (reference, tok), batch_size=2, device="cpu")
     got = rm.score(PROMPTS, RESPONSES)
     want = []
-    for p, r in zip(PROMPTS, RESPONSES):
+    for p, r in zip(PROMPTS, RESPONSES, strict=True):
         ids, n_prompt = chat_split(tok, p, r)
         want.append(manual_response_logp(policy, ids, n_prompt) - manual_response_logp(reference, ids, n_prompt))
     np.testing.assert_allclose(got, want, atol=1e-4)

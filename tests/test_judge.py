@@ -69,7 +69,7 @@ def test_yes_no_matches_manual_probability(tok, lm):
     assert judge.no_ids == [tok.convert_tokens_to_ids("No")]
     got = judge.score(PROMPTS, GOOD)
     want = []
-    for p, r in zip(PROMPTS, GOOD):
+    for p, r in zip(PROMPTS, GOOD, strict=True):
         probs = next_token_probs(tok, lm, DEFAULT_TEMPLATE.format(prompt=p, response=r))
         py, pn = probs[judge.yes_ids[0]], probs[judge.no_ids[0]]
         want.append(float(py / (py + pn)))
@@ -124,7 +124,7 @@ def test_pairwise_matches_manual_two_order_average(tok, lm):
             prompt=p, response_a=first, response_b=second))
         return float(probs[ida] / (probs[ida] + probs[idb]))
 
-    want = [0.5 * (q(p, a, b) + 1 - q(p, b, a)) for p, a, b in zip(PROMPTS, GOOD, BAD)]
+    want = [0.5 * (q(p, a, b) + 1 - q(p, b, a)) for p, a, b in zip(PROMPTS, GOOD, BAD, strict=True)]
     np.testing.assert_allclose(judge.prefer(PROMPTS, GOOD, BAD), want, atol=1e-6)
     with pytest.raises(ValueError, match="responses_b"):
         judge.prefer(PROMPTS, GOOD, BAD[:2])

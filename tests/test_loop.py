@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 from laser.config import load_config
 from laser.rewards.base import CallableRM, RewardModelError
 from laser.rewards.rules import LengthRM, RegexRM

@@ -149,7 +149,7 @@ class LongerIsBetter:
     """P(a better) = 1, 0.5 or 0 as a is longer, as long as, or shorter than b."""
 
     def prefer(self, prompts, responses_a, responses_b) -> np.ndarray:
-        return np.array([0.5 + 0.5 * np.sign(len(a) - len(b)) for a, b in zip(responses_a, responses_b)])
+        return np.array([0.5 + 0.5 * np.sign(len(a) - len(b)) for a, b in zip(responses_a, responses_b, strict=True)])
 
 
 def test_win_rate_counts_wins_half_ties_and_skips() -> None:

@@ -151,7 +151,7 @@ def test_the_loop_masks_an_rm_whose_move_fails_and_goes_on(tok, tmp_path):
     logged, and the run finishes on the other RM."""
     import json
 
-    from conftest import make_tiny_policy
+    from helpers import make_tiny_policy
 
     from laser.config import load_config
     from laser.tasks.base import Example

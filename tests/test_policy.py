@@ -2,8 +2,7 @@
 
 import numpy as np
 import torch
-
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 
 
 def plain_logp(model, prompt, response):
@@ -18,7 +17,7 @@ def test_sequence_logps_equal_unbatched_computation_and_skip_prompt_tokens():
     responses = [[5, 6, 7, 8], [9, 10], [11]]
     with torch.no_grad():
         logps, lengths = pol.sequence_logps(prompts, responses)
-    expected = [plain_logp(pol.model, p, r) for p, r in zip(prompts, responses)]
+    expected = [plain_logp(pol.model, p, r) for p, r in zip(prompts, responses, strict=True)]
     assert np.allclose(logps.numpy(), expected, atol=1e-4)
     assert lengths.tolist() == [4.0, 2.0, 1.0]
 
@@ -40,7 +39,7 @@ def test_sampling_is_seeded_and_keeps_generated_ids():
     b = pol.sample(["1+2=", "3="], n=3, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=5)
     assert a.texts == b.texts and a.response_ids == b.response_ids
     assert a.prompt_index == [0, 0, 0, 1, 1, 1] and len(a.texts) == 6
-    for ids, text in zip(a.response_ids, a.texts):
+    for ids, text in zip(a.response_ids, a.texts, strict=True):
         assert 1 <= len(ids) <= 6
         assert pol.eos_id not in ids[:-1]  # cut after the first EOS
         assert pol.tokenizer.decode(ids, skip_special_tokens=True) == text

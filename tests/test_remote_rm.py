@@ -225,7 +225,7 @@ def test_openrlhf_api_sends_query_and_prompts_to_get_reward():
         out = rm.score(PROMPTS, RESPONSES)
         # a URL with its own path is used as given (OpenRLHF users pass .../get_reward)
         client(srv.url + "/custom/rm", t, api="openrlhf").score(PROMPTS, RESPONSES)
-    queries = [p + r for p, r in zip(PROMPTS, RESPONSES)]
+    queries = [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)]
     np.testing.assert_array_equal(out, [float(len(q)) for q in queries])
     assert srv.paths == ["/get_reward", "/get_reward", "/custom/rm"]
     assert srv.requests[0] == {"query": queries, "prompts": PROMPTS}

@@ -1,63 +1,43 @@
-"""laser.stats against hand-computed values, and the pure Wilcoxon against scipy."""
+"""laser.compare.stats against hand-computed values (its t and Wilcoxon tests are scipy's)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from laser.stats import paired_bootstrap, summarize, wilcoxon_signed_rank
+from laser.compare.stats import paired_bootstrap, summarize, wilcoxon_signed_rank
 
 
-@pytest.mark.parametrize("use_scipy", [False, True])
-def test_wilcoxon_exact_all_positive(use_scipy):
+def test_wilcoxon_exact_all_positive():
     """d = 1..5, all positive: W+ = 15 is the largest possible rank sum; only 1 of the 2^5 = 32
     equally likely sign patterns reaches it, so one-sided p = 1/32 and two-sided p = 2/32 = 0.0625.
     The two-sided statistic is min(W+, W-) = 0."""
-    if use_scipy:
-        pytest.importorskip("scipy")
-    r = wilcoxon_signed_rank([1, 2, 3, 4, 5], use_scipy=use_scipy)
+    r = wilcoxon_signed_rank([1, 2, 3, 4, 5])
     assert r["method"] == "exact" and r["n"] == 5 and r["statistic"] == 0.0
     assert r["p_value"] == pytest.approx(0.0625, abs=1e-12)
-    assert wilcoxon_signed_rank([1, 2, 3, 4, 5], "greater", use_scipy=use_scipy)["p_value"] == pytest.approx(1 / 32)
+    assert wilcoxon_signed_rank([1, 2, 3, 4, 5], "greater")["p_value"] == pytest.approx(1 / 32)
 
 
-@pytest.mark.parametrize("use_scipy", [False, True])
-def test_wilcoxon_exact_one_negative_and_zero_dropped(use_scipy):
+def test_wilcoxon_exact_one_negative_and_zero_dropped():
     """d = (1, 2, -3, 4, 5, 0): the zero is dropped (n = 5). W- = 3, W+ = 12. P(W+ >= 12) =
     P(W- <= 3) = #{subsets of {1..5} with sum <= 3} / 32 = |{}, {1}, {2}, {3}, {1,2}| / 32 = 5/32,
     so two-sided p = 10/32 = 0.3125 and the statistic is 3."""
-    if use_scipy:
-        pytest.importorskip("scipy")
-    r = wilcoxon_signed_rank([1, 2, -3, 4, 5, 0], use_scipy=use_scipy)
+    r = wilcoxon_signed_rank([1, 2, -3, 4, 5, 0])
     assert r["n"] == 5 and r["statistic"] == 3.0
     assert r["p_value"] == pytest.approx(10 / 32, abs=1e-12)
 
 
-@pytest.mark.parametrize("use_scipy", [False, True])
-def test_wilcoxon_normal_approximation_with_ties(use_scipy):
+def test_wilcoxon_normal_approximation_with_ties():
     """Eight +1 and two -1 (all |d| tied, as in 0/1 correctness differences): every rank is 5.5,
     W+ = 8 * 5.5 = 44, mean n(n+1)/4 = 27.5, variance 10*11*21/24 - (10^3 - 10)/48 = 96.25 - 20.625
     = 75.625, z = 16.5 / sqrt(75.625) = 1.8974 (the sign test's (8 - 5) / sqrt(10/4)), two-sided
     p = erfc(z / sqrt 2) = 0.05778."""
-    if use_scipy:
-        pytest.importorskip("scipy")
-    r = wilcoxon_signed_rank([1] * 8 + [-1] * 2, use_scipy=use_scipy)
+    r = wilcoxon_signed_rank([1] * 8 + [-1] * 2)
     z = 16.5 / math.sqrt(75.625)
     assert r["method"] == "approx"
     assert z == pytest.approx(3 / math.sqrt(2.5))
     assert r["p_value"] == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-12)
     assert r["p_value"] == pytest.approx(0.05778, abs=1e-5)
-
-
-def test_wilcoxon_pure_matches_scipy_on_random_samples():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    for n, tied in [(7, False), (30, False), (60, False), (40, True), (200, True)]:
-        d = rng.integers(-2, 3, size=n).astype(float) if tied else rng.normal(0.3, 1, size=n)
-        for alt in ("two-sided", "greater", "less"):
-            mine = wilcoxon_signed_rank(d, alt, use_scipy=False)
-            ref = scipy_stats.wilcoxon(d[d != 0], correction=False, alternative=alt, method=mine["method"])
-            assert mine["p_value"] == pytest.approx(float(ref.pvalue), rel=1e-9, abs=1e-15), (n, tied, alt)
 
 
 def test_wilcoxon_all_zero_and_errors():
@@ -100,9 +80,17 @@ def test_summarize_mean_std_and_interval():
 
 
 # ----------------------------------------------------------------------------- seeds x items
-from laser.stats import (components_scaled, headroom_share, hierarchical_bootstrap,  # noqa: E402
-                         hierarchical_summary, min_attainable_p, resampled_means, t_sf, variance_components)
-from laser.stats_hier import t_calibrated_p, t_widen  # noqa: E402
+from laser.compare.stats import (  # noqa: E402
+    components_scaled,
+    headroom_share,
+    hierarchical_bootstrap,
+    hierarchical_summary,
+    min_attainable_p,
+    resampled_means,
+    t_calibrated_p,
+    t_widen,
+    variance_components,
+)
 
 
 def _binary(rng, p, shape):
@@ -163,17 +151,24 @@ def test_t_calibration_widens_the_interval_and_refers_p_to_student_t():
     assert cal["p_value"] == pytest.approx(t_calibrated_p(raw["p_value"], 4)) and cal["p_value"] > raw["p_value"]
 
 
-def test_student_t_tail_against_tables_and_scipy():
-    """t_sf(2.776445, 4) = 0.025 and t_sf(12.7062, 1) = 0.025 (two-sided 5% points in tables);
-    df = inf is the normal; and scipy.stats.t.sf on a grid (skipped without scipy)."""
-    assert t_sf(2.7764451051977934, 4) == pytest.approx(0.025, rel=1e-10)
-    assert t_sf(12.706204736174694, 1) == pytest.approx(0.025, rel=1e-10)
-    assert t_sf(1.959963984540054, math.inf) == pytest.approx(0.025, rel=1e-12)
-    assert t_sf(-1.0, 7) == pytest.approx(1 - t_sf(1.0, 7), rel=1e-12)
-    sst = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 4, 4.7, 10, 57.3, 1000):
-        for t in (0.1, 1.0, 1.96, 2.776, 5.0, -1.3):
-            assert t_sf(t, df) == pytest.approx(float(sst.t.sf(t, df)), rel=1e-10, abs=1e-15)
+def test_t_calibrated_p_against_closed_form_student_t_tails():
+    """The bootstrap p is read as z = Phi^-1(1 - p/2) and referred to t(df): p_t = 2 P(T_df > z).
+    Closed forms of the t tail (independent of scipy's): df = 1 is the Cauchy, P(T > z) = 1/2 -
+    atan(z)/pi; df = 2: P(T > z) = (1 - z / sqrt(2 + z^2)) / 2. df = inf is the normal, so p comes
+    back unchanged. p = 0.05 (z = 1.959964): df 1 gives 1 - 2 atan(1.959964)/pi = 0.30035, df 2
+    gives 1 - 1.959964/sqrt(5.841459) = 0.18906; and t_widen(1, 0.95) = 12.7062 / 1.959964
+    (tables: t_1(0.975) = tan(0.475 pi) = 12.7062)."""
+    from statistics import NormalDist
+
+    for p in (0.001, 0.05, 0.3):
+        z = NormalDist().inv_cdf(1 - p / 2)
+        assert t_calibrated_p(p, 1) == pytest.approx(1 - 2 * math.atan(z) / math.pi, rel=1e-9)
+        assert t_calibrated_p(p, 2) == pytest.approx(1 - z / math.sqrt(2 + z * z), rel=1e-9)
+        assert t_calibrated_p(p, math.inf) == pytest.approx(p, rel=1e-9)
+    assert t_calibrated_p(0.05, 1) == pytest.approx(0.30035, abs=1e-5)
+    assert t_calibrated_p(0.05, 2) == pytest.approx(0.18906, abs=1e-5)
+    assert t_calibrated_p(1.0, 4) == 1.0
+    assert t_widen(1, 0.95) == pytest.approx(math.tan(0.475 * math.pi) / 1.959963984540054, rel=1e-9)
 
 
 @pytest.mark.parametrize("design", ["crossed", "nested"])
@@ -332,5 +327,5 @@ def test_min_attainable_p():
 def test_min_attainable_p_agrees_with_the_exact_wilcoxon():
     """The floor is what wilcoxon_signed_rank returns for all-positive distinct differences."""
     for n in (3, 5, 6, 8):
-        p = wilcoxon_signed_rank(np.arange(1.0, n + 1), use_scipy=False)["p_value"]
+        p = wilcoxon_signed_rank(np.arange(1.0, n + 1))["p_value"]
         assert p == pytest.approx(min_attainable_p("wilcoxon", n)["min_p"], rel=1e-12)

@@ -196,8 +196,8 @@ def test_v2_sft_targets_mix_the_two_styles_by_a_seeded_draw():
     assert tiny.sft_targets(examples, "v2", 1.0) == first
     mixed = tiny.sft_targets(examples, "v2", 0.6, seed=3)
     assert mixed == tiny.sft_targets(examples, "v2", 0.6, seed=3) != tiny.sft_targets(examples, "v2", 0.6, seed=4)
-    assert all(m in (w, f) for m, w, f in zip(mixed, worked, first))
-    share = np.mean([m == f for m, f in zip(mixed, first)])
+    assert all(m in (w, f) for m, w, f in zip(mixed, worked, first, strict=True))
+    share = np.mean([m == f for m, f in zip(mixed, first, strict=True)])
     assert 0.55 < share < 0.65  # 800 Bernoulli(0.6) draws: sd 0.017
     with pytest.raises(ValueError, match="benchmark version"):
         tiny.sft_targets(examples, "v7", 0.5)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 from laser.config import ConfigError, load_config
 from laser.rewards.rules import LengthRM, RegexRM
 from laser.tasks.base import Example

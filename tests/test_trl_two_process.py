@@ -45,6 +45,7 @@ def test_two_ranks_hold_identical_routers(tmp_path, granularity):
     # 12 rows per round (6 per device), every row scored by exactly one RM, split between the ranks
     assert sum(ranks[0]["rows_scored"]) == 12 * steps
     assert [sum(r["local_rows"]) for r in ranks] == [6 * steps, 6 * steps]
-    assert [a + b for a, b in zip(ranks[0]["local_rows"], ranks[1]["local_rows"])] == ranks[0]["rows_scored"]
+    pairs = zip(ranks[0]["local_rows"], ranks[1]["local_rows"], strict=True)
+    assert [a + b for a, b in pairs] == ranks[0]["rows_scored"]
     if granularity == "prompt":  # 3 groups per round, the middle one on both ranks
         assert all(len(r["arms"]) == 3 for r in h0)

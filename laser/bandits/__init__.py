@@ -6,15 +6,15 @@ Every selector shares the :class:`Selector` interface (``select``, ``update``, `
 """
 
 from laser.bandits.base import NoArmAvailable, Selector
-from laser.bandits.bayes_router import BayesRouterSelector
 from laser.bandits.baselines import FixedSelector, RandomSelector, RoundRobinSelector
+from laser.bandits.bayes_router import BayesRouterSelector
+from laser.bandits.classifier import ClassifierSelector
 from laser.bandits.epsilon_greedy import EpsilonGreedy
 from laser.bandits.exp3 import Exp3
 from laser.bandits.factory import SELECTORS, make_selector
 from laser.bandits.linear import LinearSelector
 from laser.bandits.lints import LinTS
 from laser.bandits.linucb import LinUCB, ucb_scores
-from laser.bandits.classifier import ClassifierSelector
 from laser.bandits.normalizer import QuantileNormalizer
 from laser.bandits.online_ensemble import OnlineEnsemble, pair_agreement
 from laser.bandits.sliding_linucb import SlidingWindowLinUCB

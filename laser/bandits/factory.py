@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 
 from laser.bandits.base import Selector
-from laser.bandits.bayes_router import BayesRouterSelector
 from laser.bandits.baselines import FixedSelector, RandomSelector, RoundRobinSelector
+from laser.bandits.bayes_router import BayesRouterSelector
 from laser.bandits.epsilon_greedy import EpsilonGreedy
 from laser.bandits.exp3 import Exp3
 from laser.bandits.lints import LinTS

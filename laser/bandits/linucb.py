@@ -64,10 +64,3 @@ class LinUCB(LinearSelector):
     def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
         means, widths = self._means_and_widths(contexts)
         return ucb_scores(means, widths, self.alpha)
-
-    def expectations(self, context: np.ndarray) -> np.ndarray:
-        """f^T theta_k per arm, (n_arms,) float64, NaN for masked arms (no exploration bonus)."""
-        means, _ = self._means_and_widths(self._as_contexts(np.asarray(context, dtype=np.float64)[None, :]))
-        out = means[0]
-        out[self.masked] = np.nan
-        return out

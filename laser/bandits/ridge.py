@@ -218,7 +218,7 @@ class RidgeArm:
             room = max(self.max_rank - self.t, 0)
             if room:
                 self.add_rows(Xn[:room], y[:room])
-            for x, r in zip(Xn[room:], y[room:]):
+            for x, r in zip(Xn[room:], y[room:], strict=True):
                 self.add(x, float(r))
             return
         t, m = self.t, len(Xn)

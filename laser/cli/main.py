@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5 selector.name=random")
 
     v = sub.add_parser("validate", help="check a config and its prompt file without loading any model")
-    v.add_argument("--config", required=True)
+    v.add_argument("--config", help="run config (YAML); required unless --explain")
+    v.add_argument("--explain", action="store_true", help="print every config key: type, default, range, help")
     v.add_argument("overrides", nargs="*")
 
     d = sub.add_parser("demo", help="LASeR vs the baselines on the embedded benchmark (CPU, no downloads)")
@@ -66,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args) -> int:
+    if args.explain:
+        from laser.config import RunConfig, explain
+
+        print("\n".join(explain(RunConfig)))
+        return 0
+    if not args.config:
+        print("error: laser validate needs --config (or --explain)", file=sys.stderr)
+        return 2
     cfg, examples = load_run(args.config, args.overrides)
     print(f"{args.config}: OK ({len(examples)} prompts, {len(cfg.rewards)} reward models, "
           f"selector {cfg.selector.name})")

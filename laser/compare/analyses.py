@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from laser.stats import (headroom_share, hierarchical_bootstrap, hierarchical_summary, min_attainable_p,
-                         paired_bootstrap, summarize, wilcoxon_signed_rank)
+from laser.compare.stats import (
+    headroom_share,
+    hierarchical_bootstrap,
+    hierarchical_summary,
+    min_attainable_p,
+    paired_bootstrap,
+    summarize,
+    wilcoxon_signed_rank,
+)
 
 
 def agreement_counts(scores: np.ndarray, correct: np.ndarray) -> dict:
@@ -56,11 +63,12 @@ def seed_item_matrices(runs_by_method: list[list[dict]],
         ``([matrix per method], design)``, or None when seeds end up with different numbers of
         items (no rectangular grid; callers fall back to per-item statistics).
     """
-    maps = [{(r["seed"], i): (c, dom) for r in runs for i, c, dom in zip(r["ids"], r["correct"], r["domains"])}
+    maps = [{(r["seed"], i): (c, dom)
+             for r in runs for i, c, dom in zip(r["ids"], r["correct"], r["domains"], strict=True)}
             for runs in runs_by_method]
     ids: dict = {}
     for r in sorted(runs_by_method[0], key=lambda r: r["seed"]):
-        ids[r["seed"]] = [i for i, dom in zip(r["ids"], r["domains"]) if (domain is None or dom == domain)
+        ids[r["seed"]] = [i for i, dom in zip(r["ids"], r["domains"], strict=True) if (domain is None or dom == domain)
                           and all((r["seed"], i) in m for m in maps[1:])]
     if not ids or len({len(v) for v in ids.values()}) != 1 or not next(iter(ids.values())):
         return None
@@ -72,7 +80,7 @@ def seed_item_matrices(runs_by_method: list[list[dict]],
 def method_summary(runs: list[dict], domains: list[str], n_boot: int = 2000) -> dict:
     """Per domain and on average: mean over seeds x prompts, std of the per-seed accuracies, and a
     95% interval of the mean from the two-level bootstrap over seeds and items
-    (:func:`laser.stats.hierarchical_summary`); a pooled item bootstrap where seeds have different
+    (:func:`laser.compare.stats.hierarchical_summary`); a pooled item bootstrap where seeds have different
     numbers of items.
 
     The average is over all test prompts; every domain has the same number, so it equals the
@@ -87,7 +95,7 @@ def method_summary(runs: list[dict], domains: list[str], n_boot: int = 2000) -> 
             continue
         pooled, per_seed = [], []
         for r in runs:
-            mine = [c for c, dom in zip(r["correct"], r["domains"]) if d == "average" or dom == d]
+            mine = [c for c, dom in zip(r["correct"], r["domains"], strict=True) if d == "average" or dom == d]
             pooled += mine
             per_seed.append(float(np.mean(mine)))
         s = summarize(pooled, n_boot=n_boot, seed=0)
@@ -98,10 +106,10 @@ def method_summary(runs: list[dict], domains: list[str], n_boot: int = 2000) -> 
 
 def paired_items(a_runs: list[dict], b_runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Correctness of two methods on the same (seed, prompt) items, aligned."""
-    b_of = {(r["seed"], i): c for r in b_runs for i, c in zip(r["ids"], r["correct"])}
+    b_of = {(r["seed"], i): c for r in b_runs for i, c in zip(r["ids"], r["correct"], strict=True)}
     a, b = [], []
     for r in a_runs:
-        for i, c in zip(r["ids"], r["correct"]):
+        for i, c in zip(r["ids"], r["correct"], strict=True):
             if (r["seed"], i) in b_of:
                 a.append(c)
                 b.append(b_of[(r["seed"], i)])
@@ -112,7 +120,7 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
     """Method a against method b on shared (seed, prompt) items.
 
     Primary (``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``test``): the hierarchical bootstrap
-    over seeds and items (:func:`laser.stats.hierarchical_bootstrap`); ``p_note`` replaces the
+    over seeds and items (:func:`laser.compare.stats.hierarchical_bootstrap`); ``p_note`` replaces the
     p-value with fewer than ``MIN_SEEDS`` seeds. Secondary: the Wilcoxon signed-rank test over
     the per-seed accuracy differences (``p_seeds_wilcoxon``; ``seeds_wilcoxon_note`` says "n/a
     (5 seeds: min p 0.0625)" where it cannot reach 0.05), and the per-item tests that treat the
@@ -126,8 +134,7 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
     out = {"n": int(a.size), "diff": pb["mean_diff"], "ci_low": pb["ci_low"], "ci_high": pb["ci_high"],
            "p_value": pb["p_value"], "test": "paired bootstrap over pooled items",
            "p_bootstrap": pb["p_value"], "ci_item": [pb["ci_low"], pb["ci_high"]], "p_wilcoxon": w["p_value"],
-           "n_nonzero": w["n"], "wins": int((a > b).sum()), "losses": int((a < b).sum()),
-           "wilcoxon_backend": w["backend"]}
+           "n_nonzero": w["n"], "wins": int((a > b).sum()), "losses": int((a < b).sum())}
     grid = seed_item_matrices([a_runs, b_runs])
     if grid is None:
         out["p_note"] = "seeds have different numbers of items: per-item bootstrap only"
@@ -150,7 +157,7 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
 def headroom(main: dict[str, list[dict]], extra: dict[str, list[dict]] | None = None,
              n_boot: int = 10000) -> dict | None:
     """Where each method lies between ``random`` and ``oracle``: share of the headroom captured,
-    ``(m - random) / (oracle - random)``, with its interval (:func:`laser.stats.headroom_share`).
+    ``(m - random) / (oracle - random)``, with its interval (:func:`laser.compare.stats.headroom_share`).
 
     Args:
         main: method name -> runs (one per seed); needs ``random`` and ``oracle``.
@@ -185,7 +192,7 @@ def selection_shares(runs: list[dict], rm_names: list[str], split_step: int | No
     halves = np.zeros((2, K))
     for r in runs:
         for s in r["steps"]:
-            for arm, dom in zip(s["arms"], s["domains"]):
+            for arm, dom in zip(s["arms"], s["domains"], strict=True):
                 if arm < 0:
                     continue
                 it_counts[s["iteration"], arm] += 1
@@ -197,9 +204,9 @@ def selection_shares(runs: list[dict], rm_names: list[str], split_step: int | No
         return (c / c.sum()).tolist() if c.sum() else [0.0] * K
 
     out = {"by_iteration": [share(c) for c in it_counts],
-           "by_domain": {d: dict(zip(rm_names, share(c))) for d, c in sorted(dom_counts.items())}}
+           "by_domain": {d: dict(zip(rm_names, share(c), strict=True)) for d, c in sorted(dom_counts.items())}}
     if split_step is not None:
-        out["before"], out["after"] = (dict(zip(rm_names, share(h))) for h in halves)
+        out["before"], out["after"] = (dict(zip(rm_names, share(h), strict=True)) for h in halves)
     return out
 
 
@@ -214,10 +221,10 @@ def win_rate_pooled(a_runs: list[dict], b_runs: list[dict], test_prompts: dict, 
     over seeds (:func:`laser.tasks.metrics.win_rate`, both presentation orders)."""
     from laser.tasks.metrics import win_rate
 
-    b_of = {(r["seed"], i): t for r in b_runs for i, t in zip(r["ids"], r["texts"])}
+    b_of = {(r["seed"], i): t for r in b_runs for i, t in zip(r["ids"], r["texts"], strict=True)}
     prompts, ra, rb = [], [], []
     for r in a_runs:
-        for i, t in zip(r["ids"], r["texts"]):
+        for i, t in zip(r["ids"], r["texts"], strict=True):
             if (r["seed"], i) in b_of:
                 prompts.append(test_prompts[(r["seed"], i)])
                 ra.append(t)

@@ -42,7 +42,7 @@ class QualityJudge:
         """q per response; NaN for a prompt that is not a benchmark prompt."""
         from laser.rewards.synthetic import quality
 
-        q = [quality(p, r) for p, r in zip(prompts, responses)]
+        q = [quality(p, r) for p, r in zip(prompts, responses, strict=True)]
         return np.array([np.nan if v is None else v for v in q], dtype=np.float64)
 
     def prefer_one_order(self, prompts, first, second) -> np.ndarray:

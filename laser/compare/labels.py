@@ -63,5 +63,5 @@ def labelled_split(policy_dir: str, rms: list, n_train_per_domain: int, n_label_
         mine = labels[[ex.group == d for ex in held] & keep]
         share[d] = {nm: float(np.mean(mine == k)) if mine.size else 0.0 for k, nm in enumerate(names)}
     return {"contexts": contexts[keep], "labels": labels[keep],
-            "domains": [ex.group for ex, k in zip(held, keep) if k], "label_share": share,
+            "domains": [ex.group for ex, k in zip(held, keep, strict=True) if k], "label_share": share,
             "unlabelled": int((~keep).sum())}

@@ -89,7 +89,8 @@ def render(res: dict) -> str:
     lines = ["# laser compare report", "",
              (f"Seeds {res['seeds']}; {s['n_train_per_domain']} train and {s['n_test_per_domain']} test prompts per "
               f"domain; {s['iterations']} iterations of batch {s['batch_size']}, {s['n_samples']} samples per prompt. "
-              f"Wall time of this invocation {res['wall_time_s']:.0f} s (finished jobs are not rerun)."), "", "## Accuracy (%)", "",
+              f"Wall time of this invocation {res['wall_time_s']:.0f} s (finished jobs are not rerun)."), "",
+             "## Accuracy (%)", "",
              ("Mean over seeds x test prompts, +- the std of the per-seed accuracies, and the 95% interval of the "
               "two-level bootstrap over seeds and items."), ""]
     rows = []
@@ -109,9 +110,11 @@ def render(res: dict) -> str:
     lines += step_cost_table(res.get("step_cost"))
     lines += ["## Accuracy per iteration", "",
               ("Greedy test accuracy after every iteration (the run is trained one iteration at a time, resuming "
-               "from its checkpoint; iteration 0 is the SFT start)."), "", "![accuracy per iteration](accuracy_per_iteration.png)", ""]
+               "from its checkpoint; iteration 0 is the SFT start)."), "",
+              "![accuracy per iteration](accuracy_per_iteration.png)", ""]
     if "laser" in res["selection"]:
-        lines += ["## Which RM LASeR selects", "", "Share of each domain's prompts scored by each RM (all iterations, seeds pooled).", ""]
+        lines += ["## Which RM LASeR selects", "",
+                  "Share of each domain's prompts scored by each RM (all iterations, seeds pooled).", ""]
         lines += _table(["method", "domain", *rms],
                         [[m, d, *[_p(r[n]) for n in rms]] for m, sel in res["selection"].items()
                          if m.startswith("laser") or m == "classifier" for d, r in sel["by_domain"].items()])
@@ -125,10 +128,12 @@ def render(res: dict) -> str:
         text = ", ".join(f"{n} {w[n]:.2f}" for n in rms)
         lines += [f"Online ensemble weights after the last step (mean over seeds): {text}", ""]
     ag = res["agreement"]
-    lines += ["## RM agreement", "", ("Fraction of sampled response pairs (SFT policy, train prompts, all within-prompt "
-                                      "pairs) that two RMs order the same way, among pairs both order strictly; "
-                                      "`correct` orders a pair only when exactly one response is right."), ""]
-    lines += _table(["", *ag["labels"]], [[a, *[f"{v:.2f}" for v in row]] for a, row in zip(ag["labels"], ag["matrix"])])
+    lines += ["## RM agreement", "",
+              ("Fraction of sampled response pairs (SFT policy, train prompts, all within-prompt pairs) that two "
+               "RMs order the same way, among pairs both order strictly; `correct` orders a pair only when exactly "
+               "one response is right."), ""]
+    lines += _table(["", *ag["labels"]],
+                    [[a, *[f"{v:.2f}" for v in row]] for a, row in zip(ag["labels"], ag["matrix"], strict=True)])
     lines += ["![RM agreement](rm_agreement.png)", ""]
     if "noise" in res:
         n = res["noise"]
@@ -139,7 +144,8 @@ def render(res: dict) -> str:
         sig = [k for k in next(iter(n["methods"].values())) if k != "0"]
         lines += _table(["method", "sigma 0", *[f"sigma {k}: acc / drop [95% CI] (p)" for k in sig]],
                         [[m, _p(row["0"]["accuracy"]), *[f"{_p(row[k]['accuracy'])} / {100 * row[k]['drop']:+.1f} "
-                                                          f"[{100 * row[k]['drop_ci'][0]:+.1f}, {100 * row[k]['drop_ci'][1]:+.1f}] "
+                                                          f"[{100 * row[k]['drop_ci'][0]:+.1f}, "
+                                                          f"{100 * row[k]['drop_ci'][1]:+.1f}] "
                                                           f"(p {_pv(row[k])})" for k in sig]]
                          for m, row in n["methods"].items()])
         lines += ["![noise robustness](noise_robustness.png)", ""]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from laser.build import PLAIN, check_method as _check
+from laser.build import PLAIN
+from laser.build import check_method as _check
 
-NEW_METHODS = ("online_ensemble", "classifier", "bayes_router", "laser@exp3", "laser@lints", "laser@sliding_linucb")
+#: routing methods beyond the paper's: an online RM ensemble, routers trained offline on labels, other bandits
+OTHER_ROUTERS = ("online_ensemble", "classifier", "bayes_router", "laser@exp3", "laser@lints", "laser@sliding_linucb")
 #: the bounds every report places the methods between: random and oracle selection, and the gold-answer RM
 BOUNDS = ("oracle", "verifier")
 
@@ -21,7 +23,7 @@ BOUNDS = ("oracle", "verifier")
 def default_methods(rm_names: list[str]) -> list[str]:
     """LASeR (label-free feedback), the paper's LASeR (``laser:neg_loss``), the label-based
     ``laser:pair_accuracy``, the per-prompt variant, every baseline, the bounds and the bandit variants."""
-    return [PLAIN[0], "laser:neg_loss", "laser:pair_accuracy", *PLAIN[1:], *BOUNDS, *NEW_METHODS,
+    return [PLAIN[0], "laser:neg_loss", "laser:pair_accuracy", *PLAIN[1:], *BOUNDS, *OTHER_ROUTERS,
             *[f"single:{n}" for n in rm_names]]
 
 

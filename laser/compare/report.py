@@ -96,18 +96,20 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
                                     for d in shares[0]} if shares else {}
     if "online_ensemble" in main:
         res["online_ensemble_weights"] = dict(zip(rm_names, np.mean(
-            [r["steps"][-1]["weights"] for r in main["online_ensemble"]], axis=0).tolist()))
+            [r["steps"][-1]["weights"] for r in main["online_ensemble"]], axis=0).tolist(), strict=True))
     res["agreement"] = {"labels": [*rm_names, "correct"], **A.agreement_matrix([d.agreement for d in data.values()])}
     noise_tags = sorted((t for t in jobs if t.startswith("noise=")), key=lambda t: float(t.split("=")[1]))
     if noise_tags:
-        res["noise"] = {"rm": cfg.noise_rm, "sigmas": [0.0] + [float(t.split("=")[1]) for t in noise_tags], "methods": {}}
+        res["noise"] = {"rm": cfg.noise_rm, "sigmas": [0.0] + [float(t.split("=")[1]) for t in noise_tags],
+                        "methods": {}}
         for m in cfg.analysis_methods:
             if m not in main:
                 continue
             row = {"0": {"accuracy": res["methods"][m]["accuracy"]["average"]["mean"]}}
             for t in noise_tags:
                 d = A.paired_test(jobs[t][m], main[m])
-                row[t.split("=")[1]] = {"accuracy": A.method_summary(jobs[t][m], domains, cfg.n_boot)["average"]["mean"],
+                acc = A.method_summary(jobs[t][m], domains, cfg.n_boot)["average"]["mean"]
+                row[t.split("=")[1]] = {"accuracy": acc,
                                         "drop": -d["diff"], "drop_ci": [-d["ci_high"], -d["ci_low"]],
                                         "p_value": d["p_value"], "p_note": d.get("p_note"),
                                         "p_wilcoxon": d["p_wilcoxon"]}
@@ -119,7 +121,8 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
         for m, runs in jobs[add_tag].items():
             d = A.paired_test(runs, main[m]) if m in main else {"diff": float("nan")}
             e = {"accuracy": A.method_summary(runs, domains, cfg.n_boot)["average"]["mean"],
-                 "accuracy_without_late_rm": res["methods"].get(m, {}).get("accuracy", {}).get("average", {}).get("mean"),
+                 "accuracy_without_late_rm":
+                     res["methods"].get(m, {}).get("accuracy", {}).get("average", {}).get("mean"),
                  "diff": d.get("diff"), "p_value": d.get("p_value"), "p_note": d.get("p_note"),
                  "p_wilcoxon": d.get("p_wilcoxon")}
             if selects_arms(m):
@@ -131,7 +134,8 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
         base = cfg.judged_baseline
         prompts = {(s, ex.id): ex.prompt for s, d in data.items() for ex in d.test}
         res["judged"] = {"a": "laser", "b": base,
-                         "judge": "QualityJudge (solves the prompt; no gold; position bias 1.0 cancelled by both orders)",
+                         "judge": "QualityJudge (solves the prompt; no gold; position bias 1.0 cancelled by both "
+                                  "orders)",
                          **A.win_rate_pooled(j["laser"], j[base], prompts, QualityJudge(), cfg.n_boot)}
     return res
 
@@ -203,7 +207,8 @@ def draw_plots(res: dict, out: Path) -> list[str]:
     """Every PNG of the report; returns their file names (relative to ``out``)."""
     from laser import plots
 
-    made = [plots.accuracy_curves({m: e["accuracy_curve"] for m, e in res["methods"].items()}, out / "accuracy_per_iteration.png")]
+    made = [plots.accuracy_curves({m: e["accuracy_curve"] for m, e in res["methods"].items()},
+                                  out / "accuracy_per_iteration.png")]
     sel_method = "laser" if "laser" in res["selection"] else next(iter(res["selection"]), None)
     if sel_method:
         sel = res["selection"][sel_method]
@@ -211,7 +216,8 @@ def draw_plots(res: dict, out: Path) -> list[str]:
                                                   title=f"{sel_method}: share of prompts per RM, per iteration"))
         made.append(plots.selection_by_domain(sel["by_domain"], res["rms"], out / "selection_per_domain.png",
                                               title=f"{sel_method}: share of each domain's prompts per RM"))
-    made.append(plots.agreement_heatmap(res["agreement"]["matrix"], res["agreement"]["labels"], out / "rm_agreement.png"))
+    made.append(plots.agreement_heatmap(res["agreement"]["matrix"], res["agreement"]["labels"],
+                                        out / "rm_agreement.png"))
     made.append(plots.training_time({m: (e["wall_time_s"], e["wall_time_std"]) for m, e in res["methods"].items()},
                                     out / "training_time.png"))
     if "noise" in res:

@@ -22,40 +22,46 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from laser.compare import methods as M
 from laser.benchmark import DemoSettings, benchmark_sets, demo_rms
+from laser.compare import methods as M
+from laser.compare.user import UserConfig
+from laser.config import option
 
 
 @dataclass
 class CompareConfig:
-    """Everything `laser compare` runs; a YAML file holds the same keys (``settings`` nested)."""
+    """Everything `laser compare` runs; a YAML file holds the same keys (``settings`` and ``user`` nested)."""
 
-    out: str = "compare_out"
-    seeds: int = 3
-    methods: list[str] = field(default_factory=list)  # empty: laser.compare.methods.default_methods
-    settings: DemoSettings = field(default_factory=DemoSettings)
-    noise: list[float] = field(default_factory=lambda: [0.0])
-    noise_rm: str = "all"
-    add_rm: str | None = None
-    add_at: int | None = None
-    judged: bool = False
-    judged_baseline: str = "score_ensemble"
-    analysis_methods: list[str] = field(default_factory=lambda: ["laser", "laser:neg_loss", "round_robin",
-                                                                   "random", "score_ensemble"])
-    n_label_per_domain: int = 50
-    eta: float = 0.5
-    n_boot: int = 2000
-    user: dict | None = None  # a user set-up (run config + test set): laser.compare.user
-    step_cost: str | None = None  # a `benchmarks/step_cost.py --json` file: the cost table with RMs of policy-like cost
+    out: str = option("compare_out", "report folder; reruns skip finished (method, seed) jobs")
+    seeds: int = option(3, "number of seeds (seeds 0, 1, ... run)", ge=1)
+    methods: list[str] = option(help="methods to run (empty: all, laser.compare.methods.default_methods)",
+                                factory=list)
+    settings: DemoSettings = option(help="sizes of each benchmark run", factory=DemoSettings)
+    noise: list[float] = option(help="Gaussian noise sigmas on RM scores: each > 0 reruns analysis_methods",
+                                factory=lambda: [0.0], ge=0)
+    noise_rm: str = option("all", "RM whose scores get the noise, or 'all'")
+    add_rm: str | None = option(None, "an RM that joins the run late (with add_at)")
+    add_at: int | None = option(None, "global step at which add_rm joins", ge=2)
+    judged: bool = option(False, "also: prompts without gold, laser vs judged_baseline, judge win rate")
+    judged_baseline: str = option("score_ensemble", "the baseline of the judged comparison")
+    analysis_methods: list[str] = option(help="methods of the noise / add-RM analyses", factory=lambda: [
+        "laser", "laser:neg_loss", "round_robin", "random", "score_ensemble"])
+    n_label_per_domain: int = option(50, "labelled prompts per domain for classifier and bayes_router", ge=1)
+    eta: float = option(0.5, "step size of online_ensemble", gt=0)
+    n_boot: int = option(2000, "bootstrap resamples of the intervals", ge=1)
+    user: UserConfig | None = option(None, "your own run config and test set instead of the benchmark "
+                                     "(laser.compare.user)")
+    step_cost: str | None = option(None, "a `benchmarks/step_cost.py --json` file: the cost table with RMs of "
+                                   "policy-like cost")
 
 
 def check_config(cfg: CompareConfig, rm_names: list[str]) -> list[str]:
-    """Every problem with a compare config, one line each (empty when valid)."""
+    """Every problem with a benchmark compare config beyond types and ranges, one line each."""
     p = [f"methods: {e}" for m in cfg.methods if (e := M.check_method(m, rm_names))]
     if cfg.step_cost:
         from laser.compare.report import load_step_cost
@@ -65,59 +71,50 @@ def check_config(cfg: CompareConfig, rm_names: list[str]) -> list[str]:
         except ValueError as exc:
             p.append(str(exc))
     p += [f"analysis_methods: {e}" for m in cfg.analysis_methods if (e := M.check_method(m, rm_names))]
-    if cfg.seeds < 1:
-        p.append(f"seeds: must be >= 1, got {cfg.seeds}")
-    if any(s < 0 for s in cfg.noise):
-        p.append(f"noise: sigmas must be >= 0, got {cfg.noise}")
     if cfg.noise_rm != "all" and cfg.noise_rm not in rm_names:
         p.append(f"noise_rm: {cfg.noise_rm!r} is not 'all' or an RM ({', '.join(rm_names)})")
     if (cfg.add_rm is None) != (cfg.add_at is None):
         p.append("add_rm / add_at: give both (an RM name and the global step it joins at) or neither")
-    elif cfg.add_rm is not None:
-        if cfg.add_rm not in rm_names:
-            p.append(f"add_rm: {cfg.add_rm!r} is not an RM ({', '.join(rm_names)})")
-        if not isinstance(cfg.add_at, int) or cfg.add_at < 2:
-            p.append(f"add_at: must be a global step >= 2, got {cfg.add_at!r}")
+    elif cfg.add_rm is not None and cfg.add_rm not in rm_names:
+        p.append(f"add_rm: {cfg.add_rm!r} is not an RM ({', '.join(rm_names)})")
     if e := M.check_method(cfg.judged_baseline, rm_names):
         p.append(f"judged_baseline: {e}")
     return p
 
 
-def load_compare_config(path: str | None, **overrides) -> CompareConfig:
-    """A :class:`CompareConfig` from a YAML file (optional) and overrides (None = not given).
+def load_compare_config(path: str | None, overrides: list[str] = (), **flags) -> CompareConfig:
+    """A :class:`CompareConfig` from a YAML file (optional), flags and dotted overrides.
+
+    Args:
+        path: a YAML file with CompareConfig's keys, or None.
+        overrides: ``key.sub=value`` strings, as ``laser train`` takes them (``settings.iterations=2``).
+        **flags: CompareConfig keys (None = not given); ``settings`` may be a :class:`DemoSettings`.
 
     Raises:
-        ValueError: unknown keys or bad values, all listed, with the file named.
+        ConfigError: unknown keys, wrong types, bad values: every one, named by its dotted key,
+            before anything runs.
     """
-    data: dict = {}
-    if path:
-        import yaml
+    from laser.config import ConfigError, apply_overrides, check_fields, parse_section, read_yaml
 
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name for f in dataclasses.fields(CompareConfig)}
-    sfields = {f.name for f in dataclasses.fields(DemoSettings)}
-    problems = [f"{k}: unknown key (valid: {', '.join(sorted(fields))})" for k in data if k not in fields]
-    settings = data.pop("settings", None) or {}
-    if isinstance(settings, DemoSettings):
-        settings = dataclasses.asdict(settings)
-    problems += [f"settings.{k}: unknown key (valid: {', '.join(sorted(sfields))})" for k in settings if k not in sfields]
-    if problems:
-        raise ValueError(f"invalid compare config {path or ''}:\n  " + "\n  ".join(problems))
-    cfg = CompareConfig(**{k: v for k, v in data.items() if k in fields},
-                        settings=DemoSettings(**{k: v for k, v in settings.items() if k in sfields}))
-    from laser.rewards.synthetic import make_demo_rms
-
+    data = read_yaml(path) if path else {}
+    data.update({k: dataclasses.asdict(v) if isinstance(v, DemoSettings) else v
+                 for k, v in flags.items() if v is not None})
+    apply_overrides(data, overrides, path)
+    if data.get("settings", {}) is None:  # an empty `settings:` section: the defaults
+        del data["settings"]
+    problems: list[str] = []
+    cfg = parse_section(CompareConfig, data, "", problems)
+    problems += check_fields(cfg)
     if cfg.user is not None:
         from laser.compare.user import check_user
 
-        problems = check_user(cfg)[0]
+        problems += check_user(cfg)[0]
     else:
-        problems = check_config(cfg, [rm.name for rm in make_demo_rms()])
+        from laser.rewards.synthetic import make_demo_rms
+
+        problems += check_config(cfg, [rm.name for rm in make_demo_rms()])
     if problems:
-        raise ValueError(f"invalid compare config {path or ''}:\n  " + "\n  ".join(problems))
+        raise ConfigError(problems, path)
     return cfg
 
 

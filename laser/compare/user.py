@@ -23,17 +23,39 @@ Relative paths inside the run config resolve against the working directory, as i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from laser.compare import methods as M
+from laser.config import option
 
-TASKS = ("gsm8k", "strategyqa", "mmlu", "jsonl")
-USER_KEYS = ("run", "test", "max_new_tokens", "batch_size")
-TEST_KEYS = ("task", "path", "split", "limit")
+
+@dataclass
+class UserTestSet:
+    """The ``user.test`` section: where the test prompts come from."""
+
+    task: Literal["gsm8k", "strategyqa", "mmlu", "jsonl"] | None = option(
+        None, "format of the test set (required); jsonl = a prompt file with answer and task fields")
+    path: str | None = option(None, "file or folder (required for jsonl; default: the Hub for gsm8k/mmlu)")
+    split: str | None = option(None, "split file to pick from a task folder")
+    limit: int | None = option(None, "use at most N test prompts (drawn with seed 0)", ge=1)
+
+
+@dataclass
+class UserConfig:
+    """The ``user:`` section of a compare config: the user's own run config and test set."""
+
+    run: str = option("", "a `laser train` run config (YAML; required)")
+    test: UserTestSet | None = option(None, "the test set (required)")
+    max_new_tokens: int = option(256, "greedy evaluation length", ge=1)
+    batch_size: int = option(16, "evaluation batch size", ge=1)
+
 SKIPPED = ("accuracy per iteration (each job is trained in one go)",
            ("RM agreement (needs sampled, labelled responses of the benchmark)"), "noise / add-RM / judged analyses",
            "plots")
@@ -70,60 +92,45 @@ def check_user(cfg) -> tuple[list[str], list[str]]:
     from laser.rewards.factory import check_specs
 
     u, p, rm_names = cfg.user, [], []
-    if not isinstance(u, dict):
-        return [f"user: expected a mapping with keys {', '.join(USER_KEYS)}, got {type(u).__name__}"], []
-    p += [f"user.{k}: unknown key (valid: {', '.join(USER_KEYS)})" for k in u if k not in USER_KEYS]
-    run = u.get("run")
-    if not run:
+    if not u.run:
         p.append("user.run: missing (a `laser train` run config)")
-    elif not Path(run).is_file():
-        p.append(f"user.run: run config not found: {run}")
+    elif not Path(u.run).is_file():
+        p.append(f"user.run: run config not found: {u.run}")
     else:
         try:
-            rcfg = load_config(run)
+            rcfg = load_config(u.run)
             rm_names = [r.get("name", "") for r in rcfg.rewards]
-            p += [f"user.run ({run}): {e}" for e in check_specs(rcfg.rewards)]
+            p += [f"user.run ({u.run}): {e}" for e in check_specs(rcfg.rewards)]
         except ConfigError as exc:
-            p += [f"user.run ({run}): {e}" for e in exc.problems]
+            p += [f"user.run ({u.run}): {e}" for e in exc.problems]
         except ValueError as exc:
-            p.append(f"user.run ({run}): {exc}")
-    test = u.get("test")
-    if not isinstance(test, dict):
-        p.append(f"user.test: missing or not a mapping (keys {', '.join(TEST_KEYS)})")
+            p.append(f"user.run ({u.run}): {exc}")
+    t = u.test
+    if t is None:
+        p.append("user.test: missing (keys task, path, split, limit)")
     else:
-        p += [f"user.test.{k}: unknown key (valid: {', '.join(TEST_KEYS)})" for k in test if k not in TEST_KEYS]
-        if test.get("task") not in TASKS:
-            p.append(f"user.test.task: {test.get('task')!r} is not one of {', '.join(TASKS)}")
-        path = test.get("path")
-        if test.get("task") == "jsonl" and not path:
+        if t.task is None:
+            p.append("user.test.task: missing (gsm8k, strategyqa, mmlu or jsonl)")
+        if t.task == "jsonl" and not t.path:
             p.append("user.test.path: required for task jsonl")
-        if path and not Path(path).exists():
-            p.append(f"user.test.path: not found: {path}")
-        lim = test.get("limit")
-        if lim is not None and (not isinstance(lim, int) or lim < 1):
-            p.append(f"user.test.limit: must be a positive integer, got {lim!r}")
-    for k in ("max_new_tokens", "batch_size"):
-        v = u.get(k)
-        if v is not None and (not isinstance(v, int) or v < 1):
-            p.append(f"user.{k}: must be a positive integer, got {v!r}")
+        if t.path and not Path(t.path).exists():
+            p.append(f"user.test.path: not found: {t.path}")
     if rm_names:
         p += [f"methods: {e}" for m in cfg.methods if (e := check_user_method(m, rm_names))]
-    if cfg.seeds < 1:
-        p.append(f"seeds: must be >= 1, got {cfg.seeds}")
     if any(s > 0 for s in cfg.noise) or cfg.add_rm is not None or cfg.judged:
         p.append("noise / add_rm / judged: benchmark-only analyses; not available with user:")
     return p, rm_names
 
 
-def load_test(u: dict) -> list:
+def load_test(u: UserConfig) -> list:
     """The test examples of a ``user:`` section."""
     from laser.tasks.datasets import load_task, read_prompts_jsonl
 
-    t, lim = u["test"], u["test"].get("limit")
-    if t["task"] == "jsonl":
-        ex = read_prompts_jsonl(t["path"])
-        return ex[:lim] if lim else ex
-    return load_task(t["task"], t.get("path"), split=t.get("split"), limit=lim, seed=0 if lim else None)
+    t = u.test
+    if t.task == "jsonl":
+        ex = read_prompts_jsonl(t.path)
+        return ex[:t.limit] if t.limit else ex
+    return load_task(t.task, t.path, split=t.split, limit=t.limit, seed=0 if t.limit else None)
 
 
 def _slug(method: str) -> str:
@@ -140,7 +147,7 @@ def run_user_job(cfg, method: str, seed: int, test: list, runs: Path) -> dict:
     if (job / "result.json").exists():
         return json.loads((job / "result.json").read_text())
     u = cfg.user
-    data = copy.deepcopy(_read_yaml(u["run"]))
+    data = copy.deepcopy(_read_yaml(u.run))
     data["selector"], data["train"] = method_config(method, data.get("selector"), data.get("train"))
     data["seed"], data["output_dir"] = seed, str(job / "run")
     rcfg = load_config(data=data)
@@ -149,8 +156,7 @@ def run_user_job(cfg, method: str, seed: int, test: list, runs: Path) -> dict:
     summary = trainer.run()
     examples = trainer.examples
     wall = time.perf_counter() - t
-    ev = evaluate_policy(trainer.policy, test, u.get("max_new_tokens", 256), u.get("batch_size", 16),
-                         show_progress=False)
+    ev = evaluate_policy(trainer.policy, test, u.max_new_tokens, u.batch_size, show_progress=False)
     group = {ex.id: ex.group for ex in examples}
     log = [json.loads(x) for x in (job / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
     result = {"method": method, "seed": seed, "wall_time_s": wall, "accuracy": ev["accuracy"],
@@ -172,10 +178,9 @@ def _sft(cfg, test: list, runs: Path) -> dict:
     path = runs / "sft.json"
     if path.exists():
         return json.loads(path.read_text())
-    rcfg = load_config(cfg.user["run"])
+    rcfg = load_config(cfg.user.run)
     policy = Policy(*load_model_and_tokenizer(rcfg.policy), chat_template=rcfg.policy.chat_template)
-    ev = evaluate_policy(policy, test, cfg.user.get("max_new_tokens", 256), cfg.user.get("batch_size", 16),
-                         show_progress=False)
+    ev = evaluate_policy(policy, test, cfg.user.max_new_tokens, cfg.user.batch_size, show_progress=False)
     res = {"seed": 0, "accuracy": ev["accuracy"], "correct": [int(c) for c in ev["correct"]],
            "ids": [e.id for e in test], "domains": [e.group for e in test]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +213,7 @@ def run_user_compare(cfg) -> dict:
                   f"{res['accuracy']['average']:.3f} (start {sft['accuracy']['average']:.3f}) "
                   f"train {res['wall_time_s']:6.1f}s ({time.perf_counter() - t:5.1f}s now)", flush=True)
     domains = sorted({d for r in next(iter(jobs.values())) for d in r["domains"]})
-    res = {"user": cfg.user, "seeds": list(range(cfg.seeds)), "rms": rm_names, "domains": domains,
+    res = {"user": dataclasses.asdict(cfg.user), "seeds": list(range(cfg.seeds)), "rms": rm_names, "domains": domains,
            "n_test": len(test), "tests": TESTS, "skipped": list(SKIPPED),
            "sft": {"accuracy": A.method_summary([sft], domains, cfg.n_boot)}, "methods": {}, "selection": {}}
     for m, rs in jobs.items():
@@ -248,7 +253,8 @@ def render_user(res: dict) -> str:
              ("Greedy test accuracy: mean over seeds x test prompts, +- the std of the per-seed accuracies, and "
               "the 95% bootstrap interval. `sft` is the run config's start policy."), ""]
     rows = [[name, *[f"{_p(e['accuracy'][d]['mean'])} +-{_p(e['accuracy'][d]['std_seeds'])} "
-                     f"[{_p(e['accuracy'][d]['ci_low'])}, {_p(e['accuracy'][d]['ci_high'])}]" for d in [*doms, "average"]]]
+                     f"[{_p(e['accuracy'][d]['ci_low'])}, {_p(e['accuracy'][d]['ci_high'])}]"
+                     for d in [*doms, "average"]]]
             for name, e in [("sft", res["sft"]), *res["methods"].items()]]
     lines += _table(["method", *doms, "average"], rows)
     lines += paired_table(res["methods"], res["tests"])

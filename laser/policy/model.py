@@ -166,7 +166,7 @@ class Policy:
             ``(logps, lengths)``: float32 tensors of shape ``(N,)``; ``logps`` carries gradients
             when the model is in grad mode.
         """
-        seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
+        seqs = [p + r for p, r in zip(prompt_ids, response_ids, strict=True)]
         ids, mask = self._left_pad(seqs)  # left padding puts every response at the right edge
         width, keep = ids.shape[1], max(len(r) for r in response_ids) + 1
         target_mask = torch.zeros_like(ids, dtype=torch.bool)

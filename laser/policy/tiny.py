@@ -135,7 +135,7 @@ def _sft_tensors(tokenizer, examples: Sequence[Example], responses: Sequence[str
     if responses is None:
         responses = [worked_response(e.prompt) for e in examples]
     rows, label_rows = [], []
-    for ex, resp in zip(examples, responses):
+    for ex, resp in zip(examples, responses, strict=True):
         p = tokenizer(format_prompt(ex))["input_ids"]
         r = tokenizer(resp, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(p + r)
@@ -143,7 +143,7 @@ def _sft_tensors(tokenizer, examples: Sequence[Example], responses: Sequence[str
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (r, lab) in enumerate(zip(rows, label_rows)):
+    for i, (r, lab) in enumerate(zip(rows, label_rows, strict=True)):
         ids[i, : len(r)] = torch.tensor(r)
         labels[i, : len(lab)] = torch.tensor(lab)
     return ids, (ids != tokenizer.pad_token_id).long(), labels
@@ -262,7 +262,8 @@ def sft_targets(examples: Sequence[Example], benchmark: str = "v1", answer_first
     if benchmark == "v1":
         return None
     first = np.random.default_rng([seed, 2]).random(len(examples)) < answer_first
-    return [worked_response(e.prompt, style="answer_first" if f else "worked") for e, f in zip(examples, first)]
+    return [worked_response(e.prompt, style="answer_first" if f else "worked")
+            for e, f in zip(examples, first, strict=True)]
 
 
 def _settings(seed: int, target: str, overrides: dict) -> dict:

@@ -328,7 +328,7 @@ def check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
     """Raise ValueError when prompts and responses differ in length or are not strings."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    for i, (p, r) in enumerate(zip(prompts, responses)):
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
         if not isinstance(p, str) or not isinstance(r, str):
             raise ValueError(f"pair {i}: prompt and response must be str, got {type(p).__name__}, "
                              f"{type(r).__name__}")

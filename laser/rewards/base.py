@@ -84,7 +84,7 @@ class CallableRM:
             raw = [np.nan if v is None else v for v in raw]
         else:
             raw = []
-            for p, r in zip(prompts, responses):
+            for p, r in zip(prompts, responses, strict=True):
                 v = self.fn(p, r)
                 raw.append(np.nan if v is None else v)
         return check_scores(raw, len(responses), self.name)

@@ -157,7 +157,7 @@ class NoisyRM:
 
     def score(self, prompts, responses) -> np.ndarray:
         base = np.asarray(self.rm.score(prompts, responses), dtype=np.float64)
-        noise = np.array([self._draw(p, r) for p, r in zip(prompts, responses)])
+        noise = np.array([self._draw(p, r) for p, r in zip(prompts, responses, strict=True)])
         return base + noise
 
     def _draw(self, prompt: str, response: str) -> float:

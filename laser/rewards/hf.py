@@ -107,7 +107,7 @@ class HFClassifierRM:
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Score each pair; see the class docstring. Returns float64 of shape (len(responses),)."""
         hf.check_pairs(prompts, responses)
-        rows = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        rows = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
         out = np.full(len(rows), np.nan)
         todo = [i for i, r in enumerate(rows) if r is not None]
         if todo:  # weights move outside inference mode: moved parameters stay ordinary tensors

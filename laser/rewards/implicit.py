@@ -162,7 +162,7 @@ class ImplicitDPORM:
         """Score each pair; see the class docstring. Returns float64 of shape (len(responses),)."""
         hf.check_pairs(prompts, responses)
         rows, starts, todo = [], [], []
-        for i, (p, r) in enumerate(zip(prompts, responses)):
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
             p_ids, r_ids = hf.encode_pair(self.tokenizer, p, r, self.use_chat_template)
             ids = hf.fit_left(p_ids, r_ids, self.max_length, self.overflow)
             if ids is not None:

@@ -170,7 +170,7 @@ class YesNoJudgeRM(_Judge):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """P(Yes) normalised over Yes/No for each pair, float64 in [0, 1]."""
         hf.check_pairs(prompts, responses)
-        contents = [self.template.format(prompt=p, response=r) for p, r in zip(prompts, responses)]
+        contents = [self.template.format(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
         return check_scores(self.probs(contents, self.yes_ids, self.no_ids), len(responses), self.name)
 
     def __repr__(self) -> str:
@@ -234,7 +234,7 @@ class PairwiseJudge(_Judge):
                 f"{len(prompts)} prompts, {len(responses_a)} responses_a, {len(responses_b)} responses_b"
             )
         fmt = self.template.format
-        triples = list(zip(prompts, responses_a, responses_b))
+        triples = list(zip(prompts, responses_a, responses_b, strict=True))
         ab = [fmt(prompt=p, response_a=a, response_b=b) for p, a, b in triples]
         ba = [fmt(prompt=p, response_a=b, response_b=a) for p, a, b in triples]
         q = self.probs(ab + ba, self.a_ids, self.b_ids)

@@ -142,7 +142,7 @@ class Placement:
 
     def _move_in(self) -> None:
         attempts = self.move_retries + 1
-        for attempt in range(attempts):
+        for _ in range(attempts):
             try:
                 self._move(self.compute)
                 self.moves += 1

@@ -73,7 +73,7 @@ def parse_scores(body: bytes, n: int, key: str = "scores") -> np.ndarray:
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ScoreSchemaError(f"response is not valid JSON ({exc}); body starts {body[:80]!r}")
+        raise ScoreSchemaError(f"response is not valid JSON ({exc}); body starts {body[:80]!r}") from None
     if not isinstance(obj, dict):
         raise ScoreSchemaError(f"response JSON is a {type(obj).__name__}, expected an object")
     if key not in obj:
@@ -265,7 +265,7 @@ class RemoteRM:
         if self.api == "laser":
             payload = {"prompts": prompts, "responses": responses}
         else:
-            payload = {"query": [p + r for p, r in zip(prompts, responses)], "prompts": prompts}
+            payload = {"query": [p + r for p, r in zip(prompts, responses, strict=True)], "prompts": prompts}
         if self.server_rm is not None:
             payload["rm"] = self.server_rm
         body = json.dumps(payload).encode()

@@ -66,7 +66,7 @@ class VerifierRM:
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         out = np.full(len(responses), np.nan)
-        for i, (p, r) in enumerate(zip(prompts, responses)):
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
             if p in self.gold:
                 ok = self._is_correct(self.tasks.get(p, self.task), r, self.gold[p], options=self._options(p))
                 out[i] = 1.0 if ok else self.wrong

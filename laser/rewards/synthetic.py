@@ -153,7 +153,7 @@ class SyntheticRM:
         """Score each (prompt, response) pair; float64 array of ``len(responses)``."""
         if len(prompts) != len(responses):
             raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(responses)} responses")
-        scores = [self._score_one(p, r) for p, r in zip(prompts, responses)]
+        scores = [self._score_one(p, r) for p, r in zip(prompts, responses, strict=True)]
         return check_scores(scores, len(responses), self.name)
 
     def __repr__(self) -> str:
@@ -193,6 +193,6 @@ def measure_reliability(rm, examples, seed: int = 0, style: str = "v1") -> dict[
     right = rm.score(prompts, [worked_response(e.prompt, style=style) for e in examples])
     wrong = rm.score(prompts, [wrong_response(e, rng, style) for e in examples])
     wins: dict[str, list[float]] = {}
-    for ex, r, w in zip(examples, right, wrong):
+    for ex, r, w in zip(examples, right, wrong, strict=True):
         wins.setdefault(ex.group, []).append(1.0 if r > w else 0.5 if r == w else 0.0)
     return {d: float(np.mean(v)) for d, v in wins.items()}

@@ -155,7 +155,7 @@ def _positional(letter: str, option: str) -> list[re.Pattern]:
 
 def _from_option_text(text: str, options: Sequence[str]) -> str | None:
     """Tier 5: an option's text in answer position (last one), else the only option mentioned."""
-    given = [(L, o) for L, o in zip(LETTERS, options) if o and o.strip()]
+    given = [(L, o) for L, o in zip(LETTERS, options, strict=False) if o and o.strip()]
     match = _last([p for L, o in given for p in _positional(L, o)], text)
     if match is not None:
         return next(k[1] for k, v in match.groupdict().items() if k.startswith("t") and v)

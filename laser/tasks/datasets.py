@@ -105,7 +105,7 @@ def _gold(task: str, value: object, field: str, where: str) -> str:
 
 def _check_unique_ids(examples: list[Example], wheres: list[str]) -> None:
     first: dict[str, str] = {}
-    for ex, where in zip(examples, wheres):
+    for ex, where in zip(examples, wheres, strict=True):
         if ex.id in first:
             raise DataError(f'{where}: duplicate id "{ex.id}" (first at {first[ex.id]})')
         first[ex.id] = where
@@ -172,7 +172,7 @@ def load_gsm8k(
         rows = list(_iter_jsonl(path))
         source, wheres = f"gsm8k-{path.stem}", [f"{path}:{lineno}" for lineno, _ in rows]
     examples = []
-    for index, ((_, record), where) in enumerate(zip(rows, wheres)):
+    for index, ((_, record), where) in enumerate(zip(rows, wheres, strict=True)):
         question = _string_field(record, "question", where)
         solution = _string_field(record, "answer", where)
         answer = _gold("gsm8k", solution, "answer", where)
@@ -256,7 +256,7 @@ def _mmlu_subject(stem: str) -> str:
 def _mmlu_example(
     ex_id: str, subject: str, question: str, options: Sequence[str], answer: str, template: str
 ) -> Example:
-    choices = "\n".join(f"{letter}. {text}" for letter, text in zip(CHOICE_LETTERS, options))
+    choices = "\n".join(f"{letter}. {text}" for letter, text in zip(CHOICE_LETTERS, options, strict=True))
     prompt = template.format(question=question, choices=choices, subject=subject.replace("_", " "))
     return Example(ex_id, prompt, answer, task="mmlu", domain=subject)
 

@@ -137,10 +137,8 @@ def _number_from_match(m: re.Match) -> str | None:
 
 
 def _last(pattern: re.Pattern, text: str) -> re.Match | None:
-    match = None
-    for match in pattern.finditer(text):
-        pass
-    return match
+    matches = list(pattern.finditer(text))
+    return matches[-1] if matches else None
 
 
 def _extract_number(text: str) -> str | None:

@@ -78,7 +78,7 @@ def accuracy(task: str, texts: Sequence[str], golds: Sequence[object]) -> float:
         ValueError: empty or mismatched inputs, unknown task, or an unparseable gold answer.
     """
     n = _check_lengths(texts=texts, golds=golds)
-    return sum(is_correct(task, text, gold) for text, gold in zip(texts, golds)) / n
+    return sum(is_correct(task, text, gold) for text, gold in zip(texts, golds, strict=True)) / n
 
 
 def _squad_tokens(text: str) -> list[str]:

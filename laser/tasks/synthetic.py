@@ -92,7 +92,7 @@ def _gen_compare(rng: np.random.Generator) -> str:
 def _gen_choice(rng: np.random.Generator) -> str:
     low = int(rng.integers(10, 60))  # a window of 40: equal tens digits are common
     values = rng.choice(np.arange(low, low + 40), size=4, replace=False)
-    return "Max? " + " ".join(f"{L}.{int(v)}" for L, v in zip(_LETTERS, values))
+    return "Max? " + " ".join(f"{L}.{int(v)}" for L, v in zip(_LETTERS, values, strict=True))
 
 
 def _gen_count(rng: np.random.Generator) -> str:
@@ -111,7 +111,7 @@ def _gen_choice_sum(rng: np.random.Generator) -> str:
     a, b = int(rng.integers(10, 50)), int(rng.integers(10, 50))
     offsets = rng.choice(np.r_[-9:0, 1:10], size=3, replace=False)  # distractors near the sum
     values = np.insert(a + b + offsets, int(rng.integers(0, 4)), a + b)
-    return f"{a}+{b}=? " + " ".join(f"{L}.{int(v)}" for L, v in zip(_LETTERS, values))
+    return f"{a}+{b}=? " + " ".join(f"{L}.{int(v)}" for L, v in zip(_LETTERS, values, strict=True))
 
 
 def _gen_count_fixed(rng: np.random.Generator) -> str:

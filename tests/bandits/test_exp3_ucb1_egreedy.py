@@ -60,7 +60,7 @@ def test_epsilon_greedy_rule():
     epsilon = 1: uniform over available arms."""
     s = EpsilonGreedy(3, epsilon=0.0, seed=0)
     first = [s.select(None) for _ in range(1)]
-    for k, r in zip(range(3), (0.1, 0.9, 0.5)):
+    for k, r in zip(range(3), (0.1, 0.9, 0.5), strict=True):
         s.update(k, None, r)
     assert first[0] in (0, 1, 2) and all(s.select(None) == 1 for _ in range(50))
     np.testing.assert_allclose(s.scores(None), [0.1, 0.9, 0.5])
@@ -73,7 +73,7 @@ def test_epsilon_greedy_rule():
 def test_epsilon_greedy_explores_at_rate_epsilon():
     """With arm 1 clearly best, non-best picks happen at rate epsilon * 2/3 = 0.1 (of 6,000: 600)."""
     s = EpsilonGreedy(3, epsilon=0.15, seed=2)
-    for k, r in zip(range(3), (0.1, 0.9, 0.5)):
+    for k, r in zip(range(3), (0.1, 0.9, 0.5), strict=True):
         s.update(k, None, r)
     picks = s.select_batch(np.zeros((6000, 1)))
     assert abs(np.sum(picks != 1) - 600) < 5 * np.sqrt(6000 * 0.1 * 0.9)

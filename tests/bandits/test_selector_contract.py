@@ -124,7 +124,7 @@ def test_batch_api(name):
     assert arms.shape == (16,) and arms.dtype == np.int64 and ((0 <= arms) & (arms < 3)).all()
     rewards = rng.uniform(size=16)
     a.update_batch(arms, C, rewards)
-    for k, c, r in zip(arms, C, rewards):
+    for k, c, r in zip(arms, C, rewards, strict=True):
         b.update(int(k), c, float(r))
     sa, sb = a.state_dict(), b.state_dict()
     for key in sa:

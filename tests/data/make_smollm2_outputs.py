@@ -107,7 +107,7 @@ def build_items() -> list[dict]:
     items = []
     for i, (question, options, gold) in enumerate(CHOICE_QUESTIONS):
         style = list(CHOICE_STYLES)[i % len(CHOICE_STYLES)]
-        lines = [question] + [f"{L}. {o}" for L, o in zip("ABCD", options)]
+        lines = [question] + [f"{L}. {o}" for L, o in zip("ABCD", options, strict=True)]
         if CHOICE_STYLES[style]:
             lines.append(CHOICE_STYLES[style])
         items.append({"id": f"mc{i:02d}", "task": "mmlu", "style": style, "options": options,
@@ -159,7 +159,7 @@ def main() -> int:
     for seed in (None, *SAMPLE_SEEDS):
         decoding = "greedy" if seed is None else f"sample-t{TEMPERATURE}-seed{seed}"
         replies = generate(model, tokenizer, [it["prompt"] for it in items], seed)
-        for it, reply in zip(items, replies):
+        for it, reply in zip(items, replies, strict=True):
             label, note = old.get((it["id"], decoding, reply), ("?", ""))
             split = "dev" if decoding in DEV_DECODINGS else "heldout"
             rows.append({**it, "decoding": decoding, "split": split, "reply": reply,

@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 
 from laser.bandits.base import rng_state_array
 from laser.training.loop import Trainer

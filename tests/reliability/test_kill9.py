@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import write_prompts
+from helpers import write_prompts
 
 from laser.cli.main import main
 from laser.routing import checkpoint
@@ -313,7 +313,7 @@ def test_a_log_line_cut_by_a_kill_does_not_block_resume(tmp_path):
 def test_a_crash_in_the_first_checkpoint_write_leaves_no_duplicate_log_records(tmp_path, monkeypatch):
     """Step 1 is logged, then its checkpoint write dies: resume finds no checkpoint and starts over,
     so the log must start over too (each step logged once)."""
-    from conftest import make_tiny_policy
+    from helpers import make_tiny_policy
 
     from laser.training import checkpoint as trainer_checkpoint
     from laser.training.loop import Trainer

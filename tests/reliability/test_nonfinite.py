@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 
 from laser.rewards.base import CallableRM
 from laser.routing.checkpoint import find_latest, verify

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import make_tiny_policy
+from helpers import make_tiny_policy
 
 from laser.rewards.factory import build_reward_models
 from laser.rewards.remote import RemoteRM

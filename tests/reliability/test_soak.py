@@ -68,13 +68,13 @@ def test_serve_rm_soak_has_no_errors_and_flat_memory(serve_rm, figures):
     growth = bench.rss_kib(proc.pid) / 1024 - rss_start
     proc.send_signal(signal.SIGINT)  # Ctrl-C: the server closes its socket and exits cleanly
     assert proc.wait(timeout=10) == 0
-    for (c, n), r in zip(LEVELS, results):
+    for (c, _n), r in zip(LEVELS, results, strict=True):
         figures.set(ITEM, f"{c:>2} clients, batch {BATCH}: requests / req/s / p50 / p99 / errors",
                     f"{r['requests']} / {r['req_per_s']:.0f} / {r['p50_ms']:.1f} ms / {r['p99_ms']:.1f} ms / "
                     f"{r['errors']}")
     figures.set(ITEM, "server RSS start -> end (growth)", f"{rss_start:.1f} -> {rss_start + growth:.1f} MiB "
                 f"({growth:+.1f})")
-    for (c, n), r in zip(LEVELS, results):
+    for (c, n), r in zip(LEVELS, results, strict=True):
         assert r["errors"] == 0, r["first_error"]
         assert r["requests"] == n, f"{c} clients: only {r['requests']} of {n} requests in 30 s"
     assert growth < 8.0  # MiB over 2000 requests; a per-request leak of >4 KiB would show

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from . import conftest
 from .conftest import TITLE
 
 pytestmark = pytest.mark.reliability
@@ -26,5 +27,24 @@ def test_summary_table_is_printed_once_at_the_end():
     assert out.count(TITLE) == 1, out
     table = out[out.index(TITLE):]
     assert "4 bad input" in table and "BOM + CRLF prompt file accepted" in table and "yes" in table
-    assert "config with 7 faults: problems listed in one error  7/7" in table
+    assert "config with 7 faults: problems listed in one error  all 7 named" in table
     assert "suite wall time:" in table and "2 passed" in out
+
+
+def test_case_figures_say_how_many_ran_and_whether_all_passed(monkeypatch):
+    """A case figure is the number of cases and whether all passed, not an N/N that a passing run
+    always prints: three cases with one failing read "1 of 3 FAILED", one passing case "all 1 passed"."""
+    for name in ("_FIGURES", "_CASES", "_COUNTS"):  # this test's figures stay out of the real table
+        monkeypatch.setattr(conftest, name, {})
+    figures = conftest.Figures()
+    for ok in (True, False, True):
+        try:
+            with figures.case("9 demo", "three cases"):
+                assert ok
+        except AssertionError:
+            pass
+    with figures.case("9 demo", "one case"):
+        pass
+    rows = {(item, fig): value for item, fig, value in conftest.summary_rows()}
+    assert rows == {("9 demo", "three cases"): "1 of 3 FAILED", ("9 demo", "one case"): "all 1 passed"}
+

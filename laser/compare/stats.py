@@ -1,31 +1,178 @@
-"""Comparisons over seeds x test items: a two-level (seeds, then items) bootstrap.
+"""Statistics of `laser compare`: bootstrap summaries, paired tests, and the two-level bootstrap.
 
-Outcomes are ``(n_seeds, n_items)`` matrices (e.g. 0/1 correctness of each test item under each
-training seed). Two designs: ``crossed``, the same N test items under every seed (a user's test
-set), and ``nested``, each seed with its own N items (the embedded benchmark draws its test set
-per seed). Re-exported by :mod:`laser.stats`.
+Training randomness lives in seeds, so a comparison of trained methods has two sources of
+variation: which test items were drawn and which training seeds were run. The per-item tests
+(:func:`paired_bootstrap`, :func:`wilcoxon_signed_rank` on pooled items) see only the first;
+:func:`hierarchical_bootstrap` resamples both (the primary test of ``laser compare``), and
+:func:`min_attainable_p` says when a test over n units cannot reach a significance level at all.
 
-The bootstrap is calibrated in two ways, both checked by simulation in ``tests/test_stats.py``:
-its variance is matched to the random-effects estimate (:func:`components_scaled`), and its tails
-to a Student t with Satterthwaite's degrees of freedom (:func:`t_widen`), because with 5 seeds
-the seed-to-seed part of the variance rests on 4 degrees of freedom.
+Two-level outcomes are ``(n_seeds, n_items)`` matrices (e.g. 0/1 correctness of each test item
+under each training seed). Two designs: ``crossed``, the same N test items under every seed (a
+user's test set), and ``nested``, each seed with its own N items (the embedded benchmark draws its
+test set per seed). The two-level bootstrap is ours and is calibrated in two ways, both checked by
+simulation in ``tests/test_stats.py``: its variance is matched to the random-effects estimate
+(:func:`components_scaled`), and its tails to a Student t with Satterthwaite's degrees of freedom
+(:func:`t_widen`), because with 5 seeds the seed-to-seed part of the variance rests on 4 degrees
+of freedom. Student's t and the Wilcoxon signed-rank test are scipy's (the ``stats`` extra).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from statistics import NormalDist
 
 import numpy as np
+
+try:
+    from scipy import stats as _sps
+except ImportError as exc:  # pragma: no cover - exercised by tests/test_compare.py with scipy hidden
+    raise ImportError("laser compare's statistics need scipy: pip install 'laser-rm[stats]'") from exc
+
+from laser.tasks.metrics import bootstrap_ci
+
+__all__ = ["DESIGNS", "HIERARCHICAL_TEST", "MIN_SEEDS", "bootstrap_ci", "components_scaled", "headroom_share",
+           "hierarchical_bootstrap", "hierarchical_summary", "min_attainable_p", "paired_bootstrap",
+           "resampled_means", "summarize", "t_calibrated_p", "t_widen", "variance_components",
+           "wilcoxon_signed_rank"]
 
 DESIGNS = ("crossed", "nested")
 #: what the p-value of :func:`hierarchical_bootstrap` is called in reports
 HIERARCHICAL_TEST = "hierarchical bootstrap over seeds and items"
-#: fewest seeds whose resampling estimates seed-to-seed variance at all (see laser.stats.min_attainable_p)
+#: fewest seeds whose resampling estimates seed-to-seed variance at all (see :func:`min_attainable_p`)
 MIN_SEEDS = 3
 
 
+def _finite_1d(values: Sequence[float], what: str) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"{what}: need a non-empty 1-D sequence, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what}: values must be finite (drop NaN items first)")
+    return x
+
+
+def summarize(values: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean, population standard deviation and percentile-bootstrap interval of the mean.
+
+    Returns:
+        ``{"mean", "std", "ci_low", "ci_high", "n"}``.
+    """
+    x = _finite_1d(values, "summarize")
+    low, high = bootstrap_ci(x, n_boot=n_boot, seed=seed, level=level)
+    return {"mean": float(x.mean()), "std": float(x.std()), "ci_low": low, "ci_high": high, "n": int(x.size)}
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Paired bootstrap of the mean difference ``mean(a - b)``, with a two-sided p-value.
+
+    The pairs ``d_i = a_i - b_i`` are resampled with replacement ``n_boot`` times. The interval
+    is the percentile interval of the resampled means. The p-value tests mean(d) = 0 by
+    resampling the null-centred differences ``d_i - mean(d)``:
+
+        p = (1 + #{ |mean(d*_centred)| >= |mean(d)| }) / (n_boot + 1)
+
+    (the +1 counts the observed sample, so p is never 0: its floor is 1/(n_boot+1)).
+
+    Args:
+        a: per-item outcomes of system a (e.g. 0/1 correctness).
+        b: the same items' outcomes of system b, same order.
+        n_boot: resamples; seed: resampling seed; level: interval coverage.
+
+    Returns:
+        ``{"mean_diff", "ci_low", "ci_high", "p_value", "n"}``.
+    """
+    x, y = _finite_1d(a, "paired_bootstrap a"), _finite_1d(b, "paired_bootstrap b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired_bootstrap: a and b differ in length ({x.size} vs {y.size})")
+    d = x - y
+    observed = float(d.mean())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(n_boot, d.size))
+    means = d[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    centred = means - observed  # the same resamples of d - mean(d)
+    extreme = int((np.abs(centred) >= abs(observed) - 1e-12).sum())
+    return {"mean_diff": observed, "ci_low": float(low), "ci_high": float(high),
+            "p_value": (1 + extreme) / (n_boot + 1), "n": int(d.size)}
+
+
+def wilcoxon_signed_rank(differences: Sequence[float], alternative: str = "two-sided") -> dict:
+    """Wilcoxon signed-rank test of paired differences (zeros dropped: Wilcox's method), by scipy.
+
+    With the n non-zero differences ranked by |d| (average ranks for ties), ``W+`` is the
+    rank sum of the positive ones. Without ties and with n <= 50 the p-value is exact: under
+    the null each of the 2^n sign patterns is equally likely. Otherwise the normal
+    approximation is used, ``z = (W+ - n(n+1)/4) / sqrt(n(n+1)(2n+1)/24 - sum(t^3 - t)/48)``
+    over tie groups of size t, without continuity correction: ``scipy.stats.wilcoxon(d,
+    zero_method="wilcox", correction=False, method=...)`` with the method chosen here, so the
+    choice does not move with scipy's ``"auto"`` rule across versions.
+
+    Args:
+        differences: paired differences a_i - b_i.
+        alternative: "two-sided", "greater" (a > b) or "less".
+
+    Returns:
+        ``{"statistic", "p_value", "n" (non-zero differences), "method" ("exact"|"approx")}``;
+        the statistic is min(W+, W-) two-sided, W+ one-sided. With no non-zero difference:
+        statistic 0, p-value 1, method "none".
+
+    Raises:
+        ValueError: non-finite or empty input, or an unknown ``alternative``.
+    """
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+    d = _finite_1d(differences, "wilcoxon_signed_rank")
+    d = d[d != 0]
+    if d.size == 0:
+        return {"statistic": 0.0, "p_value": 1.0, "n": 0, "method": "none"}
+    ties = np.unique(np.abs(d)).size < d.size
+    method = "exact" if d.size <= 50 and not ties else "approx"
+    res = _sps.wilcoxon(d, zero_method="wilcox", correction=False, alternative=alternative, method=method)
+    return {"statistic": float(res.statistic), "p_value": float(res.pvalue), "n": int(d.size), "method": method}
+
+
+def min_attainable_p(test: str, n: int, alpha: float = 0.05, n_boot: int = 10000) -> dict:
+    """The smallest p-value ``test`` can give over ``n`` units, and whether it can reach ``alpha``.
+
+    * ``"wilcoxon"`` / ``"sign"`` (exact, two-sided, n non-zero differences): all n differences
+      of one sign is the most extreme outcome, 2 of the 2^n equally likely sign patterns, so
+      ``min p = 2 / 2^n``: 0.0625 for 5 seeds, 0.03125 for 6. Normal-approximation p-values
+      can go lower but are not trustworthy there, so the exact floor is the one that counts.
+    * ``"bootstrap"`` (n items): ``1 / (n_boot + 1)``.
+    * ``"hierarchical_bootstrap"`` (n seeds): ``1 / (n_boot + 1)`` from :data:`MIN_SEEDS` seeds
+      on; with fewer, the seed-to-seed variance is not estimated (one seed: none at all; two:
+      3 distinct seed resamples), so the p-value is refused (min p reported as 1).
+
+    Returns:
+        ``{"test", "n", "min_p", "can_reach" (min_p <= alpha), "note"}``; ``note`` is what a
+        report prints in place of a p-value that cannot be evidence, e.g.
+        ``"n/a (5 seeds: min p 0.0625)"``.
+
+    Raises:
+        ValueError: unknown test or n < 0.
+    """
+    if int(n) != n or n < 0:
+        raise ValueError(f"min_attainable_p: n must be an integer >= 0, got {n!r}")
+    if test in ("wilcoxon", "sign"):
+        min_p = min(1.0, 2.0 * 0.5 ** n)
+    elif test == "bootstrap":
+        min_p = 1.0 / (n_boot + 1) if n >= 1 else 1.0
+    elif test == "hierarchical_bootstrap":
+        min_p = 1.0 / (n_boot + 1) if n >= MIN_SEEDS else 1.0
+    else:
+        raise ValueError(f"min_attainable_p: unknown test {test!r} (valid: wilcoxon, sign, bootstrap, "
+                         "hierarchical_bootstrap)")
+    unit = "items" if test == "bootstrap" else "seeds"
+    if test == "hierarchical_bootstrap" and n < MIN_SEEDS:
+        note = f"n/a ({n} seed{'s' if n != 1 else ''}: < {MIN_SEEDS}, seed variance not estimated)"
+    else:
+        note = f"n/a ({n} {unit}: min p {min_p:.3g})"
+    return {"test": test, "n": int(n), "min_p": min_p, "can_reach": bool(min_p <= alpha), "note": note}
+
+
+# ----------------------------------------------------------------------------- seeds x items
 def _grids(mats: Sequence, what: str) -> np.ndarray:
     """Validate same-shape finite ``(n_seeds, n_items)`` matrices; returns them stacked ``(M, S, N)``."""
     out = [np.asarray(m, dtype=np.float64) for m in mats]
@@ -62,7 +209,7 @@ def resampled_means(mats: Sequence, n_boot: int, seed: int = 0, design: str = "c
     * ``nested``: each resampled seed gets its own draw of N of its items.
 
     Item indices come from ``default_rng(seed)`` (shape ``(n_boot, N)`` crossed, ``(n_boot, S, N)``
-    nested: with one seed both are :func:`laser.stats.paired_bootstrap`'s draws), seed indices
+    nested: with one seed both are :func:`paired_bootstrap`'s draws), seed indices
     ``(n_boot, S)`` from ``default_rng([seed, 1])``. Replicates are drawn ``chunk // (S N)`` at a
     time, which leaves both streams unchanged.
 
@@ -94,7 +241,7 @@ def variance_components(d: np.ndarray, design: str) -> dict:
     ``alpha`` seed effects (row means - m), ``beta`` item effects (column means - m; zero when
     nested), ``e`` the rest; ``v_x`` is the mean square of part x. Estimates, with the seed level
     corrected by S / (S - 1) and the item level in the plain bootstrap's convention (as
-    :func:`laser.stats.paired_bootstrap`, so one seed gives the item bootstrap unchanged):
+    :func:`paired_bootstrap`, so one seed gives the item bootstrap unchanged):
 
         crossed:  s_e = S v_e / (S - 1),  s_seed = S v_alpha / (S - 1) - s_e / N,  s_item = v_beta - s_e / S
                   var(mean) = s_seed / S + s_item / N + s_e / (S N)
@@ -157,54 +304,10 @@ def components_scaled(d: Sequence, design: str = "crossed") -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Student t tails
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with ``df`` degrees of freedom (inf: the normal).
-
-    ``P(|T| > t) = I_{df / (df + t^2)}(df / 2, 1 / 2)``, the regularised incomplete beta
-    function, by its continued fraction (Numerical Recipes' ``betai``).
-    """
-    if not math.isfinite(df) or df > 1e7:
-        return 1.0 - NormalDist().cdf(t)
-    x, a, b = df / (df + t * t), df / 2.0, 0.5
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    two_sided = front * _betacf(a, b, x) / a if x < (a + 1) / (a + b + 2) else 1.0 - front * _betacf(b, a, 1 - x) / b
-    return 0.5 * two_sided if t >= 0 else 1.0 - 0.5 * two_sided
-
-
-def t_ppf(q: float, df: float) -> float:
-    """The ``q`` quantile (q in [0.5, 1)) of Student's t, by bisection on :func:`t_sf`."""
-    lo, hi = 0.0, 1.0
-    while t_sf(hi, df) > 1.0 - q:
-        hi *= 2.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_sf(mid, df) > 1.0 - q else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
 def t_widen(df: float, level: float) -> float:
     """``t_{df}(q) / z(q)``, q = (1 + level) / 2: how much farther a t bound lies than a normal one."""
     q = (1.0 + level) / 2.0
-    return t_ppf(q, df) / NormalDist().inv_cdf(q)
+    return float(_sps.t.ppf(q, df) / _sps.norm.ppf(q))
 
 
 def t_calibrated_p(p_boot: float, df: float) -> float:
@@ -215,8 +318,8 @@ def t_calibrated_p(p_boot: float, df: float) -> float:
     """
     if p_boot >= 1.0:
         return 1.0
-    z = NormalDist().inv_cdf(1.0 - p_boot / 2.0)
-    return min(1.0, 2.0 * t_sf(z, df))
+    z = _sps.norm.isf(p_boot / 2.0)
+    return min(1.0, 2.0 * float(_sps.t.sf(z, df)))
 
 
 # ----------------------------------------------------------------------------- tests and summaries
@@ -232,14 +335,14 @@ def hierarchical_bootstrap(a: Sequence, b: Sequence, n_boot: int = 10000, seed: 
 
     ``a`` and ``b`` are ``(n_seeds, n_items)`` outcomes of two methods on the same seeds and items.
     The differences ``d = a - b``, scaled by :func:`components_scaled`, are resampled by
-    :func:`resampled_means`. The raw p-value, as in :func:`laser.stats.paired_bootstrap`:
+    :func:`resampled_means`. The raw p-value, as in :func:`paired_bootstrap`:
 
         p_boot = (1 + #{ |mean(d*) - mean(d)| >= |mean(d)| }) / (n_boot + 1)
 
     and the percentile interval. With ``t_tails`` (default) both are referred to Student's t with
     Satterthwaite's df (:func:`variance_components`): p = :func:`t_calibrated_p`, and the interval's
     half-widths grow by :func:`t_widen` (about 1.42 at 4 df, 1.0 with many). Without it, one seed
-    gives :func:`laser.stats.paired_bootstrap` exactly (same draws).
+    gives :func:`paired_bootstrap` exactly (same draws).
 
     Returns:
         ``{"mean_diff", "ci_low", "ci_high", "p_value", "p_boot" (before the t calibration),

@@ -1,4 +1,5 @@
-"""The compare baselines: online ensemble, classifier selection, bandit variants as LASeR's selector."""
+"""The other routers of `laser compare` (methods.OTHER_ROUTERS): online ensemble, classifier selection, bandit
+variants as LASeR's selector."""
 
 import io
 import math
@@ -102,7 +103,7 @@ def test_classifier_selects_the_arm_that_is_a_function_of_the_context():
     clf = ClassifierSelector(4, 6, seed=1).fit(x, arm_of[y])
     fresh, truth = _clusters(rng, 20, centres)
     assert np.mean(clf.select_batch(fresh) == arm_of[truth]) > 0.95
-    for k, c in enumerate(centres):
+    for k in range(len(centres)):
         assert clf.select(fresh[truth == k].mean(axis=0)) == arm_of[k]
     assert clf.label_counts_.tolist() == [40, 0, 40, 40]
     clf.update(0, fresh[0], 0.0)  # offline: counted, nothing learned
@@ -149,7 +150,7 @@ def test_contextual_variants_learn_the_right_arm_per_context(name, kwargs):
     rng = np.random.default_rng(0)
     ctx = np.eye(2)
     hits = []
-    for t in range(200):
+    for _ in range(200):
         d = int(rng.integers(2))
         arm = sel.select(ctx[d])
         sel.update(arm, ctx[d], 1.0 if arm == d else 0.2 if arm == 2 else 0.0)
