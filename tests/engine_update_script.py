@@ -13,7 +13,7 @@ up to 4 chunks. The reference is frozen before step 1 and again before step 2 (a
 the reference is then the policy after step 1, not the initial one).
 
 After step 3 every process takes ``PolicyUpdate.state_dict()`` (full tensors) and the main process
-saves it; after step 4, a *fresh* policy with other initial weights and a fresh ``PolicyUpdate``
+saves it; after step 4, a *fresh* policy with other initial trainable weights and a fresh ``PolicyUpdate``
 load that checkpoint and run step 4 again. The main process writes OUT/result.pt: per step loss
 and gradient norm, the state after step 4 (weights, reference, AdamW state) and the resumed
 run's weights after its step 4.
@@ -58,7 +58,9 @@ class Train:
 
 
 def make_update(acc, seed: int, lora: bool) -> PolicyUpdate:
-    policy = make_tiny_policy(seed=seed)
+    """A fresh policy and update; ``seed`` draws the trainable weights (LoRA: the adapters, on the
+    same frozen base, which a LoRA checkpoint does not hold)."""
+    policy = make_tiny_policy(seed=5 if lora else seed)
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -100,7 +102,7 @@ def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
         steps.append(step(update, acc, s))
     final = update.state_dict()
     acc.wait_for_everyone()
-    resumed = make_update(acc, seed=11, lora=lora)  # other initial weights: the load must set them all
+    resumed = make_update(acc, seed=11, lora=lora)  # other initial trainable weights: the load must set them all
     resumed.load_state_dict(torch.load(out / "ckpt3.pt", weights_only=True))
     resumed_steps = [step(resumed, acc, 3)]
     resumed_final = resumed.state_dict()

@@ -194,6 +194,11 @@ class Engine:
         """Write full tensors into the values the forward pass uses (not ZeRO's fp32 masters)."""
         self.load_full_params(full)
 
+    def export_state_dict(self) -> dict | None:
+        """The whole model's full state dict for ``save_pretrained`` (every process calls it; the main
+        process gets the tensors), or None when the model is not sharded."""
+        return None
+
     def signature(self) -> dict[str, list[int]]:
         """Every trainable parameter's full shape."""
         return {n: list(getattr(p, "ds_shape", p.shape)) for n, p in self.params.items()}
@@ -222,6 +227,15 @@ class FSDP2Engine(Engine):
     forward pass gathers what the shards hold.
     """
 
+    def __init__(self, name, acc, model, optimizer):
+        super().__init__(name, acc, model, optimizer)
+        # transformers' generate keeps every process stepping until all are done (synced_gpus) when
+        # it sees this flag, which its own FSDP2 helper sets and Accelerate's does not: without it a
+        # process whose samples end sooner leaves the others waiting in an all-gather
+        for m in self.module.modules():
+            if hasattr(m, "generate"):
+                m._is_fsdp_managed_module = True
+
     def _reshard(self) -> None:
         from torch.distributed.fsdp import FSDPModule
 
@@ -249,6 +263,9 @@ class FSDP2Engine(Engine):
 
     def full_params(self):
         return {n: p.detach().full_tensor().to("cpu") for n, p in self.params.items()}
+
+    def export_state_dict(self):
+        return self.acc.get_state_dict(self.model)
 
     @torch.no_grad()
     def load_full_params(self, full):

@@ -120,6 +120,16 @@ class DeepSpeedEngine(Engine):
             safe_set_full_fp32_param(p, full[n].to(self.acc.device, torch.float32).reshape(self._shape(p)))
         self.load_lp(full)
 
+    def export_state_dict(self):
+        """ZeRO-3: the model's state dict inside ``GatheredParameters`` (whatever the config's
+        ``stage3_gather_16bit_weights_on_model_save``); ZeRO-1/2 hold full weights: None."""
+        if self.stage < 3:
+            return None
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.module.parameters())):
+            return {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+
     @staticmethod
     def _shape(p) -> torch.Size:
         return p.ds_shape if hasattr(p, "ds_shape") else p.shape

@@ -261,8 +261,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a resume needs (see :mod:`laser.training.state` for the files)."""
         return {
-            "trainable": self.update.params, "reference": self.update.ref_state,
-            "optimizer": self.update.optimizer.state_dict(),
+            **self.update.state_dict(),  # full tensors: trainable, reference, optimizer (a collective when sharded)
             "rng": {"cpu": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "normalizer": self.normalizer.state_dict(), "strategy": self.strategy.state_dict(),
@@ -271,7 +270,7 @@ class Trainer:
                 "skipped_steps": self.skipped_steps, "skipped_prompts": self.skipped_prompts,
                 "rm_names": self.pool.names, "rm_calls": self.pool.calls.tolist(), "rm_down": sorted(self.pool.down),
                 "rm_errors": {str(k): v for k, v in self.pool.last_errors.items()},
-                "model_signature": checkpoint.model_signature(self.update.params), "selector": self.strategy.name},
+                "model_signature": self.update.signature(), "selector": self.strategy.name},
             "config": self.cfg,
         }
 
@@ -283,11 +282,7 @@ class Trainer:
         """
         c = sd["counters"]
         checkpoint.check_compatible(c, self.pool.names, self.strategy.name, self.update.params, self.out)
-        with torch.no_grad():
-            for name, t in sd["trainable"].items():
-                self.update.params[name].copy_(t)
-        self.update.ref_state = {n: t.to(self.update.params[n].device) for n, t in sd["reference"].items()}
-        self.update.optimizer.load_state_dict(sd["optimizer"])
+        self.update.load_state_dict(sd)
         torch.set_rng_state(sd["rng"]["cpu"])
         if sd["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
@@ -304,10 +299,9 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a checkpoint (main process; every process synchronises)."""
         self.acc.wait_for_everyone()
-        folder = None
+        folder, sd = None, self.state_dict()  # every process: gathering sharded tensors is a collective
         if self.acc.is_main_process:
-            folder = checkpoint.save(self.out / "checkpoints", self.global_step, self.state_dict(),
-                                     self.cfg.checkpoint.keep_last)
+            folder = checkpoint.save(self.out / "checkpoints", self.global_step, sd, self.cfg.checkpoint.keep_last)
         self.acc.wait_for_everyone()
         return folder
 
@@ -323,8 +317,9 @@ class Trainer:
 
     def export(self, folder: Path) -> None:
         """Save the trained policy (or its LoRA adapter) with save_pretrained, plus its tokenizer."""
+        weights = self.update.export_state_dict()  # every process (None unless sharded)
         if self.acc.is_main_process:
-            self.acc.unwrap_model(self.update.model).save_pretrained(folder)
+            self.acc.unwrap_model(self.update.model).save_pretrained(folder, state_dict=weights)
             self.policy.tokenizer.save_pretrained(folder)
             base = {"model": self.cfg.policy.model, "gguf_file": self.cfg.policy.gguf_file,
                     "chat_template": self.cfg.policy.chat_template}

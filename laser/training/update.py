@@ -102,6 +102,11 @@ class PolicyUpdate:
         self.engine.load_full_params(sd["trainable"])
         self.engine.load_optimizer_state(sd["optimizer"])
 
+    def export_state_dict(self) -> dict | None:
+        """The whole model's full state dict for ``save_pretrained`` when the engine shards it (a
+        collective: every process calls it; the main process gets the tensors), else None."""
+        return self.engine.export_state_dict()
+
     def signature(self) -> dict[str, list[int]]:
         """The trainable parameters' full shapes (checked on resume)."""
         return self.engine.signature()
