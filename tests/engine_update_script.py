@@ -3,7 +3,8 @@
 Run by tests/test_engines.py: ``python tests/engine_update_script.py single OUT`` (one process)
 and ``accelerate launch --multi_gpu --num_processes 2 tests/engine_update_script.py ENGINE OUT``
 (two gloo processes; ENGINE ``ddp``, ``fsdp2``, ``zero1``, ``zero2`` or ``zero3`` is forced into
-Accelerate's state by tests/engine_force.py). Options: ``--lora`` trains LoRA adapters instead
+Accelerate's state by tests/engine_force.py; ENGINE ``auto`` takes what ``accelerate launch``'s
+config sets up, as on a GPU machine: benchmarks/gpu_engines.py). Options: ``--lora`` trains LoRA adapters instead
 of every weight; ``--bf16`` asks for bf16 mixed precision.
 
 Each step has four prompts; with two processes rank 0 holds prompts 0-1 and rank 1 prompts 2-3.
@@ -86,7 +87,12 @@ def step(update, acc, s: int) -> dict:
 
 
 def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
-    acc = cpu_engine_accelerator(engine, mixed_precision="bf16" if bf16 else "no")
+    if engine == "auto":  # whatever `accelerate launch`'s config sets up (the GPU check, on CUDA)
+        from accelerate import Accelerator
+
+        acc = Accelerator()
+    else:
+        acc = cpu_engine_accelerator(engine, mixed_precision="bf16" if bf16 else "no")
     out = Path(out)
     update = make_update(acc, seed=5, lora=lora)
     update.freeze_reference()

@@ -161,3 +161,18 @@ def test_fsdp1_is_refused_with_the_key_to_change(monkeypatch):
     acc.state = SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1))
     with pytest.raises(EngineError, match="fsdp_version: 2"):
         check_engine(acc, SimpleNamespace(grad_clip=1.0))
+
+
+@pytest.mark.slow
+def test_gpu_check_engines_section_on_cpu(tmp_path):
+    """benchmarks/gpu_check.py's ``engines`` section in its --tiny form: FSDP2 and ZeRO-2 forced on one
+    CPU process against no engine (on a GPU machine: set up by accelerate launch, on CUDA)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    rec = gpu_check.main(["--tiny", "--in-process", "--sections", "engines", "--out", str(tmp_path)])["engines"]
+    assert rec["ok"], rec.get("error")
+    for engine in ("fsdp2", "zero2"):
+        r = rec["result"][engine]
+        assert r["engine_seen"] == engine and r["resume_max_abs_diff"] == 0.0
+        assert r["max_abs_weight_diff"] < TOL and r["max_abs_loss_diff"] < 1e-6

@@ -77,7 +77,7 @@ def _config(root: Path, model_dir: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("engine", ["zero3"])
+@pytest.mark.parametrize("engine", ["zero3", pytest.param("fsdp2", marks=pytest.mark.slow)])
 def test_sigkill_of_a_two_process_run_resumes_to_the_uninterrupted_state(tmp_path, tiny_model_dir, engine):
     pytest.importorskip("deepspeed")
     cfg = _config(tmp_path, tiny_model_dir)

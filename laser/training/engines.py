@@ -262,7 +262,7 @@ class FSDP2Engine(Engine):
         return float(norm)
 
     def full_params(self):
-        return {n: p.detach().full_tensor().to("cpu") for n, p in self.params.items()}
+        return {n: p.detach().full_tensor().to("cpu", copy=True) for n, p in self.params.items()}
 
     def export_state_dict(self):
         return self.acc.get_state_dict(self.model)
