@@ -120,6 +120,28 @@ def test_bf16_runs_and_stays_near_fp32(single, engine, tmp_path):
 
 # ----- refusing what cannot run ----------------------------------------------------------------
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA devices Accelerate sets FSDP up")
+def test_the_shipped_fsdp_config_on_this_cpu_machine_stops_with_the_reason(tmp_path, tiny_model_dir):
+    """`accelerate launch --config_file examples/accelerate/fsdp.yaml ... laser train` on a machine
+    without CUDA: Accelerate would quietly train with DDP; laser stops, naming the config's engine."""
+    import yaml
+    from conftest import write_prompts
+
+    cfg = {"policy": {"model": str(tiny_model_dir)}, "output_dir": str(tmp_path / "out"),
+           "data": {"prompts": str(write_prompts(tmp_path / "prompts.jsonl", n=4))},
+           "rewards": [{"name": "long", "type": "length"}], "selector": {"name": "lints"},
+           "train": {"iterations": 1, "batch_size": 4, "n_samples": 2, "max_new_tokens": 4}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(ROOT / "examples/accelerate/fsdp.yaml"), "--num_processes", "2", "--main_process_port",
+                           "0", "-m", "laser.cli.main", "train", "--config", str(tmp_path / "run.yaml")],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "error: the Accelerate config asks for distributed_type: FSDP, but Accelerate set up MULTI_CPU" in proc.stderr
+    assert not (tmp_path / "out" / "log.jsonl").exists()  # no step was trained with another engine
+
+
 def _acc(kind: str = "MULTI_CPU", processes: int = 2):
     from accelerate.utils import DistributedType
 

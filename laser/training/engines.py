@@ -71,7 +71,7 @@ def check_engine(acc, train) -> str:
         gpus = torch.cuda.device_count()
         raise EngineError(
             f"the Accelerate config asks for distributed_type: {requested}, but Accelerate set up {kind} on this "
-            f"machine ({gpus} CUDA device(s){'; use_cpu/--cpu is set' if acc.device.type == 'cpu' else ''}). "
+            f"machine ({gpus} CUDA device(s), training on {acc.device.type}). "
             f"{requested} needs GPUs here: Accelerate runs it only with CUDA devices and would otherwise train "
             f"with a different engine without saying so. On CPU use examples/accelerate/ddp.yaml (--cpu); "
             f"see docs/engines.md")
