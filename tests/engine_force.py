@@ -48,7 +48,8 @@ def cpu_engine_accelerator(engine: str, mixed_precision: str = "no", **kwargs):
     if engine.startswith("fsdp"):
         from accelerate.utils import FullyShardedDataParallelPlugin
 
-        plugin = FullyShardedDataParallelPlugin(fsdp_version=int(engine[-1]),
+        # as examples/accelerate/fsdp.yaml: each decoder layer sharded on its own, then the root
+        plugin = FullyShardedDataParallelPlugin(fsdp_version=int(engine[-1]), auto_wrap_policy="transformer_based_wrap",
                                                 reshard_after_forward=True if engine == "fsdp2" else "FULL_SHARD",
                                                 state_dict_type="SHARDED_STATE_DICT")
         acc = Accelerator(cpu=True, mixed_precision=mixed_precision, fsdp_plugin=plugin, **kwargs)
