@@ -15,9 +15,10 @@ the reference is then the policy after step 1, not the initial one).
 
 After step 3 every process takes ``PolicyUpdate.state_dict()`` (full tensors) and the main process
 saves it; after step 4, a *fresh* policy with other initial trainable weights and a fresh ``PolicyUpdate``
-load that checkpoint and run step 4 again. The main process writes OUT/result.pt: per step loss
-and gradient norm, the state after step 4 (weights, reference, AdamW state) and the resumed
-run's weights after its step 4.
+load that checkpoint and run step 4 again. Before that, the first model runs a step whose losses
+on prompts 2-3 are NaN (``poisoned_step``). The main process writes OUT/result.pt: per step loss
+and gradient norm, the state after step 4 (weights, reference, AdamW state), the poisoned step's
+report and the resumed run's weights after its step 4.
 """
 
 import sys
@@ -86,6 +87,31 @@ def step(update, acc, s: int) -> dict:
             "weights": update.engine.full_params()}
 
 
+def poisoned_step(update, acc) -> dict:
+    """Step 3's pairs again with the losses of prompts 2-3 (rank 1's, with two processes) made NaN:
+    every process reports the non-finite loss and no weight moves."""
+    orig, before = update.loss_terms, update.engine.full_params()
+
+    def nan_loss(samples, flat, grad, ref):
+        terms = orig(samples, flat, grad, ref)
+        if grad:
+            poisoned = torch.tensor([samples.prompt_index[c] + 2 * acc.process_index >= 2 for _, c, _ in flat])
+            terms["loss"] = torch.where(poisoned, terms["loss"] * float("nan"), terms["loss"])
+        return terms
+
+    update.loss_terms = nan_loss
+    prompts = [f"{i}+{i}=" for i in range(4)]
+    per_rank = len(prompts) // acc.num_processes
+    mine = list(range(acc.process_index * per_rank, (acc.process_index + 1) * per_rank))
+    samples = fixed_samples(update.policy, prompts, mine, 2)
+    flat = [(k, k * N + c, k * N + r) for k, i in enumerate(mine) for c, r in STEPS[2][i]]
+    terms = update.run(samples, flat, len(mine), Dist(acc))
+    update.loss_terms = orig
+    after = update.engine.full_params()
+    return {"nonfinite": terms["nonfinite"], "grad_norm": terms["grad_norm"],
+            "moved": max(float((after[n] - before[n]).abs().max()) for n in before)}
+
+
 def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
     if engine == "auto":  # whatever `accelerate launch`'s config sets up (the GPU check, on CUDA)
         from accelerate import Accelerator
@@ -107,6 +133,7 @@ def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
                 torch.save(ckpt, out / "ckpt3.pt")
         steps.append(step(update, acc, s))
     final = update.state_dict()
+    nan_step = poisoned_step(update, acc)
     acc.wait_for_everyone()
     resumed = make_update(acc, seed=11, lora=lora)  # other initial trainable weights: the load must set them all
     resumed.load_state_dict(torch.load(out / "ckpt3.pt", weights_only=True))
@@ -114,7 +141,8 @@ def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
     resumed_final = resumed.state_dict()
     if acc.is_main_process:
         torch.save({"engine": update.engine.name, "processes": acc.num_processes, "steps": steps, "final": final,
-                    "resumed_steps": resumed_steps, "resumed": resumed_final}, out / "result.pt")
+                    "resumed_steps": resumed_steps, "resumed": resumed_final,
+                    "nan_step": nan_step}, out / "result.pt")
     acc.wait_for_everyone()
 
 

@@ -98,7 +98,6 @@ def _configure_deepspeed(plugin, train) -> None:
             raise EngineError(f"deepspeed_config.{key} is {value}: {why}")
     if cfg.get("train_micro_batch_size_per_gpu", "auto") == "auto":  # a bookkeeping number: no dataloader here
         cfg["train_micro_batch_size_per_gpu"] = 1
-    cfg.pop("train_batch_size", None) if cfg.get("train_batch_size") == "auto" else None
 
 
 def make_engine(name: str, acc, model, optimizer) -> Engine:
