@@ -1,6 +1,6 @@
 """The one command to run on a machine with a GPU: correctness and cost figures, written to DIR.
 
-    PYTHONPATH=. python benchmarks/gpu_check.py --out DIR          # about 4-6 minutes on one H100
+    PYTHONPATH=. python benchmarks/gpu_check.py --out DIR          # about 5-7 minutes on one H100
     PYTHONPATH=. python benchmarks/gpu_check.py --tiny --out DIR   # the same sections, small, on CPU
 
 Needs no network and no pip: torch (with CUDA), transformers, accelerate, peft and this folder.
@@ -20,6 +20,9 @@ themselves are in benchmarks/gpu_sections.py):
   for one iteration with a checkpoint per step, resumed for a second iteration, against an
   uninterrupted two-iteration run: arm sequences and final adapter weights compared.
 * ``generation``: sampling tokens per second of the 0.5B policy at several batch sizes.
+* ``engines``: the policy update under FSDP2 and DeepSpeed ZeRO-2 (one CUDA process, set up by
+  ``accelerate launch`` from examples/accelerate/*.yaml) against the same update without an
+  engine: weight, loss and gradient-norm differences, checkpoint resume (benchmarks/gpu_engines.py).
 
 After every section DIR/results.json (all figures so far) and DIR/summary.md are rewritten; each
 section's output goes to DIR/<section>.log and its record to DIR/section_<section>.json;
@@ -41,7 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 #: section -> its time cap in seconds (GPU run); --tiny halves each
-SECTIONS = {"env": 60, "cuda_vs_cpu": 90, "offload": 90, "step_cost": 240, "train": 150, "generation": 60}
+SECTIONS = {"env": 60, "cuda_vs_cpu": 90, "offload": 90, "step_cost": 240, "train": 150, "generation": 60,
+            "engines": 180}
 
 from gpu_sections import SECTION_FNS, Ctx  # noqa: E402  (benchmarks/ is on the path only now)
 

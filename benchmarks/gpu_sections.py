@@ -316,5 +316,8 @@ def section_train(ctx: Ctx) -> dict:
 
 
 
+from gpu_engines import section_engines  # noqa: E402  (benchmarks/ is on the path)
+
 SECTION_FNS = {"env": section_env, "cuda_vs_cpu": section_cuda_vs_cpu, "offload": section_offload,
-               "step_cost": section_step_cost, "train": section_train, "generation": section_generation}
+               "step_cost": section_step_cost, "train": section_train, "generation": section_generation,
+               "engines": section_engines}

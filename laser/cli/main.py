@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # the after-load check (model shapes) of laser.training.checkpoint
-        if exc.__class__.__name__ in ("ResumeError", "AllRewardModelsDown"):
+        if exc.__class__.__name__ in ("ResumeError", "AllRewardModelsDown", "EngineError"):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

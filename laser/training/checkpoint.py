@@ -34,7 +34,7 @@ class ResumeError(RuntimeError):
 
 
 def model_signature(params: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    return {n: list(p.shape) for n, p in params.items()}
+    return {n: list(getattr(p, "ds_shape", p.shape)) for n, p in params.items()}  # ZeRO-3: the full shape
 
 
 def _tensors(d: dict) -> dict:

@@ -231,7 +231,7 @@ class Trainer:
         :mod:`laser.training.checkpoint`)."""
         routing = self.router.state_dict()
         return {
-            **self.update.state_dict(),
+            **self.update.state_dict(),  # full tensors: trainable, reference, optimizer (a collective when sharded)
             "rng": {"cpu": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "normalizer": routing["normalizer"], "strategy": routing["strategy"],
@@ -239,7 +239,7 @@ class Trainer:
                 "iteration": self.iteration, "step_in_iter": self.step_in_iter, "global_step": self.global_step,
                 "skipped_steps": self.skipped_steps, "skipped_prompts": self.skipped_prompts,
                 "rm_names": self.pool.names, "pool": routing["pool"], "router": routing["counters"],
-                "model_signature": checkpoint.model_signature(self.update.params), "selector": self.strategy.name},
+                "model_signature": self.update.signature(), "selector": self.strategy.name},
             "config": self.cfg,
         }
 
@@ -266,10 +266,9 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a checkpoint (main process; every process synchronises)."""
         self.acc.wait_for_everyone()
-        folder = None
+        folder, sd = None, self.state_dict()  # every process: gathering sharded tensors is a collective
         if self.acc.is_main_process:
-            folder = checkpoint.save(self.out / "checkpoints", self.global_step, self.state_dict(),
-                                     self.cfg.checkpoint.keep_last)
+            folder = checkpoint.save(self.out / "checkpoints", self.global_step, sd, self.cfg.checkpoint.keep_last)
         self.acc.wait_for_everyone()
         return folder
 
@@ -285,8 +284,9 @@ class Trainer:
 
     def export(self, folder: Path) -> None:
         """Save the trained policy (or its LoRA adapter) with save_pretrained, plus its tokenizer."""
+        weights = self.update.export_state_dict()  # every process (None unless sharded)
         if self.acc.is_main_process:
-            self.acc.unwrap_model(self.update.model).save_pretrained(folder)
+            self.acc.unwrap_model(self.update.model).save_pretrained(folder, state_dict=weights)
             self.policy.tokenizer.save_pretrained(folder)
             base = {"model": self.cfg.policy.model, "gguf_file": self.cfg.policy.gguf_file,
                     "chat_template": self.cfg.policy.chat_template}
