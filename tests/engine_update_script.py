@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(1)
 
-from conftest import make_tiny_policy  # noqa: E402
+from helpers import make_tiny_policy  # noqa: E402
 from engine_force import cpu_engine_accelerator  # noqa: E402
 
 from laser.policy.model import Samples  # noqa: E402

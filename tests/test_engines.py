@@ -134,7 +134,7 @@ def test_the_shipped_fsdp_config_on_this_cpu_machine_stops_with_the_reason(tmp_p
     """`accelerate launch --config_file examples/accelerate/fsdp.yaml ... laser train` on a machine
     without CUDA: Accelerate would quietly train with DDP; laser stops, naming the config's engine."""
     import yaml
-    from conftest import write_prompts
+    from helpers import write_prompts
 
     cfg = {"policy": {"model": str(tiny_model_dir)}, "output_dir": str(tmp_path / "out"),
            "data": {"prompts": str(write_prompts(tmp_path / "prompts.jsonl", n=4))},

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_prompts
+from helpers import write_prompts
 
 from laser.training.checkpoint import find_latest
 

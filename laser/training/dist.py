@@ -23,8 +23,6 @@ class Dist:
     def world(self) -> int:
         return self.acc.num_processes
 
-    n = world  # the policy update's name for it
-
     @property
     def rank(self) -> int:
         return self.acc.process_index

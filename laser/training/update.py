@@ -160,7 +160,7 @@ class PolicyUpdate:
             loss or gradient norm (the step was not applied).
         """
         mb = self.train_cfg.micro_batch_pairs
-        counts = dist.gather_objects(len(flat))
+        counts = dist.all_gather(len(flat))
         total = float(sum(counts))
         n_passes = max(-(-c // mb) for c in counts)  # the most loaded process's chunks
         chunks = [flat[j:j + mb] for j in range(0, len(flat), mb)]
@@ -194,7 +194,7 @@ class PolicyUpdate:
         self.policy.model.train()
         self.engine.begin()
         glob = {k: 0.0 for k in per_pair}
-        scale = float(dist.n) / max(total, 1.0)
+        scale = float(dist.world) / max(total, 1.0)
         for j in range(n_passes):
             if j < len(chunks):
                 terms = self.loss_terms(samples, chunks[j], grad=True, ref=refs[j])
