@@ -1,0 +1,365 @@
+"""A label model: each reward model's pairwise accuracy from the RMs' agreement, without labels.
+
+Votes ``V`` of shape ``(K, M)`` hold RM k's preference on pair m in {-1, 0, +1} (+1: the first
+response is better, 0: abstain, e.g. a tie). The one-coin model says RM k votes the true preference
+``y_m`` with probability ``a_k`` (its accuracy), independently of the other RMs given ``y_m``.
+With ``mu_k = 2 a_k - 1`` and both RMs voting, ``E[v_i v_j] = E[y^2] mu_i mu_j = mu_i mu_j`` for
+``i != j``, whatever the class balance: the off-diagonal of the votes' second-moment matrix ``Q``
+is rank one (the spectral meta-learner, Parisi et al. 2014). :func:`rank_one_fit` finds ``mu``
+by weighted least squares on the off-diagonal entries; :func:`one_coin_em` refines it by one-coin
+Dawid-Skene EM.
+
+What the votes cannot say, and how it is handled:
+
+* the sign: ``mu`` and ``-mu`` fit equally; an anchor RM believed better than chance, or a few
+  labelled pairs, fix it; without either the rule "the RMs are above chance on average" is used
+  and reported as ``sign_source="majority"`` (a label-free guess);
+* dependence: two RMs that share errors agree more than ``mu_i mu_j``; a pair whose agreement
+  exceeds the fit of the other entries by ``dup_excess`` and ``dup_z`` standard errors is a
+  near-duplicate, one of the two (never the anchor) leaves the fit and is estimated from its
+  agreement with the RMs other than its twin;
+* a shared error component: ``Q`` is no longer rank one; a chi-square statistic of the residuals
+  (:func:`goodness_of_fit`) reports the group as unexplained (``ok=False``) so the caller can fall
+  back to a safe choice instead of trusting a wrong ranking. With three RMs the model is exactly
+  identified and the fit cannot be tested (``gof["df"] == 0``).
+
+Pure numpy; float64 throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["LabelModelResult", "check_votes", "fit_label_model", "goodness_of_fit", "moment_se", "one_coin_em",
+           "rank_one_fit", "second_moments"]
+
+
+@dataclass
+class LabelModelResult:
+    """A fitted label model.
+
+    Attributes:
+        acc: ``(K,)`` estimated pairwise accuracy per RM (NaN: not estimable).
+        mu: ``(K,)`` ``2 acc - 1``.
+        used: ``(K,)`` bool, RMs inside the rank-one fit.
+        twins: dropped near-duplicate RM -> the RM it duplicates (kept in the fit).
+        sign_source: ``"anchor"``, ``"labels"`` or ``"majority"`` (label-free guess).
+        gof: the goodness-of-fit figures (:func:`goodness_of_fit`).
+        ok: False when the votes are not explained by the model (``reason`` says why).
+        n_votes: ``(K,)`` non-abstaining votes per RM; n_items: pairs with at least one vote.
+    """
+
+    acc: np.ndarray
+    mu: np.ndarray
+    used: np.ndarray
+    twins: dict[int, int] = field(default_factory=dict)
+    sign_source: str = "majority"
+    gof: dict = field(default_factory=dict)
+    ok: bool = True
+    reason: str = ""
+    n_votes: np.ndarray | None = None
+    n_items: int = 0
+
+    def ranking(self) -> list[int]:
+        """Arms by decreasing estimated accuracy (non-estimable last)."""
+        acc = np.where(np.isfinite(self.acc), self.acc, -np.inf)
+        return [int(k) for k in np.argsort(-acc, kind="stable")]
+
+
+def check_votes(votes) -> np.ndarray:
+    """``votes`` as an int8 ``(K, M)`` array in {-1, 0, 1}.
+
+    Raises:
+        ValueError: wrong shape or a value outside {-1, 0, 1}.
+    """
+    v = np.asarray(votes)
+    if v.ndim != 2:
+        raise ValueError(f"votes: expected a (K, M) array, got shape {v.shape}")
+    if v.size and not np.isin(v, (-1, 0, 1)).all():
+        bad = v[~np.isin(v, (-1, 0, 1))].ravel()[:3]
+        raise ValueError(f"votes: values must be -1, 0 (abstain) or +1, got e.g. {bad.tolist()}")
+    return v.astype(np.int8)
+
+
+def second_moments(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Q, N)``: ``N_ij`` pairs where both i and j vote, ``Q_ij`` the mean of ``v_i v_j`` over them
+    (NaN where ``N_ij = 0``). Shapes ``(K, K)``."""
+    v = votes.astype(np.float64)
+    n = np.abs(v) @ np.abs(v).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(n > 0, (v @ v.T) / np.maximum(n, 1), np.nan)
+    return q, n
+
+
+def moment_se(votes: np.ndarray, q: np.ndarray, n: np.ndarray, clusters=None) -> np.ndarray:
+    """Standard error ``(K, K)`` of each ``Q_ij``, floored at ``1 / N_ij`` (inf where ``N_ij = 0``).
+
+    Without ``clusters``: ``sqrt((1 - Q_ij^2) / N_ij)`` (a mean of independent +-1 products).
+    With ``clusters`` (``(M,)`` ids, e.g. the prompt each pair comes from: pairs sharing a response
+    are not independent), the cluster-robust ``sqrt(C / (C - 1) * sum_c S_c^2) / N_ij`` with
+    ``S_c = sum_{m in c} (v_im v_jm - Q_ij)`` over the pairs of cluster c where both vote.
+    """
+    qz = np.nan_to_num(q)
+    if clusters is None:
+        var = np.maximum(1.0 - qz ** 2, 0.0) / np.maximum(n, 1)
+    else:
+        v, ids = votes.astype(np.float64), np.asarray(clusters)
+        if len(ids) != v.shape[1]:
+            raise ValueError(f"clusters: {len(ids)} ids for {v.shape[1]} pairs")
+        total, labels = np.zeros_like(qz), np.unique(ids)
+        for c in labels:
+            vc = v[:, ids == c]
+            s = vc @ vc.T - qz * (np.abs(vc) @ np.abs(vc).T)
+            total += s * s
+        scale = len(labels) / (len(labels) - 1) if len(labels) > 1 else 1.0
+        var = scale * total / np.maximum(n, 1) ** 2
+    se = np.maximum(np.sqrt(var), 1.0 / np.maximum(n, 1))
+    return np.where(n > 0, se, np.inf)
+
+
+def rank_one_fit(q: np.ndarray, n: np.ndarray, active: np.ndarray | None = None,
+                 skip: tuple[int, int] | None = None, iters: int = 200, tol: float = 1e-7) -> np.ndarray:
+    """``mu`` minimising ``sum_{i<j} N_ij (Q_ij - mu_i mu_j)^2`` over the ``active`` RMs.
+
+    Alternating updates ``mu_i <- sum_j N_ij Q_ij mu_j / sum_j N_ij mu_j^2`` (each the exact
+    minimiser in ``mu_i`` with the others fixed), started from the leading eigenvector of ``Q``
+    with its diagonal filled by the current ``mu_i^2``. The sign is arbitrary; inactive RMs get 0.
+
+    Args:
+        q, n: from :func:`second_moments`.
+        active: ``(K,)`` bool, the RMs in the fit (default: all).
+        skip: one pair ``(i, j)`` left out of the fit (leave-pair-out residuals).
+    """
+    k = q.shape[0]
+    active = np.ones(k, bool) if active is None else np.asarray(active, bool)
+    w = np.where(np.isfinite(q), n, 0.0) * np.outer(active, active)
+    np.fill_diagonal(w, 0.0)
+    if skip is not None:
+        w[skip[0], skip[1]] = w[skip[1], skip[0]] = 0.0
+    qz = np.where(w > 0, q, 0.0)
+    mu = _spectral_start(qz, w, active)
+    for _ in range(iters):
+        new = mu.copy()
+        for i in np.flatnonzero(active):  # Gauss-Seidel: each mu_i its exact minimiser given the others
+            den = float(w[i] @ (new * new))
+            new[i] = float(w[i] @ (qz[i] * new)) / den if den > 0 else 0.0
+        if np.max(np.abs(new - mu)) < tol:
+            return new
+        mu = new
+    return mu
+
+
+def _spectral_start(qz: np.ndarray, w: np.ndarray, active: np.ndarray) -> np.ndarray:
+    m = np.where(w > 0, qz, 0.0)
+    diag = np.abs(m).max(axis=1)
+    mu = np.zeros(len(m))
+    for _ in range(10):
+        full = m.copy()
+        np.fill_diagonal(full, diag)
+        vals, vecs = np.linalg.eigh(full)
+        mu = vecs[:, -1] * np.sqrt(max(vals[-1], 0.0))
+        diag = mu * mu
+    return np.where(active, mu, 0.0)
+
+
+def goodness_of_fit(q: np.ndarray, se: np.ndarray, mu: np.ndarray, active: np.ndarray,
+                    skip: tuple[int, int] | None = None) -> dict:
+    """Residuals of the rank-one fit over the active pairs.
+
+    ``r_ij = Q_ij - mu_i mu_j``; ``se`` from :func:`moment_se`; ``chi2 = sum (r / se)^2`` with
+    ``df = pairs - active RMs``;
+    ``z = (chi2 - df) / sqrt(2 df)``.
+
+    Args:
+        skip: one pair left out (as in :func:`rank_one_fit`).
+
+    Returns:
+        ``{"chi2", "df", "z", "max_abs_resid", "rms_resid", "worst": [i, j]}``.
+    """
+    idx = np.flatnonzero(active)
+    rs, chi2, worst, pairs = [], 0.0, None, 0
+    for a, i in enumerate(idx):
+        for j in idx[a + 1:]:
+            if not np.isfinite(se[i, j]) or not np.isfinite(q[i, j]) or (skip is not None and {int(i), int(j)} == set(skip)):
+                continue
+            r = q[i, j] - mu[i] * mu[j]
+            chi2 += (r / se[i, j]) ** 2
+            pairs += 1
+            if worst is None or abs(r) > max(abs(x) for x in rs):
+                worst = [int(i), int(j)]
+            rs.append(r)
+    df = pairs - len(idx)
+    z = (chi2 - df) / np.sqrt(2 * df) if df > 0 else 0.0
+    r = np.asarray(rs) if rs else np.zeros(1)
+    return {"chi2": float(chi2), "df": int(df), "z": float(z), "max_abs_resid": float(np.abs(r).max()),
+            "rms_resid": float(np.sqrt(np.mean(r * r))), "worst": worst}
+
+
+def one_coin_em(votes: np.ndarray, acc0: np.ndarray, iters: int = 100, tol: float = 1e-8,
+                estimate_prior: bool = False, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """One-coin Dawid-Skene EM.
+
+    E-step: ``log P(y_m = +1) / P(y_m = -1) = logit(pi) + sum_k v_km log(a_k / (1 - a_k))``.
+    M-step: ``a_k = sum_m (P(y_m = v_km) over m where k votes) / #votes of k``; ``pi`` (the share
+    of +1 pairs) is 0.5 unless ``estimate_prior``.
+
+    Args:
+        votes: ``(K, M)`` in {-1, 0, 1}.
+        acc0: ``(K,)`` starting accuracies (their side of 0.5 fixes the sign).
+        eps: accuracies are kept in ``[eps, 1 - eps]``.
+
+    Returns:
+        ``(acc (K,), p (M,))``: accuracies and each pair's posterior ``P(y = +1)``.
+    """
+    v = votes.astype(np.float64)
+    voted = np.abs(v)
+    acc = np.clip(np.asarray(acc0, np.float64), eps, 1 - eps)
+    prior, p = 0.5, np.full(v.shape[1], 0.5)
+    for _ in range(iters):
+        logit = np.log(prior / (1 - prior)) + (np.log(acc / (1 - acc)) @ v)
+        p = 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
+        right = (v > 0) * p + (v < 0) * (1 - p)
+        new = np.clip(right.sum(axis=1) / np.maximum(voted.sum(axis=1), 1), eps, 1 - eps)
+        if estimate_prior:
+            prior = float(np.clip(p.mean(), eps, 1 - eps))
+        done = np.max(np.abs(new - acc)) < tol
+        acc = new
+        if done:
+            break
+    return acc, p
+
+
+def fit_label_model(votes, clusters=None, anchor: int | None = None, labelled: tuple | None = None, method: str = "spectral",
+                    min_votes: int = 20, dup_excess: float = 0.2, dup_z: float = 4.0, gof_z: float = 4.0,
+                    gof_tol: float = 0.15, anchor_min: float = 0.15,
+                    previous: np.ndarray | None = None) -> LabelModelResult:
+    """Each RM's pairwise accuracy from unlabelled votes (see the module docstring).
+
+    Args:
+        votes: ``(K, M)`` in {-1, 0, +1}.
+        clusters: ``(M,)`` the group each pair comes from (its prompt), for the standard errors of
+            the fit checks (:func:`moment_se`); None: pairs are independent.
+        anchor: an RM believed better than chance everywhere: its accuracy is made >= 0.5.
+        labelled: ``(votes_l (K, L), y (L,) in {-1, +1})``, a few labelled pairs that fix the sign
+            (used when no anchor is given).
+        method: ``"spectral"`` (rank-one fit) or ``"em"`` (one-coin Dawid-Skene started from it).
+        min_votes: an RM with fewer non-abstaining votes is not usable.
+        dup_excess, dup_z: a pair agreeing ``dup_excess`` above the fit of the others and by
+            ``dup_z`` standard errors is a near-duplicate.
+        gof_z, gof_tol: the fit fails when its chi-square z exceeds ``gof_z`` and its largest
+            residual ``gof_tol``.
+        anchor_min: the anchor fixes the sign only when its ``|mu|`` is at least this; otherwise
+            the sign follows ``previous`` (``sign_source="continuity"``) or the fit fails.
+        previous: ``(K,)`` the previous fit's ``mu`` for the same group, or None.
+
+    Raises:
+        ValueError: bad votes or method, or fewer than three usable RMs (the model needs three
+            roughly independent RMs to be identified).
+    """
+    v = check_votes(votes)
+    if method not in ("spectral", "em"):
+        raise ValueError(f"label model method: {method!r} is not 'spectral' or 'em'")
+    k = v.shape[0]
+    n_votes = np.abs(v).sum(axis=1)
+    used = n_votes >= min_votes
+    if anchor is not None and not 0 <= anchor < k:
+        raise ValueError(f"label model anchor: arm {anchor} out of range (K = {k})")
+    _need_three(used, n_votes, min_votes)
+    q, n = second_moments(v)
+    se = moment_se(v, q, n, clusters)
+    twins = _drop_duplicates(q, n, se, used, anchor, dup_excess, dup_z)
+    _need_three(used, n_votes, min_votes, twins)
+    mu = rank_one_fit(q, n, used)
+    for d, twin in twins.items():  # a dropped twin is estimated against the RMs other than its twin
+        others = used.copy()
+        others[twin] = False
+        den = float(np.nansum(n[d, others] * mu[others] ** 2))
+        mu[d] = float(np.nansum(n[d, others] * q[d, others] * mu[others])) / den if den > 0 else 0.0
+    weak_anchor = anchor is not None and abs(mu[anchor]) < anchor_min
+    if weak_anchor and previous is not None and np.isfinite(previous).any():
+        mu = mu if float(np.nan_to_num(previous) @ mu) >= 0 else -mu
+        sign_source = "continuity"
+    else:
+        mu, sign_source = _fix_sign(mu, anchor, labelled)
+    gof = goodness_of_fit(q, se, mu, used)
+    acc = np.where(used | np.isin(np.arange(k), list(twins)), np.clip((1 + mu) / 2, 0, 1), np.nan)
+    if method == "em":
+        em_acc, _ = one_coin_em(v[used], acc[used])
+        acc[used] = em_acc
+    ok = not (gof["df"] > 0 and gof["z"] > gof_z and gof["max_abs_resid"] > gof_tol)
+    reason = "" if ok else (f"votes not explained by independent RMs (chi2 z = {gof['z']:.1f}, largest "
+                            f"residual {gof['max_abs_resid']:.2f} on RMs {gof['worst']}): shared errors?")
+    if weak_anchor and sign_source != "continuity":
+        ok, reason = False, (f"the anchor (RM {anchor}) is near chance here (|2 acc - 1| = {abs(mu[anchor]):.2f} < "
+                             f"{anchor_min}): the sign is not identified")
+    shared = _cliques(twins)
+    if shared:
+        ok, reason = False, f"RMs {shared} agree far above their accuracies: a shared error component"
+    return LabelModelResult(acc=acc, mu=2 * acc - 1, used=used, twins=twins, sign_source=sign_source, gof=gof,
+                            ok=ok, reason=reason, n_votes=n_votes, n_items=int((np.abs(v).sum(0) > 0).sum()))
+
+
+def _need_three(used: np.ndarray, n_votes: np.ndarray, min_votes: int, twins: dict | None = None) -> None:
+    if used.sum() >= 3:
+        return
+    detail = ", ".join(f"RM {i}: {int(c)} votes" for i, c in enumerate(n_votes))
+    dup = f"; near-duplicates dropped: {sorted(twins.items())}" if twins else ""
+    raise ValueError(f"label model needs at least three usable RMs (each with >= {min_votes} non-abstaining "
+                     f"votes, no near-duplicates), got {int(used.sum())} ({detail}{dup})")
+
+
+def _drop_duplicates(q, n, se, used, anchor, dup_excess: float, dup_z: float) -> dict[int, int]:
+    """Drop near-duplicate RMs from ``used`` (in place), most dependent pair first; returns {dropped: twin}.
+
+    For each active pair (i, j), the rank-one model is fitted without it: the pair is dependent
+    when it agrees ``dup_excess`` more than that fit predicts, ``q_ij - mu_i mu_j > dup_excess``,
+    and leaving it out lowers the chi-square of the others by more than ``dup_z ** 2`` (one
+    outlying entry explains the misfit). Of the two, the one with the smaller ``|mu|`` leaves
+    (never the anchor); repeated until no pair is dependent.
+    """
+    twins: dict[int, int] = {}
+    while used.sum() > 2:
+        full = goodness_of_fit(q, se, rank_one_fit(q, n, used), used)["chi2"]
+        worst, best_gain = None, dup_z ** 2
+        idx = np.flatnonzero(used)
+        for a, i in enumerate(idx):
+            for j in idx[a + 1:]:
+                if n[i, j] <= 0 or not np.isfinite(q[i, j]) or q[i, j] <= dup_excess:
+                    continue
+                mu = rank_one_fit(q, n, used, skip=(i, j))
+                gain = full - goodness_of_fit(q, se, mu, used, skip=(i, j))["chi2"]
+                if q[i, j] - mu[i] * mu[j] > dup_excess and gain > best_gain:
+                    worst, best_gain = (int(i), int(j), mu), gain
+        if worst is None:
+            return twins
+        i, j, mu = worst
+        drop = j if i == anchor or (j != anchor and abs(mu[i]) >= abs(mu[j])) else i
+        used[drop] = False
+        twins[drop] = i if drop == j else j
+    return twins
+
+
+def _cliques(twins: dict[int, int]) -> list[list[int]]:
+    """Groups of three or more RMs tied together by dependence (a shared error, not a duplicate)."""
+    groups: dict[int, set[int]] = {}
+    for d, t in twins.items():
+        merged = groups.get(d, {d}) | groups.get(t, {t})
+        for x in merged:
+            groups[x] = merged
+    out = {tuple(sorted(g)) for g in groups.values() if len(g) >= 3}
+    return [list(g) for g in sorted(out)]
+
+
+def _fix_sign(mu: np.ndarray, anchor: int | None, labelled: tuple | None) -> tuple[np.ndarray, str]:
+    if anchor is not None:
+        return (mu if mu[anchor] >= 0 else -mu), "anchor"
+    if labelled is not None:
+        vl, y = check_votes(labelled[0]), np.asarray(labelled[1], np.float64)
+        if vl.shape[0] != len(mu) or vl.shape[1] != len(y):
+            raise ValueError(f"labelled pairs: votes {vl.shape} and labels {y.shape} do not match K = {len(mu)}")
+        agreement = float(y @ (np.nan_to_num(mu) @ vl.astype(np.float64)))
+        if agreement != 0:
+            return (mu if agreement > 0 else -mu), "labels"
+    return (mu if np.nansum(mu) >= 0 else -mu), "majority"
