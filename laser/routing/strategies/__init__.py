@@ -12,6 +12,7 @@ from laser.routing.strategies.base import Strategy, Unit
 from laser.routing.strategies.ensembles import AgreementEnsemble, ScoreEnsemble
 from laser.routing.strategies.online import OnlineEnsembleStrategy
 from laser.routing.strategies.oracle import make_oracle
+from laser.routing.strategies.reliability import ReliabilityStrategy, make_reliability
 
 #: name -> factory(rm_names, cfg) for the strategies that are not a plain bandit
 STRATEGIES = {
@@ -20,6 +21,7 @@ STRATEGIES = {
     "online_ensemble": lambda names, cfg: OnlineEnsembleStrategy(
         len(names), eta=float(cfg.selector.kwargs.get("eta", 0.5)), seed=cfg.seed),
     "oracle": make_oracle,
+    "reliability": make_reliability,
 }
 
 
@@ -51,4 +53,4 @@ def make_strategy(cfg, names: list[str], dim_fn, selector=None, per_prompt: bool
 
 
 __all__ = ["STRATEGIES", "Strategy", "Unit", "make_strategy", "BanditPerBatch", "BanditPerPrompt", "ScoreEnsemble",
-           "AgreementEnsemble", "OnlineEnsembleStrategy", "CONTEXT_FREE"]
+           "AgreementEnsemble", "OnlineEnsembleStrategy", "ReliabilityStrategy", "CONTEXT_FREE"]
