@@ -13,9 +13,15 @@ from laser.config import option
 from laser.tasks.synthetic import VERSIONS
 from laser.routing.pairs import PAIRING_RULES
 
-#: the feedback of the method called ``laser``: label-free, so it sees no label the baselines do not
-#: (the label-based ``pair_accuracy`` runs as ``laser:pair_accuracy``); see benchmarks/feedback_study.py
+#: the feedback of the LinUCB methods (``laser_per_prompt``, ``classifier``, ``laser:auto_label_free``):
+#: label-free, so they see no label the baselines do not (the label-based ``pair_accuracy`` runs as
+#: ``laser:pair_accuracy``); see benchmarks/feedback_study.py
 DEFAULT_FEEDBACK = "auto_label_free"  # majority_pair_accuracy on the benchmark; neg_loss on prompts without a task
+
+#: what the embedded benchmark's ``laser`` runs: the label-free reliability router (issue 17: it
+#: captures the oracle's headroom where LinUCB on label-free feedback is level with random; the
+#: paper's method keeps its name ``laser:neg_loss``, LinUCB on label-free feedback is ``laser:auto_label_free``)
+LASER = "laser:reliability"
 
 
 @dataclass
@@ -65,13 +71,18 @@ QUICK = DemoSettings(n_train_per_domain=4, n_test_per_domain=5, iterations=1, ba
 SLIDING_WINDOW = 16
 
 
+#: the RM the demo names as better than chance on every domain: it fixes the reliability router's
+#: sign and is its fallback (a user names such an RM; the router reads no label)
+RELIABILITY_ANCHOR = "generalist"
+
+
 def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[str], s: DemoSettings,
                out: Path, rms: list | None = None, selector=None, reward_specs: list[dict] | None = None,
                eta: float = 0.5, feedback: str | None = None) -> tuple[dict, object, Path]:
     """Train one method from the SFT start; returns (trainer summary, policy, run folder).
 
     Args:
-        method: a method name (:func:`laser.build.method_config`).
+        method: a method name (:func:`laser.build.method_config`; ``laser`` is :data:`LASER`).
         rms: reward models to use instead of the demo's (e.g. noisy copies); names must match.
         selector: a pre-built selector object (e.g. a fitted classifier) for the Trainer.
         reward_specs: extra keys per RM spec (same order), e.g. ``{"add_at_step": 10}``.
@@ -82,14 +93,21 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
     rms = rms or demo_rms(s, seed)
     if method == "verifier":  # the gold-answer RM alone: an upper bound that sees every label
         rms, rm_names, reward_specs, method = [gold_verifier(train)], ["verifier"], None, "single:verifier"
+    run_dir = out / f"seed{seed}" / method.replace(":", "_").replace("@", "_at_")
+    if method == "laser":
+        method = LASER
     selector_conf, train_conf = method_config(
         method, {}, {"feedback": feedback or DEFAULT_FEEDBACK},
         selector_kwargs={"online_ensemble": {"eta": eta}, "sliding_linucb": {"window": SLIDING_WINDOW},
-                         "oracle": {"arms_by_group": oracle_map(rms)}})
-    run_dir = out / f"seed{seed}" / method.replace(":", "_").replace("@", "_at_")
+                         "oracle": {"arms_by_group": oracle_map(rms)},
+                         "reliability": {"anchor": RELIABILITY_ANCHOR}})
     cfg = demo_run_config(seed, run_dir, rm_names, s, selector_conf, train_conf["feedback"], reward_specs)
     policy = load_sft_policy(policy_dir)
     trainer = build(cfg, train, policy, rms, selector=selector, show_progress=False)
+    if all(ex.answer for ex in train) and "gold" not in trainer.router.references:
+        # logged as pair_accuracy for the mechanism figures (gold accuracy of the trained pairs); no
+        # method reads it unless it is its feedback
+        trainer.router.references = (*trainer.router.references, "gold")
     return trainer.run(), policy, run_dir
 
 

@@ -15,6 +15,8 @@ from laser.config import ConfigError, load_config
 
 #: compared methods that are a selector or strategy name as they are
 PLAIN = ("laser", "laser_per_prompt", "random", "round_robin", "score_ensemble", "agreement_ensemble")
+#: the label-free reliability router (selector ``reliability``; laser.routing.reliability)
+RELIABILITY = "laser:reliability"
 #: methods that pick one RM per prompt (BayesianRouter routes per prompt by design)
 PER_PROMPT = ("laser_per_prompt", "bayes_router")
 
@@ -26,12 +28,15 @@ def method_config(method: str, selector: dict | None = None, train: dict | None 
     ``laser`` / ``laser_per_prompt`` / ``laser:<feedback>`` use LinUCB (per prompt for the
     second; the named feedback for the third); ``laser@<name>`` the bandit ``name``;
     ``bayes_router`` the selector of that name per prompt;
-    ``single:<rm>`` the fixed selector on that RM; any other name (``random``, ``oracle``,
+    ``single:<rm>`` the fixed selector on that RM; ``laser:reliability`` the label-free reliability
+    router (strategy ``reliability``, its options in ``selector.kwargs``); any other name (``random``, ``oracle``,
     ``score_ensemble``, ...) the selector or strategy of that name. The run's selector ``kwargs``
     are kept only when the selector name stays the same; ``selector_kwargs[name]`` adds defaults.
     """
     sel, tr = dict(selector or {}), dict(train or {})
-    if method in ("laser", "laser_per_prompt") or method.startswith("laser:"):
+    if method == RELIABILITY:
+        name, arm, method = "reliability", None, "reliability"  # label-free: the run's feedback is unused
+    elif method in ("laser", "laser_per_prompt") or method.startswith("laser:"):
         name, arm = "linucb", None
     elif method.startswith("laser@"):
         name, arm = method.split("@", 1)[1], None
@@ -55,7 +60,7 @@ def check_method(method: str, rm_names: list[str], extra: tuple[str, ...] = ()) 
     from laser.bandits import SELECTORS
     from laser.config import FEEDBACKS, SELECTOR_ENSEMBLES
 
-    if method in PLAIN or method in extra or method in SELECTOR_ENSEMBLES:
+    if method in PLAIN or method in extra or method in SELECTOR_ENSEMBLES or method == RELIABILITY:
         return None
     if method.startswith("laser@"):
         name = method.split("@", 1)[1]

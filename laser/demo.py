@@ -18,7 +18,8 @@ from laser.benchmark import DEFAULT_FEEDBACK, QUICK, DemoSettings, benchmark_set
 
 
 def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
-    """LASeR (label-free feedback), its per-prompt variant, the label-based ``laser:pair_accuracy``,
+    """LASeR (the label-free reliability router), LinUCB per prompt on label-free feedback
+    (``laser_per_prompt``), the label-based ``laser:pair_accuracy``,
     extra feedbacks, the bounds (``random``, ``oracle``, ``verifier``) and every baseline."""
     extra = [f"laser:{f}" for f in feedbacks if f not in (DEFAULT_FEEDBACK, "pair_accuracy")]
     return ["laser", "laser_per_prompt", "laser:pair_accuracy", *extra, "random", "oracle", "verifier",

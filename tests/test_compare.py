@@ -53,7 +53,15 @@ def test_reduced_compare_writes_a_complete_report_and_resumes(tmp_path, monkeypa
         assert 0 <= a["ci_low"] <= a["mean"] <= a["ci_high"] <= 1 and a["n"] == 16
         assert (m == "laser") == ("vs_laser" not in e)
     calls = {m: e["responses_scored"] for m, e in res["methods"].items()}
-    assert calls["online_ensemble"] == 5 * calls["laser"] and calls["random"] == calls["laser"]
+    assert calls["online_ensemble"] == 5 * calls["random"] and calls["random"] < calls["laser"]  # laser probes
+    # mechanism figures: responses_scored over the responses generated; random scores each response
+    # with one RM (1.0), the online ensemble with all 5 (5.0), laser's probe prompts with every RM
+    mech = {m: e["mechanism"] for m, e in res["methods"].items()}
+    assert mech["random"]["calls_per_response"] == 1.0 and mech["online_ensemble"]["calls_per_response"] == 5.0
+    assert 1.0 < mech["laser"]["calls_per_response"] < 5.0
+    assert mech["laser"]["label_model_ms"] is not None and mech["random"]["label_model_ms"] is None
+    assert all(-1 <= k["pair_gold"] <= 1 for k in mech.values())  # the gold reference is logged for every method
+    assert "best-RM share" in printed
     assert 0.99 < sum(res["online_ensemble_weights"].values()) < 1.01
     assert set(res["selection"]) == {"laser", "random", "classifier", "laser@exp3", "single:generalist"}
     assert res["selection"]["single:generalist"]["by_domain"]["arith"]["generalist"] == 1.0

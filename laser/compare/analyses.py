@@ -210,6 +210,30 @@ def selection_shares(runs: list[dict], rm_names: list[str], split_step: int | No
     return out
 
 
+def mechanism(runs: list[dict], best_rm: dict[str, int], n_responses: int) -> dict:
+    """Why a method trains well or not, pooled over seeds (all iterations).
+
+    Returns:
+        ``{"best_rm_share"}``: share of prompts scored by their domain's best RM (``best_rm``:
+        domain -> arm; the ensembles, which score with every RM, get None); ``"pair_gold"``: mean
+        over steps of the trained pairs' gold ``pair_accuracy`` (correct(chosen) - correct(rejected),
+        in [-1, 1]; None when not logged); ``"calls_per_response"``: RM scorings per response (the ``responses_scored``
+        counter, summed over RMs, over the responses generated);
+        ``"label_model_ms"``: median label-model time per step (the reliability router only).
+    """
+    hit = total = 0
+    for r in runs:
+        for s in r["steps"]:
+            for arm, dom in zip(s["arms"], s["domains"]):
+                if arm >= 0 and dom in best_rm:
+                    hit, total = hit + int(arm == best_rm[dom]), total + 1
+    gold = [r["pair_gold"] for r in runs if r.get("pair_gold") is not None]
+    times = [t for r in runs for t in r.get("label_model_s") or []]
+    return {"best_rm_share": hit / total if total else None, "pair_gold": float(np.mean(gold)) if gold else None,
+            "calls_per_response": float(np.mean([r["responses_scored"] for r in runs])) / n_responses,
+            "label_model_ms": 1000 * float(np.median(times)) if times else None}
+
+
 def accuracy_curve(runs: list[dict]) -> dict:
     """Average accuracy per iteration (0 = the SFT start): mean and std over seeds."""
     per = np.array([[a["average"] for a in r["accuracy_by_iteration"]] for r in runs])

@@ -82,6 +82,12 @@ def headroom_table(res: dict) -> list[str]:
             *_table(["method", "headroom share %", "95% CI", "% draws without headroom"], rows)]
 
 
+def _mechanism(res: dict) -> list[str]:
+    from laser.compare.report import mechanism_table
+
+    return mechanism_table(res).splitlines()
+
+
 def render(res: dict) -> str:
     """The Markdown report (plots embedded by relative path)."""
     doms, rms = res["domains"], res["rms"]
@@ -101,6 +107,7 @@ def render(res: dict) -> str:
     lines += _table(["method", *doms, "average"], rows)
     lines += paired_table(res["methods"], res["tests"])
     lines += headroom_table(res)
+    lines += ["## Mechanism", "", "```", *_mechanism(res), "```", ""]
     lines += ["## Cost", ""]
     lines += _table(["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
                     [[m, str(e.get("feedback") or ""), f"{e['responses_scored']:.0f}",

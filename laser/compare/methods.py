@@ -1,6 +1,7 @@
 """Method names of `laser compare` and how each one is trained (one iteration range at a time).
 
-Names: every `laser demo` method (``laser``, ``laser_per_prompt``, ``laser:<feedback>``,
+Names: every `laser demo` method (``laser``: the label-free reliability router on the embedded
+benchmark, ``laser_per_prompt``, ``laser:<feedback>``,
 ``random``, ``round_robin``, ``score_ensemble``, ``agreement_ensemble``, ``single:<rm>``), plus
 ``online_ensemble`` (multiplicative-weights RM ensemble), ``classifier`` (offline classifier
 selection) and ``laser@<selector>`` (LASeR with another bandit, e.g. ``laser@exp3``,
@@ -21,9 +22,11 @@ BOUNDS = ("oracle", "verifier")
 
 
 def default_methods(rm_names: list[str]) -> list[str]:
-    """LASeR (label-free feedback), the paper's LASeR (``laser:neg_loss``), the label-based
-    ``laser:pair_accuracy``, the per-prompt variant, every baseline, the bounds and the bandit variants."""
-    return [PLAIN[0], "laser:neg_loss", "laser:pair_accuracy", *PLAIN[1:], *BOUNDS, *OTHER_ROUTERS,
+    """LASeR (the label-free reliability router), the paper's LASeR (``laser:neg_loss``), LinUCB on
+    label-free feedback (``laser:auto_label_free``), the label-based ``laser:pair_accuracy``, the
+    per-prompt variant, every baseline, the bounds and the other routers."""
+    return [PLAIN[0], "laser:neg_loss", "laser:auto_label_free", "laser:pair_accuracy", *PLAIN[1:], *BOUNDS,
+            *OTHER_ROUTERS,
             *[f"single:{n}" for n in rm_names]]
 
 
@@ -47,7 +50,7 @@ def train(method: str, seed: int, policy_dir: str, train_set, rm_names: list[str
     from laser.benchmark import run_method
 
     if method == "classifier":  # LinUCB's strategy with the fitted classifier as its selector
-        return run_method("laser", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
+        return run_method("laser:auto_label_free", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
                           selector=classifier, reward_specs=reward_specs)
     if method == "bayes_router":  # per-prompt LinTS with priors fitted on the labelled split
         return run_method(method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms,

@@ -63,6 +63,13 @@ def load_step_cost(path: str | None) -> dict | None:
     return data
 
 
+def _best_rm(cfg, rm_names: list[str]) -> dict[str, int]:
+    """The benchmark's design: domain -> the arm of its expert RM (the oracle's map)."""
+    from laser.benchmark import demo_rms, oracle_map
+
+    return {d: rm_names.index(n) for d, n in oracle_map(demo_rms(cfg.settings, 0)).items() if n in rm_names}
+
+
 def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s: float) -> dict:
     """Every number of the report, JSON-able."""
     from laser.compare.judged import QualityJudge
@@ -74,12 +81,16 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
            "domains": domains, "wall_time_s": wall_time_s, "tests": TESTS,
            "sft": {"accuracy": A.method_summary(sft_runs, domains, cfg.n_boot)}, "methods": {}, "selection": {},
            "step_cost": load_step_cost(getattr(cfg, "step_cost", None))}
+    best_rm = _best_rm(cfg, rm_names)
+    s = cfg.settings
+    n_responses = s.iterations * s.n_train_per_domain * len(domains) * s.n_samples
     for m, runs in main.items():
         entry = {"accuracy": A.method_summary(runs, domains, cfg.n_boot), "accuracy_curve": A.accuracy_curve(runs),
                  "responses_scored": float(np.mean([r["responses_scored"] for r in runs])),
                  "wall_time_s": float(np.mean([r["wall_time_s"] for r in runs])),
                  "wall_time_std": float(np.std([r["wall_time_s"] for r in runs])),
                  "feedback": runs[0].get("feedback")}
+        entry["mechanism"] = A.mechanism(runs, best_rm, n_responses)
         if m != "laser" and "laser" in main:
             entry["vs_laser"] = A.paired_test(main["laser"], runs)
         res["methods"][m] = entry
@@ -182,12 +193,29 @@ def format_table(res: dict) -> str:
         lines.append(f"oracle - random: {100 * o['diff']:+.1f} [{100 * o['ci_low']:+.1f}, {100 * o['ci_high']:+.1f}] "
                      f"points, p {_p_cell(o)}; headroom share = (m - random) / (oracle - random), "
                      "same resampling")
+    lines += ["", mechanism_table(res)]
     if "laser" in res["selection"]:
         lines += ["", "LASeR selection (share of each domain's prompts per RM, all iterations, pooled seeds):",
                   f"{'domain':<10}" + "".join(f"{n:>14}" for n in res["rms"])]
         for d, r in res["selection"]["laser"]["by_domain"].items():
             lines.append(f"{d:<10}" + "".join(f"{100 * r[n]:>13.0f}%" for n in res["rms"]))
     return "\n".join(lines)
+
+
+def mechanism_table(res: dict) -> str:
+    """Per method: share of prompts scored by their domain's best RM, gold accuracy of the trained
+    pairs, RM scorings per response (``responses_scored`` over the responses), label-model time per step."""
+    lines = [f"{'method':<24}{'best-RM share %':>16}{'trained-pair gold acc':>23}{'RM scorings/resp':>19}"
+             f"{'label model ms/step':>21}"]
+    for m, e in res["methods"].items():
+        k = e.get("mechanism") or {}
+        share = "" if k.get("best_rm_share") is None else f"{100 * k['best_rm_share']:.0f}"
+        gold = "" if k.get("pair_gold") is None else f"{k['pair_gold']:+.3f}"
+        ms = "" if k.get("label_model_ms") is None else f"{k['label_model_ms']:.1f}"
+        lines.append(f"{m:<24}{share:>16}{gold:>23}{k.get('calls_per_response', float('nan')):>19.2f}{ms:>21}")
+    return "\n".join(["mechanism (all iterations, seeds pooled): best-RM share = prompts scored by their domain's "
+                      "expert; trained-pair gold acc = mean correct(chosen) - correct(rejected) of the pairs trained on",
+                      *lines])
 
 
 def write_report(cfg, jobs: dict, data: dict, rm_names: list[str], out: Path, wall_time_s: float) -> dict:

@@ -253,8 +253,11 @@ def _read_log(path: Path, domain_of: dict[str, str]) -> dict:
     steps = [{"global_step": r["global_step"], "iteration": r["iteration"], "arms": r["prompt_arms"],
               "domains": [domain_of[p] for p in r["prompt_ids"]], "weights": r.get("weights")} for r in records]
     calls = records[-1]["responses_scored"]
+    gold = [r["pair_accuracy"] for r in records if r.get("pair_accuracy") is not None]
     return {"steps": steps, "responses_scored_per_rm": calls, "responses_scored": int(sum(calls)),
-            "feedback": records[-1].get("feedback")}
+            "feedback": records[-1].get("feedback"), "pair_gold": float(np.mean(gold)) if gold else None,
+            "probes": int(sum(r.get("probes") or 0 for r in records)),
+            "label_model_s": [r["label_model_s"] for r in records if r.get("label_model_s") is not None]}
 
 
 def run_compare(cfg: CompareConfig) -> dict:

@@ -299,6 +299,8 @@ class Trainer:
         scores, pool = route.scores, self.pool  # the pool's counters are summed over processes
         ref = FEEDBACKS[self.feedback].reference
         correct = {self.feedback: step.outcome.correct[ref].mean} if ref else {}
+        if "gold" in step.outcome.correct:  # a log-only reference (Router log_references): gold pair accuracy
+            correct.setdefault("pair_accuracy", step.outcome.correct["gold"].mean)
         return {
             "iteration": step.iteration, "step": step.index, "global_step": step.global_step,
             "arm": route.arms[0], "arm_name": self.strategy.arm_name(route, pool.names),
