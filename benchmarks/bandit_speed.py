@@ -64,7 +64,7 @@ def time_ours(X, y, C, R, steps: int) -> tuple[float, np.ndarray, float]:
     first_scores = ours.scores(C[0])
     ms = _median_ms(lambda i: ours.update(ours.select(C[i]), C[i], R[i]), steps)
     arm = ours.arms_[0]
-    mib = (arm.X.nbytes + arm.t ** 2 * 8 if arm.mode == "lowrank" else arm.Ainv.nbytes) / 2**20
+    mib = (arm.X.nbytes + arm.t**2 * 8 if arm.mode == "lowrank" else arm.Ainv.nbytes) / 2**20
     return ms, first_scores, mib
 
 
@@ -102,10 +102,17 @@ def bench_cell(d: int, n_arms: int, t: int, steps: int, slow_steps: int, rng) ->
     R = rng.uniform(size=steps)
     ours_ms, ours_scores, ours_mib = time_ours(X, y, C, R, steps)
     inv_ms, inv_scores = time_inverse(X, y, C, R, slow_steps)
-    return {"d": d, "K": n_arms, "t": t, "ours_ms": ours_ms, "inv_ms": inv_ms,
-            "mab_ms": time_mabwiser(X, y, C, R, slow_steps),
-            "max_rel_diff": float(np.max(np.abs(ours_scores - inv_scores) / np.abs(inv_scores))),
-            "ours_mib": ours_mib, "dense_mib": d * d * 8 / 2**20}
+    return {
+        "d": d,
+        "K": n_arms,
+        "t": t,
+        "ours_ms": ours_ms,
+        "inv_ms": inv_ms,
+        "mab_ms": time_mabwiser(X, y, C, R, slow_steps),
+        "max_rel_diff": float(np.max(np.abs(ours_scores - inv_scores) / np.abs(inv_scores))),
+        "ours_mib": ours_mib,
+        "dense_mib": d * d * 8 / 2**20,
+    }
 
 
 def main() -> None:
@@ -116,8 +123,9 @@ def main() -> None:
     p.add_argument("--arms", type=int, nargs="+", default=[4, 8])
     p.add_argument("--updates", type=int, nargs="+", default=[50, 200, 1000], help="updates per arm before timing")
     p.add_argument("--steps", type=int, default=30, help="timed steps of ours")
-    p.add_argument("--slow-steps", type=int, default=0,
-                   help="timed steps of the two baselines (default: 1 at d >= 2048, else 3)")
+    p.add_argument(
+        "--slow-steps", type=int, default=0, help="timed steps of the two baselines (default: 1 at d >= 2048, else 3)"
+    )
     args = p.parse_args()
     if args.blas_threads:  # must happen before numpy loads its BLAS
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -127,10 +135,14 @@ def main() -> None:
     from laser.bandits import LinUCB as _LinUCB
 
     np, LinUCB = numpy, _LinUCB
-    print(f"numpy {np.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"BLAS threads: {args.blas_threads or 'default'}; median ms per decision+update")
-    header = (f"{'d':>5} {'K':>2} {'t/arm':>6} | {'ours ms':>8} {'inv/step ms':>12} {'mabwiser ms':>12} | "
-              f"{'inv/ours':>9} {'mab/ours':>9} | {'max rel diff':>12} | {'ours MiB/arm':>12} {'d x d MiB':>9}")
+    print(
+        f"numpy {np.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+        f"BLAS threads: {args.blas_threads or 'default'}; median ms per decision+update"
+    )
+    header = (
+        f"{'d':>5} {'K':>2} {'t/arm':>6} | {'ours ms':>8} {'inv/step ms':>12} {'mabwiser ms':>12} | "
+        f"{'inv/ours':>9} {'mab/ours':>9} | {'max rel diff':>12} | {'ours MiB/arm':>12} {'d x d MiB':>9}"
+    )
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(0)
@@ -139,10 +151,13 @@ def main() -> None:
             for t in args.updates:
                 slow = args.slow_steps or (1 if d >= 2048 else 3)
                 r = bench_cell(d, n_arms, t, args.steps, slow, rng)
-                print(f"{r['d']:>5} {r['K']:>2} {r['t']:>6} | {r['ours_ms']:>8.3f} {r['inv_ms']:>12.1f} "
-                      f"{r['mab_ms']:>12.1f} | {r['inv_ms'] / r['ours_ms']:>8.0f}x "
-                      f"{r['mab_ms'] / r['ours_ms']:>8.0f}x | "
-                      f"{r['max_rel_diff']:>12.1e} | {r['ours_mib']:>12.2f} {r['dense_mib']:>9.1f}", flush=True)
+                print(
+                    f"{r['d']:>5} {r['K']:>2} {r['t']:>6} | {r['ours_ms']:>8.3f} {r['inv_ms']:>12.1f} "
+                    f"{r['mab_ms']:>12.1f} | {r['inv_ms'] / r['ours_ms']:>8.0f}x "
+                    f"{r['mab_ms'] / r['ours_ms']:>8.0f}x | "
+                    f"{r['max_rel_diff']:>12.1e} | {r['ours_mib']:>12.2f} {r['dense_mib']:>9.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ def worker(engine: str, out: str, steps: int) -> None:
     update.freeze_reference()
     prompts = [f"{i}*{i + 3}=" for i in range(4 * acc.process_index, 4 * acc.process_index + 4)]
     responses = [tok(str(7 * i + j) * (j + 2))["input_ids"] + [policy.eos_id] for i in range(4) for j in range(N)]
-    samples = Samples([i for i in range(4) for _ in range(N)], tok.batch_decode(responses), responses,
-                      policy.encode_prompts(prompts))
+    samples = Samples(
+        [i for i in range(4) for _ in range(N)], tok.batch_decode(responses), responses, policy.encode_prompts(prompts)
+    )
     flat = [(i, i * N + c, i * N + r) for i in range(4) for c, r in PAIRS]
     times = []
     for _ in range(steps + 2):
@@ -69,9 +70,29 @@ def worker(engine: str, out: str, steps: int) -> None:
 
 def launch(engine: str, out: Path, steps: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           __file__, "--worker", engine, "--out", str(out), "--steps", str(steps)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        __file__,
+        "--worker",
+        engine,
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"{engine}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
@@ -92,7 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         res = {e: launch(e, Path(tmp) / f"{e}.json", a.steps) for e in engines}
     base = statistics.median(res[engines[0]]["step_s"])
-    print(f"{'engine':8} {'median step s':>14} {'ratio vs ' + engines[0]:>14}   (2 CPU processes, gloo, {a.steps} steps)")
+    print(
+        f"{'engine':8} {'median step s':>14} {'ratio vs ' + engines[0]:>14}   (2 CPU processes, gloo, {a.steps} steps)"
+    )
     for e in engines:
         med = statistics.median(res[e]["step_s"])
         res[e]["median_s"], res[e]["ratio"] = med, med / base

@@ -56,8 +56,17 @@ def run_one(variant: str, seed: int, s, out: Path) -> dict:
     rms = demo_rms(s, seed)
     t = time.perf_counter()
     slug = variant.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "")
-    _, policy, run_dir = run_method(method, seed, policy_dir, keep_labels(train, fraction, seed), [r.name for r in rms],
-                                    s, out / "runs" / slug, rms=rms, feedback=feedback)
+    _, policy, run_dir = run_method(
+        method,
+        seed,
+        policy_dir,
+        keep_labels(train, fraction, seed),
+        [r.name for r in rms],
+        s,
+        out / "runs" / slug,
+        rms=rms,
+        feedback=feedback,
+    )
     wall = time.perf_counter() - t
     ev = evaluate((policy.model, policy.tokenizer), test, s)
     domain_of = {ex.id: ex.group for ex in train}
@@ -71,8 +80,9 @@ def report(rows: list[dict]) -> str:
 
     by = {v: sorted([r for r in rows if r["variant"] == v], key=lambda r: r["seed"]) for v in VARIANTS}
     by = {v: rs for v, rs in by.items() if rs}
-    lines = [f"{'variant':<22}{'accuracy %':>12}{'- random [95% CI]':>26}{'p':>8}{'headroom % [95% CI]':>26}"
-             f"{'time s':>8}"]
+    lines = [
+        f"{'variant':<22}{'accuracy %':>12}{'- random [95% CI]':>26}{'p':>8}{'headroom % [95% CI]':>26}{'time s':>8}"
+    ]
     for v, rs in by.items():
         acc = [100 * r["accuracy"]["average"] for r in rs]
         cells = [f"{v:<22}", f"{np.mean(acc):7.1f} ±{np.std(acc):3.1f}"]
@@ -80,8 +90,10 @@ def report(rows: list[dict]) -> str:
         if grid is not None and v != "random":
             (m, rnd, orc), design = grid
             d = hierarchical_bootstrap(m, rnd, design=design)
-            cells += [f"{100 * d['mean_diff']:+8.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]",
-                      f"{d['p_value']:8.3f}"]
+            cells += [
+                f"{100 * d['mean_diff']:+8.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]",
+                f"{d['p_value']:8.3f}",
+            ]
             if "oracle" in by:
                 h = headroom_share(m, rnd, orc, design=design)
                 lo = "-inf" if h["ci_low"] is None else f"{100 * h['ci_low']:.0f}"
@@ -92,8 +104,12 @@ def report(rows: list[dict]) -> str:
             cells += [" " * 26, " " * 8, " " * 26]
         cells.append(f"{np.mean([r['wall_s'] for r in rs]):8.1f}")
         lines.append("".join(f"{c:>26}" if i in (2, 4) else c for i, c in enumerate(cells)))
-    lines += ["", f"seeds: {sorted({r['seed'] for r in rows})}; p: hierarchical bootstrap over seeds and test items",
-              "", "RM picked per domain (last iteration, seeds pooled; share of prompts):"]
+    lines += [
+        "",
+        f"seeds: {sorted({r['seed'] for r in rows})}; p: hierarchical bootstrap over seeds and test items",
+        "",
+        "RM picked per domain (last iteration, seeds pooled; share of prompts):",
+    ]
     for v, rs in by.items():
         sels = [r["selection"] for r in rs if r["selection"]]
         if not sels:
@@ -132,8 +148,10 @@ def main() -> None:
                 rows.append(row)
                 with open(path, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"[seed {seed}] {v:<22} avg acc {100 * row['accuracy']['average']:.1f}  {row['wall_s']:.0f}s",
-                      flush=True)
+                print(
+                    f"[seed {seed}] {v:<22} avg acc {100 * row['accuracy']['average']:.1f}  {row['wall_s']:.0f}s",
+                    flush=True,
+                )
     print(report(rows))
 
 

@@ -44,8 +44,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 #: section -> its time cap in seconds (GPU run); --tiny halves each
-SECTIONS = {"env": 60, "cuda_vs_cpu": 90, "offload": 90, "step_cost": 240, "train": 150, "generation": 60,
-            "engines": 180}
+SECTIONS = {
+    "env": 60,
+    "cuda_vs_cpu": 90,
+    "offload": 90,
+    "step_cost": 240,
+    "train": 150,
+    "generation": 60,
+    "engines": 180,
+}
 
 from gpu_sections import SECTION_FNS, Ctx  # noqa: E402  (benchmarks/ is on the path only now)
 
@@ -70,8 +77,13 @@ def run_isolated(name: str, ctx: Ctx, timeout: float) -> dict:
     rec_path.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--out", str(ctx.out), "--section", name, *(["--tiny"] if ctx.tiny else [])]
     with open(ctx.out / f"{name}.log", "w") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+        child = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         try:
             child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -99,8 +111,9 @@ def _lines(value, key: str = "", depth: int = 0) -> list[str]:
 
 
 def write_summary(ctx: Ctx, records: dict, started: str) -> None:
-    (ctx.out / "results.json").write_text(json.dumps({"started": started, "tiny": ctx.tiny, "sections": records},
-                                                     indent=1, default=str))
+    (ctx.out / "results.json").write_text(
+        json.dumps({"started": started, "tiny": ctx.tiny, "sections": records}, indent=1, default=str)
+    )
     md = [f"# gpu_check {'--tiny ' if ctx.tiny else ''}started {started}", ""]
     for name, rec in records.items():
         md += [f"## {name}: {'ok' if rec['ok'] else 'FAILED'} ({rec.get('seconds', '?')} s)", ""]
@@ -142,8 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             cap = min(SECTIONS[name] / (2 if a.tiny else 1), left)
             records[name] = run_here(name, ctx) if a.in_process else run_isolated(name, ctx, cap)
-        print(f"[gpu_check] {name}: {'ok' if records[name]['ok'] else 'FAILED'} ({records[name]['seconds']} s)",
-              flush=True)
+        print(
+            f"[gpu_check] {name}: {'ok' if records[name]['ok'] else 'FAILED'} ({records[name]['seconds']} s)",
+            flush=True,
+        )
         write_summary(ctx, records, started)
     return records
 

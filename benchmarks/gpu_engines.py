@@ -32,8 +32,9 @@ def _run(cmd: list[str], log: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=300,
-                            start_new_session=True).returncode
+        rc = subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=300, start_new_session=True
+        ).returncode
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd[-4:])} exited with {rc}: {log.read_text()[-2000:]}")
     return time.perf_counter() - t0
@@ -48,13 +49,40 @@ def _free_port() -> int:
 
 
 def _launch(engine: str, tiny: bool) -> list[str]:
-    common = ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", "0"]
+    common = [
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+    ]
     if tiny:  # a one-process gloo group (torchrun), the engine forced in by the script
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
-                str(_free_port()), str(SCRIPT), engine]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(ROOT / "examples" / "accelerate" / CONFIGS[engine]), *common, str(SCRIPT), "auto"]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "1",
+            "--master_port",
+            str(_free_port()),
+            str(SCRIPT),
+            engine,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "examples" / "accelerate" / CONFIGS[engine]),
+        *common,
+        str(SCRIPT),
+        "auto",
+    ]
 
 
 def section_engines(ctx) -> dict:
@@ -76,9 +104,12 @@ def section_engines(ctx) -> dict:
         out[engine] = {
             "engine_seen": r["engine"],
             "max_abs_weight_diff": diff(one["final"]["trainable"], r["final"]["trainable"]),
-            "max_abs_grad_norm_diff": max(abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(one["steps"], r["steps"])),
+            "max_abs_grad_norm_diff": max(
+                abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(one["steps"], r["steps"])
+            ),
             "max_abs_loss_diff": max(abs(a["loss"] - b["loss"]) for a, b in zip(one["steps"], r["steps"])),
             "resume_max_abs_diff": diff(r["resumed"]["trainable"], r["final"]["trainable"]),
-            "wall_s": round(secs[engine], 1)}
+            "wall_s": round(secs[engine], 1),
+        }
     out["single_wall_s"] = round(secs["single"], 1)
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 class Ctx:
     """What every section needs: the output folder, the mode and the device under test."""
 
@@ -50,14 +51,27 @@ def section_env(ctx: Ctx) -> dict:
     import torch
     import transformers
 
-    out = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-           "accelerate": accelerate.__version__, "peft": peft.__version__, "device": ctx.device,
-           "cuda_available": torch.cuda.is_available(), "tiny": ctx.tiny}
+    out = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "peft": peft.__version__,
+        "device": ctx.device,
+        "cuda_available": torch.cuda.is_available(),
+        "tiny": ctx.tiny,
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        out.update(gpu=props.name, gpus=torch.cuda.device_count(), gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                   capability=f"{props.major}.{props.minor}", bf16=torch.cuda.is_bf16_supported(),
-                   cuda=torch.version.cuda, tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+        out.update(
+            gpu=props.name,
+            gpus=torch.cuda.device_count(),
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            bf16=torch.cuda.is_bf16_supported(),
+            cuda=torch.version.cuda,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        )
     return out
 
 
@@ -91,9 +105,12 @@ def _logps_loss_update(policy, batch) -> dict:
     opt.step()
     with torch.no_grad():
         after, _ = policy.sequence_logps(prompts, chosen)
-    return {"logps": torch.cat([pc, pr]).detach().float().cpu(), "loss": terms["loss"].detach().float().cpu(),
-            "after": after.float().cpu(),
-            "weights": {n: p.detach().float().cpu() for n, p in policy.model.named_parameters()}}
+    return {
+        "logps": torch.cat([pc, pr]).detach().float().cpu(),
+        "loss": terms["loss"].detach().float().cpu(),
+        "after": after.float().cpu(),
+        "weights": {n: p.detach().float().cpu() for n, p in policy.model.named_parameters()},
+    }
 
 
 def section_cuda_vs_cpu(ctx: Ctx) -> dict:
@@ -121,7 +138,8 @@ def section_cuda_vs_cpu(ctx: Ctx) -> dict:
             "max_abs_loss_diff": float((dev["loss"] - cpu["loss"]).abs().max()),
             "max_abs_weight_diff_after_update": weight_diff,
             "max_abs_logp_diff_after_update": float((dev["after"] - cpu["after"]).abs().max()),
-            "logp_scale": float(cpu["logps"].abs().max())}
+            "logp_scale": float(cpu["logps"].abs().max()),
+        }
     return out
 
 
@@ -151,12 +169,17 @@ def section_offload(ctx: Ctx) -> dict:
     released = allocated - torch.cuda.memory_allocated() if ctx.device == "cuda" else 0
     t_offloaded = timed(ctx, lambda: offloaded.score(prompts, responses))
     t_in = timed(ctx, lambda: (module.to(ctx.device), module.to("cpu")))
-    return {"rm_params": sum(p.numel() for p in module.parameters()), "dtype": dtype,
-            "rm_bytes": sum(p.numel() * p.element_size() for p in module.parameters()),
-            "max_abs_score_diff": float(np.max(np.abs(got - expected))), "score_scale": float(np.max(np.abs(expected))),
-            "score_call_s": {"resident": t_resident, "offloaded": t_offloaded},
-            "gpu_bytes_released_by_offload": released,
-            "move_in_and_out_s": t_in, "tiny_rm_types": _offload_types(ctx)}
+    return {
+        "rm_params": sum(p.numel() for p in module.parameters()),
+        "dtype": dtype,
+        "rm_bytes": sum(p.numel() * p.element_size() for p in module.parameters()),
+        "max_abs_score_diff": float(np.max(np.abs(got - expected))),
+        "score_scale": float(np.max(np.abs(expected))),
+        "score_call_s": {"resident": t_resident, "offloaded": t_offloaded},
+        "gpu_bytes_released_by_offload": released,
+        "move_in_and_out_s": t_in,
+        "tiny_rm_types": _offload_types(ctx),
+    }
 
 
 def _tiny_rms(ctx: Ctx, offload: bool) -> dict:
@@ -176,10 +199,17 @@ def _tiny_rms(ctx: Ctx, offload: bool) -> dict:
         return cls(sc.llama_config("tiny", tok, **kw)).eval()
 
     kw = dict(device=ctx.device, dtype="float32", offload=offload, use_chat_template=False)
-    return {"hf_classifier": HFClassifierRM((model(LlamaForSequenceClassification, 0, num_labels=1), tok), **kw),
-            "implicit_dpo": ImplicitDPORM((model(LlamaForCausalLM, 1), tok), (model(LlamaForCausalLM, 2), tok), **kw),
-            "judge": YesNoJudgeRM((model(LlamaForCausalLM, 3), tok), template="{prompt} w5 {response} w6",
-                                  yes_tokens=("w1",), no_tokens=("w2",), **kw)}
+    return {
+        "hf_classifier": HFClassifierRM((model(LlamaForSequenceClassification, 0, num_labels=1), tok), **kw),
+        "implicit_dpo": ImplicitDPORM((model(LlamaForCausalLM, 1), tok), (model(LlamaForCausalLM, 2), tok), **kw),
+        "judge": YesNoJudgeRM(
+            (model(LlamaForCausalLM, 3), tok),
+            template="{prompt} w5 {response} w6",
+            yes_tokens=("w1",),
+            no_tokens=("w2",),
+            **kw,
+        ),
+    }
 
 
 def _offload_types(ctx: Ctx) -> dict:
@@ -188,8 +218,10 @@ def _offload_types(ctx: Ctx) -> dict:
 
     prompts, responses = ["w10 w11 w12", "w7 w8", "w300 w301 w2 w9"], ["w3 w4", "w100 w200 w300", "w5"]
     resident, offloaded = _tiny_rms(ctx, False), _tiny_rms(ctx, True)
-    return {kind: float(np.max(np.abs(offloaded[kind].score(prompts, responses) - rm.score(prompts, responses))))
-            for kind, rm in resident.items()}
+    return {
+        kind: float(np.max(np.abs(offloaded[kind].score(prompts, responses) - rm.score(prompts, responses))))
+        for kind, rm in resident.items()
+    }
 
 
 def section_step_cost(ctx: Ctx) -> dict:
@@ -199,10 +231,30 @@ def section_step_cost(ctx: Ctx) -> dict:
     if ctx.tiny:
         argv = ["--size", "tiny", "--steps", "1", "--rounds", "1", "--warmup", "1", "--memory", "none"]
     else:
-        argv = ["--size", "0.5b", "--device", "cuda", "--dtype", "bfloat16", "--batch-size", "8",
-                "--n-samples", "8", "--prompt-len", "64", "--max-new-tokens", "64", "--steps", "2", "--rounds", "2",
-                "--warmup", "1",
-                "--threads", "4"]
+        argv = [
+            "--size",
+            "0.5b",
+            "--device",
+            "cuda",
+            "--dtype",
+            "bfloat16",
+            "--batch-size",
+            "8",
+            "--n-samples",
+            "8",
+            "--prompt-len",
+            "64",
+            "--max-new-tokens",
+            "64",
+            "--steps",
+            "2",
+            "--rounds",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "4",
+        ]
     res = sc.main([*argv, "--k", "4", "--json", str(path)])
     (ctx.out / "step_cost.txt").write_text(sc.format_table(res) + "\n")
     return res
@@ -220,13 +272,21 @@ def section_generation(ctx: Ctx) -> dict:
         model = LlamaForCausalLM(sc.llama_config(ctx.size, tok)).to(dtype).eval()
     new, out = (8 if ctx.tiny else 128), {"params": sum(p.numel() for p in model.parameters()), "new_tokens": 0}
     out["new_tokens"] = new
-    for batch in ((1, 4) if ctx.tiny else (1, 16, 64)):
+    for batch in (1, 4) if ctx.tiny else (1, 16, 64):
         ids = torch.randint(4, len(tok), (batch, 64), device=ctx.device)
 
         def gen(ids=ids):
             with torch.no_grad():
-                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                               max_new_tokens=new, min_new_tokens=new, pad_token_id=tok.pad_token_id)
+                model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=True,
+                    top_k=0,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    pad_token_id=tok.pad_token_id,
+                )
+
         out[f"batch_{batch}_tokens_per_s"] = batch * new / timed(ctx, gen, repeat=2)
     return out
 
@@ -245,8 +305,13 @@ def run_cli(ctx: Ctx, args: list[str], log_name: str) -> None:
     else:
         code = "import sys, torch; from laser.cli.main import main; torch.manual_seed(0); sys.exit(main(sys.argv[1:]))"
         with open(ctx.out / log_name, "w") as f:
-            rc = subprocess.run([sys.executable, "-c", code, *args], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
+            rc = subprocess.run(
+                [sys.executable, "-c", code, *args],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            ).returncode
     if rc != 0:
         tail = (ctx.out / log_name).read_text()[-2000:] if (ctx.out / log_name).exists() else ""
         raise RuntimeError(f"laser {' '.join(args)} exited with {rc}: {tail}")
@@ -255,18 +320,41 @@ def run_cli(ctx: Ctx, args: list[str], log_name: str) -> None:
 def train_config(ctx: Ctx, policy_dir: str, rm_dir: Path, prompts: Path, out: Path, iterations: int) -> Path:
     import yaml
 
-    cfg = {"seed": 0, "output_dir": str(out),
-           "policy": {"model": policy_dir, "dtype": "bfloat16", "device": ctx.device,
-                      "lora": {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0,
-                               "target_modules": ["q_proj", "v_proj"]}},
-           "data": {"prompts": str(prompts), "limit": 8},
-           "rewards": [{"name": "math_expert", "type": "demo"}, {"name": "generalist", "type": "demo"},
-                       {"name": "classifier", "type": "hf_classifier", "model": str(rm_dir), "use_chat_template": False,
-                        "device": ctx.device, "dtype": "bfloat16", "offload": True}],
-           "selector": {"name": "linucb"},
-           "train": {"iterations": iterations, "batch_size": 4, "n_samples": 4, "max_new_tokens": 16,
-                     "pairs_per_prompt": 2, "lr": 1e-3, "feedback": "neg_loss"},
-           "checkpoint": {"every": 1, "keep_last": 2}}
+    cfg = {
+        "seed": 0,
+        "output_dir": str(out),
+        "policy": {
+            "model": policy_dir,
+            "dtype": "bfloat16",
+            "device": ctx.device,
+            "lora": {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        },
+        "data": {"prompts": str(prompts), "limit": 8},
+        "rewards": [
+            {"name": "math_expert", "type": "demo"},
+            {"name": "generalist", "type": "demo"},
+            {
+                "name": "classifier",
+                "type": "hf_classifier",
+                "model": str(rm_dir),
+                "use_chat_template": False,
+                "device": ctx.device,
+                "dtype": "bfloat16",
+                "offload": True,
+            },
+        ],
+        "selector": {"name": "linucb"},
+        "train": {
+            "iterations": iterations,
+            "batch_size": 4,
+            "n_samples": 4,
+            "max_new_tokens": 16,
+            "pairs_per_prompt": 2,
+            "lr": 1e-3,
+            "feedback": "neg_loss",
+        },
+        "checkpoint": {"every": 1, "keep_last": 2},
+    }
     path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -281,8 +369,8 @@ def section_train(ctx: Ctx) -> dict:
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
 
     from laser.policy.tiny import build_tiny_policy
-    from laser.tasks.synthetic import make_benchmark
     from laser.routing.checkpoint import find_latest
+    from laser.tasks.synthetic import make_benchmark
 
     work = ctx.out / "train"
     shutil.rmtree(work, ignore_errors=True)
@@ -293,31 +381,48 @@ def section_train(ctx: Ctx) -> dict:
     LlamaForSequenceClassification(config).save_pretrained(work / "rm")  # an RM of the policy's architecture
     AutoTokenizer.from_pretrained(policy_dir).save_pretrained(work / "rm")
     prompts = work / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": ex.id, "prompt": ex.prompt, "answer": ex.answer}) + "\n"
-                               for ex in make_benchmark(4, seed=0, split="train")))
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": ex.id, "prompt": ex.prompt, "answer": ex.answer}) + "\n"
+            for ex in make_benchmark(4, seed=0, split="train")
+        )
+    )
     resumed, whole = work / "resumed", work / "whole"
     cfg = train_config(ctx, policy_dir, work / "rm", prompts, resumed, 1)
     run_cli(ctx, ["train", "--config", str(cfg)], "train_first.log")
     run_cli(ctx, ["train", "--config", str(cfg), "--resume", "train.iterations=2"], "train_resume.log")
-    run_cli(ctx, ["train", "--config", str(train_config(ctx, policy_dir, work / "rm", prompts, whole, 2))],
-            "train_whole.log")
+    run_cli(
+        ctx,
+        ["train", "--config", str(train_config(ctx, policy_dir, work / "rm", prompts, whole, 2))],
+        "train_whole.log",
+    )
     logs = {k: [json.loads(x) for x in open(d / "log.jsonl")] for k, d in (("resumed", resumed), ("whole", whole))}
-    weights = {k: load_file(str(find_latest(d / "checkpoints")[0] / "trainable.safetensors"))
-               for k, d in (("resumed", resumed), ("whole", whole))}
+    weights = {
+        k: load_file(str(find_latest(d / "checkpoints")[0] / "trainable.safetensors"))
+        for k, d in (("resumed", resumed), ("whole", whole))
+    }
     diff = max(float((weights["resumed"][n].float() - w.float()).abs().max()) for n, w in weights["whole"].items())
-    return {"steps": {k: [r["global_step"] for r in v] for k, v in logs.items()},
-            "arms": {k: [r["arm_name"] for r in v] for k, v in logs.items()},
-            "loss": {k: [r["loss"] for r in v] for k, v in logs.items()},
-            "same_arms": [r["arm"] for r in logs["resumed"]] == [r["arm"] for r in logs["whole"]],
-            "max_abs_adapter_diff": diff, "adapter_dtypes": sorted({str(w.dtype) for w in weights["whole"].values()}),
-            "step_time_s": {k: [r["time"]["end"] for r in v] for k, v in logs.items()},
-            "note": "policy.dtype=bfloat16 (weights in bf16; LoRA adapters as peft makes them); no autocast; "
-                    "torch.manual_seed(0) before each `laser train` (it does not seed the LoRA init)"}
-
+    return {
+        "steps": {k: [r["global_step"] for r in v] for k, v in logs.items()},
+        "arms": {k: [r["arm_name"] for r in v] for k, v in logs.items()},
+        "loss": {k: [r["loss"] for r in v] for k, v in logs.items()},
+        "same_arms": [r["arm"] for r in logs["resumed"]] == [r["arm"] for r in logs["whole"]],
+        "max_abs_adapter_diff": diff,
+        "adapter_dtypes": sorted({str(w.dtype) for w in weights["whole"].values()}),
+        "step_time_s": {k: [r["time"]["end"] for r in v] for k, v in logs.items()},
+        "note": "policy.dtype=bfloat16 (weights in bf16; LoRA adapters as peft makes them); no autocast; "
+        "torch.manual_seed(0) before each `laser train` (it does not seed the LoRA init)",
+    }
 
 
 from gpu_engines import section_engines  # noqa: E402  (benchmarks/ is on the path)
 
-SECTION_FNS = {"env": section_env, "cuda_vs_cpu": section_cuda_vs_cpu, "offload": section_offload,
-               "step_cost": section_step_cost, "train": section_train, "generation": section_generation,
-               "engines": section_engines}
+SECTION_FNS = {
+    "env": section_env,
+    "cuda_vs_cpu": section_cuda_vs_cpu,
+    "offload": section_offload,
+    "step_cost": section_step_cost,
+    "train": section_train,
+    "generation": section_generation,
+    "engines": section_engines,
+}

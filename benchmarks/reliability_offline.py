@@ -84,9 +84,13 @@ def scenario_rms(name: str, seed: int) -> list:
         return [*demo, Jittered("length_lover_2", demo[3], 0.5, seed), Jittered("math_expert_2", demo[0], 0.02, seed)]
     sd = lambda good, bad, doms: {d: (good if d in doms else bad) for d in (*MATH, *LOGIC)}  # noqa: E731
     bias = 1.5 if name == "shared_error" else 0.0
-    return [NoisyJudge("math_judge", sd(0.3, 1.0, MATH), seed, bias), NoisyJudge("logic_judge", sd(0.3, 1.0, LOGIC), seed, bias),
-            NoisyJudge("generalist", sd(0.7, 0.7, MATH), seed), NoisyJudge("weak", sd(1.5, 1.5, MATH), seed, bias),
-            NoisyJudge("weaker", sd(2.5, 2.5, MATH), seed)]
+    return [
+        NoisyJudge("math_judge", sd(0.3, 1.0, MATH), seed, bias),
+        NoisyJudge("logic_judge", sd(0.3, 1.0, LOGIC), seed, bias),
+        NoisyJudge("generalist", sd(0.7, 0.7, MATH), seed),
+        NoisyJudge("weak", sd(1.5, 1.5, MATH), seed, bias),
+        NoisyJudge("weaker", sd(2.5, 2.5, MATH), seed),
+    ]
 
 
 def sample_sft(seed: int, n: int):
@@ -136,8 +140,14 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
         for variant, diff in (("different answers", True), ("all pairs", False)):
             for d, (v, cl, gold) in sorted(votes_by_domain(train, samples, matrix, seed, diff).items()):
                 decided = gold != 0
-                gold_acc = np.array([(v[k, decided] == gold[decided])[v[k, decided] != 0].mean()
-                                     if (v[k, decided] != 0).any() else np.nan for k in range(len(rms))])
+                gold_acc = np.array(
+                    [
+                        (v[k, decided] == gold[decided])[v[k, decided] != 0].mean()
+                        if (v[k, decided] != 0).any()
+                        else np.nan
+                        for k in range(len(rms))
+                    ]
+                )
                 best = int(np.nanargmax(gold_acc))
                 for label, kw in (("anchor", {"anchor": anchor}), ("label-free", {})):
                     t0 = time.perf_counter()
@@ -151,20 +161,28 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
                     status = "estimate" if res.ok else "fallback"
                     stats[(variant, label, d)].append((status, best, gold_acc, pick, res.twins))
     print(f"\n== scenario {name}: RMs {names} (anchor: generalist), seeds {seeds}, {n} samples per prompt")
-    print(f"{'pairs':<18}{'sign':<12}{'domain':<9}{'right pick':>11}{'fallback':>9}{'gold acc pick':>14}"
-          f"{'gold acc best':>14}  picks / twins")
+    print(
+        f"{'pairs':<18}{'sign':<12}{'domain':<9}{'right pick':>11}{'fallback':>9}{'gold acc pick':>14}"
+        f"{'gold acc best':>14}  picks / twins"
+    )
     for (variant, label, d), rows in sorted(stats.items()):
-        right = sum(1 for st, best, ga, pick, _ in rows if st == "estimate" and ga[pick] >= ga[best] - 1e-9)  # ties count
+        right = sum(
+            1 for st, best, ga, pick, _ in rows if st == "estimate" and ga[pick] >= ga[best] - 1e-9
+        )  # ties count
         fallback = sum(1 for st, *_ in rows if st != "estimate")
         pick_acc = np.mean([ga[p] if isinstance(p, int) and p >= 0 else 0.5 for _, _, ga, p, _ in rows])
         best_acc = np.mean([ga[b] for _, b, ga, _, _ in rows])
         picks = ",".join(names[p] if isinstance(p, int) and p >= 0 else "random" for _, _, _, p, _ in rows)
         twins = [t for *_, t in rows if t]
-        print(f"{variant:<18}{label:<12}{d:<9}{right:>6}/{len(rows):<4}{fallback:>9}{pick_acc:>14.3f}{best_acc:>14.3f}"
-              f"  {picks}{f' twins in {len(twins)}/{len(rows)}, e.g. {twins[0]}' if twins else ''}")
+        print(
+            f"{variant:<18}{label:<12}{d:<9}{right:>6}/{len(rows):<4}{fallback:>9}{pick_acc:>14.3f}{best_acc:>14.3f}"
+            f"  {picks}{f' twins in {len(twins)}/{len(rows)}, e.g. {twins[0]}' if twins else ''}"
+        )
     if fit_times:
-        print(f"label model fit: median {1000 * np.median(fit_times):.1f} ms, max {1000 * np.max(fit_times):.1f} ms "
-              f"({len(fit_times)} fits, K = {len(names)})")
+        print(
+            f"label model fit: median {1000 * np.median(fit_times):.1f} ms, max {1000 * np.max(fit_times):.1f} ms "
+            f"({len(fit_times)} fits, K = {len(names)})"
+        )
 
 
 def train_scenarios(scenarios: list[str], seeds: list[int], methods: list[str]) -> None:
@@ -208,8 +226,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--n", type=int, default=12, help="samples per prompt (the demo's n_samples)")
     ap.add_argument("--scenarios", default="v2,above_chance,shared_error,near_duplicate")
-    ap.add_argument("--train", default="", help="comma-separated methods to also train per scenario "
-                    "(e.g. laser:reliability,random,oracle,single:generalist); offline analysis skipped")
+    ap.add_argument(
+        "--train",
+        default="",
+        help="comma-separated methods to also train per scenario "
+        "(e.g. laser:reliability,random,oracle,single:generalist); offline analysis skipped",
+    )
     args = ap.parse_args()
     import torch
 

@@ -109,8 +109,7 @@ def drive(url: str, pid: int, concurrency: int, requests: int, duration: float, 
     done = threading.Event()
 
     def client(i: int) -> None:
-        rm = RemoteRM(url, f"soak{i}", connect_timeout=5.0, read_timeout=30.0, max_retries=0,
-                      breaker_failures=10**9)
+        rm = RemoteRM(url, f"soak{i}", connect_timeout=5.0, read_timeout=30.0, max_retries=0, breaker_failures=10**9)
         while time.perf_counter() < stop_at:
             with lock:
                 if budget[0] == 0:
@@ -146,11 +145,17 @@ def drive(url: str, pid: int, concurrency: int, requests: int, duration: float, 
     mon.join()
     lat_ms = np.array(latencies) * 1000.0
     return {
-        "concurrency": concurrency, "requests": len(latencies), "seconds": elapsed,
-        "req_per_s": len(latencies) / elapsed, "responses_per_s": len(latencies) * batch / elapsed,
-        "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
-        "errors": len(errors), "first_error": errors[0] if errors else None,
-        "rss_before_mib": rss_before / 1024, "rss_peak_mib": max(rss_peak[0], rss_kib(pid)) / 1024,
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "req_per_s": len(latencies) / elapsed,
+        "responses_per_s": len(latencies) * batch / elapsed,
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "rss_before_mib": rss_before / 1024,
+        "rss_peak_mib": max(rss_peak[0], rss_kib(pid)) / 1024,
         "rss_after_mib": rss_kib(pid) / 1024,
     }
 
@@ -174,8 +179,9 @@ def rollout_groups(n: int, seed: int = 0) -> list[tuple[str, list[str], str]]:
 
     rng = np.random.default_rng(seed)
     examples = make_benchmark(n_per_domain=(n + 1) // 2, seed=seed, domains=("arith", "count"))[:n]
-    return [(e.prompt, [worked_response(e.prompt)] + [wrong_response(e, rng) for _ in range(3)], e.answer)
-            for e in examples]
+    return [
+        (e.prompt, [worked_response(e.prompt)] + [wrong_response(e, rng) for _ in range(3)], e.answer) for e in examples
+    ]
 
 
 def drive_groups(url: str, groups: list, concurrency: int, rm: str | None) -> dict:
@@ -187,8 +193,11 @@ def drive_groups(url: str, groups: list, concurrency: int, rm: str | None) -> di
             prompt, responses, gold = groups[g]
             for r in responses:
                 body = json.dumps({"query": [prompt + r], "prompts": [prompt], "labels": [gold]}).encode()
-                req = urllib.request.Request(url + "/get_reward" + (f"?rm={rm}" if rm else ""), data=body,
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    url + "/get_reward" + (f"?rm={rm}" if rm else ""),
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
                 t0 = time.perf_counter()
                 try:
                     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -211,9 +220,16 @@ def drive_groups(url: str, groups: list, concurrency: int, rm: str | None) -> di
         th.join()
     elapsed = time.perf_counter() - t0
     lat_ms = np.array(latencies) * 1000.0
-    return {"requests": len(latencies), "seconds": elapsed, "req_per_s": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
-            "errors": len(errors), "first_error": errors[0] if errors else None, "picks": picks}
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "req_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "picks": picks,
+    }
 
 
 def get_health(url: str) -> dict:
@@ -231,18 +247,23 @@ def routed_main(args) -> int:
     groups = rollout_groups(args.groups)
     proc, url = start_server(str(config))
     try:
-        print(f"server pid {proc.pid} at {url}: 5 demo RMs, {len(groups)} groups x 4 rollouts, one query per "
-              f"request, {args.concurrency[0]} clients")
+        print(
+            f"server pid {proc.pid} at {url}: 5 demo RMs, {len(groups)} groups x 4 rollouts, one query per "
+            f"request, {args.concurrency[0]} clients"
+        )
         rows = {}
         for label, rm in (("fixed (?rm=math_expert)", "math_expert"), ("routed (/get_reward)", None)):
             r = rows[label] = drive_groups(url, groups, args.concurrency[0], rm)
-            print(f"{label:<24} {r['requests']:>6} requests {r['seconds']:>6.1f} s {r['req_per_s']:>8.1f} req/s "
-                  f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']}", flush=True)
+            print(
+                f"{label:<24} {r['requests']:>6} requests {r['seconds']:>6.1f} s {r['req_per_s']:>8.1f} req/s "
+                f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']}",
+                flush=True,
+            )
         ratio = rows["routed (/get_reward)"]["req_per_s"] / rows["fixed (?rm=math_expert)"]["req_per_s"]
         print(f"routed / fixed throughput: {ratio:.2f}")
         picks = rows["routed (/get_reward)"]["picks"]
         mixed = sum(len(p) > 1 for p in picks.values())
-        last = [next(iter(picks[g])) for g in sorted(picks)[-len(picks) // 3:]]
+        last = [next(iter(picks[g])) for g in sorted(picks)[-len(picks) // 3 :]]
         share = {n: round(last.count(n) / len(last), 2) for n in sorted(set(last))}
         print(f"groups answered by more than one RM: {mixed}; RM shares over the last third of groups: {share}")
         before = get_health(url)["router"]
@@ -255,18 +276,27 @@ def routed_main(args) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print("before kill -9: learned+tied %d groups, bandit counts %s, saves %d" % (
-        before["learned"] + before["tied"], before["counts"], before["saves"]))
-    print("after restart : learned+tied %d groups, bandit counts %s, resumed from %s" % (
-        after["learned"] + after["tied"], after["counts"], Path(after["resumed_from"] or "none").name))
+    print(
+        "before kill -9: learned+tied %d groups, bandit counts %s, saves %d"
+        % (before["learned"] + before["tied"], before["counts"], before["saves"])
+    )
+    print(
+        "after restart : learned+tied %d groups, bandit counts %s, resumed from %s"
+        % (after["learned"] + after["tied"], after["counts"], Path(after["resumed_from"] or "none").name)
+    )
     errors = sum(r["errors"] for r in rows.values())
     return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16],
-                    help="client threads; several values run one after another on one server")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16],
+        help="client threads; several values run one after another on one server",
+    )
     ap.add_argument("--requests", type=int, default=2000, help="most requests per level")
     ap.add_argument("--duration", type=float, default=30.0, help="most seconds per level")
     ap.add_argument("--batch", type=int, default=16, help="responses per request")
@@ -287,24 +317,29 @@ def main(argv: list[str] | None = None) -> int:
     proc, url = start_server()
     try:
         rss_start = rss_kib(proc.pid) / 1024
-        print(f"server pid {proc.pid} at {url}; batch {args.batch} responses/request; "
-              f"RSS at start {rss_start:.1f} MiB")
-        print(f"{'conc':>4} {'requests':>8} {'secs':>6} {'req/s':>8} {'resp/s':>9} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'errors':>6} {'RSS before/peak/after MiB':>26}")
+        print(f"server pid {proc.pid} at {url}; batch {args.batch} responses/request; RSS at start {rss_start:.1f} MiB")
+        print(
+            f"{'conc':>4} {'requests':>8} {'secs':>6} {'req/s':>8} {'resp/s':>9} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'errors':>6} {'RSS before/peak/after MiB':>26}"
+        )
         total_errors = 0
         for c in args.concurrency:
             r = drive(url, proc.pid, c, args.requests, args.duration, args.batch)
             total_errors += r["errors"]
-            print(f"{c:>4} {r['requests']:>8} {r['seconds']:>6.1f} {r['req_per_s']:>8.1f} "
-                  f"{r['responses_per_s']:>9.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                  f"{r['errors']:>6} {r['rss_before_mib']:>10.1f} /{r['rss_peak_mib']:>6.1f} /"
-                  f"{r['rss_after_mib']:>6.1f}", flush=True)
+            print(
+                f"{c:>4} {r['requests']:>8} {r['seconds']:>6.1f} {r['req_per_s']:>8.1f} "
+                f"{r['responses_per_s']:>9.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                f"{r['errors']:>6} {r['rss_before_mib']:>10.1f} /{r['rss_peak_mib']:>6.1f} /"
+                f"{r['rss_after_mib']:>6.1f}",
+                flush=True,
+            )
             if r["first_error"]:
                 print(f"     first error: {r['first_error']}")
             if args.json:
                 print(json.dumps(r))
-        print(f"RSS growth over the whole soak: {rss_kib(proc.pid) / 1024 - rss_start:+.1f} MiB; "
-              f"errors: {total_errors}")
+        print(
+            f"RSS growth over the whole soak: {rss_kib(proc.pid) / 1024 - rss_start:+.1f} MiB; errors: {total_errors}"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)

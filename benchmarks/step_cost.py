@@ -70,8 +70,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--offload", default="both", choices=["both", "on", "off"])
     p.add_argument("--full", action="store_true", help="train all weights instead of LoRA adapters")
-    p.add_argument("--memory", default="auto", choices=["auto", "none"],
-                   help="auto: CUDA allocator peak on GPU, a fresh subprocess per method on CPU")
+    p.add_argument(
+        "--memory",
+        default="auto",
+        choices=["auto", "none"],
+        help="auto: CUDA allocator peak on GPU, a fresh subprocess per method on CPU",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results here")
@@ -93,21 +97,39 @@ def make_word_tokenizer(vocab: int):
     words = {t: i for i, t in enumerate(specials + [f"w{i}" for i in range(vocab - len(specials))])}
     core = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
-                                                        special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>", padding_side="left",
-                                   model_max_length=4096, model_input_names=["input_ids", "attention_mask"])
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=4096,
+        model_input_names=["input_ids", "attention_mask"],
+    )
 
 
 def llama_config(size: str, tok, **kw):
     from transformers import LlamaConfig
 
     hidden, layers, heads, inter, _ = SIZES[size]
-    return LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                       num_key_value_heads=heads, intermediate_size=inter, vocab_size=len(tok),
-                       max_position_embeddings=1024, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
-                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **kw)
+    return LlamaConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        intermediate_size=inter,
+        vocab_size=len(tok),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **kw,
+    )
 
 
 def build_models(a: argparse.Namespace):
@@ -131,11 +153,14 @@ def build_models(a: argparse.Namespace):
     if not a.full:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                 target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+            ),
+        )
     policy = Policy(model.to(a.device), tok)
-    rms = [init(LlamaForSequenceClassification, a.seed + 1 + k, num_labels=1).to("cpu").eval()
-           for k in range(a.k)]
+    rms = [init(LlamaForSequenceClassification, a.seed + 1 + k, num_labels=1).to("cpu").eval() for k in range(a.k)]
     return policy, tok, rms, {"policy": n_policy, "rm": sum(p.numel() for p in rms[0].parameters())}
 
 
@@ -143,9 +168,19 @@ def make_rms(modules: list, tok, a: argparse.Namespace, offload: bool) -> list:
     """The project's HF classifier RM around each module, resident on the device or offloaded."""
     from laser.rewards.hf import HFClassifierRM
 
-    return [HFClassifierRM((m, tok), name=f"rm{k}", batch_size=a.batch_size * a.n_samples, max_length=1024,
-                           use_chat_template=False, device=a.device, dtype=a.dtype, offload=offload)
-            for k, m in enumerate(modules)]
+    return [
+        HFClassifierRM(
+            (m, tok),
+            name=f"rm{k}",
+            batch_size=a.batch_size * a.n_samples,
+            max_length=1024,
+            use_chat_template=False,
+            device=a.device,
+            dtype=a.dtype,
+            offload=offload,
+        )
+        for k, m in enumerate(modules)
+    ]
 
 
 def make_examples(a: argparse.Namespace) -> list:
@@ -155,23 +190,36 @@ def make_examples(a: argparse.Namespace) -> list:
 
     rng = np.random.default_rng(a.seed)
     n, words = max(a.warmup, a.steps) * a.batch_size, SIZES[a.size][4] - 4
-    return [Example(id=f"p{i}", prompt=" ".join(f"w{w}" for w in rng.integers(0, words, a.prompt_len)))
-            for i in range(n)]
+    return [
+        Example(id=f"p{i}", prompt=" ".join(f"w{w}" for w in rng.integers(0, words, a.prompt_len))) for i in range(n)
+    ]
 
 
 # ----- one method ------------------------------------------------------------------------------
 def run_config(method: str, a: argparse.Namespace, out: Path):
     from laser.config import load_config
 
-    return load_config(data={
-        "seed": a.seed, "output_dir": str(out),
-        "rewards": [{"name": f"rm{k}", "type": "hf_classifier"} for k in range(a.k)],
-        "selector": {"name": method}, "data": {"shuffle": False},
-        "train": {"iterations": 1, "batch_size": a.batch_size, "n_samples": a.n_samples,
-                  "max_new_tokens": a.max_new_tokens, "pairs_per_prompt": max(1, a.n_samples // 2),
-                  "micro_batch_pairs": a.batch_size * a.n_samples, "lr": 1e-4, "feedback": "neg_loss"},
-        "checkpoint": {"every": 0, "keep_last": 1},
-    }, require_data=False)
+    return load_config(
+        data={
+            "seed": a.seed,
+            "output_dir": str(out),
+            "rewards": [{"name": f"rm{k}", "type": "hf_classifier"} for k in range(a.k)],
+            "selector": {"name": method},
+            "data": {"shuffle": False},
+            "train": {
+                "iterations": 1,
+                "batch_size": a.batch_size,
+                "n_samples": a.n_samples,
+                "max_new_tokens": a.max_new_tokens,
+                "pairs_per_prompt": max(1, a.n_samples // 2),
+                "micro_batch_pairs": a.batch_size * a.n_samples,
+                "lr": 1e-4,
+                "feedback": "neg_loss",
+            },
+            "checkpoint": {"every": 0, "keep_last": 1},
+        },
+        require_data=False,
+    )
 
 
 def phases_of(records: list[dict]) -> dict:
@@ -187,8 +235,9 @@ def phases_of(records: list[dict]) -> dict:
     return {"step_s": statistics.median(steps), "phases": {p: statistics.median(v) for p, v in per.items()}}
 
 
-def run_method(method: str, policy, rms: list, examples: list, a: argparse.Namespace, initial: dict,
-               steps: int) -> list[dict]:
+def run_method(
+    method: str, policy, rms: list, examples: list, a: argparse.Namespace, initial: dict, steps: int
+) -> list[dict]:
     """Train ``method`` for ``steps`` steps from the initial weights; the loop's log records."""
     import shutil
 
@@ -202,7 +251,7 @@ def run_method(method: str, policy, rms: list, examples: list, a: argparse.Names
                 p.copy_(initial[n])
     out = Path(tempfile.mkdtemp(prefix=f"step_cost_{method}_"))
     try:
-        examples = examples[:steps * a.batch_size]  # one iteration of `steps` batches
+        examples = examples[: steps * a.batch_size]  # one iteration of `steps` batches
         Trainer(run_config(method, a, out), policy, rms, examples, show_progress=False).run()
         return [json.loads(line) for line in open(out / "log.jsonl")]
     finally:
@@ -239,8 +288,9 @@ def cpu_peak(method: str, offload: bool, argv: list[str]) -> dict:
 
 
 # ----- the comparison --------------------------------------------------------------------------
-def measure(methods: list[str], policy, rms: list, examples: list, a: argparse.Namespace, initial: dict,
-            suffix: str) -> dict:
+def measure(
+    methods: list[str], policy, rms: list, examples: list, a: argparse.Namespace, initial: dict, suffix: str
+) -> dict:
     """Warm-up runs, then ``rounds`` rounds that run every method in turn (load changes on a shared
     machine then hit all methods alike); median phases over each method's measured steps."""
     import torch
@@ -263,8 +313,11 @@ def measure(methods: list[str], policy, rms: list, examples: list, a: argparse.N
                 peaks[method] = max(peaks[method], torch.cuda.max_memory_allocated())
     out = {}
     for method in methods:
-        out[method + suffix] = {**phases_of(records[method]), "responses_scored_per_step":
-                                records[method][-1]["responses_scored_total"] / records[method][-1]["global_step"]}
+        out[method + suffix] = {
+            **phases_of(records[method]),
+            "responses_scored_per_step": records[method][-1]["responses_scored_total"]
+            / records[method][-1]["global_step"],
+        }
         if cuda:
             out[method + suffix]["peak_bytes"] = peaks[method]
     return out
@@ -287,13 +340,23 @@ def compare(a: argparse.Namespace, argv: list[str]) -> dict:
         for name in results:
             results[name].update(cpu_peak(name.split("/")[0], name.endswith("/offload"), argv))
             print(f"  peak RSS of {name}: {results[name].get('peak_bytes', 0) / 2**20:.1f} MiB", flush=True)
-    return {"k": a.k, "device": device_name(a.device), "size": a.size, "dtype": a.dtype, "params": params,
-            "lora": not a.full, "settings": {k: getattr(a, k) for k in
-                                             ("batch_size", "n_samples", "prompt_len", "max_new_tokens",
-                                              "steps", "rounds", "warmup", "threads")},
-            "memory_measure": "torch.cuda.max_memory_allocated" if cuda else
-            "peak RSS (VmHWM) of a fresh process per method, during training",
-            "methods": results, "ratios": ratios(results)}
+    return {
+        "k": a.k,
+        "device": device_name(a.device),
+        "size": a.size,
+        "dtype": a.dtype,
+        "params": params,
+        "lora": not a.full,
+        "settings": {
+            k: getattr(a, k)
+            for k in ("batch_size", "n_samples", "prompt_len", "max_new_tokens", "steps", "rounds", "warmup", "threads")
+        },
+        "memory_measure": "torch.cuda.max_memory_allocated"
+        if cuda
+        else "peak RSS (VmHWM) of a fresh process per method, during training",
+        "methods": results,
+        "ratios": ratios(results),
+    }
 
 
 def device_name(device: str) -> str:
@@ -314,29 +377,45 @@ def ratios(results: dict) -> dict:
         if base is None or name.startswith("linucb"):
             continue
         div = lambda x, y: x / y if y > 0 else None  # noqa: E731
-        out[name] = {"step": div(r["step_s"], base["step_s"]),
-                     "phases": {p: div(r["phases"][p], base["phases"][p]) for p in PHASES}}
+        out[name] = {
+            "step": div(r["step_s"], base["step_s"]),
+            "phases": {p: div(r["phases"][p], base["phases"][p]) for p in PHASES},
+        }
     return out
 
 
 def format_table(res: dict) -> str:
     mib = lambda b: f"{b / 2**20:9.1f}" if isinstance(b, (int, float)) else f"{'n/a':>9}"  # noqa: E731
     delta = any("peak_delta_bytes" in r for r in res["methods"].values())
-    head = (f"{'method':<28}{'step s':>8}" + "".join(f"{p:>9}" for p in PHASES) + f"{'peak MiB':>9}"
-            + (f"{'+MiB':>9}" if delta else "") + f"{'ratio':>7}")
-    lines = [f"K = {res['k']} RMs, {res['size']} ({res['params']['policy'] / 1e6:.1f}M params per model), "
-             f"{res['dtype']}, {res['device']}; median seconds per step", head, "-" * len(head)]
+    head = (
+        f"{'method':<28}{'step s':>8}"
+        + "".join(f"{p:>9}" for p in PHASES)
+        + f"{'peak MiB':>9}"
+        + (f"{'+MiB':>9}" if delta else "")
+        + f"{'ratio':>7}"
+    )
+    lines = [
+        f"K = {res['k']} RMs, {res['size']} ({res['params']['policy'] / 1e6:.1f}M params per model), "
+        f"{res['dtype']}, {res['device']}; median seconds per step",
+        head,
+        "-" * len(head),
+    ]
     for name, r in res["methods"].items():
         ratio = res["ratios"].get(name, {}).get("step")
-        lines.append(f"{name:<28}{r['step_s']:8.3f}" + "".join(f"{r['phases'][p]:9.3f}" for p in PHASES)
-                     + mib(r.get("peak_bytes")) + (mib(r.get("peak_delta_bytes")) if delta else "")
-                     + (f"{ratio:7.2f}" if ratio else f"{'1.00' if name.startswith('linucb') else '':>7}"))
+        lines.append(
+            f"{name:<28}{r['step_s']:8.3f}"
+            + "".join(f"{r['phases'][p]:9.3f}" for p in PHASES)
+            + mib(r.get("peak_bytes"))
+            + (mib(r.get("peak_delta_bytes")) if delta else "")
+            + (f"{ratio:7.2f}" if ratio else f"{'1.00' if name.startswith('linucb') else '':>7}")
+        )
     if delta:
         lines.append("peak MiB: peak RSS of a fresh process per method while training; +MiB: its growth over set-up")
     lines += ["", "ensemble / LASeR, per phase:"]
     for name, r in res["ratios"].items():
-        lines.append(f"{name:<28}" + "  ".join(f"{p} {v:.2f}" if v is not None else f"{p} n/a"
-                                              for p, v in r["phases"].items()))
+        lines.append(
+            f"{name:<28}" + "  ".join(f"{p} {v:.2f}" if v is not None else f"{p} n/a" for p, v in r["phases"].items())
+        )
     return "\n".join(lines)
 
 

@@ -46,8 +46,7 @@ def item_correctness(model, tokenizer, test, max_new_tokens: int) -> list[int]:
 
 
 def macro(items: list[int], groups: list[str]) -> dict[str, float]:
-    acc = {g: float(np.mean([c for c, h in zip(items, groups, strict=True) if h == g]))
-           for g in dict.fromkeys(groups)}
+    acc = {g: float(np.mean([c for c, h in zip(items, groups, strict=True) if h == g])) for g in dict.fromkeys(groups)}
     acc["average"] = float(np.mean(list(acc.values())))
     return acc
 
@@ -73,12 +72,12 @@ def run(args) -> None:
         train = make_benchmark(s.n_train_per_domain, seed=seed, split="train", **bench)
         test = make_benchmark(s.n_test_per_domain, seed=seed, split="test", **bench)
         groups = [e.group for e in test]
+
         def rms(seed=seed):  # fresh RMs per method
             return make_demo_rms(seed=seed, **bench)
 
         names = [rm.name for rm in rms()]
-        base = {"benchmark": args.benchmark, "tag": args.tag, "settings": asdict(s), "sft": args.sft,
-                "seed": seed}
+        base = {"benchmark": args.benchmark, "tag": args.tag, "settings": asdict(s), "sft": args.sft, "seed": seed}
         for method in ["sft", *args.methods]:
             # a run folder left from an earlier call would make the loop resume it
             shutil.rmtree(work / args.tag / f"seed{seed}" / method.replace(":", "_"), ignore_errors=True)
@@ -91,13 +90,25 @@ def run(args) -> None:
                 model, tok = policy.model, policy.tokenizer
             train_s = time.perf_counter() - t
             items = item_correctness(model, tok, test, s.max_new_tokens)
-            row = {**base, "method": method, "accuracy": macro(items, groups), "items": items, "groups": groups,
-                   "train_s": train_s, "wall_s": time.perf_counter() - t, "sft_build_s": sft_s}
+            row = {
+                **base,
+                "method": method,
+                "accuracy": macro(items, groups),
+                "items": items,
+                "groups": groups,
+                "train_s": train_s,
+                "wall_s": time.perf_counter() - t,
+                "sft_build_s": sft_s,
+            }
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             acc = row["accuracy"]
-            print(f"[{args.tag} seed {seed}] {method:<22} " + " ".join(f"{k} {100 * v:5.1f}" for k, v in acc.items())
-                  + f"  {row['wall_s']:6.1f}s", flush=True)
+            print(
+                f"[{args.tag} seed {seed}] {method:<22} "
+                + " ".join(f"{k} {100 * v:5.1f}" for k, v in acc.items())
+                + f"  {row['wall_s']:6.1f}s",
+                flush=True,
+            )
 
 
 def timing(args) -> None:
@@ -123,8 +134,10 @@ def timing(args) -> None:
             t = time.perf_counter()
             train_sft(model, tok, ex, 40, 3e-3, 32, seed=0, responses=sft_targets(ex, v, 0.6 * (v == "v2"), 0))
             times.setdefault(f"sft step {v}", []).append((time.perf_counter() - t) / 40)
-    runs = {"v1": (DemoSettings(), {}),
-            args.benchmark: (args.settings, {"version": args.benchmark} if args.benchmark != "v1" else {})}
+    runs = {
+        "v1": (DemoSettings(), {}),
+        args.benchmark: (args.settings, {"version": args.benchmark} if args.benchmark != "v1" else {}),
+    }
     for _ in range(args.repeats):
         for v, (s, bench) in runs.items():
             policy_dir = build_tiny_policy(seed=0, target=s.sft_target)
@@ -133,8 +146,16 @@ def timing(args) -> None:
             for method in args.methods:
                 shutil.rmtree(Path(args.work) / "timing", ignore_errors=True)
                 t = time.perf_counter()
-                run_method(method, 0, policy_dir, train, names, s, Path(args.work) / "timing",
-                           rms=make_demo_rms(seed=0, **bench))
+                run_method(
+                    method,
+                    0,
+                    policy_dir,
+                    train,
+                    names,
+                    s,
+                    Path(args.work) / "timing",
+                    rms=make_demo_rms(seed=0, **bench),
+                )
                 times.setdefault(f"{method} {v}", []).append(time.perf_counter() - t)
     for k, v in times.items():
         print(f"{k:<30} " + " ".join(f"{x:.3f}" for x in v) + f"  median {np.median(v):.3f} s")
@@ -145,8 +166,9 @@ def timing(args) -> None:
 
 
 # ---------------------------------------------------------------- statistics
-def two_level_ci(a: np.ndarray, b: np.ndarray, groups: list[str], n_boot: int = 4000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float, float]:
+def two_level_ci(
+    a: np.ndarray, b: np.ndarray, groups: list[str], n_boot: int = 4000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """Mean over seeds of macro-accuracy(a) - macro-accuracy(b), with a two-level bootstrap interval.
 
     Args:
@@ -197,25 +219,31 @@ def report(paths: list[str], tag: str | None = None) -> None:
         print(f"{'method':<22}" + "".join(f"{d:>14}" for d in doms) + f"{'train s':>9}")
         for m, per in by.items():
             accs = [per[s]["accuracy"] for s in seeds]
-            cells = "".join(f"{100 * np.mean([a[d] for a in accs]):8.1f} ±{100 * np.std([a[d] for a in accs]):4.1f}"
-                            for d in doms)
+            cells = "".join(
+                f"{100 * np.mean([a[d] for a in accs]):8.1f} ±{100 * np.std([a[d] for a in accs]):4.1f}" for d in doms
+            )
             print(f"{m:<22}{cells}{np.mean([per[s]['train_s'] for s in seeds]):9.1f}")
         for x, y in (("oracle", "random"), ("single:noise", "sft"), ("oracle", "sft"), ("random", "sft")):
             if x in by and y in by and len(seeds) > 1:
                 a = np.array([by[x][s]["items"] for s in seeds])
                 b = np.array([by[y][s]["items"] for s in seeds])
                 est, lo, hi = two_level_ci(a, b, by[x][seeds[0]]["groups"])
-                slo, shi = seed_only_ci([by[x][s]["accuracy"]["average"] for s in seeds],
-                                        [by[y][s]["accuracy"]["average"] for s in seeds])
+                slo, shi = seed_only_ci(
+                    [by[x][s]["accuracy"]["average"] for s in seeds], [by[y][s]["accuracy"]["average"] for s in seeds]
+                )
                 per_seed = [100 * (by[x][s]["accuracy"]["average"] - by[y][s]["accuracy"]["average"]) for s in seeds]
-                print(f"  {x} - {y}: {100 * est:+.1f} points, 95% two-level [{100 * lo:+.1f}, {100 * hi:+.1f}], "
-                      f"seeds-only [{100 * slo:+.1f}, {100 * shi:+.1f}]; per seed "
-                      + " ".join(f"{v:+.1f}" for v in per_seed))
+                print(
+                    f"  {x} - {y}: {100 * est:+.1f} points, 95% two-level [{100 * lo:+.1f}, {100 * hi:+.1f}], "
+                    f"seeds-only [{100 * slo:+.1f}, {100 * shi:+.1f}]; per seed "
+                    + " ".join(f"{v:+.1f}" for v in per_seed)
+                )
                 # its statistic is the mean over all items: the macro average here (equal domain sizes)
                 lib = hierarchical_bootstrap(a, b)
-                print(f"    laser.compare.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
-                      f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
-                      f"({lib['test']}, df {lib['df']:.1f})")
+                print(
+                    f"    laser.compare.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
+                    f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
+                    f"({lib['test']}, df {lib['df']:.1f})"
+                )
 
 
 def _parse_set(items: list[str], benchmark: str) -> DemoSettings:

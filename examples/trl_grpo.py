@@ -35,7 +35,7 @@ def grouped_dataset(rounds: int, prompts_per_round: int, seed: int):
     used = {d: 0 for d in DOMAINS}
     rows = []
     for domain in order:
-        for ex in pools[domain][used[domain]:used[domain] + prompts_per_round]:
+        for ex in pools[domain][used[domain] : used[domain] + prompts_per_round]:
             rows.append({"prompt": ex.prompt, "answer": ex.answer, "task": ex.task, "domain": ex.domain})
         used[domain] += prompts_per_round
     return Dataset.from_list(rows)
@@ -77,6 +77,7 @@ def step_timer():
 
 def plain_reward(rm: Counted):
     """TRL's usual reward function for one RM: it scores every completion."""
+
     def reward(prompts, completions, **kwargs):
         return [float(s) for s in rm.score(prompts, completions)]
 
@@ -94,13 +95,33 @@ def run(args, reward_funcs, callbacks, out_dir) -> float:
     model = AutoModelForCausalLM.from_pretrained(args.policy)
     tokenizer = AutoTokenizer.from_pretrained(args.policy)
     config = GRPOConfig(
-        output_dir=out_dir, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[],
-        per_device_train_batch_size=args.prompts * args.generations, num_generations=args.generations,
-        gradient_accumulation_steps=1, max_steps=args.rounds, shuffle_dataset=False,
-        max_completion_length=40, temperature=0.8, learning_rate=args.lr, beta=0.0, seed=args.seed,
-        logging_steps=max(1, args.rounds // 4), save_strategy="no", disable_tqdm=True)
-    trainer = GRPOTrainer(model=model, args=config, processing_class=tokenizer, reward_funcs=reward_funcs,
-                          train_dataset=grouped_dataset(args.rounds, args.prompts, args.seed), callbacks=callbacks)
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to=[],
+        per_device_train_batch_size=args.prompts * args.generations,
+        num_generations=args.generations,
+        gradient_accumulation_steps=1,
+        max_steps=args.rounds,
+        shuffle_dataset=False,
+        max_completion_length=40,
+        temperature=0.8,
+        learning_rate=args.lr,
+        beta=0.0,
+        seed=args.seed,
+        logging_steps=max(1, args.rounds // 4),
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        args=config,
+        processing_class=tokenizer,
+        reward_funcs=reward_funcs,
+        train_dataset=grouped_dataset(args.rounds, args.prompts, args.seed),
+        callbacks=callbacks,
+    )
     trainer.remove_callback(PrinterCallback)  # keep the output to the tables below
     timer = step_timer()
     trainer.add_callback(timer)
@@ -133,8 +154,15 @@ def main(argv=None) -> dict:
     args.policy = build_tiny_policy(seed=args.seed)
     options = {"alpha": args.alpha} if args.selector in ("linucb", "sliding_linucb") else {}
     routed = [Counted(rm) for rm in make_demo_rms(args.seed)]
-    router = RMRouter(routed, selector=args.selector, selector_options=options, context=args.context,
-                      feedback=args.feedback, tag_column="domain", seed=args.seed)
+    router = RMRouter(
+        routed,
+        selector=args.selector,
+        selector_options=options,
+        context=args.context,
+        feedback=args.feedback,
+        tag_column="domain",
+        seed=args.seed,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         router_step = run(args, router.reward_funcs, [router], tmp)
         plain = [Counted(rm) for rm in make_demo_rms(args.seed)]
@@ -155,21 +183,31 @@ def report(args, router, routed, plain, router_step, plain_step) -> dict:
         right = "" if plain_step is None else f"{plain[i].rows:>10} / {plain[i].calls:<4}"
         print(f"{rm.name:<14}{rm.rows:>10} / {rm.calls:<4}" + right)
     total_r, total_p = sum(rm.rows for rm in routed), sum(rm.rows for rm in plain)
-    ratio = "" if plain_step is None else (
-        f"{'':7}{total_p:>10}   (ratio {total_r / total_p:.3f}, 1/K = {1 / len(names):.3f})")
+    ratio = (
+        ""
+        if plain_step is None
+        else (f"{'':7}{total_p:>10}   (ratio {total_r / total_p:.3f}, 1/K = {1 / len(names):.3f})")
+    )
     print(f"{'total':<14}{total_r:>10}" + ratio)
     line = f"\nmedian time per step: router {router_step * 1000:.0f} ms"
     if plain_step is not None:
         line += f", plain TRL {plain_step * 1000:.0f} ms (ratio {router_step / plain_step:.2f})"
     print(line + " (other jobs share this machine: a single run's ratio varies)")
     rounds = args.rounds
-    line = (f"per round: routing {router.seconds_['route'] / rounds * 1000:.1f} ms (context, decision, feedback), "
-            f"RM scoring {sum(rm.seconds for rm in routed) / rounds * 1000:.1f} ms")
+    line = (
+        f"per round: routing {router.seconds_['route'] / rounds * 1000:.1f} ms (context, decision, feedback), "
+        f"RM scoring {sum(rm.seconds for rm in routed) / rounds * 1000:.1f} ms"
+    )
     if plain_step is not None:
         line += f" (plain TRL: RM scoring {sum(rm.seconds for rm in plain) / rounds * 1000:.1f} ms)"
     print(line)
-    return {"table": table, "router_rows": total_r, "plain_rows": total_p, "router_step": router_step,
-            "plain_step": plain_step}
+    return {
+        "table": table,
+        "router_rows": total_r,
+        "plain_rows": total_p,
+        "router_step": router_step,
+        "plain_step": plain_step,
+    }
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 from laser.config import option
-from laser.tasks.synthetic import VERSIONS
 from laser.routing.pairs import PAIRING_RULES
+from laser.tasks.synthetic import VERSIONS
 
 #: the feedback of the LinUCB methods (``laser_per_prompt``, ``classifier``, ``laser:auto_label_free``):
 #: label-free, so they see no label the baselines do not (the label-based ``pair_accuracy`` runs as
@@ -35,24 +35,28 @@ class DemoSettings:
     n_samples: int = option(12, "responses sampled per prompt", ge=2, why="to form a pair")
     max_new_tokens: int = option(40, "longest sampled response", ge=1)
     pairs_per_prompt: int = option(2, "preference pairs built per prompt", ge=1)
-    pairing: Literal[PAIRING_RULES] = option("topk_vs_bottomk", "how scored samples become pairs (best vs "
-                                             "worst, 2nd best vs 2nd worst: fewer near-tie pairs)")
+    pairing: Literal[PAIRING_RULES] = option(
+        "topk_vs_bottomk",
+        "how scored samples become pairs (best vs worst, 2nd best vs 2nd worst: fewer near-tie pairs)",
+    )
     lr: float = option(2e-4, "AdamW learning rate", gt=0)
     beta: float = option(0.1, "DPO beta", gt=0)
     nll_weight: float = option(1.0, "weight of the NLL term on chosen responses", ge=0)
     sft_target: Literal["moderate", "smoke", "v2", "v2_smoke"] = option(
-        "v2", "SFT recipe of the start policy (laser.policy.tiny.PRESETS)")
+        "v2", "SFT recipe of the start policy (laser.policy.tiny.PRESETS)"
+    )
     group_batches: bool = option(True, "each batch from one domain, as when training on several datasets")
-    benchmark: Literal[VERSIONS] = option("v2", "benchmark version: the prompts and the demo RMs' off-domain "
-                                          "behaviour")
+    benchmark: Literal[VERSIONS] = option("v2", "benchmark version: the prompts and the demo RMs' off-domain behaviour")
 
 
 def benchmark_sets(s: DemoSettings, seed: int) -> tuple[list, list]:
     """(train, test) prompts of one seed."""
     from laser.tasks.synthetic import make_benchmark
 
-    return (make_benchmark(s.n_train_per_domain, seed=seed, split="train", version=s.benchmark),
-            make_benchmark(s.n_test_per_domain, seed=seed, split="test", version=s.benchmark))
+    return (
+        make_benchmark(s.n_train_per_domain, seed=seed, split="train", version=s.benchmark),
+        make_benchmark(s.n_test_per_domain, seed=seed, split="test", version=s.benchmark),
+    )
 
 
 def demo_rms(s: DemoSettings, seed: int) -> list:
@@ -62,8 +66,16 @@ def demo_rms(s: DemoSettings, seed: int) -> list:
     return make_demo_rms(seed=seed, version=s.benchmark)
 
 
-QUICK = DemoSettings(n_train_per_domain=4, n_test_per_domain=5, iterations=1, batch_size=8, n_samples=4,
-                     max_new_tokens=24, pairs_per_prompt=2, sft_target="v2_smoke")
+QUICK = DemoSettings(
+    n_train_per_domain=4,
+    n_test_per_domain=5,
+    iterations=1,
+    batch_size=8,
+    n_samples=4,
+    max_new_tokens=24,
+    pairs_per_prompt=2,
+    sft_target="v2_smoke",
+)
 
 
 #: window of ``laser@sliding_linucb``: the bandit library's default (200 updates) is longer than the
@@ -76,9 +88,20 @@ SLIDING_WINDOW = 16
 RELIABILITY_ANCHOR = "generalist"
 
 
-def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[str], s: DemoSettings,
-               out: Path, rms: list | None = None, selector=None, reward_specs: list[dict] | None = None,
-               eta: float = 0.5, feedback: str | None = None) -> tuple[dict, object, Path]:
+def run_method(
+    method: str,
+    seed: int,
+    policy_dir: str,
+    train,
+    rm_names: list[str],
+    s: DemoSettings,
+    out: Path,
+    rms: list | None = None,
+    selector=None,
+    reward_specs: list[dict] | None = None,
+    eta: float = 0.5,
+    feedback: str | None = None,
+) -> tuple[dict, object, Path]:
     """Train one method from the SFT start; returns (trainer summary, policy, run folder).
 
     Args:
@@ -97,10 +120,16 @@ def run_method(method: str, seed: int, policy_dir: str, train, rm_names: list[st
     if method == "laser":
         method = LASER
     selector_conf, train_conf = method_config(
-        method, {}, {"feedback": feedback or DEFAULT_FEEDBACK},
-        selector_kwargs={"online_ensemble": {"eta": eta}, "sliding_linucb": {"window": SLIDING_WINDOW},
-                         "oracle": {"arms_by_group": oracle_map(rms)},
-                         "reliability": {"anchor": RELIABILITY_ANCHOR}})
+        method,
+        {},
+        {"feedback": feedback or DEFAULT_FEEDBACK},
+        selector_kwargs={
+            "online_ensemble": {"eta": eta},
+            "sliding_linucb": {"window": SLIDING_WINDOW},
+            "oracle": {"arms_by_group": oracle_map(rms)},
+            "reliability": {"anchor": RELIABILITY_ANCHOR},
+        },
+    )
     cfg = demo_run_config(seed, run_dir, rm_names, s, selector_conf, train_conf["feedback"], reward_specs)
     policy = load_sft_policy(policy_dir)
     trainer = build(cfg, train, policy, rms, selector=selector, show_progress=False)
@@ -120,28 +149,58 @@ def gold_verifier(examples: list):
     """A verifier RM checking each training prompt's answer against its gold answer (its own task)."""
     from laser.rewards.rules import VerifierRM
 
-    return VerifierRM("verifier", gold={ex.prompt: ex.answer for ex in examples if ex.answer},
-                      tasks={ex.prompt: ex.task for ex in examples})
+    return VerifierRM(
+        "verifier",
+        gold={ex.prompt: ex.answer for ex in examples if ex.answer},
+        tasks={ex.prompt: ex.task for ex in examples},
+    )
 
 
-def demo_run_config(seed: int, run_dir: Path, rm_names: list[str], s: DemoSettings, selector_conf: dict,
-                    feedback: str, reward_specs: list[dict] | None = None):
+def demo_run_config(
+    seed: int,
+    run_dir: Path,
+    rm_names: list[str],
+    s: DemoSettings,
+    selector_conf: dict,
+    feedback: str,
+    reward_specs: list[dict] | None = None,
+):
     """The validated run config of one demo method (the demo's RMs by name, the settings' sizes)."""
     from laser.config import load_config
 
     extra = reward_specs or [{} for _ in rm_names]
-    return load_config(data={
-        "seed": seed, "output_dir": str(run_dir),
-        "rewards": [{"name": n, "type": "demo", "seed": seed,
-                     **({"version": s.benchmark} if s.benchmark != "v1" else {}), **x}
-                    for n, x in zip(rm_names, extra, strict=True)],
-        "selector": selector_conf,
-        "data": {"group_batches": s.group_batches},
-        "train": {"iterations": s.iterations, "batch_size": s.batch_size, "n_samples": s.n_samples,
-                  "max_new_tokens": s.max_new_tokens, "pairs_per_prompt": s.pairs_per_prompt, "lr": s.lr,
-                  "pairing": s.pairing, "beta": s.beta, "nll_weight": s.nll_weight, "feedback": feedback},
-        "checkpoint": {"every": 0, "keep_last": 1},
-    }, require_data=False)
+    return load_config(
+        data={
+            "seed": seed,
+            "output_dir": str(run_dir),
+            "rewards": [
+                {
+                    "name": n,
+                    "type": "demo",
+                    "seed": seed,
+                    **({"version": s.benchmark} if s.benchmark != "v1" else {}),
+                    **x,
+                }
+                for n, x in zip(rm_names, extra, strict=True)
+            ],
+            "selector": selector_conf,
+            "data": {"group_batches": s.group_batches},
+            "train": {
+                "iterations": s.iterations,
+                "batch_size": s.batch_size,
+                "n_samples": s.n_samples,
+                "max_new_tokens": s.max_new_tokens,
+                "pairs_per_prompt": s.pairs_per_prompt,
+                "lr": s.lr,
+                "pairing": s.pairing,
+                "beta": s.beta,
+                "nll_weight": s.nll_weight,
+                "feedback": feedback,
+            },
+            "checkpoint": {"every": 0, "keep_last": 1},
+        },
+        require_data=False,
+    )
 
 
 def load_sft_policy(policy_dir: str):
@@ -153,5 +212,3 @@ def load_sft_policy(policy_dir: str):
     tok = AutoTokenizer.from_pretrained(policy_dir)
     tok.padding_side = "left"
     return Policy(AutoModelForCausalLM.from_pretrained(policy_dir), tok)
-
-

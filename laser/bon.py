@@ -53,8 +53,9 @@ def _every_rm(router: Router, batch: Batch) -> np.ndarray:
 def bon_router(cfg, rms: list, dim_fn) -> Router:
     """The core for best-of-n: the configured strategy, one RM per prompt for a bandit."""
     pool = RewardPool(rms)
-    return Router(make_strategy(cfg, pool.names, dim_fn, per_prompt=True), pool, feedback=None,
-                  normalizer=_normalizer(cfg))
+    return Router(
+        make_strategy(cfg, pool.names, dim_fn, per_prompt=True), pool, feedback=None, normalizer=_normalizer(cfg)
+    )
 
 
 def _normalizer(cfg):
@@ -84,15 +85,21 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
     rng = np.random.default_rng([cfg.seed, 17])
     picks = {m: [] for m in ["bandit", "random", "score_ensemble", "first_sample", *[f"single:{x}" for x in names]]}
     oracle, arms, events = [], [], []
-    for step, start in enumerate(tqdm(range(0, len(examples), t.batch_size), desc="best-of-n",
-                                      disable=not show_progress)):
-        chunk = examples[start:start + t.batch_size]
+    for step, start in enumerate(
+        tqdm(range(0, len(examples), t.batch_size), desc="best-of-n", disable=not show_progress)
+    ):
+        chunk = examples[start : start + t.batch_size]
         batch = Batch.of(chunk, step=step + 1)
         prompts = batch.prompts
-        batch.contexts = (np.asarray(contexts_of(prompts), dtype=np.float64) if router.strategy.needs_context
-                          else np.zeros((len(prompts), 1)))
+        batch.contexts = (
+            np.asarray(contexts_of(prompts), dtype=np.float64)
+            if router.strategy.needs_context
+            else np.zeros((len(prompts), 1))
+        )
         _seed_torch(step_seed(cfg.seed, 0, step, 1))  # as a training step would (e.g. LoRA dropout)
-        samples = policy.sample(prompts, n, t.temperature, t.top_p, t.max_new_tokens, seed=step_seed(cfg.seed, 0, step, 0))
+        samples = policy.sample(
+            prompts, n, t.temperature, t.top_p, t.max_new_tokens, seed=step_seed(cfg.seed, 0, step, 0)
+        )
         batch.add_responses(samples.texts, samples.prompt_index)
         router.route(batch)
         matrix = _every_rm(router, batch)
@@ -106,8 +113,11 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
             choice["first_sample"] = 0
             choice["bandit"] = best_index(batch.scores[mine])
             for m, c in choice.items():
-                picks[m].append(bool(ok[c]) if (ok is not None and c is not None)
-                                else (c is not None and c == choice["score_ensemble"]))
+                picks[m].append(
+                    bool(ok[c])
+                    if (ok is not None and c is not None)
+                    else (c is not None and c == choice["score_ensemble"])
+                )
             oracle.append(any(ok) if ok is not None else True)
             units.append(Unit(batch.my_arms[j], batch.contexts[j], None, [j]))
             raw.append(float(picks["bandit"][-1]))  # metric of the picked response (or consensus)
@@ -130,10 +140,15 @@ def _result(cfg, picks, oracle, arms, names, labelled, n, events, pool) -> dict:
     cost["score_ensemble"] = per_rm * len(names)
     cost["first_sample"] = 0
     metric = "accuracy" if labelled else "agreement_with_ensemble"
-    result = {"metric": metric, "n": n, "n_samples": cfg.train.n_samples,
-              "methods": {m: {metric: float(np.mean(v)), "responses_scored": cost[m]} for m, v in picks.items()},
-              "selection": {names[k]: arms.count(k) / n for k in range(len(names))}, "events": events,
-              "pool": {"responses_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist()}}
+    result = {
+        "metric": metric,
+        "n": n,
+        "n_samples": cfg.train.n_samples,
+        "methods": {m: {metric: float(np.mean(v)), "responses_scored": cost[m]} for m, v in picks.items()},
+        "selection": {names[k]: arms.count(k) / n for k in range(len(names))},
+        "events": events,
+        "pool": {"responses_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist()},
+    }
     if labelled:
         result["methods"]["oracle"] = {metric: float(np.mean(oracle)), "responses_scored": 0}
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
@@ -148,11 +163,15 @@ def format_bon(result: dict) -> str:
     room = orc - rnd if rnd is not None and orc is not None and orc > rnd else None
     lines = [f"{'method':<28}{metric:>26}{'responses_scored':>18}" + (f"{'headroom %':>12}" if room else "")]
     for m, e in methods.items():
-        lines.append(f"{m:<28}{100 * e[metric]:>25.1f}%{e['responses_scored']:>18}"
-                     + (f"{100 * (e[metric] - rnd) / room:>12.0f}" if room else ""))
+        lines.append(
+            f"{m:<28}{100 * e[metric]:>25.1f}%{e['responses_scored']:>18}"
+            + (f"{100 * (e[metric] - rnd) / room:>12.0f}" if room else "")
+        )
     lines.append("bandit selection share: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in result["selection"].items()))
     if "pool" in result:
-        lines.append(f"RM work in this run (every RM once per response): responses_scored "
-                     f"{sum(result['pool']['responses_scored'])}, score_calls {sum(result['pool']['score_calls'])}")
+        lines.append(
+            f"RM work in this run (every RM once per response): responses_scored "
+            f"{sum(result['pool']['responses_scored'])}, score_calls {sum(result['pool']['score_calls'])}"
+        )
     lines += [f"event: {e}" for e in result.get("events", [])]
     return "\n".join(lines)

@@ -21,8 +21,9 @@ RELIABILITY = "laser:reliability"
 PER_PROMPT = ("laser_per_prompt", "bayes_router")
 
 
-def method_config(method: str, selector: dict | None = None, train: dict | None = None,
-                  selector_kwargs: dict[str, dict] | None = None) -> tuple[dict, dict]:
+def method_config(
+    method: str, selector: dict | None = None, train: dict | None = None, selector_kwargs: dict[str, dict] | None = None
+) -> tuple[dict, dict]:
     """The (selector, train) config sections of a compared method, starting from a run's own.
 
     ``laser`` / ``laser_per_prompt`` / ``laser:<feedback>`` use LinUCB (per prompt for the
@@ -64,21 +65,26 @@ def check_method(method: str, rm_names: list[str], extra: tuple[str, ...] = ()) 
         return None
     if method.startswith("laser@"):
         name = method.split("@", 1)[1]
-        return None if name in SELECTORS else f"{method}: unknown selector {name!r} (valid: {', '.join(sorted(SELECTORS))})"
+        return (
+            None
+            if name in SELECTORS
+            else f"{method}: unknown selector {name!r} (valid: {', '.join(sorted(SELECTORS))})"
+        )
     if method.startswith("laser:"):
         fb = method.split(":", 1)[1]
         return None if fb in FEEDBACKS else f"{method}: unknown feedback {fb!r} (valid: {', '.join(FEEDBACKS)})"
     if method.startswith("single:"):
         rm = method.split(":", 1)[1]
         return None if rm in rm_names else f"{method}: unknown reward model {rm!r} (valid: {', '.join(rm_names)})"
-    return (f"unknown method {method!r}; valid: {', '.join([*PLAIN, *SELECTOR_ENSEMBLES, *extra])}, "
-            "laser@<selector>, laser:<feedback>, single:<rm>")
+    return (
+        f"unknown method {method!r}; valid: {', '.join([*PLAIN, *SELECTOR_ENSEMBLES, *extra])}, "
+        "laser@<selector>, laser:<feedback>, single:<rm>"
+    )
 
 
 def load_run(config: str, overrides: list[str]):
     """Config + RM specs + prompts of a ``laser train``/``bon`` config, all validated before any model loads."""
     from laser.rewards.factory import check_specs
-
     from laser.routing.feedback import resolve_feedback
 
     cfg = load_config(config, overrides)
@@ -98,10 +104,10 @@ def load_examples(d, seed: int) -> list:
     from laser.tasks.datasets import load_task, read_prompts_jsonl
 
     if d.task:
-        return load_task(d.task, d.prompts or None, split=d.split, limit=d.limit,
-                         seed=seed if d.shuffle else None)
-    examples = read_prompts_jsonl(d.prompts, prompt_field=d.prompt_field, id_field=d.id_field,
-                                  answer_field=d.answer_field)
+        return load_task(d.task, d.prompts or None, split=d.split, limit=d.limit, seed=seed if d.shuffle else None)
+    examples = read_prompts_jsonl(
+        d.prompts, prompt_field=d.prompt_field, id_field=d.id_field, answer_field=d.answer_field
+    )
     return examples[: d.limit] if d.limit else examples
 
 
@@ -143,8 +149,15 @@ def context_fn_for(cfg):
     return SentenceEncoder(cfg.selector.encoder).embed
 
 
-def build(cfg, examples: list | None = None, policy=None, rms: list | None = None, selector=None,
-          accelerator=None, show_progress: bool = True):
+def build(
+    cfg,
+    examples: list | None = None,
+    policy=None,
+    rms: list | None = None,
+    selector=None,
+    accelerator=None,
+    show_progress: bool = True,
+):
     """A ready :class:`~laser.training.loop.Trainer` for ``cfg``; any part not given is built from it.
 
     Args:
@@ -160,5 +173,13 @@ def build(cfg, examples: list | None = None, policy=None, rms: list | None = Non
     examples = load_examples(cfg.data, cfg.seed) if examples is None else examples
     rms = build_rms(cfg, examples) if rms is None else rms
     policy = load_policy(cfg) if policy is None else policy
-    return Trainer(cfg, policy, rms, examples, accelerator=accelerator, context_fn=context_fn_for(cfg),
-                   show_progress=show_progress, selector=selector)
+    return Trainer(
+        cfg,
+        policy,
+        rms,
+        examples,
+        accelerator=accelerator,
+        context_fn=context_fn_for(cfg),
+        show_progress=show_progress,
+        selector=selector,
+    )

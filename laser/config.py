@@ -38,8 +38,16 @@ class ConfigError(ValueError):
         super().__init__("\n  ".join([head, *problems]))
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, gt: float | None = None,
-           ge: float | None = None, le: float | None = None, why: str = "") -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Any = None,
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    why: str = "",
+) -> Any:
     """A config field with its help text and range, both checked and shown by the loader.
 
     Args:
@@ -81,7 +89,8 @@ class PolicyConfig:
 class DataConfig:
     prompts: str = option("", "JSONL prompt file, or the task's file/folder")
     task: Literal["gsm8k", "strategyqa", "mmlu"] | None = option(
-        None, "load `prompts` in that dataset's official format (null: a JSONL prompt file)")
+        None, "load `prompts` in that dataset's official format (null: a JSONL prompt file)"
+    )
     split: str | None = option(None, "split file to pick from a task folder")
     prompt_field: str = option("prompt", "JSONL field holding the prompt")
     id_field: str = option("id", "JSONL field holding the prompt id (absent: <file stem>-<line>)")
@@ -98,7 +107,8 @@ class SelectorConfig:
     arm: str | None = option(None, "RM name for the `fixed` selector")
     per_prompt: bool = option(False, "one arm per prompt instead of per batch")
     context: Literal["policy", "encoder", "none"] = option(
-        "policy", "the bandit's context: the policy's last-token state, a sentence encoder, or none")
+        "policy", "the bandit's context: the policy's last-token state, a sentence encoder, or none"
+    )
     encoder: str = option("auto", "sentence encoder of context=encoder (auto: all-MiniLM-L6-v2)")
     normalizer_low: float = option(0.2, "lower quantile of the reward normaliser (maps to 0)", ge=0, le=1)
     normalizer_high: float = option(0.8, "upper quantile of the reward normaliser (maps to 1)", ge=0, le=1)
@@ -121,12 +131,16 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     grad_clip: float = option(1.0, "max gradient norm (0 = no clipping)", ge=0)
     micro_batch_pairs: int = option(64, "pairs per forward/backward (gradients accumulate)", gt=0)
-    feedback: Literal[FEEDBACKS] = option("auto", "the bandit's feedback; auto = pair_accuracy when every prompt "
-                                          "has a gold answer, mixed_pair_accuracy when some do, else "
-                                          "auto_label_free = majority_pair_accuracy when every prompt has a task, "
-                                          "else neg_loss")
-    on_nonfinite: Literal["stop", "skip"] = option("stop", "a non-finite loss or reward stops the run or skips "
-                                                   "the step")
+    feedback: Literal[FEEDBACKS] = option(
+        "auto",
+        "the bandit's feedback; auto = pair_accuracy when every prompt "
+        "has a gold answer, mixed_pair_accuracy when some do, else "
+        "auto_label_free = majority_pair_accuracy when every prompt has a task, "
+        "else neg_loss",
+    )
+    on_nonfinite: Literal["stop", "skip"] = option(
+        "stop", "a non-finite loss or reward stops the run or skips the step"
+    )
     max_skipped_steps: int = option(3, "most steps on_nonfinite=skip may skip", ge=0)
 
 
@@ -142,13 +156,15 @@ class RunConfig:
     output_dir: str = option("runs/laser", "checkpoints, log.jsonl and final/")
     policy: PolicyConfig = option(help="the trained language model", factory=PolicyConfig)
     data: DataConfig = option(help="the training prompts", factory=DataConfig)
-    rewards: list[dict[str, Any]] = option(help="RM specs, arm k = the k-th: name, type and the type's arguments "
-                                           "(docs/reward_models.md)", factory=list)
+    rewards: list[dict[str, Any]] = option(
+        help="RM specs, arm k = the k-th: name, type and the type's arguments (docs/reward_models.md)", factory=list
+    )
     selector: SelectorConfig = option(help="which RM scores each batch (or prompt)", factory=SelectorConfig)
     train: TrainConfig = option(help="sampling, pairs, the DPO + NLL update", factory=TrainConfig)
     checkpoint: CheckpointConfig = option(help="when checkpoints are written", factory=CheckpointConfig)
-    log_with: list[str] | str = option(help="Accelerate trackers (tensorboard, wandb, mlflow, trackio, ...); "
-                                       "log.jsonl is always written", factory=list)
+    log_with: list[str] | str = option(
+        help="Accelerate trackers (tensorboard, wandb, mlflow, trackio, ...); log.jsonl is always written", factory=list
+    )
     tracker_project: str = option("laser", "project / experiment name for the trackers")
 
 
@@ -302,8 +318,7 @@ def _check_ranges(cfg: RunConfig) -> list[str]:
     """Cross-field ranges (one field's own range and choices are declared at the field)."""
     s = cfg.selector
     if s.normalizer_low >= s.normalizer_high:
-        return ["selector.normalizer_low/high: need 0 <= low < high <= 1, "
-                f"got {s.normalizer_low}, {s.normalizer_high}"]
+        return [f"selector.normalizer_low/high: need 0 <= low < high <= 1, got {s.normalizer_low}, {s.normalizer_high}"]
     return []
 
 
@@ -320,8 +335,10 @@ def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
         elif rm_names and s.arm not in rm_names:
             p.append(f"selector.arm: {s.arm!r} is not a reward model name ({', '.join(rm_names)})")
     if s.name == "online_ensemble" and cfg.train.feedback in ("loss_decrease", "margin_gain"):
-        p.append(f"train.feedback: {cfg.train.feedback} is not computed per pair; selector.name=online_ensemble "
-                 "needs neg_loss or an answer-based feedback")
+        p.append(
+            f"train.feedback: {cfg.train.feedback} is not computed per pair; selector.name=online_ensemble "
+            "needs neg_loss or an answer-based feedback"
+        )
     if s.name == "oracle":
         mapping = s.kwargs.get("arms_by_group")
         if not isinstance(mapping, dict) or not mapping:
@@ -414,8 +431,9 @@ def apply_overrides(data: dict, overrides: list[str], source: str | Path | None 
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None,
-                require_data: bool = True) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None, require_data: bool = True
+) -> RunConfig:
     """Load, override and validate a run config; raise :class:`ConfigError` listing every problem.
 
     Args:

@@ -22,8 +22,19 @@ def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
     (``laser_per_prompt``), the label-based ``laser:pair_accuracy``,
     extra feedbacks, the bounds (``random``, ``oracle``, ``verifier``) and every baseline."""
     extra = [f"laser:{f}" for f in feedbacks if f not in (DEFAULT_FEEDBACK, "pair_accuracy")]
-    return ["laser", "laser_per_prompt", "laser:pair_accuracy", *extra, "random", "oracle", "verifier",
-            "round_robin", "score_ensemble", "agreement_ensemble", *[f"single:{n}" for n in rm_names]]
+    return [
+        "laser",
+        "laser_per_prompt",
+        "laser:pair_accuracy",
+        *extra,
+        "random",
+        "oracle",
+        "verifier",
+        "round_robin",
+        "score_ensemble",
+        "agreement_ensemble",
+        *[f"single:{n}" for n in rm_names],
+    ]
 
 
 def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[str]) -> dict:
@@ -38,8 +49,14 @@ def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[s
     return {d: {n: c[n] / max(sum(c.values()), 1) for n in rm_names} for d, c in sorted(counts.items())}
 
 
-def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbacks: list[str] | None = None,
-             methods: list[str] | None = None, settings: DemoSettings | None = None) -> dict:
+def run_demo(
+    out: str = "demo_out",
+    seeds: int = 1,
+    quick: bool = False,
+    feedbacks: list[str] | None = None,
+    methods: list[str] | None = None,
+    settings: DemoSettings | None = None,
+) -> dict:
     """Run the demo, print the tables, write ``out/results.json``; returns the results dict."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -62,20 +79,30 @@ def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbac
         domain_of = {ex.id: ex.group for ex in train}
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        sft = evaluate_accuracy(AutoModelForCausalLM.from_pretrained(policy_dir),
-                                AutoTokenizer.from_pretrained(policy_dir), test, max_new_tokens=s.max_new_tokens)
+        sft = evaluate_accuracy(
+            AutoModelForCausalLM.from_pretrained(policy_dir),
+            AutoTokenizer.from_pretrained(policy_dir),
+            test,
+            max_new_tokens=s.max_new_tokens,
+        )
         result = {"sft": sft, "methods": {}, "selection": {}}
         for i, method in enumerate(methods, 1):
             t = time.perf_counter()
             summary, policy, run_dir = run_method(method, seed, policy_dir, train, rm_names, s, out_dir)
             wall = time.perf_counter() - t
             acc = evaluate_accuracy(policy.model, policy.tokenizer, test, max_new_tokens=s.max_new_tokens)
-            result["methods"][method] = {"accuracy": acc, "responses_scored": int(sum(summary["responses_scored"])),
-                                         "wall_time_s": wall}
+            result["methods"][method] = {
+                "accuracy": acc,
+                "responses_scored": int(sum(summary["responses_scored"])),
+                "wall_time_s": wall,
+            }
             if method.startswith("laser"):
                 result["selection"][method] = selection_matrix(run_dir / "log.jsonl", domain_of, rm_names)
-            print(f"[seed {seed}] {i:2d}/{len(methods)} {method:<28} avg acc {acc['average']:.3f} "
-                  f"(SFT {sft['average']:.3f})  {wall:5.1f}s", flush=True)
+            print(
+                f"[seed {seed}] {i:2d}/{len(methods)} {method:<28} avg acc {acc['average']:.3f} "
+                f"(SFT {sft['average']:.3f})  {wall:5.1f}s",
+                flush=True,
+            )
         per_seed.append(result)
     results = aggregate(per_seed, rm_names, list(range(seeds)))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
@@ -85,25 +112,37 @@ def run_demo(out: str = "demo_out", seeds: int = 1, quick: bool = False, feedbac
 
 def _mean_std(values: list[dict]) -> tuple[dict, dict]:
     keys = values[0].keys()
-    return ({k: float(np.mean([v[k] for v in values])) for k in keys},
-            {k: float(np.std([v[k] for v in values])) for k in keys})
+    return (
+        {k: float(np.mean([v[k] for v in values])) for k in keys},
+        {k: float(np.std([v[k] for v in values])) for k in keys},
+    )
 
 
 def aggregate(per_seed: list[dict], rm_names: list[str], seeds: list[int]) -> dict:
     """Means over seeds; with several seeds each accuracy gets a sibling ``accuracy_std``."""
     several = len(per_seed) > 1
     sft_mean, sft_std = _mean_std([r["sft"] for r in per_seed])
-    results = {"sft": {"accuracy": sft_mean, **({"accuracy_std": sft_std} if several else {})},
-               "methods": {}, "rms": rm_names, "seeds": seeds}
+    results = {
+        "sft": {"accuracy": sft_mean, **({"accuracy_std": sft_std} if several else {})},
+        "methods": {},
+        "rms": rm_names,
+        "seeds": seeds,
+    }
     for m in per_seed[0]["methods"]:
         runs = [r["methods"][m] for r in per_seed]
         mean, std = _mean_std([r["accuracy"] for r in runs])
-        results["methods"][m] = {"accuracy": mean, **({"accuracy_std": std} if several else {}),
-                                 "responses_scored": int(np.mean([r["responses_scored"] for r in runs])),
-                                 "wall_time_s": float(np.mean([r["wall_time_s"] for r in runs]))}
+        results["methods"][m] = {
+            "accuracy": mean,
+            **({"accuracy_std": std} if several else {}),
+            "responses_scored": int(np.mean([r["responses_scored"] for r in runs])),
+            "wall_time_s": float(np.mean([r["wall_time_s"] for r in runs])),
+        }
     selections = [r["selection"].get("laser") for r in per_seed if r["selection"].get("laser")]
-    results["selection"] = {d: {n: float(np.mean([sel[d][n] for sel in selections])) for n in rm_names}
-                            for d in selections[0]} if selections else {}
+    results["selection"] = (
+        {d: {n: float(np.mean([sel[d][n] for sel in selections])) for n in rm_names} for d in selections[0]}
+        if selections
+        else {}
+    )
     results["selection_by_method"] = {m: per_seed[-1]["selection"][m] for m in per_seed[-1]["selection"]}
     return results
 
@@ -123,8 +162,12 @@ def format_table(results: dict) -> str:
     domains = [d for d in results["sft"]["accuracy"] if d != "average"]
     several = "accuracy_std" in results["sft"]
     share = headroom_shares(results)
-    head = (f"{'method':<28}" + "".join(f"{d:>14}" for d in [*domains, "average"]) + f"{'responses':>10}{'time s':>8}"
-            + (f"{'headroom %':>12}" if share else ""))
+    head = (
+        f"{'method':<28}"
+        + "".join(f"{d:>14}" for d in [*domains, "average"])
+        + f"{'responses':>10}{'time s':>8}"
+        + (f"{'headroom %':>12}" if share else "")
+    )
     lines = [head, "-" * len(head)]
 
     def cell(entry, d):
@@ -133,14 +176,23 @@ def format_table(results: dict) -> str:
 
     lines.append(f"{'sft':<28}" + "".join(cell(results["sft"], d) for d in [*domains, "average"]))
     for m, e in results["methods"].items():
-        lines.append(f"{m:<28}" + "".join(cell(e, d) for d in [*domains, "average"])
-                     + f"{e['responses_scored']:>10}{e['wall_time_s']:>8.1f}"
-                     + (f"{100 * share[m]:>12.0f}" if share and share.get(m) is not None else ""))
+        lines.append(
+            f"{m:<28}"
+            + "".join(cell(e, d) for d in [*domains, "average"])
+            + f"{e['responses_scored']:>10}{e['wall_time_s']:>8.1f}"
+            + (f"{100 * share[m]:>12.0f}" if share and share.get(m) is not None else "")
+        )
     if share:
-        lines += ["", "headroom %: (m - random) / (oracle - random) of the average accuracy (0 = random, "
-                      "100 = oracle); `laser compare` gives it with intervals over seeds and items"]
-    lines += ["", "LASeR selection (share of each domain's prompts per RM, last iteration):",
-              f"{'domain':<10}" + "".join(f"{n:>14}" for n in results["rms"])]
+        lines += [
+            "",
+            "headroom %: (m - random) / (oracle - random) of the average accuracy (0 = random, "
+            "100 = oracle); `laser compare` gives it with intervals over seeds and items",
+        ]
+    lines += [
+        "",
+        "LASeR selection (share of each domain's prompts per RM, last iteration):",
+        f"{'domain':<10}" + "".join(f"{n:>14}" for n in results["rms"]),
+    ]
     for d, row in results["selection"].items():
         lines.append(f"{d:<10}" + "".join(f"{100 * row[n]:>13.0f}%" for n in results["rms"]))
     return "\n".join(lines)

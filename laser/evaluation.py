@@ -20,8 +20,9 @@ import numpy as np
 from laser.tasks.metrics import example_accuracy
 
 
-def load_policy(model: str, gguf_file: str | None = None, chat_template: bool = False, device: str = "auto",
-                dtype: str = "float32"):
+def load_policy(
+    model: str, gguf_file: str | None = None, chat_template: bool = False, device: str = "auto", dtype: str = "float32"
+):
     """A Policy from a Hub name, a local folder, a GGUF file or a LoRA adapter folder."""
     from pathlib import Path
 
@@ -47,8 +48,9 @@ def load_policy(model: str, gguf_file: str | None = None, chat_template: bool = 
     return Policy(*load_model_and_tokenizer(cfg), chat_template=chat_template)
 
 
-def evaluate_policy(policy, examples, max_new_tokens: int = 256, batch_size: int = 32,
-                    show_progress: bool = True) -> dict:
+def evaluate_policy(
+    policy, examples, max_new_tokens: int = 256, batch_size: int = 32, show_progress: bool = True
+) -> dict:
     """Greedy accuracy per group (domain, else task) and their macro average.
 
     Returns:
@@ -58,7 +60,7 @@ def evaluate_policy(policy, examples, max_new_tokens: int = 256, batch_size: int
 
     texts = []
     for i in tqdm(range(0, len(examples), batch_size), desc="eval", disable=not show_progress):
-        chunk = examples[i:i + batch_size]
+        chunk = examples[i : i + batch_size]
         texts += policy.generate([ex.prompt for ex in chunk], max_new_tokens, batch_size=batch_size)
     scored = example_accuracy(examples, texts, sort_groups=True)  # Example.correct: the one correctness
     return {**scored, "n": len(examples), "responses": texts}

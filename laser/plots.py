@@ -38,8 +38,9 @@ def accuracy_curves(curves: dict[str, dict], path: str | Path, title: str = "Tes
     for i, (m, c) in enumerate(curves.items()):
         x, y, s = np.arange(len(c["mean"])), np.asarray(c["mean"]), np.asarray(c["std"])
         style = "-" if m.startswith("laser") else "--"
-        ax.plot(x, 100 * y, style, marker="o", ms=3, label=m, color=plt.cm.tab20(i % 20),
-                lw=2.5 if m == "laser" else 1.2)
+        ax.plot(
+            x, 100 * y, style, marker="o", ms=3, label=m, color=plt.cm.tab20(i % 20), lw=2.5 if m == "laser" else 1.2
+        )
         if m == "laser":  # one band only: 17 overlapping bands are unreadable
             ax.fill_between(x, 100 * (y - s), 100 * (y + s), color=plt.cm.tab20(i % 20), alpha=0.15)
     ax.set(xlabel="iteration (0 = SFT start)", ylabel="average accuracy (%)", title=title)
@@ -47,8 +48,12 @@ def accuracy_curves(curves: dict[str, dict], path: str | Path, title: str = "Tes
     return _save(fig, path)
 
 
-def selection_over_training(shares: list[list[float]], rm_names: list[str], path: str | Path,
-                            title: str = "LASeR: share of prompts scored by each RM, per iteration") -> Path:
+def selection_over_training(
+    shares: list[list[float]],
+    rm_names: list[str],
+    path: str | Path,
+    title: str = "LASeR: share of prompts scored by each RM, per iteration",
+) -> Path:
     """Stacked bars: for each iteration, the share of prompts each RM scored."""
     plt = _plt()
     s = np.asarray(shares)
@@ -62,8 +67,12 @@ def selection_over_training(shares: list[list[float]], rm_names: list[str], path
     return _save(fig, path)
 
 
-def selection_by_domain(by_domain: dict[str, dict[str, float]], rm_names: list[str], path: str | Path,
-                        title: str = "LASeR: share of each domain's prompts per RM (all iterations)") -> Path:
+def selection_by_domain(
+    by_domain: dict[str, dict[str, float]],
+    rm_names: list[str],
+    path: str | Path,
+    title: str = "LASeR: share of each domain's prompts per RM (all iterations)",
+) -> Path:
     """Grouped bars: for each domain (task), the share of its prompts each RM scored."""
     plt = _plt()
     domains = list(by_domain)
@@ -77,8 +86,12 @@ def selection_by_domain(by_domain: dict[str, dict[str, float]], rm_names: list[s
     return _save(fig, path)
 
 
-def agreement_heatmap(matrix: list[list[float]], labels: list[str], path: str | Path,
-                      title: str = "Pairwise ordering agreement on sampled response pairs") -> Path:
+def agreement_heatmap(
+    matrix: list[list[float]],
+    labels: list[str],
+    path: str | Path,
+    title: str = "Pairwise ordering agreement on sampled response pairs",
+) -> Path:
     """Heatmap of the fraction of shared pairs two RMs (or an RM and correctness) order alike."""
     plt = _plt()
     m = np.asarray(matrix, dtype=float)
@@ -89,15 +102,25 @@ def agreement_heatmap(matrix: list[list[float]], labels: list[str], path: str | 
     for i in range(len(labels)):
         for j in range(len(labels)):
             if np.isfinite(m[i, j]):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="black" if m[i, j] > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{m[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if m[i, j] > 0.6 else "white",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
-def training_time(times: dict[str, tuple[float, float]], path: str | Path,
-                  title: str = "Training wall time per method (mean +- std over seeds)") -> Path:
+def training_time(
+    times: dict[str, tuple[float, float]],
+    path: str | Path,
+    title: str = "Training wall time per method (mean +- std over seeds)",
+) -> Path:
     """Horizontal bars of training time in seconds."""
     plt = _plt()
     names = list(times)
@@ -109,8 +132,11 @@ def training_time(times: dict[str, tuple[float, float]], path: str | Path,
     return _save(fig, path)
 
 
-def noise_robustness(acc: dict[str, dict[float, float]], path: str | Path,
-                     title: str = "Average accuracy under Gaussian noise on RM scores") -> Path:
+def noise_robustness(
+    acc: dict[str, dict[float, float]],
+    path: str | Path,
+    title: str = "Average accuracy under Gaussian noise on RM scores",
+) -> Path:
     """One line per method: accuracy against noise sigma."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -32,7 +32,9 @@ def fixed_samples(policy, prompts, index):
     """Deterministic responses to the prompts ``index``: digits then EOS, different per prompt and response."""
     ids = policy.encode_prompts([prompts[i] for i in index])
     tok = policy.tokenizer
-    responses = [tok(str((7 * i + 3 * j) % 10) * (j + 1))["input_ids"] + [policy.eos_id] for i in index for j in range(N)]
+    responses = [
+        tok(str((7 * i + 3 * j) % 10) * (j + 1))["input_ids"] + [policy.eos_id] for i in index for j in range(N)
+    ]
     texts = tok.batch_decode(responses, skip_special_tokens=True)
     return Samples([k for k in range(len(index)) for _ in range(N)], texts, responses, ids)
 
@@ -54,10 +56,16 @@ def main(out: str) -> None:
     terms = update.run(samples, flat, len(mine), Dist(acc))
     if acc.is_main_process:
         Path(out).mkdir(parents=True, exist_ok=True)
-        torch.save({"weights": {n: p.detach().clone() for n, p in update.params.items()},
-                    "grads": {n: p.grad.detach().clone() for n, p in update.params.items()},
-                    "loss": terms["loss"], "n_pairs": terms["n_pairs"], "processes": acc.num_processes},
-                   Path(out) / "weights.pt")
+        torch.save(
+            {
+                "weights": {n: p.detach().clone() for n, p in update.params.items()},
+                "grads": {n: p.grad.detach().clone() for n, p in update.params.items()},
+                "loss": terms["loss"],
+                "n_pairs": terms["n_pairs"],
+                "processes": acc.num_processes,
+            },
+            Path(out) / "weights.pt",
+        )
     acc.wait_for_everyone()
 
 

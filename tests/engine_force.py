@@ -49,9 +49,12 @@ def cpu_engine_accelerator(engine: str, mixed_precision: str = "no", **kwargs):
         from accelerate.utils import FullyShardedDataParallelPlugin
 
         # as examples/accelerate/fsdp.yaml: each decoder layer sharded on its own, then the root
-        plugin = FullyShardedDataParallelPlugin(fsdp_version=int(engine[-1]), auto_wrap_policy="transformer_based_wrap",
-                                                reshard_after_forward=True if engine == "fsdp2" else "FULL_SHARD",
-                                                state_dict_type="SHARDED_STATE_DICT")
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=int(engine[-1]),
+            auto_wrap_policy="transformer_based_wrap",
+            reshard_after_forward=True if engine == "fsdp2" else "FULL_SHARD",
+            state_dict_type="SHARDED_STATE_DICT",
+        )
         acc = Accelerator(cpu=True, mixed_precision=mixed_precision, fsdp_plugin=plugin, **kwargs)
         state, kind = AcceleratorState(), DistributedType.FSDP
         state.fsdp_plugin = plugin
@@ -64,8 +67,14 @@ def cpu_engine_accelerator(engine: str, mixed_precision: str = "no", **kwargs):
 
         deepspeed.comm.torch.build_shm_op = lambda: None  # see the module docstring
 
-        plugin = DeepSpeedPlugin(zero_stage=int(engine[-1]), gradient_accumulation_steps=1, gradient_clipping=1.0,
-                                 offload_optimizer_device="none", offload_param_device="none", zero3_init_flag=False)
+        plugin = DeepSpeedPlugin(
+            zero_stage=int(engine[-1]),
+            gradient_accumulation_steps=1,
+            gradient_clipping=1.0,
+            offload_optimizer_device="none",
+            offload_param_device="none",
+            zero3_init_flag=False,
+        )
         acc = Accelerator(cpu=True, mixed_precision=mixed_precision, deepspeed_plugin=plugin, **kwargs)
         state, kind = AcceleratorState(), DistributedType.DEEPSPEED
         deepspeed.comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)

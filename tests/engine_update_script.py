@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(1)
 
-from helpers import make_tiny_policy  # noqa: E402
 from engine_force import cpu_engine_accelerator  # noqa: E402
+from helpers import make_tiny_policy  # noqa: E402
 
 from laser.policy.model import Samples  # noqa: E402
 from laser.training.dist import Dist  # noqa: E402
@@ -49,8 +49,9 @@ def fixed_samples(policy, prompts, index, step):
     """Deterministic responses to the prompts ``index``: digits then EOS, different per step, prompt and response."""
     ids = policy.encode_prompts([prompts[i] for i in index])
     tok = policy.tokenizer
-    responses = [tok(str((7 * i + 3 * j + step) % 10) * (j + 1))["input_ids"] + [policy.eos_id]
-                 for i in index for j in range(N)]
+    responses = [
+        tok(str((7 * i + 3 * j + step) % 10) * (j + 1))["input_ids"] + [policy.eos_id] for i in index for j in range(N)
+    ]
     texts = tok.batch_decode(responses, skip_special_tokens=True)
     return Samples([k for k in range(len(index)) for _ in range(N)], texts, responses, ids)
 
@@ -67,8 +68,9 @@ def make_update(acc, seed: int, lora: bool) -> PolicyUpdate:
         from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(seed)  # the adapters' initialisation
-        policy.model = get_peft_model(policy.model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                               target_modules=["q_proj", "v_proj"]))
+        policy.model = get_peft_model(
+            policy.model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+        )
         for name, p in policy.model.named_parameters():  # B starts at 0: move it, so the adapters matter
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.05, generator=torch.Generator().manual_seed(seed))
@@ -83,8 +85,10 @@ def step(update, acc, s: int) -> dict:
     flat = [(k, k * N + c, k * N + r) for k, i in enumerate(mine) for c, r in STEPS[s][i]]
     terms = update.run(samples, flat, len(mine), Dist(acc), after=True)
     assert terms["nonfinite"] is None, terms["nonfinite"]
-    return {**{k: terms[k] for k in ("loss", "grad_norm", "n_pairs", "loss_after")},
-            "weights": update.engine.full_params()}
+    return {
+        **{k: terms[k] for k in ("loss", "grad_norm", "n_pairs", "loss_after")},
+        "weights": update.engine.full_params(),
+    }
 
 
 def poisoned_step(update, acc) -> dict:
@@ -108,8 +112,11 @@ def poisoned_step(update, acc) -> dict:
     terms = update.run(samples, flat, len(mine), Dist(acc))
     update.loss_terms = orig
     after = update.engine.full_params()
-    return {"nonfinite": terms["nonfinite"], "grad_norm": terms["grad_norm"],
-            "moved": max(float((after[n] - before[n]).abs().max()) for n in before)}
+    return {
+        "nonfinite": terms["nonfinite"],
+        "grad_norm": terms["grad_norm"],
+        "moved": max(float((after[n] - before[n]).abs().max()) for n in before),
+    }
 
 
 def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
@@ -140,9 +147,18 @@ def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
     resumed_steps = [step(resumed, acc, 3)]
     resumed_final = resumed.state_dict()
     if acc.is_main_process:
-        torch.save({"engine": update.engine.name, "processes": acc.num_processes, "steps": steps, "final": final,
-                    "resumed_steps": resumed_steps, "resumed": resumed_final,
-                    "nan_step": nan_step}, out / "result.pt")
+        torch.save(
+            {
+                "engine": update.engine.name,
+                "processes": acc.num_processes,
+                "steps": steps,
+                "final": final,
+                "resumed_steps": resumed_steps,
+                "resumed": resumed_final,
+                "nan_step": nan_step,
+            },
+            out / "result.pt",
+        )
     acc.wait_for_everyone()
 
 

@@ -20,25 +20,34 @@ class ScriptedPolicy:
 
     def sample(self, prompts, n, temperature, top_p, max_new_tokens, seed):
         texts = [f"The answer is {k + 1}" for _ in prompts for k in range(n)]
-        return Samples([i for i in range(len(prompts)) for _ in range(n)], texts, [[0]] * len(texts),
-                       [[0]] * len(prompts))
+        return Samples(
+            [i for i in range(len(prompts)) for _ in range(n)], texts, [[0]] * len(texts), [[0]] * len(prompts)
+        )
 
 
 def expert(domain):
     """Knows the answer (2) on its own domain; elsewhere prefers the largest number."""
+
     def score(prompt, response):
         value = int(response.rsplit(" ", 1)[1])
         if prompt.startswith(domain):
             return 1.0 if value == 2 else 0.0
         return float(value)
+
     return CallableRM(score, name=f"expert_{domain}")
 
 
 def test_bon_bandit_learns_which_rm_fits_which_prompt(tmp_path):
     examples = [Example(id=str(i), prompt=f"{'AB'[i % 2]} q{i}", answer="2", task="gsm8k") for i in range(200)]
-    cfg = load_config(data={"output_dir": str(tmp_path), "rewards": [{"name": "a", "type": "length"}],
-                            "selector": {"name": "linucb", "alpha": 0.1},
-                            "train": {"n_samples": 4, "batch_size": 10}}, require_data=False)
+    cfg = load_config(
+        data={
+            "output_dir": str(tmp_path),
+            "rewards": [{"name": "a", "type": "length"}],
+            "selector": {"name": "linucb", "alpha": 0.1},
+            "train": {"n_samples": 4, "batch_size": 10},
+        },
+        require_data=False,
+    )
     result = run_bon(cfg, ScriptedPolicy(), [expert("A"), expert("B")], examples, show_progress=False)
     m = result["methods"]
     assert m["single:expert_A"]["accuracy"] == 0.5 and m["single:expert_B"]["accuracy"] == 0.5
@@ -65,17 +74,26 @@ def test_evaluate_policy_groups_and_macro_average():
         def generate(self, prompts, max_new_tokens, batch_size=32):
             return ["The answer is 3" if "x" in p else "The answer is no" for p in prompts]
 
-    exs = [Example("1", "x1", "3", "gsm8k", "arith"), Example("2", "x2", "4", "gsm8k", "arith"),
-           Example("3", "y", "no", "strategyqa", "yn")]
+    exs = [
+        Example("1", "x1", "3", "gsm8k", "arith"),
+        Example("2", "x2", "4", "gsm8k", "arith"),
+        Example("3", "y", "no", "strategyqa", "yn"),
+    ]
     out = evaluate_policy(Fixed(), exs, show_progress=False)
     assert out["accuracy"] == {"arith": 0.5, "yn": 1.0, "average": 0.75}
     assert out["correct"] == [True, False, True]
 
 
 def bon_cfg(tmp_path, selector="linucb"):
-    return load_config(data={"output_dir": str(tmp_path), "rewards": [{"name": "a", "type": "length"}],
-                             "selector": {"name": selector}, "train": {"n_samples": 4, "batch_size": 10}},
-                       require_data=False)
+    return load_config(
+        data={
+            "output_dir": str(tmp_path),
+            "rewards": [{"name": "a", "type": "length"}],
+            "selector": {"name": selector},
+            "train": {"n_samples": 4, "batch_size": 10},
+        },
+        require_data=False,
+    )
 
 
 def test_bon_isolates_any_rm_exception_and_names_every_rm_when_all_are_down(tmp_path):
@@ -94,16 +112,27 @@ def test_bon_isolates_any_rm_exception_and_names_every_rm_when_all_are_down(tmp_
     assert result["selection"] == {"buggy": 0.0, "expert_B": 1.0}
     assert any("'buggy' failed and is masked" in e and "ValueError: bad tokenizer" in e for e in result["events"])
     with pytest.raises(AllRewardModelsDown, match="buggy: .*ValueError.*; other: .*ValueError"):
-        run_bon(bon_cfg(tmp_path), ScriptedPolicy(), [CallableRM(buggy, name="buggy"), CallableRM(buggy, name="other")],
-                examples, show_progress=False)
+        run_bon(
+            bon_cfg(tmp_path),
+            ScriptedPolicy(),
+            [CallableRM(buggy, name="buggy"), CallableRM(buggy, name="other")],
+            examples,
+            show_progress=False,
+        )
 
 
 def test_bon_never_picks_an_unscorable_response(tmp_path):
     """An RM scoring NaN for 'The answer is 4' (and preferring larger numbers otherwise) picks 3, never 4."""
     nan4 = CallableRM(lambda p, r: float("nan") if r.endswith("4") else float(r[-1]), name="nan4")
     examples = [Example(id=str(i), prompt=f"q{i}", answer="3", task="gsm8k") for i in range(10)]
-    cfg = load_config(data={"output_dir": str(tmp_path), "rewards": [{"name": "nan4", "type": "length"}],
-                            "selector": {"name": "fixed", "arm": "nan4"}, "train": {"n_samples": 4, "batch_size": 10}},
-                      require_data=False)
+    cfg = load_config(
+        data={
+            "output_dir": str(tmp_path),
+            "rewards": [{"name": "nan4", "type": "length"}],
+            "selector": {"name": "fixed", "arm": "nan4"},
+            "train": {"n_samples": 4, "batch_size": 10},
+        },
+        require_data=False,
+    )
     result = run_bon(cfg, ScriptedPolicy(), [nan4], examples, show_progress=False)
     assert result["methods"]["bandit"]["accuracy"] == 1.0  # the best scorable response is 3, the gold answer

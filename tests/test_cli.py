@@ -14,13 +14,20 @@ from laser.cli.main import main
 
 def write_config(tmp_path, model_dir, **extra):
     cfg = {
-        "seed": 1, "output_dir": str(tmp_path / "run"),
+        "seed": 1,
+        "output_dir": str(tmp_path / "run"),
         "policy": {"model": str(model_dir)},
         "data": {"prompts": str(write_prompts(tmp_path / "prompts.jsonl"))},
         "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
         "selector": {"name": "linucb"},
-        "train": {"iterations": 2, "batch_size": 4, "n_samples": 4, "max_new_tokens": 8, "lr": 1e-3,
-                  "pairs_per_prompt": 2},
+        "train": {
+            "iterations": 2,
+            "batch_size": 4,
+            "n_samples": 4,
+            "max_new_tokens": 8,
+            "lr": 1e-3,
+            "pairs_per_prompt": 2,
+        },
     }
     for key, value in extra.items():
         section, _, leaf = key.partition("__")
@@ -34,25 +41,47 @@ def write_config(tmp_path, model_dir, **extra):
 
 
 def test_bad_config_lists_every_problem_with_dotted_keys(tmp_path, capsys, tiny_model_dir):
-    path = write_config(tmp_path, tiny_model_dir, train__lr=-1, train__beta=0, train__n_samples=1,
-                        train__bogus=3, selector__alpha=-0.5, train__iterations="ten")
+    path = write_config(
+        tmp_path,
+        tiny_model_dir,
+        train__lr=-1,
+        train__beta=0,
+        train__n_samples=1,
+        train__bogus=3,
+        selector__alpha=-0.5,
+        train__iterations="ten",
+    )
     assert main(["validate", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    for expected in ("train.lr: must be > 0", "train.beta: must be > 0", "train.n_samples: must be >= 2",
-                     "train.bogus: unknown key", "selector.alpha: must be >= 0",
-                     "train.iterations: expected int, got 'ten'"):
+    for expected in (
+        "train.lr: must be > 0",
+        "train.beta: must be > 0",
+        "train.n_samples: must be >= 2",
+        "train.bogus: unknown key",
+        "selector.alpha: must be >= 0",
+        "train.iterations: expected int, got 'ten'",
+    ):
         assert expected in err, (expected, err)
 
 
 def test_reward_model_problems(tmp_path, capsys, tiny_model_dir):
-    path = write_config(tmp_path, tiny_model_dir, rewards=[
-        {"name": "a", "type": "length", "colour": "red"}, {"name": "a", "type": "length"},
-        {"name": "b", "type": "warp_drive"}])
+    path = write_config(
+        tmp_path,
+        tiny_model_dir,
+        rewards=[
+            {"name": "a", "type": "length", "colour": "red"},
+            {"name": "a", "type": "length"},
+            {"name": "b", "type": "warp_drive"},
+        ],
+    )
     assert main(["validate", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "rewards[1].name: duplicate reward model name 'a'" in err
-    path = write_config(tmp_path, tiny_model_dir, rewards=[
-        {"name": "a", "type": "length", "colour": "red"}, {"name": "b", "type": "warp_drive"}])
+    path = write_config(
+        tmp_path,
+        tiny_model_dir,
+        rewards=[{"name": "a", "type": "length", "colour": "red"}, {"name": "b", "type": "warp_drive"}],
+    )
     assert main(["validate", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "rewards[0].colour: unknown argument for type length" in err
@@ -62,11 +91,14 @@ def test_reward_model_problems(tmp_path, capsys, tiny_model_dir):
     assert "rewards: at least one reward model is required" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content,expected", [
-    ("", "empty"),
-    ('{"prompt": "a"}\n{"prompt": "b"}\n{not json\n', "prompts.jsonl:3"),
-    ('{"id": 1, "text": "a"}\n', 'prompts.jsonl:1: field "prompt" missing'),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ("", "empty"),
+        ('{"prompt": "a"}\n{"prompt": "b"}\n{not json\n', "prompts.jsonl:3"),
+        ('{"id": 1, "text": "a"}\n', 'prompts.jsonl:1: field "prompt" missing'),
+    ],
+)
 def test_bad_prompt_file_names_file_line_and_field(tmp_path, capsys, tiny_model_dir, content, expected):
     path = write_config(tmp_path, tiny_model_dir)
     (tmp_path / "prompts.jsonl").write_text(content)
@@ -96,9 +128,25 @@ def test_two_processes_apply_the_same_broadcast_arm(tmp_path, tiny_model_dir):
     pytest.importorskip("accelerate")
     path = write_config(tmp_path, tiny_model_dir, selector__per_prompt=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "laser.cli.main", "train", "--config", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "laser.cli.main",
+        "train",
+        "--config",
+        str(path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
@@ -132,9 +180,17 @@ def test_lora_initialisation_is_seeded_by_the_run_seed(tmp_path, tiny_model_dir)
     from laser.config import load_config
 
     def adapters(seed):
-        cfg = load_config(data={"seed": seed, "policy": {"model": str(tiny_model_dir), "lora": {
-            "enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
-            "rewards": [{"name": "l", "type": "length"}]}, require_data=False)
+        cfg = load_config(
+            data={
+                "seed": seed,
+                "policy": {
+                    "model": str(tiny_model_dir),
+                    "lora": {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                },
+                "rewards": [{"name": "l", "type": "length"}],
+            },
+            require_data=False,
+        )
         torch.manual_seed(1000 + seed * 7)  # whatever the global RNG held before
         return {n: p.detach().clone() for n, p in load_policy(cfg).model.named_parameters() if "lora_A" in n}
 
@@ -150,11 +206,16 @@ def test_readme_ten_line_example_runs_through_the_builder(tmp_path, tiny_model_d
     from laser.build import build
     from laser.config import load_config
 
-    cfg = load_config(data={
-        "policy": {"model": str(tiny_model_dir)}, "data": {"prompts": str(write_prompts(tmp_path / "p.jsonl"))},
-        "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
-        "selector": {"name": "linucb"}, "output_dir": str(tmp_path / "run"),
-        "train": {"iterations": 1, "batch_size": 4, "n_samples": 3, "max_new_tokens": 6, "pairs_per_prompt": 1}})
+    cfg = load_config(
+        data={
+            "policy": {"model": str(tiny_model_dir)},
+            "data": {"prompts": str(write_prompts(tmp_path / "p.jsonl"))},
+            "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
+            "selector": {"name": "linucb"},
+            "output_dir": str(tmp_path / "run"),
+            "train": {"iterations": 1, "batch_size": 4, "n_samples": 3, "max_new_tokens": 6, "pairs_per_prompt": 1},
+        }
+    )
     summary = build(cfg, show_progress=False).run()
     assert summary["global_step"] == 2 and sum(summary["responses_scored"]) == 8 * 3
     assert (tmp_path / "run" / "final" / "laser_policy.json").exists()
@@ -168,13 +229,25 @@ def test_feedback_the_prompts_cannot_support_is_refused_before_loading(tmp_path,
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"{i}+1="}) + "\n" for i in range(4)))
-    base = {"policy": {"model": "/nonexistent/model"}, "data": {"prompts": str(prompts)},
-            "rewards": [{"name": "l", "type": "length"}], "output_dir": str(tmp_path / "run")}
+    base = {
+        "policy": {"model": "/nonexistent/model"},
+        "data": {"prompts": str(prompts)},
+        "rewards": [{"name": "l", "type": "length"}],
+        "output_dir": str(tmp_path / "run"),
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({**base, "train": {"feedback": "pair_accuracy"}}))
     assert main(["train", "--config", str(path)]) == 2
     assert "train.feedback: train.feedback=pair_accuracy needs a gold answer" in capsys.readouterr().err
-    path.write_text(yaml.safe_dump({**base, "data": {"prompts": str(write_prompts(tmp_path / "q.jsonl"))},
-                                    "selector": {"name": "online_ensemble"}, "train": {"feedback": "loss_decrease"}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                **base,
+                "data": {"prompts": str(write_prompts(tmp_path / "q.jsonl"))},
+                "selector": {"name": "online_ensemble"},
+                "train": {"feedback": "loss_decrease"},
+            }
+        )
+    )
     assert main(["validate", "--config", str(path)]) == 2
     assert "train.feedback: loss_decrease is not computed per pair" in capsys.readouterr().err

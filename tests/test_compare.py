@@ -30,22 +30,45 @@ def test_reduced_compare_writes_a_complete_report_and_resumes(tmp_path, monkeypa
     monkeypatch.setenv("LASER_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "exp.yaml").write_text(SMALL)
     out = tmp_path / "out"
-    argv = ["--config", str(tmp_path / "exp.yaml"), "--out", str(out), "--noise", "0,0.3",
-            "--add-rm", "math_expert", "--add-at", "2", "--judged"]
+    argv = [
+        "--config",
+        str(tmp_path / "exp.yaml"),
+        "--out",
+        str(out),
+        "--noise",
+        "0,0.3",
+        "--add-rm",
+        "math_expert",
+        "--add-at",
+        "2",
+        "--judged",
+    ]
     assert compare_main(_args(*argv)) == 0
     printed = capsys.readouterr().out
     assert "laser - m" in printed and "online_ensemble" in printed and "LASeR selection" in printed
 
     res = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
-    expected_plots = {"accuracy_per_iteration.png", "selection_per_iteration.png", "selection_per_domain.png",
-                      "rm_agreement.png", "training_time.png", "noise_robustness.png"}
+    expected_plots = {
+        "accuracy_per_iteration.png",
+        "selection_per_iteration.png",
+        "selection_per_domain.png",
+        "rm_agreement.png",
+        "training_time.png",
+        "noise_robustness.png",
+    }
     assert set(res["plots"]) == expected_plots
     for name in expected_plots:
         assert (out / name).stat().st_size > 1000, name
         assert f"({name})" in report, name
-    assert list(res["methods"]) == ["laser", "random", "online_ensemble", "classifier", "laser@exp3",
-                                    "single:generalist"]
+    assert list(res["methods"]) == [
+        "laser",
+        "random",
+        "online_ensemble",
+        "classifier",
+        "laser@exp3",
+        "single:generalist",
+    ]
     for m, e in res["methods"].items():
         assert set(e["accuracy"]) == {"arith", "choice", "compare", "count", "average"}
         assert len(e["accuracy_curve"]["mean"]) == 3  # SFT start + 2 iterations
@@ -135,8 +158,12 @@ def test_agreement_counts_by_hand():
 
 
 def test_selection_shares_before_and_after_a_step():
-    run = {"steps": [{"global_step": 1, "iteration": 0, "arms": [0, 0], "domains": ["x", "x"]},
-                     {"global_step": 2, "iteration": 1, "arms": [1, 2], "domains": ["x", "y"]}]}
+    run = {
+        "steps": [
+            {"global_step": 1, "iteration": 0, "arms": [0, 0], "domains": ["x", "x"]},
+            {"global_step": 2, "iteration": 1, "arms": [1, 2], "domains": ["x", "y"]},
+        ]
+    }
     s = selection_shares([run], ["a", "b", "c"], split_step=2)
     assert s["by_iteration"] == [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]
     assert s["by_domain"] == {"x": {"a": 2 / 3, "b": 1 / 3, "c": 0.0}, "y": {"a": 0.0, "b": 0.0, "c": 1.0}}

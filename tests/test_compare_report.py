@@ -24,19 +24,32 @@ def _runs(p: float, seeds: int, n: int = 20, crossed: bool = False, salt: int = 
         rng = np.random.default_rng([s, salt])
         ids = [f"{d}-{'x' if crossed else s}-{i}" for d in DOMAINS for i in range(n)]
         correct = (rng.uniform(size=len(ids)) < p).astype(int).tolist()
-        out.append({"seed": s, "ids": ids, "domains": [d for d in DOMAINS for _ in range(n)], "correct": correct,
-                    "accuracy_by_iteration": [{"average": 0.3}, {"average": float(np.mean(correct))}],
-                    "responses_scored": 100, "wall_time_s": 1.0, "feedback": "pair_accuracy",
-                    "steps": [{"iteration": 0, "global_step": 1, "arms": [0, 1], "domains": list(DOMAINS)}]})
+        out.append(
+            {
+                "seed": s,
+                "ids": ids,
+                "domains": [d for d in DOMAINS for _ in range(n)],
+                "correct": correct,
+                "accuracy_by_iteration": [{"average": 0.3}, {"average": float(np.mean(correct))}],
+                "responses_scored": 100,
+                "wall_time_s": 1.0,
+                "feedback": "pair_accuracy",
+                "steps": [{"iteration": 0, "global_step": 1, "arms": [0, 1], "domains": list(DOMAINS)}],
+            }
+        )
     return out
 
 
 def _results(methods: dict[str, float], seeds: int = 5, crossed: bool = False):
     main = {m: _runs(p, seeds, crossed=crossed, salt=k) for k, (m, p) in enumerate(methods.items())}
     sft = _runs(0.3, seeds, crossed=crossed, salt=99)
-    data = {s: SimpleNamespace(sft={k: sft[s][k] for k in ("ids", "domains", "correct")},
-                               agreement={"agree": np.eye(3).tolist(), "total": np.ones((3, 3)).tolist()})
-            for s in range(seeds)}
+    data = {
+        s: SimpleNamespace(
+            sft={k: sft[s][k] for k in ("ids", "domains", "correct")},
+            agreement={"agree": np.eye(3).tolist(), "total": np.ones((3, 3)).tolist()},
+        )
+        for s in range(seeds)
+    }
     cfg = SimpleNamespace(settings=DemoSettings(), n_boot=300, analysis_methods=[], noise_rm="all")
     return build_results(cfg, {"main": main}, data, RMS, wall_time_s=1.0), main
 
@@ -59,8 +72,12 @@ def test_paired_test_primary_is_the_hierarchical_bootstrap_with_named_tests():
     5 seeds cannot make a signed-rank test over seeds significant (min p 2/32 = 0.0625)."""
     a, b = _runs(0.6, 5, salt=1), _runs(0.4, 5, salt=2)
     v = A.paired_test(a, b, n_boot=2000)
-    ref = hierarchical_bootstrap(np.array([r["correct"] for r in a], float),
-                                 np.array([r["correct"] for r in b], float), n_boot=2000, design="nested")
+    ref = hierarchical_bootstrap(
+        np.array([r["correct"] for r in a], float),
+        np.array([r["correct"] for r in b], float),
+        n_boot=2000,
+        design="nested",
+    )
     assert v["test"] == HIERARCHICAL_TEST and v["design"] == "nested" and v["n_seeds"] == 5
     for k_v, k_ref in (("diff", "mean_diff"), ("ci_low", "ci_low"), ("ci_high", "ci_high"), ("p_value", "p_value")):
         assert v[k_v] == pytest.approx(ref[k_ref], abs=1e-12)
@@ -128,11 +145,22 @@ def test_step_cost_table_divides_by_laser_with_the_same_placement():
     def m(step, score):
         return {"step_s": step, "phases": {"score": score}, "peak_bytes": 2**20 * 100}
 
-    sc = {"k": 4, "size": "s", "dtype": "float32", "device": "cpu", "memory_measure": "RSS",
-          "methods": {"linucb": m(0.2, 0.02), "score_ensemble": m(0.3, 0.08),
-                      "linucb/offload": m(0.4, 0.03), "score_ensemble/offload": m(0.5, 0.1)}}
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
-            for line in step_cost_table(sc) if line.startswith("| ")}
+    sc = {
+        "k": 4,
+        "size": "s",
+        "dtype": "float32",
+        "device": "cpu",
+        "memory_measure": "RSS",
+        "methods": {
+            "linucb": m(0.2, 0.02),
+            "score_ensemble": m(0.3, 0.08),
+            "linucb/offload": m(0.4, 0.03),
+            "score_ensemble/offload": m(0.5, 0.1),
+        },
+    }
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ") for line in step_cost_table(sc) if line.startswith("| ")
+    }
     assert rows["score_ensemble"][3] == "1.50"  # 0.3 / 0.2
     assert rows["score_ensemble/offload"][3] == "1.25"  # 0.5 / 0.4, not / 0.2
     assert step_cost_table(None) == []

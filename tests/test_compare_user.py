@@ -26,18 +26,34 @@ def _jsonl(path, rows):
 @pytest.fixture()
 def setup(tmp_path, tiny_model_dir):
     """A run config (tiny policy, two rule RMs, 8 arithmetic prompts), a 6-prompt test set, a compare YAML."""
-    train = _jsonl(tmp_path / "train.jsonl", [{"id": f"t{k}", "prompt": f"{k}+0=", "answer": str(k), "task": "gsm8k"}
-                                              for k in range(8)])
-    test = _jsonl(tmp_path / "test.jsonl", [{"id": f"e{k}", "prompt": f"{k}+0=", "answer": str(k), "task": "gsm8k"}
-                                            for k in range(6)])
-    run = {"policy": {"model": str(tiny_model_dir)}, "data": {"prompts": str(train)},
-           "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
-           "train": {"iterations": 1, "batch_size": 4, "n_samples": 4, "max_new_tokens": 8, "pairs_per_prompt": 2},
-           "checkpoint": {"every": 0}}
+    train = _jsonl(
+        tmp_path / "train.jsonl",
+        [{"id": f"t{k}", "prompt": f"{k}+0=", "answer": str(k), "task": "gsm8k"} for k in range(8)],
+    )
+    test = _jsonl(
+        tmp_path / "test.jsonl",
+        [{"id": f"e{k}", "prompt": f"{k}+0=", "answer": str(k), "task": "gsm8k"} for k in range(6)],
+    )
+    run = {
+        "policy": {"model": str(tiny_model_dir)},
+        "data": {"prompts": str(train)},
+        "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
+        "train": {"iterations": 1, "batch_size": 4, "n_samples": 4, "max_new_tokens": 8, "pairs_per_prompt": 2},
+        "checkpoint": {"every": 0},
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
-    cmp = {"out": str(tmp_path / "out"), "seeds": 2, "methods": ["laser", "random", "single:ones"], "n_boot": 200,
-           "user": {"run": str(tmp_path / "run.yaml"), "test": {"task": "jsonl", "path": str(test)},
-                    "max_new_tokens": 4, "batch_size": 8}}
+    cmp = {
+        "out": str(tmp_path / "out"),
+        "seeds": 2,
+        "methods": ["laser", "random", "single:ones"],
+        "n_boot": 200,
+        "user": {
+            "run": str(tmp_path / "run.yaml"),
+            "test": {"task": "jsonl", "path": str(test)},
+            "max_new_tokens": 4,
+            "batch_size": 8,
+        },
+    }
     (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(cmp))
     return tmp_path, cmp
 
@@ -55,8 +71,10 @@ def test_user_compare_end_to_end_and_rerun_skips(setup, capsys):
         assert a["n"] == 2 * 6  # seeds x test prompts, pooled
         assert e["responses_scored"] > 0
         assert ("vs_laser" in e) == (m != "laser")
-    files = {m: [out / "runs" / "user" / m.replace(":", "_") / f"seed{s}" / "result.json" for s in (0, 1)]
-             for m in cmp["methods"]}
+    files = {
+        m: [out / "runs" / "user" / m.replace(":", "_") / f"seed{s}" / "result.json" for s in (0, 1)]
+        for m in cmp["methods"]
+    }
     for m, paths in files.items():
         for s, p in enumerate(paths):
             r = json.loads(p.read_text())
@@ -80,14 +98,18 @@ def test_user_compare_end_to_end_and_rerun_skips(setup, capsys):
     assert compare_main(_parse(["--config", str(tmp / "cmp.yaml")])) == 0
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     again = json.loads((out / "results.json").read_text())
-    assert ({m: e["accuracy"] for m, e in again["methods"].items()}
-            == {m: e["accuracy"] for m, e in res["methods"].items()})
+    assert {m: e["accuracy"] for m, e in again["methods"].items()} == {
+        m: e["accuracy"] for m, e in res["methods"].items()
+    }
 
 
 def test_bad_user_configs_exit_2_and_name_the_key(setup, capsys):
     tmp, cmp = setup
-    bad = {**cmp, "methods": ["laser", "nonsense", "single:nope"],
-           "user": {**cmp["user"], "test": {"task": "squad", "path": str(tmp / "test.jsonl")}}}
+    bad = {
+        **cmp,
+        "methods": ["laser", "nonsense", "single:nope"],
+        "user": {**cmp["user"], "test": {"task": "squad", "path": str(tmp / "test.jsonl")}},
+    }
     (tmp / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert compare_main(_parse(["--config", str(tmp / "bad.yaml")])) == 2
     err = capsys.readouterr().err

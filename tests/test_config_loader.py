@@ -31,14 +31,21 @@ def test_compare_type_errors_are_named_before_any_work(tmp_path, monkeypatch, ca
 
     called = []
     monkeypatch.setattr(runner, "run_compare", lambda cfg: called.append(cfg))
-    (tmp_path / "c.yaml").write_text(f'out: {tmp_path / "out"}\nseeds: "3"\nsettings: {{iterations: "2", '
-                                     'n_samples: 1, pairing: nope}\nnoise: [0, -0.3]\nmethods: [laser, bogus]\n')
+    (tmp_path / "c.yaml").write_text(
+        f'out: {tmp_path / "out"}\nseeds: "3"\nsettings: {{iterations: "2", '
+        "n_samples: 1, pairing: nope}\nnoise: [0, -0.3]\nmethods: [laser, bogus]\n"
+    )
     assert _compare("--config", str(tmp_path / "c.yaml")) == 2
     err = capsys.readouterr().err
-    for line in ("seeds: expected int, got '3'", "settings.iterations: expected int, got '2'",
-                 "settings.n_samples: must be >= 2 to form a pair, got 1",
-                 "settings.pairing: 'nope' is not one of top_vs_rest, best_vs_worst, topk_vs_bottomk",
-                 "noise[1]: must be >= 0, got -0.3", "methods: unknown method 'bogus'", "(6 problem(s))"):
+    for line in (
+        "seeds: expected int, got '3'",
+        "settings.iterations: expected int, got '2'",
+        "settings.n_samples: must be >= 2 to form a pair, got 1",
+        "settings.pairing: 'nope' is not one of top_vs_rest, best_vs_worst, topk_vs_bottomk",
+        "noise[1]: must be >= 0, got -0.3",
+        "methods: unknown method 'bogus'",
+        "(6 problem(s))",
+    ):
         assert line in err, line
     assert "Traceback" not in err and called == [] and not (tmp_path / "out").exists()
 
@@ -80,8 +87,9 @@ def test_choices_and_ranges_are_checked_on_a_config_built_in_code():
 def _fields(cls, prefix=""):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        sub = next((a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if dataclasses.is_dataclass(a)),
-                   None)
+        sub = next(
+            (a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if dataclasses.is_dataclass(a)), None
+        )
         yield f"{prefix}{f.name}", f
         if sub is not None:
             yield from _fields(sub, f"{prefix}{f.name}.")
@@ -125,8 +133,10 @@ def test_per_prompt_with_the_oracle_is_not_called_an_ensemble():
     """The oracle is a strategy but not an ensemble: it already picks each prompt's RM by its group."""
     base = {"rewards": [{"name": "a", "type": "length"}], "selector": {"per_prompt": True}}
     with pytest.raises(ConfigError) as exc:
-        load_config(data={**base, "selector": {"name": "oracle", "per_prompt": True,
-                                               "kwargs": {"arms_by_group": {"x": "a"}}}}, require_data=False)
+        load_config(
+            data={**base, "selector": {"name": "oracle", "per_prompt": True, "kwargs": {"arms_by_group": {"x": "a"}}}},
+            require_data=False,
+        )
     assert "not meaningful with the oracle (it picks each prompt's RM by its group)" in str(exc.value)
     assert "ensemble" not in str(exc.value)
     with pytest.raises(ConfigError, match="not meaningful with an ensemble"):

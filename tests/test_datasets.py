@@ -89,8 +89,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     calls: list[tuple] = []
     rows = {
         "openai/gsm8k": [{"question": "2*3?", "answer": "2*3=6\n#### 6"}],
-        "cais/mmlu": [{"question": "1+1?", "subject": "math", "choices": ["1", "2", "3", "4"],
-                       "answer": 1}],
+        "cais/mmlu": [{"question": "1+1?", "subject": "math", "choices": ["1", "2", "3", "4"], "answer": 1}],
     }
 
     def load_dataset(repo: str, config: str, split: str) -> list[dict]:
@@ -119,8 +118,13 @@ def test_hub_without_datasets_says_what_to_install(monkeypatch: pytest.MonkeyPat
 # ---------------------------------------------------------------- StrategyQA
 
 STRATEGYQA = [
-    {"qid": "a1", "term": "Penguin", "question": "Can a penguin fly?", "answer": False,
-     "facts": ["Penguins are flightless.", "They swim."]},
+    {
+        "qid": "a1",
+        "term": "Penguin",
+        "question": "Can a penguin fly?",
+        "answer": False,
+        "facts": ["Penguins are flightless.", "They swim."],
+    },
     {"qid": "b2", "question": "Is water wet?", "answer": True},
     {"qid": "c3", "question": "Is the sun a star?", "answer": "yes"},
 ]
@@ -130,7 +134,10 @@ def test_strategyqa_official_json(tmp_path: Path) -> None:
     path = _write(tmp_path / "strategyqa_train.json", json.dumps(STRATEGYQA, indent=2))
     examples = load_strategyqa(path, template="{facts} | {question}")
     assert [(ex.id, ex.answer) for ex in examples] == [
-        ("strategyqa-a1", "no"), ("strategyqa-b2", "yes"), ("strategyqa-c3", "yes")]
+        ("strategyqa-a1", "no"),
+        ("strategyqa-b2", "yes"),
+        ("strategyqa-c3", "yes"),
+    ]
     assert examples[0].prompt == "Penguins are flightless. They swim. | Can a penguin fly?"
     assert examples[1].prompt == " | Is water wet?"
     default = load_strategyqa(path)
@@ -141,8 +148,7 @@ def test_strategyqa_unlabelled_and_jsonl(tmp_path: Path) -> None:
     test_file = _write(tmp_path / "test.json", json.dumps([{"qid": "x", "question": "Q?"}]))
     assert load_strategyqa(test_file)[0].answer == ""
     lines = "\n".join(json.dumps(item) for item in STRATEGYQA)
-    assert [ex.answer for ex in load_strategyqa(_write(tmp_path / "s.jsonl", lines))] == [
-        "no", "yes", "yes"]
+    assert [ex.answer for ex in load_strategyqa(_write(tmp_path / "s.jsonl", lines))] == ["no", "yes", "yes"]
 
 
 def test_strategyqa_errors_name_the_item_line(tmp_path: Path) -> None:
@@ -179,7 +185,11 @@ def test_mmlu_csv_prompt_and_fields(tmp_path: Path) -> None:
         "Give the final answer as 'The answer is (X)', where X is A, B, C or D."
     )
     assert (first.id, first.answer, first.task, first.domain) == (
-        "mmlu-abstract_algebra_test-0", "B", "mmlu", "abstract_algebra")
+        "mmlu-abstract_algebra_test-0",
+        "B",
+        "mmlu",
+        "abstract_algebra",
+    )
     assert second.answer == "D" and "Which, with a comma\nand a newline?" in second.prompt
 
 
@@ -192,7 +202,10 @@ def test_mmlu_folders_split_and_subjects(tmp_path: Path) -> None:
     _write(tmp_path / "data" / "dev" / "anatomy_dev.csv", "Heart?,1,2,3,4,A\n")
     assert len(load_mmlu(test_dir)) == 3
     assert [ex.domain for ex in load_mmlu(tmp_path / "data", split="test")] == [
-        "abstract_algebra", "abstract_algebra", "anatomy"]
+        "abstract_algebra",
+        "abstract_algebra",
+        "anatomy",
+    ]
     assert [ex.id for ex in load_mmlu(tmp_path / "data", split="dev")] == ["mmlu-anatomy_dev-0"]
     assert len(load_mmlu(test_dir, subjects=["anatomy"])) == 1
     with pytest.raises(DataError, match="no MMLU questions"):
@@ -226,7 +239,8 @@ def test_load_task_dispatch_limit_seed(tmp_path: Path) -> None:
     assert a == load_task("gsm8k", path, limit=5, seed=7)  # reproducible
     assert len({ex.id for ex in a}) == 5 and a != load_task("gsm8k", path, limit=5)
     assert sorted(ex.answer for ex in load_task("gsm8k", path, seed=1)) == sorted(
-        str(i) for i in range(20))  # a permutation: nothing lost or repeated
+        str(i) for i in range(20)
+    )  # a permutation: nothing lost or repeated
     assert load_task("gsm8k", path, template="{question}?")[0].prompt == "q0?"
     with pytest.raises(ValueError, match="unknown task 'squad'; valid tasks: gsm8k, mmlu, strategyqa"):
         load_task("squad", path)
@@ -264,8 +278,10 @@ def test_read_prompts_custom_fields_and_types(tmp_path: Path) -> None:
         ('\n{"id": 1, "text": "a"}\n', r'p\.jsonl:2: field "prompt" missing \(keys: id, text\)'),
         ('{"prompt": ["a"]}', r'p\.jsonl:1: field "prompt" must be a string, got list'),
         ('{"prompt": ""}', r'p\.jsonl:1: field "prompt" is empty'),
-        ('{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}',
-         r'p\.jsonl:2: duplicate id "x" \(first at .*p\.jsonl:1\)'),
+        (
+            '{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}',
+            r'p\.jsonl:2: duplicate id "x" \(first at .*p\.jsonl:1\)',
+        ),
         ('{"id": 1, "prompt": "a"}\n{"id": "1", "prompt": "b"}', r'p\.jsonl:2: duplicate id "1"'),
         ('{"id": true, "prompt": "a"}', r'p\.jsonl:1: field "id" must be a non-empty string'),
         ('{"prompt": "a", "answer": {"x": 1}}', r'p\.jsonl:1: field "answer" must be a string'),
@@ -287,12 +303,31 @@ def test_import_laser_tasks_stays_light() -> None:
     import ast
     import subprocess
 
-    code = ("import sys, laser.tasks as t; "
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'rouge_score', 'nltk') "
-            "if m in sys.modules)); print(sorted(t.__all__))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1]).stdout.splitlines()
+    code = (
+        "import sys, laser.tasks as t; "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'rouge_score', 'nltk') "
+        "if m in sys.modules)); print(sorted(t.__all__))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout.splitlines()
     assert out[0] == "[]"
-    assert {"Example", "extract_answer", "is_correct", "load_gsm8k", "load_strategyqa",
-            "load_mmlu", "load_task", "read_prompts_jsonl", "DataError", "accuracy", "token_f1",
-            "rouge_l", "win_rate"} <= set(ast.literal_eval(out[1]))
+    assert {
+        "Example",
+        "extract_answer",
+        "is_correct",
+        "load_gsm8k",
+        "load_strategyqa",
+        "load_mmlu",
+        "load_task",
+        "read_prompts_jsonl",
+        "DataError",
+        "accuracy",
+        "token_f1",
+        "rouge_l",
+        "win_rate",
+    } <= set(ast.literal_eval(out[1]))

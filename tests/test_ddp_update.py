@@ -13,8 +13,12 @@ SCRIPT = Path(__file__).with_name("ddp_update_script.py")
 
 
 def _run(cmd, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1",
-           "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "1",
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -22,9 +26,25 @@ def _run(cmd, tmp_path):
 def test_two_process_ddp_update_equals_single_process(tmp_path):
     pytest.importorskip("accelerate")
     _run([sys.executable, str(SCRIPT), str(tmp_path / "one")], tmp_path)
-    _run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-          str(SCRIPT), str(tmp_path / "two")], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "2",
+            "--multi_gpu",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(SCRIPT),
+            str(tmp_path / "two"),
+        ],
+        tmp_path,
+    )
     one = torch.load(tmp_path / "one" / "weights.pt", weights_only=True)
     two = torch.load(tmp_path / "two" / "weights.pt", weights_only=True)
     assert (one["processes"], two["processes"]) == (1, 2)

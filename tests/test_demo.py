@@ -14,8 +14,18 @@ def test_quick_demo_writes_complete_results(tmp_path, monkeypatch, capsys):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     names = [rm.name for rm in make_demo_rms()]
     assert res["rms"] == names and len(names) >= 5 and res["seeds"] == [0]
-    expected = {"laser", "laser_per_prompt", "laser:pair_accuracy", "random", "oracle", "verifier", "round_robin",
-                "score_ensemble", "agreement_ensemble", *[f"single:{n}" for n in names]}
+    expected = {
+        "laser",
+        "laser_per_prompt",
+        "laser:pair_accuracy",
+        "random",
+        "oracle",
+        "verifier",
+        "round_robin",
+        "score_ensemble",
+        "agreement_ensemble",
+        *[f"single:{n}" for n in names],
+    }
     assert set(res["methods"]) == expected
     domains = {"arith", "compare", "choice", "count"}
     assert set(res["sft"]["accuracy"]) == domains | {"average"}
@@ -36,10 +46,15 @@ def test_quick_demo_writes_complete_results(tmp_path, monkeypatch, capsys):
 
 def test_aggregate_reports_mean_and_std_over_seeds():
     """Two seeds with averages 0.2 and 0.4: mean 0.3, population std 0.1."""
+
     def run(a):
         acc = {"arith": a, "average": a}
-        return {"sft": acc, "methods": {"laser": {"accuracy": acc, "responses_scored": 10, "wall_time_s": 1.0}},
-                "selection": {"laser": {"arith": {"x": 1.0}}}}
+        return {
+            "sft": acc,
+            "methods": {"laser": {"accuracy": acc, "responses_scored": 10, "wall_time_s": 1.0}},
+            "selection": {"laser": {"arith": {"x": 1.0}}},
+        }
+
     res = aggregate([run(0.2), run(0.4)], ["x"], [0, 1])
     assert abs(res["methods"]["laser"]["accuracy"]["average"] - 0.3) < 1e-12
     assert abs(res["methods"]["laser"]["accuracy_std"]["average"] - 0.1) < 1e-12
@@ -50,8 +65,12 @@ def test_aggregate_reports_mean_and_std_over_seeds():
 def test_method_names_include_feedback_variants():
     names = method_names(["a", "b"], ["neg_loss", "loss_decrease"])
     assert names[:5] == ["laser", "laser_per_prompt", "laser:pair_accuracy", "laser:neg_loss", "laser:loss_decrease"]
-    assert method_names(["a"], ["auto_label_free"])[:4] == ["laser", "laser_per_prompt", "laser:pair_accuracy",
-                                                                   "random"]
+    assert method_names(["a"], ["auto_label_free"])[:4] == [
+        "laser",
+        "laser_per_prompt",
+        "laser:pair_accuracy",
+        "random",
+    ]
     assert names[-2:] == ["single:a", "single:b"]
 
 
@@ -59,8 +78,9 @@ def test_headroom_share_is_the_place_between_random_and_oracle():
     """random 0.40, oracle 0.60, laser 0.45: (0.45 - 0.40) / (0.60 - 0.40) = 0.25."""
     from laser.demo import headroom_shares
 
-    res = {"methods": {m: {"accuracy": {"average": a}} for m, a in
-                       (("random", 0.40), ("oracle", 0.60), ("laser", 0.45))}}
+    res = {
+        "methods": {m: {"accuracy": {"average": a}} for m, a in (("random", 0.40), ("oracle", 0.60), ("laser", 0.45))}
+    }
     shares = headroom_shares(res)
     assert shares["laser"] == pytest.approx(0.25) and shares["random"] == 0.0 and shares["oracle"] == 1.0
     assert headroom_shares({"methods": {"laser": {"accuracy": {"average": 0.5}}}}) == {}

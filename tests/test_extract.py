@@ -131,8 +131,19 @@ def test_unknown_task_names_valid_ones() -> None:
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("$1,000", "1000"), ("2.50", "2.5"), ("3.0", "3"), ("-0.0", "0"), (".5", "0.5"),
-     ("007", "7"), ("+4", "4"), ("1,080", "1080"), ("12 apples", None), ("", None), ("-", None)],
+    [
+        ("$1,000", "1000"),
+        ("2.50", "2.5"),
+        ("3.0", "3"),
+        ("-0.0", "0"),
+        (".5", "0.5"),
+        ("007", "7"),
+        ("+4", "4"),
+        ("1,080", "1080"),
+        ("12 apples", None),
+        ("", None),
+        ("-", None),
+    ],
 )
 def test_normalize_number(raw: str, expected: str | None) -> None:
     assert normalize_number(raw) == expected
@@ -148,8 +159,14 @@ def test_normalize_gold_forms() -> None:
     assert normalize_gold("mmlu", 2) == "C"  # the Hub's 0-based index
     assert normalize_gold("mmlu", "3") == "D"
     assert normalize_gold("mmlu", "b") == "B"
-    for task, bad in [("gsm8k", "many"), ("gsm8k", True), ("strategyqa", "maybe"),
-                      ("mmlu", 4), ("mmlu", "E"), ("mmlu", None)]:
+    for task, bad in [
+        ("gsm8k", "many"),
+        ("gsm8k", True),
+        ("strategyqa", "maybe"),
+        ("mmlu", 4),
+        ("mmlu", "E"),
+        ("mmlu", None),
+    ]:
         with pytest.raises(ValueError, match="not a valid"):
             normalize_gold(task, bad)
 
@@ -183,9 +200,7 @@ def test_every_gsm8k_solution_extracts_to_its_own_answer(split: str, n_rows: int
         solution = row["answer"]
         expected = solution.split("####")[-1].strip().replace(",", "")
         assert int(expected) == int(Decimal(expected))  # all shared gold answers are integers
-        if extract_answer("gsm8k", solution) != expected or not is_correct(
-            "gsm8k", solution, solution
-        ):
+        if extract_answer("gsm8k", solution) != expected or not is_correct("gsm8k", solution, solution):
             misses.append((i, expected, extract_answer("gsm8k", solution)))
     print(f"gsm8k {split}: {n_rows - len(misses)}/{n_rows} solutions extract to their own answer")
     assert misses == []
@@ -193,7 +208,7 @@ def test_every_gsm8k_solution_extracts_to_its_own_answer(split: str, n_rows: int
 
 @settings(max_examples=200, deadline=None)
 @given(
-    value=st.decimals(min_value=-10**9, max_value=10**9, places=2, allow_nan=False),
+    value=st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False),
     dollar=st.booleans(),
     commas=st.booleans(),
     template=st.sampled_from(["The answer is {}.", "#### {}", "Final answer: {}", "so {} left"]),
@@ -229,8 +244,7 @@ def test_number_round_trip(value: Decimal, dollar: bool, commas: bool, template:
         # the chosen option after the others were ruled out
         ("A is wrong, B is wrong, so C.", "C"),
         ("A and B are too small and D is too large, leaving C.", "C"),
-        ("Options A, B and D contradict the premise. Therefore, (d) is out too... "
-         "so the answer must be B", "B"),
+        ("Options A, B and D contradict the premise. Therefore, (d) is out too... so the answer must be B", "B"),
         ("Adding the two gives 56, which is option B.", "B"),
         ("56 is the product, which is option (b)", "B"),
         ("I would choose C.", "C"),
@@ -348,8 +362,23 @@ def test_yesno_free_forms(text: str, expected: str | None) -> None:
 
 
 _WORDS = st.text(alphabet="abcdABCDxyzXYZ", min_size=2, max_size=6)
-_PHRASES = st.sampled_from(["The answer is", "Answer:", "so", "Therefore,", "which is option",
-                            "is correct", "is the answer", "I choose", "(", ")", ".", ",", "\n"])
+_PHRASES = st.sampled_from(
+    [
+        "The answer is",
+        "Answer:",
+        "so",
+        "Therefore,",
+        "which is option",
+        "is correct",
+        "is the answer",
+        "I choose",
+        "(",
+        ")",
+        ".",
+        ",",
+        "\n",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -387,8 +416,7 @@ KNOWN_MISREADS = {
     ("yn08", "greedy"): "'A tomato is indeed a fruit'",
     ("yn11", "greedy"): "'whales do breathe air'",
     ("yn13", "sample-t0.8-seed1"): "'It is larger than the Atlantic Ocean'",
-    ("yn05", "sample-t0.8-seed4"): "'17 is not a prime number' ('no positive integer divisors' is "
-                                   "a determiner)",
+    ("yn05", "sample-t0.8-seed4"): "'17 is not a prime number' ('no positive integer divisors' is a determiner)",
     ("yn09", "sample-t0.8-seed4"): "'The Roman Empire didn't exist before 1000 AD'",
     ("yn15", "sample-t0.8-seed4"): "'Of course, triangle has three sides'",
 }
@@ -416,9 +444,11 @@ def test_real_replies() -> None:
         rs = [r for r in rows if r["task"] == task]
         got = [extract_answer(task, r["reply"], options=r["options"]) for r in rs]
         bad = {(r["id"], r["decoding"]): g for r, g in zip(rs, got, strict=True) if g != r["label"]}
-        print(f"{task}: {len(rs) - len(bad)}/{len(rs)} agree with the hand label; "
-              f"{sum(g is not None for g in bad.values())} wrong reads, "
-              f"{sum(g is None for g in bad.values())} missed")
+        print(
+            f"{task}: {len(rs) - len(bad)}/{len(rs)} agree with the hand label; "
+            f"{sum(g is not None for g in bad.values())} wrong reads, "
+            f"{sum(g is None for g in bad.values())} missed"
+        )
         wrong.update(bad)
     changed = {k: wrong.get(k, "now right") for k in set(wrong) ^ set(KNOWN_MISREADS)}
     assert not changed, changed

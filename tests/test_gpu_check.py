@@ -18,8 +18,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_check  # noqa: E402
 import gpu_sections  # noqa: E402
 
-STEP_COST_METHODS = ["linucb", "score_ensemble", "agreement_ensemble",
-                     "linucb/offload", "score_ensemble/offload", "agreement_ensemble/offload"]
+STEP_COST_METHODS = [
+    "linucb",
+    "score_ensemble",
+    "agreement_ensemble",
+    "linucb/offload",
+    "score_ensemble/offload",
+    "agreement_ensemble/offload",
+]
 
 
 SMOKE = ["cuda_vs_cpu", "offload", "train", "generation"]
@@ -77,9 +83,26 @@ def test_step_cost_json_has_the_promised_schema(tmp_path):
     import step_cost
 
     path = tmp_path / "cost.json"
-    step_cost.main(["--size", "tiny", "--steps", "1", "--rounds", "1", "--warmup", "1", "--memory", "none",
-                    "--offload", "on",
-                    "--methods", "linucb,score_ensemble", "--json", str(path)])
+    step_cost.main(
+        [
+            "--size",
+            "tiny",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--memory",
+            "none",
+            "--offload",
+            "on",
+            "--methods",
+            "linucb,score_ensemble",
+            "--json",
+            str(path),
+        ]
+    )
     check_step_cost(json.loads(path.read_text()), ["linucb/offload", "score_ensemble/offload"])
 
 
@@ -95,8 +118,9 @@ def test_a_failing_section_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch
 
 
 def test_a_spent_budget_skips_the_rest(tmp_path):
-    records = gpu_check.main(["--tiny", "--in-process", "--out", str(tmp_path), "--sections", "env,generation",
-                              "--budget-s", "1"])
+    records = gpu_check.main(
+        ["--tiny", "--in-process", "--out", str(tmp_path), "--sections", "env,generation", "--budget-s", "1"]
+    )
     assert all(not r["ok"] and "budget is spent" in r["error"] for r in records.values())
 
 
@@ -109,8 +133,13 @@ def test_a_section_past_its_time_is_killed_and_reported(tmp_path):
 @pytest.mark.slow
 def test_the_tiny_command_as_a_user_runs_it(tmp_path):
     """Each section in its own process, ``laser train`` through the CLI in subprocesses."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--tiny", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--tiny", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     saved = json.loads((tmp_path / "results.json").read_text())["sections"]
     assert {k: v["ok"] for k, v in saved.items()} == dict.fromkeys(gpu_check.SECTIONS, True)

@@ -42,9 +42,7 @@ def char_tokenizer(pad: bool = True, template: str | None = TEMPLATE) -> PreTrai
     core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials + chars)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     kwargs = {"pad_token": "<pad>"} if pad else {}
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", **kwargs
-    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", **kwargs)
     tok.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
     tok.chat_template = template
     return tok
@@ -53,9 +51,16 @@ def char_tokenizer(pad: bool = True, template: str | None = TEMPLATE) -> PreTrai
 def llama_config(tok, **kw) -> LlamaConfig:
     # initializer_range 0.3 (not 0.02) so that random models give clearly non-uniform outputs
     return LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, vocab_size=len(tok), initializer_range=0.3,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **kw,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=len(tok),
+        initializer_range=0.3,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **kw,
     )
 
 
@@ -99,8 +104,9 @@ def test_classifier_matches_manual_forward_for_each_label(tok, classifier):
     for label in (0, 1):
         rm = HFClassifierRM((classifier, tok), label_index=label, batch_size=3, device="cpu")
         got = rm.score(PROMPTS, RESPONSES)
-        want = [manual_logit(classifier, chat_split(tok, p, r)[0], label)
-                for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+        want = [
+            manual_logit(classifier, chat_split(tok, p, r)[0], label) for p, r in zip(PROMPTS, RESPONSES, strict=True)
+        ]
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, want, atol=1e-5)
         assert np.ptp(got) > 1e-3  # the pairs really get different scores
@@ -108,8 +114,10 @@ def test_classifier_matches_manual_forward_for_each_label(tok, classifier):
 
 def test_classifier_batched_equals_one_at_a_time(tok, classifier):
     batched = HFClassifierRM(classifier, tok, batch_size=5).score(PROMPTS, RESPONSES)
-    single = [HFClassifierRM(classifier, tok, batch_size=1).score([p], [r])[0]
-              for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    single = [
+        HFClassifierRM(classifier, tok, batch_size=1).score([p], [r])[0]
+        for p, r in zip(PROMPTS, RESPONSES, strict=True)
+    ]
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
@@ -264,8 +272,11 @@ def test_implicit_overflow_and_errors(tok, policy, reference):
     assert np.isfinite(out[0]) and np.isnan(out[1])
     with pytest.raises(ValueError, match="peft"):
         ImplicitDPORM(policy, None, tok)
-    other = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=4, vocab_size=len(tok) + 7))
+    other = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=len(tok) + 7
+        )
+    )
     with pytest.raises(ValueError, match="vocab_size"):
         ImplicitDPORM(policy, other, tok)
 

@@ -35,8 +35,9 @@ def tok():
     chars = list(string.ascii_letters + string.digits + string.punctuation + " \n")
     core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials + chars)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    t = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
-                                eos_token="</s>", pad_token="<pad>")
+    t = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
     t.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
     t.add_tokens(["Yes", "No"])
     t.chat_template = TEMPLATE
@@ -46,17 +47,24 @@ def tok():
 @pytest.fixture(scope="module")
 def lm(tok):
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, vocab_size=len(tok), initializer_range=0.3,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=len(tok),
+        initializer_range=0.3,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
 def next_token_probs(tok, lm, message: str) -> torch.Tensor:
     """softmax of the logits after one unpadded chat-templated user message."""
-    text = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         return torch.softmax(lm(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)
@@ -120,8 +128,9 @@ def test_pairwise_matches_manual_two_order_average(tok, lm):
     assert judge.a_ids == [ida] and judge.b_ids == [idb]  # " A" / " B" are two tokens here
 
     def q(p, first, second):
-        probs = next_token_probs(tok, lm, DEFAULT_PAIRWISE_TEMPLATE.format(
-            prompt=p, response_a=first, response_b=second))
+        probs = next_token_probs(
+            tok, lm, DEFAULT_PAIRWISE_TEMPLATE.format(prompt=p, response_a=first, response_b=second)
+        )
         return float(probs[ida] / (probs[ida] + probs[idb]))
 
     want = [0.5 * (q(p, a, b) + 1 - q(p, b, a)) for p, a, b in zip(PROMPTS, GOOD, BAD, strict=True)]

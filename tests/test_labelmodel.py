@@ -5,8 +5,7 @@ too few RMs, an anchor at chance)."""
 import numpy as np
 import pytest
 
-from laser.routing.labelmodel import (check_votes, fit_label_model, moment_se, one_coin_em, rank_one_fit,
-                                      second_moments)
+from laser.routing.labelmodel import check_votes, fit_label_model, moment_se, one_coin_em, rank_one_fit, second_moments
 
 
 def simulate(rng, acc, m, abstain=0.1):

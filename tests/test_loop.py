@@ -5,25 +5,33 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from helpers import make_tiny_policy
+
 from laser.config import load_config
 from laser.rewards.base import CallableRM, RewardModelError
 from laser.rewards.rules import LengthRM, RegexRM
+from laser.routing.pool import AllRewardModelsDown
 from laser.tasks.base import Example
 from laser.training.loop import NonFiniteError, Trainer
-from laser.routing.pool import AllRewardModelsDown
 
 EXAMPLES = [Example(id=f"p{i}", prompt=f"{i}+{i}=") for i in range(8)]
 
 
 def make_cfg(out, selector="linucb", iterations=2, batch_size=4, **train):
     specs = [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}]
-    tr = {"iterations": iterations, "batch_size": batch_size, "n_samples": 6, "max_new_tokens": 10,
-          "lr": 1e-2, "pairs_per_prompt": 3, **train}
+    tr = {
+        "iterations": iterations,
+        "batch_size": batch_size,
+        "n_samples": 6,
+        "max_new_tokens": 10,
+        "lr": 1e-2,
+        "pairs_per_prompt": 3,
+        **train,
+    }
     sel = {"name": selector, **({"arm": "ones"} if selector == "fixed" else {})}
-    return load_config(data={"output_dir": str(out), "seed": 3, "rewards": specs, "selector": sel, "train": tr},
-                       require_data=False)
+    return load_config(
+        data={"output_dir": str(out), "seed": 3, "rewards": specs, "selector": sel, "train": tr}, require_data=False
+    )
 
 
 def rms():
@@ -41,8 +49,24 @@ def test_loss_goes_down_and_records_are_complete(tmp_path):
     summary = Trainer(cfg, make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
     log = read_log(tmp_path)
     assert summary["global_step"] == len(log) == 10
-    keys = {"iteration", "step", "arm", "arm_name", "ucb", "reward", "raw_reward", "loss", "dpo", "nll",
-            "n_pairs", "responses_scored", "score_calls", "time", "prompt_ids", "prompt_arms"}
+    keys = {
+        "iteration",
+        "step",
+        "arm",
+        "arm_name",
+        "ucb",
+        "reward",
+        "raw_reward",
+        "loss",
+        "dpo",
+        "nll",
+        "n_pairs",
+        "responses_scored",
+        "score_calls",
+        "time",
+        "prompt_ids",
+        "prompt_arms",
+    }
     assert keys <= set(log[0])
     assert [r["iteration"] for r in log] == list(range(10))
     assert all(r["arm_name"] == "ones" for r in log)
@@ -55,8 +79,9 @@ def test_loss_goes_down_and_records_are_complete(tmp_path):
 
 def test_score_ensemble_costs_k_times_the_calls(tmp_path):
     a = Trainer(make_cfg(tmp_path / "a", "linucb"), make_tiny_policy(), rms(), EXAMPLES, show_progress=False).run()
-    b = Trainer(make_cfg(tmp_path / "b", "score_ensemble"), make_tiny_policy(), rms(), EXAMPLES,
-                show_progress=False).run()
+    b = Trainer(
+        make_cfg(tmp_path / "b", "score_ensemble"), make_tiny_policy(), rms(), EXAMPLES, show_progress=False
+    ).run()
     assert sum(b["responses_scored"]) == 2 * sum(a["responses_scored"]) == 2 * (2 * 8 * 6)
 
 
@@ -166,7 +191,7 @@ def test_rm_added_mid_run_is_only_picked_after_it_joins(tmp_path):
 def test_noise_sigma_wraps_any_rm_reproducibly():
     from laser.rewards.factory import build_reward_models
 
-    noisy, = build_reward_models([{"name": "long", "type": "length", "noise_sigma": 0.3, "noise_seed": 1}])
+    (noisy,) = build_reward_models([{"name": "long", "type": "length", "noise_sigma": 0.3, "noise_seed": 1}])
     prompts, responses = ["q"] * 2000, [f"r{i}" for i in range(2000)]
     base = LengthRM("long").score(prompts, responses)
     a, b = noisy.score(prompts, responses), noisy.score(prompts, responses)
@@ -210,8 +235,11 @@ def test_pair_accuracy_feedback_uses_gold_answers(tmp_path, monkeypatch):
     def spy(batch, reference, coll=None):
         out = real(batch, reference, coll)
         texts = batch.texts
-        diffs = [is_correct("gsm8k", texts[c], gold) - is_correct("gsm8k", texts[r], gold)
-                 for gold, ps in zip(batch.answers, batch.pairs) for c, r in ps]
+        diffs = [
+            is_correct("gsm8k", texts[c], gold) - is_correct("gsm8k", texts[r], gold)
+            for gold, ps in zip(batch.answers, batch.pairs)
+            for c, r in ps
+        ]
         seen.append((out.mean, float(np.mean(diffs)) if diffs else float("nan")))
         return out
 
@@ -232,8 +260,7 @@ def test_sentence_encoder_can_replace_the_policy_context(tmp_path):
         encoder = encoder_mod.SentenceEncoder()
     except ImportError as exc:
         pytest.skip(str(exc))
-    tr = Trainer(make_cfg(tmp_path), make_tiny_policy(), rms(), EXAMPLES, show_progress=False,
-                 context_fn=encoder.embed)
+    tr = Trainer(make_cfg(tmp_path), make_tiny_policy(), rms(), EXAMPLES, show_progress=False, context_fn=encoder.embed)
     assert tr.selector.dim == 384
     tr.run()
     log = read_log(tmp_path)
@@ -262,12 +289,18 @@ def test_oracle_mapping_is_checked_before_anything_loads(tmp_path):
 
     specs = [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}]
     with pytest.raises(ConfigError, match=r"selector.kwargs.arms_by_group: unknown reward model\(s\) \['nope'\]"):
-        load_config(data={"output_dir": str(tmp_path), "rewards": specs,
-                          "selector": {"name": "oracle", "kwargs": {"arms_by_group": {"a": "nope"}}}},
-                    require_data=False)
+        load_config(
+            data={
+                "output_dir": str(tmp_path),
+                "rewards": specs,
+                "selector": {"name": "oracle", "kwargs": {"arms_by_group": {"a": "nope"}}},
+            },
+            require_data=False,
+        )
     with pytest.raises(ConfigError, match="arms_by_group: required"):
-        load_config(data={"output_dir": str(tmp_path), "rewards": specs, "selector": {"name": "oracle"}},
-                    require_data=False)
+        load_config(
+            data={"output_dir": str(tmp_path), "rewards": specs, "selector": {"name": "oracle"}}, require_data=False
+        )
 
 
 @pytest.mark.parametrize("feedback", ["majority_pair_accuracy", "mixed_pair_accuracy"])
@@ -277,12 +310,17 @@ def test_label_free_and_mixed_feedback_check_pairs_against_majority_or_gold(tmp_
     a prompt has it. Recomputed here from the logged samples with Counter and is_correct."""
     from collections import Counter
 
-    from laser.tasks.extract import extract_answer, is_correct
     import laser.routing.router as router_module
+    from laser.tasks.extract import extract_answer, is_correct
 
     examples = [Example(id=f"p{i}", prompt=f"{i}+0=", answer=str(i) if i % 2 else "", task="gsm8k") for i in range(8)]
-    tr = Trainer(make_cfg(tmp_path, selector="fixed", feedback=feedback), make_tiny_policy(), rms(), examples,
-                 show_progress=False)
+    tr = Trainer(
+        make_cfg(tmp_path, selector="fixed", feedback=feedback),
+        make_tiny_policy(),
+        rms(),
+        examples,
+        show_progress=False,
+    )
     seen, real = [], router_module.correctness
 
     def spy(batch, reference, coll=None):
@@ -290,14 +328,17 @@ def test_label_free_and_mixed_feedback_check_pairs_against_majority_or_gold(tmp_
         texts = batch.texts
         n, diffs = len(texts) // len(batch.prompts), []
         for i, (gold, ps) in enumerate(zip(batch.answers, batch.pairs)):
-            answers = [a for a in (extract_answer("gsm8k", t) for t in texts[i * n:(i + 1) * n]) if a]
+            answers = [a for a in (extract_answer("gsm8k", t) for t in texts[i * n : (i + 1) * n]) if a]
             counts = Counter(answers)
             top = max(counts.values()) if counts else 0
             majority = next((a for a in answers if counts[a] == top), None)
             ref = gold if (feedback == "mixed_pair_accuracy" and gold) else majority
             for c, r in ps:
-                diffs.append(0.0 if ref is None else
-                             float(is_correct("gsm8k", texts[c], ref)) - float(is_correct("gsm8k", texts[r], ref)))
+                diffs.append(
+                    0.0
+                    if ref is None
+                    else float(is_correct("gsm8k", texts[c], ref)) - float(is_correct("gsm8k", texts[r], ref))
+                )
         seen.append((out.mean, float(np.mean(diffs)) if diffs else float("nan")))
         return out
 
@@ -356,8 +397,12 @@ def test_no_pair_rule_in_the_loop_tied_is_lowest_identical_is_skipped(tmp_path):
     def same_n_times(prompts, n, *a, **k):  # every response of a prompt is its first sample
         s = real(prompts, n, *a, **k)
         first = [s.prompt_index.index(i) for i in range(len(prompts))]
-        return Samples(s.prompt_index, [s.texts[first[i]] for i in s.prompt_index],
-                       [s.response_ids[first[i]] for i in s.prompt_index], s.prompt_ids)
+        return Samples(
+            s.prompt_index,
+            [s.texts[first[i]] for i in s.prompt_index],
+            [s.response_ids[first[i]] for i in s.prompt_index],
+            s.prompt_ids,
+        )
 
     policy.sample = same_n_times
     tr = Trainer(make_cfg(tmp_path / "same", selector="fixed"), policy, rms(), EXAMPLES, show_progress=False)
@@ -369,6 +414,7 @@ def test_no_pair_rule_in_the_loop_tied_is_lowest_identical_is_skipped(tmp_path):
 
 def test_any_exception_of_a_local_rm_is_isolated_in_the_loop(tmp_path):
     """A local RM with a bug (IndexError, not a RewardModelError) is masked; the run finishes on the other."""
+
     def buggy(prompts, responses):
         return [][0]
 
@@ -390,14 +436,16 @@ def test_counters_responses_scored_and_score_calls_in_the_log(tmp_path):
 def test_a_checkpoint_written_before_the_routing_core_still_resumes(tmp_path):
     """Counters in the old layout (rm_calls / rm_down / rm_errors, no pool or router entry) load
     into the pool: responses_scored from rm_calls, score_calls unknown (0)."""
-    tr = Trainer(make_cfg(tmp_path, selector="fixed", iterations=1), make_tiny_policy(), rms(), EXAMPLES,
-                 show_progress=False)
+    tr = Trainer(
+        make_cfg(tmp_path, selector="fixed", iterations=1), make_tiny_policy(), rms(), EXAMPLES, show_progress=False
+    )
     sd = tr.state_dict()
     c = sd["counters"]
     del c["pool"], c["router"]
     c.update(rm_calls=[48, 0], rm_down=[1], rm_errors={"1": "RewardModelError: gone"})
-    fresh = Trainer(make_cfg(tmp_path, selector="fixed", iterations=1), make_tiny_policy(), rms(), EXAMPLES,
-                    show_progress=False)
+    fresh = Trainer(
+        make_cfg(tmp_path, selector="fixed", iterations=1), make_tiny_policy(), rms(), EXAMPLES, show_progress=False
+    )
     fresh.load_state_dict(sd)
     assert fresh.pool.responses_scored.tolist() == [48, 0] and fresh.pool.score_calls.tolist() == [0, 0]
     assert fresh.pool.down == {1} and fresh.pool.last_errors == {1: "RewardModelError: gone"}

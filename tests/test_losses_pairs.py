@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from laser.training.losses import dpo_loss, laser_loss, nll_loss
 from laser.routing.pairs import build_pairs, ensemble_scores, majority_agrees, standardize
+from laser.training.losses import dpo_loss, laser_loss, nll_loss
 
 
 def t(*v):

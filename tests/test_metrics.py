@@ -82,8 +82,10 @@ def test_rouge_l_hand_derived() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from("abcd"), min_size=1, max_size=12),
-       st.lists(st.sampled_from("abcd"), min_size=1, max_size=12))
+@given(
+    st.lists(st.sampled_from("abcd"), min_size=1, max_size=12),
+    st.lists(st.sampled_from("abcd"), min_size=1, max_size=12),
+)
 def test_rouge_l_matches_independent_lcs(pred: list[str], ref: list[str]) -> None:
     lcs = _lcs(pred, ref)
     p, r = lcs / len(pred), lcs / len(ref)
@@ -123,8 +125,9 @@ def test_bootstrap_ci_matches_normal_theory_and_scipy() -> None:
     half = 1.96 * np.sqrt(x.mean() * (1 - x.mean()) / x.size)
     assert low == pytest.approx(x.mean() - half, abs=0.003)
     assert high == pytest.approx(x.mean() + half, abs=0.003)
-    ref = stats.bootstrap((x,), np.mean, n_resamples=4000, method="percentile",
-                          random_state=np.random.default_rng(1)).confidence_interval
+    ref = stats.bootstrap(
+        (x,), np.mean, n_resamples=4000, method="percentile", random_state=np.random.default_rng(1)
+    ).confidence_interval
     assert (low, high) == pytest.approx((ref.low, ref.high), abs=0.003)
 
 
@@ -160,7 +163,13 @@ def test_win_rate_counts_wins_half_ties_and_skips() -> None:
     result = win_rate(prompts, a, b, judge)
     assert judge.calls == [(prompts, a, b)]
     assert {k: result[k] for k in ("win_rate", "n", "wins", "ties", "losses", "skipped")} == {
-        "win_rate": 0.6, "n": 5, "wins": 2, "ties": 2, "losses": 1, "skipped": 1}
+        "win_rate": 0.6,
+        "n": 5,
+        "wins": 2,
+        "ties": 2,
+        "losses": 1,
+        "skipped": 1,
+    }
     assert 0.0 <= result["ci_low"] <= 0.6 <= result["ci_high"] <= 1.0
     assert (result["ci_low"], result["ci_high"]) == bootstrap_ci([1, 0.5, 0, 1, 0.5])
 
@@ -179,8 +188,11 @@ def test_win_rate_with_rule_judge() -> None:
 
 @pytest.mark.parametrize(
     "probs, message",
-    [([0.5, 0.5], r"shape \(2,\), expected \(3,\)"), ([0.5, 1.2, 0.1], r"in \[0, 1\]"),
-     ([np.nan] * 3, "decided none of the 3")],
+    [
+        ([0.5, 0.5], r"shape \(2,\), expected \(3,\)"),
+        ([0.5, 1.2, 0.1], r"in \[0, 1\]"),
+        ([np.nan] * 3, "decided none of the 3"),
+    ],
 )
 def test_win_rate_rejects_bad_judge_output(probs, message: str) -> None:
     with pytest.raises(ValueError, match=message):

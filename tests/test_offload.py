@@ -31,10 +31,19 @@ RESPONSES = ["3", "21 is it", "Blue", "5, because 9-4=5"]
 
 
 def _config(tok, **kw) -> LlamaConfig:
-    return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=4, vocab_size=len(tok), initializer_range=0.3,
-                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id, **kw)
+    return LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=len(tok),
+        initializer_range=0.3,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **kw,
+    )
 
 
 def _seeded(cls, tok, seed: int, **kw):
@@ -52,12 +61,26 @@ def make_rms(tok, offload: bool, device: str = "cpu") -> dict:
     cls = _seeded(LlamaForSequenceClassification, tok, 0, num_labels=1)
     pol, ref, judge = (_seeded(LlamaForCausalLM, tok, s) for s in (1, 2, 3))
     return {
-        "hf_classifier": HFClassifierRM((copy.deepcopy(cls), tok), name="cls", batch_size=3,
-                                        device=device, offload=offload),
-        "implicit_dpo": ImplicitDPORM((copy.deepcopy(pol), tok), (copy.deepcopy(ref), tok), name="dpo",
-                                      batch_size=3, device=device, offload=offload),
-        "judge": YesNoJudgeRM((copy.deepcopy(judge), tok), name="judge", yes_tokens=("Y",),
-                              no_tokens=("N",), batch_size=3, device=device, offload=offload),
+        "hf_classifier": HFClassifierRM(
+            (copy.deepcopy(cls), tok), name="cls", batch_size=3, device=device, offload=offload
+        ),
+        "implicit_dpo": ImplicitDPORM(
+            (copy.deepcopy(pol), tok),
+            (copy.deepcopy(ref), tok),
+            name="dpo",
+            batch_size=3,
+            device=device,
+            offload=offload,
+        ),
+        "judge": YesNoJudgeRM(
+            (copy.deepcopy(judge), tok),
+            name="judge",
+            yes_tokens=("Y",),
+            no_tokens=("N",),
+            batch_size=3,
+            device=device,
+            offload=offload,
+        ),
     }
 
 
@@ -90,8 +113,8 @@ def test_offload_changes_no_score_and_moves_once_each_way(tok, kind):
     kinds = [e[0] for e in ev_offloaded]
     first_fwd, last_fwd = kinds.index("forward"), len(kinds) - 1 - kinds[::-1].index("forward")
     assert ev_offloaded[:first_fwd] == [("to", "cpu")] * n_modules  # to the compute device (cpu here)
-    assert ev_offloaded[last_fwd + 1:] == [("to", "cpu")] * n_modules  # back to CPU memory
-    assert "to" not in kinds[first_fwd:last_fwd + 1]  # no move between the forward passes
+    assert ev_offloaded[last_fwd + 1 :] == [("to", "cpu")] * n_modules  # back to CPU memory
+    assert "to" not in kinds[first_fwd : last_fwd + 1]  # no move between the forward passes
     assert offloaded.placement.moves == 1
     offloaded.score(PROMPTS[:1], RESPONSES[:1])
     assert offloaded.placement.moves == 2  # one move in per scoring call
@@ -161,13 +184,23 @@ def test_the_loop_masks_an_rm_whose_move_fails_and_goes_on(tok, tmp_path):
     good = make_rms(policy.tokenizer, offload=True)["hf_classifier"]
     bad = make_rms(policy.tokenizer, offload=True)["judge"]
     failing_to(bad.model, fail_times=float("inf"))
-    cfg = load_config(data={
-        "output_dir": str(tmp_path), "rewards": [{"name": "cls", "type": "hf_classifier"},
-                                                 {"name": "judge", "type": "judge"}],
-        "selector": {"name": "score_ensemble"},
-        "train": {"iterations": 1, "batch_size": 2, "n_samples": 3, "max_new_tokens": 4,
-                  "pairs_per_prompt": 1, "feedback": "neg_loss"},
-        "checkpoint": {"every": 0}}, require_data=False)
+    cfg = load_config(
+        data={
+            "output_dir": str(tmp_path),
+            "rewards": [{"name": "cls", "type": "hf_classifier"}, {"name": "judge", "type": "judge"}],
+            "selector": {"name": "score_ensemble"},
+            "train": {
+                "iterations": 1,
+                "batch_size": 2,
+                "n_samples": 3,
+                "max_new_tokens": 4,
+                "pairs_per_prompt": 1,
+                "feedback": "neg_loss",
+            },
+            "checkpoint": {"every": 0},
+        },
+        require_data=False,
+    )
     examples = [Example(id=f"p{i}", prompt=p) for i, p in enumerate(PROMPTS)]
     summary = Trainer(cfg, policy, [good, bad], examples, show_progress=False).run()
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
@@ -178,19 +211,32 @@ def test_the_loop_masks_an_rm_whose_move_fails_and_goes_on(tok, tmp_path):
     assert summary["responses_scored"][0] == 18
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ({"name": "a", "type": "hf_classifier", "model": "m", "device": "gpu"},
-     "rewards[0].device: reward model 'a': 'gpu' is not auto, cpu, cuda or cuda:N"),
-    ({"name": "a", "type": "hf_classifier", "model": "m", "device": "cuda:x"},
-     "rewards[0].device: reward model 'a': 'cuda:x' is not auto, cpu, cuda or cuda:N"),
-    ({"name": "b", "type": "judge", "model": "m", "offload": "yes"},
-     "rewards[0].offload: reward model 'b': must be true or false, got 'yes'"),
-    ({"name": "c", "type": "demo", "offload": True},
-     "rewards[0].offload: reward model 'c' (type demo) takes no offload; only hf_classifier, implicit_dpo, "
-     "judge load a model"),
-    ({"name": "d", "type": "remote", "url": "http://127.0.0.1:1", "device": "cuda"},
-     "rewards[0].device: reward model 'd' (type remote) takes no device; it is placed by its server"),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (
+            {"name": "a", "type": "hf_classifier", "model": "m", "device": "gpu"},
+            "rewards[0].device: reward model 'a': 'gpu' is not auto, cpu, cuda or cuda:N",
+        ),
+        (
+            {"name": "a", "type": "hf_classifier", "model": "m", "device": "cuda:x"},
+            "rewards[0].device: reward model 'a': 'cuda:x' is not auto, cpu, cuda or cuda:N",
+        ),
+        (
+            {"name": "b", "type": "judge", "model": "m", "offload": "yes"},
+            "rewards[0].offload: reward model 'b': must be true or false, got 'yes'",
+        ),
+        (
+            {"name": "c", "type": "demo", "offload": True},
+            "rewards[0].offload: reward model 'c' (type demo) takes no offload; only hf_classifier, implicit_dpo, "
+            "judge load a model",
+        ),
+        (
+            {"name": "d", "type": "remote", "url": "http://127.0.0.1:1", "device": "cuda"},
+            "rewards[0].device: reward model 'd' (type remote) takes no device; it is placed by its server",
+        ),
+    ],
+)
 def test_bad_placement_keys_are_refused_by_name(spec, expected):
     problems = check_specs([spec])
     assert any(p.startswith(expected) for p in problems), problems
@@ -198,21 +244,23 @@ def test_bad_placement_keys_are_refused_by_name(spec, expected):
 
 
 def test_good_placement_keys_pass():
-    specs = [{"name": "a", "type": "hf_classifier", "model": "m", "device": "cuda:1", "offload": True},
-             {"name": "b", "type": "implicit_dpo", "policy": "p", "reference": "r", "device": "cpu",
-              "offload": False},
-             {"name": "c", "type": "judge", "model": "m", "device": "auto"}]
+    specs = [
+        {"name": "a", "type": "hf_classifier", "model": "m", "device": "cuda:1", "offload": True},
+        {"name": "b", "type": "implicit_dpo", "policy": "p", "reference": "r", "device": "cpu", "offload": False},
+        {"name": "c", "type": "judge", "model": "m", "device": "auto"},
+    ]
     assert check_specs(specs) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_a_missing_cuda_device_is_refused_before_any_model_loads():
-    specs = [{"name": "ok", "type": "hf_classifier", "model": "/does/not/exist", "device": "cpu"},
-             {"name": "gpu_rm", "type": "hf_classifier", "model": "/does/not/exist", "device": "cuda:0",
-              "offload": True}]
+    specs = [
+        {"name": "ok", "type": "hf_classifier", "model": "/does/not/exist", "device": "cpu"},
+        {"name": "gpu_rm", "type": "hf_classifier", "model": "/does/not/exist", "device": "cuda:0", "offload": True},
+    ]
     assert check_devices(specs) == [
-        f"rewards[1].device: reward model 'gpu_rm': 'cuda:0' but CUDA is not available here "
-        f"(torch {torch.__version__})"]
+        f"rewards[1].device: reward model 'gpu_rm': 'cuda:0' but CUDA is not available here (torch {torch.__version__})"
+    ]
     with pytest.raises(ValueError, match=r"rewards\[1\].device: reward model 'gpu_rm'"):
         build_reward_models(specs)  # the missing folder of rewards[0] is never reached
     with pytest.raises(ValueError, match="reward model 'x': device='cuda' but CUDA is not available"):

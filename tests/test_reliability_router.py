@@ -124,20 +124,37 @@ def test_fewer_than_three_rms_is_refused():
 # ----- the training strategy -------------------------------------------------------------
 def strategy_setup(tmp_path, iterations=2, **kwargs):
     from conftest import make_tiny_policy
+
     from laser.config import load_config
     from laser.rewards.rules import LengthRM, RegexRM
     from laser.tasks.base import Example
 
-    examples = [Example(id=f"p{i}", prompt=f"{i}+{i}=", answer=str(2 * i), task="gsm8k",
-                        domain="even" if i % 2 == 0 else "odd") for i in range(8)]
-    specs = [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"},
-             {"name": "twos", "type": "regex", "pattern": "2"}]
-    cfg = load_config(data={"output_dir": str(tmp_path), "seed": 3, "rewards": specs,
-                            "selector": {"name": "reliability", "kwargs": {"anchor": "long", "warmup": 2,
-                                                                           "min_votes": 2, **kwargs}},
-                            "train": {"iterations": iterations, "batch_size": 4, "n_samples": 6,
-                                      "max_new_tokens": 10, "lr": 1e-2, "pairs_per_prompt": 3}},
-                      require_data=False)
+    examples = [
+        Example(id=f"p{i}", prompt=f"{i}+{i}=", answer=str(2 * i), task="gsm8k", domain="even" if i % 2 == 0 else "odd")
+        for i in range(8)
+    ]
+    specs = [
+        {"name": "ones", "type": "regex", "pattern": "1"},
+        {"name": "long", "type": "length"},
+        {"name": "twos", "type": "regex", "pattern": "2"},
+    ]
+    cfg = load_config(
+        data={
+            "output_dir": str(tmp_path),
+            "seed": 3,
+            "rewards": specs,
+            "selector": {"name": "reliability", "kwargs": {"anchor": "long", "warmup": 2, "min_votes": 2, **kwargs}},
+            "train": {
+                "iterations": iterations,
+                "batch_size": 4,
+                "n_samples": 6,
+                "max_new_tokens": 10,
+                "lr": 1e-2,
+                "pairs_per_prompt": 3,
+            },
+        },
+        require_data=False,
+    )
     rms = [RegexRM("ones", "1"), LengthRM("long"), RegexRM("twos", "2")]
     return cfg, make_tiny_policy(), rms, examples
 
@@ -169,7 +186,10 @@ def test_strategy_resumes_exactly(tmp_path):
     cfg2, policy2, rms2, _ = strategy_setup(tmp_path / "cut", iterations=2)
     resumed = Trainer(cfg2, policy2, rms2, ex, show_progress=False)
     resumed.run()
-    arms = [[json.loads(line)["prompt_arms"] for line in open(p / "log.jsonl")] for p in (tmp_path / "ref", tmp_path / "cut")]
+    arms = [
+        [json.loads(line)["prompt_arms"] for line in open(p / "log.jsonl")]
+        for p in (tmp_path / "ref", tmp_path / "cut")
+    ]
     assert arms[0] == arms[1]
     assert str(ref.strategy.state_dict()["router"]) == str(resumed.strategy.state_dict()["router"])
 

@@ -47,8 +47,16 @@ class FakeTime:
 
 
 def client(url: str, t: FakeTime, **kw) -> RemoteRM:
-    args = dict(name="remote", connect_timeout=0.5, read_timeout=0.5, max_retries=3,
-                breaker_failures=3, breaker_cooldown=30.0, sleep=t.sleep, clock=t.clock)
+    args = dict(
+        name="remote",
+        connect_timeout=0.5,
+        read_timeout=0.5,
+        max_retries=3,
+        breaker_failures=3,
+        breaker_cooldown=30.0,
+        sleep=t.sleep,
+        clock=t.clock,
+    )
     args.update(kw)
     return RemoteRM(url, **args)
 
@@ -74,8 +82,9 @@ def test_503_twice_then_success_retries_with_seeded_backoff():
 
 def test_429_honours_retry_after_up_to_backoff_max():
     t = FakeTime()
-    with FaultServer([Reply(429, {"error": "busy"}, headers={"Retry-After": "3"}),
-                      Reply(429, headers={"Retry-After": "60"})]) as srv:
+    with FaultServer(
+        [Reply(429, {"error": "busy"}, headers={"Retry-After": "3"}), Reply(429, headers={"Retry-After": "60"})]
+    ) as srv:
         rm = client(srv.url, t, seed=1)
         np.testing.assert_array_equal(rm.score(PROMPTS, RESPONSES), LENGTHS)
     # first delay: max(jittered 0.5, 3) = 3; second: max(jittered 1.0, 60) capped at 8
@@ -135,8 +144,15 @@ def test_500_always_exhausts_retries_then_opens_breaker_and_recovers_half_open()
         t.now += 30.0
         assert rm.available()
         np.testing.assert_array_equal(rm.score(PROMPTS, RESPONSES), LENGTHS)
-    assert rm.stats() == {"endpoint": srv.url + "/score", "state": "closed", "last_error": None,
-                          "n_requests": 14, "n_retries": 9, "n_failures": 4, "n_rejected": 1}
+    assert rm.stats() == {
+        "endpoint": srv.url + "/score",
+        "state": "closed",
+        "last_error": None,
+        "n_requests": 14,
+        "n_retries": 9,
+        "n_failures": 4,
+        "n_rejected": 1,
+    }
 
 
 def test_breaker_counts_consecutive_failures_only():
@@ -154,15 +170,18 @@ def test_breaker_counts_consecutive_failures_only():
     assert rm.available()  # never 3 failures in a row
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"{not json", "not valid JSON"),
-    ({"rewards": [1, 2, 3]}, "no key 'scores' (keys: rewards)"),
-    ({"scores": [1.0, 2.0]}, "'scores' has 2 items for 3 responses"),
-    ({"scores": [1.0, "2", 3.0]}, "scores[1] is '2' (str)"),
-    ({"scores": [1.0, True, 3.0]}, "scores[1] is True (bool)"),
-    (b'{"scores": [1.0, Infinity, 3.0]}', "scores[1] is inf"),
-    ([1.0, 2.0, 3.0], "response JSON is a list"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{not json", "not valid JSON"),
+        ({"rewards": [1, 2, 3]}, "no key 'scores' (keys: rewards)"),
+        ({"scores": [1.0, 2.0]}, "'scores' has 2 items for 3 responses"),
+        ({"scores": [1.0, "2", 3.0]}, "scores[1] is '2' (str)"),
+        ({"scores": [1.0, True, 3.0]}, "scores[1] is True (bool)"),
+        (b'{"scores": [1.0, Infinity, 3.0]}', "scores[1] is inf"),
+        ([1.0, 2.0, 3.0], "response JSON is a list"),
+    ],
+)
 def test_malformed_answers_fail_without_retry_and_trip_the_breaker(body, message):
     t = FakeTime()
     with FaultServer(then=Reply(200, body)) as srv:
@@ -252,6 +271,7 @@ def test_parse_scores_round_trips_finite_floats_and_nulls(values):
 
 # ---- the real server ---------------------------------------------------------------------------
 
+
 def length_minus_half_prompt(prompt: str, response: str) -> float | None:
     """Depends on both halves, so a wrong prompt/response split changes the score."""
     return None if "?" in response else len(response) - 0.5 * len(prompt)
@@ -259,8 +279,10 @@ def length_minus_half_prompt(prompt: str, response: str) -> float | None:
 
 @pytest.fixture
 def served():
-    rms = [CallableRM(length_minus_half_prompt, name="mixed"),
-           CallableRM(lambda p, r: float(r.count("a")), name="count_a")]
+    rms = [
+        CallableRM(length_minus_half_prompt, name="mixed"),
+        CallableRM(lambda p, r: float(r.count("a")), name="count_a"),
+    ]
     server = make_server(rms)
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
@@ -271,8 +293,7 @@ def served():
 
 
 def post(url: str, payload: object) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -312,21 +333,25 @@ def test_server_health_and_openrlhf_query_without_prompts(served):
     assert status == 200 and body["rm"] == "mixed"
     # no prompts: prompt = "" and response = query, so the score is len(query) (or null)
     assert body["rewards"] == [3.0, None] == body["scores"]
-    status, body = post(server.url + "/get_reward",
-                        {"query": ["Q: aaa", "other"], "prompts": ["Q: ", "Z"], "rm": "count_a"})
+    status, body = post(
+        server.url + "/get_reward", {"query": ["Q: aaa", "other"], "prompts": ["Q: ", "Z"], "rm": "count_a"}
+    )
     assert body["rewards"] == [3.0, 0.0]
 
 
-@pytest.mark.parametrize("path, payload, status, message", [
-    ("/score", {"prompts": ["a"], "rm": "mixed"}, 400, 'field "responses" is missing'),
-    ("/score", {"prompts": ["a"], "responses": ["b", "c"], "rm": "mixed"}, 400, "differ in length"),
-    ("/score", {"prompts": ["a"], "responses": [3], "rm": "mixed"}, 400, 'field "responses"[0] must be a string'),
-    ("/score", {"prompts": ["a"], "responses": ["b"]}, 400, 'field "rm" is required'),
-    ("/score", {"prompts": ["a"], "responses": ["b"], "rm": "nope"}, 400, "unknown reward model 'nope'"),
-    ("/score", ["not", "an", "object"], 400, "must be a JSON object"),
-    ("/score", {"prompts": ["a"] * 5, "responses": ["b"] * 5, "rm": "mixed"}, 413, "exceed max_batch 4"),
-    ("/nowhere", {}, 404, "no route POST /nowhere"),
-])
+@pytest.mark.parametrize(
+    "path, payload, status, message",
+    [
+        ("/score", {"prompts": ["a"], "rm": "mixed"}, 400, 'field "responses" is missing'),
+        ("/score", {"prompts": ["a"], "responses": ["b", "c"], "rm": "mixed"}, 400, "differ in length"),
+        ("/score", {"prompts": ["a"], "responses": [3], "rm": "mixed"}, 400, 'field "responses"[0] must be a string'),
+        ("/score", {"prompts": ["a"], "responses": ["b"]}, 400, 'field "rm" is required'),
+        ("/score", {"prompts": ["a"], "responses": ["b"], "rm": "nope"}, 400, "unknown reward model 'nope'"),
+        ("/score", ["not", "an", "object"], 400, "must be a JSON object"),
+        ("/score", {"prompts": ["a"] * 5, "responses": ["b"] * 5, "rm": "mixed"}, 413, "exceed max_batch 4"),
+        ("/nowhere", {}, 404, "no route POST /nowhere"),
+    ],
+)
 def test_server_rejects_bad_requests_naming_the_field(served, path, payload, status, message):
     server, _ = served
     server.max_batch = 4
@@ -339,8 +364,9 @@ def test_each_rm_has_its_own_url_as_openrlhf_addresses_it(served):
     server, rms = served
     queries, prompts = ["Q: aaa", "Name: banana"], ["Q: ", "Name: "]
     for name in ("mixed", "count_a"):
-        status, body = post(f"{server.url}/get_reward?rm={name}",
-                            {"query": queries, "prompts": prompts, "labels": ["x", "y"]})
+        status, body = post(
+            f"{server.url}/get_reward?rm={name}", {"query": queries, "prompts": prompts, "labels": ["x", "y"]}
+        )
         direct = rms[name].score(prompts, ["aaa", "banana"])
         assert status == 200 and body["rm"] == name and body["rewards"] == direct.tolist()
         status, body = post(f"{server.url}/score?rm={name}", {"prompts": ["p"], "responses": ["aa"]})
@@ -349,12 +375,15 @@ def test_each_rm_has_its_own_url_as_openrlhf_addresses_it(served):
         assert json.loads(resp.read()) == {"status": "ok", "rm": "count_a"}
 
 
-@pytest.mark.parametrize("url, payload, status, message", [
-    ("/score?rm=nope", {"prompts": ["a"], "responses": ["b"]}, 404, "URL rm='nope': unknown reward model"),
-    ("/score?rm=mixed", {"prompts": ["a"], "responses": ["b"], "rm": "count_a"}, 400, "differs from the URL"),
-    ("/get_reward?model=mixed", {"query": ["a"]}, 400, "only one rm=NAME parameter"),
-    ("/score?rm=mixed&rm=count_a", {"prompts": ["a"], "responses": ["b"]}, 400, "only one rm=NAME parameter"),
-])
+@pytest.mark.parametrize(
+    "url, payload, status, message",
+    [
+        ("/score?rm=nope", {"prompts": ["a"], "responses": ["b"]}, 404, "URL rm='nope': unknown reward model"),
+        ("/score?rm=mixed", {"prompts": ["a"], "responses": ["b"], "rm": "count_a"}, 400, "differs from the URL"),
+        ("/get_reward?model=mixed", {"query": ["a"]}, 400, "only one rm=NAME parameter"),
+        ("/score?rm=mixed&rm=count_a", {"prompts": ["a"], "responses": ["b"]}, 400, "only one rm=NAME parameter"),
+    ],
+)
 def test_per_rm_urls_refuse_bad_names(served, url, payload, status, message):
     server, _ = served
     got_status, body = post(server.url + url, payload)
@@ -367,8 +396,7 @@ def test_per_rm_urls_refuse_bad_names(served, url, payload, status, message):
 @pytest.mark.parametrize("api, route", [("laser", "score"), ("openrlhf", "get_reward")])
 def test_remote_rm_reaches_one_rm_by_url_alone(api, route):
     """A name with a space and a slash still has a URL (percent-encoded)."""
-    rms = [CallableRM(lambda p, r: float(len(r)), name="math expert/v2"),
-           CallableRM(lambda p, r: -1.0, name="other")]
+    rms = [CallableRM(lambda p, r: float(len(r)), name="math expert/v2"), CallableRM(lambda p, r: -1.0, name="other")]
     server = make_server(rms)
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
@@ -392,7 +420,9 @@ def test_server_turns_rm_exceptions_into_500_and_keeps_serving():
         status, body = post(server.url + "/score", {"prompts": ["p"], "responses": ["boom"]})
         assert status == 500 and "model exploded" in body["error"] and "'boom'" in body["error"]
         assert post(server.url + "/score", {"prompts": ["p"], "responses": ["ok"]}) == (
-            200, {"scores": [1.0], "rm": "boom"})
+            200,
+            {"scores": [1.0], "rm": "boom"},
+        )
         rm = RemoteRM(server.url, "boom", max_retries=1, sleep=lambda s: None)
         with pytest.raises(RewardModelUnavailable, match="HTTP 500: reward model 'boom' failed"):
             rm.score(["p"], ["boom"])
@@ -418,8 +448,9 @@ def test_server_from_config_builds_through_the_factory(tmp_path, monkeypatch):
     seen = []
     fake = types.ModuleType("laser.rewards.factory")
     fake.check_specs = lambda specs: []  # the spec check is the factory's own (tested there)
-    fake.build_reward_models = lambda specs: seen.append(specs) or [
-        CallableRM(lambda p, r: float(len(r)), name=s["name"]) for s in specs]
+    fake.build_reward_models = lambda specs: (
+        seen.append(specs) or [CallableRM(lambda p, r: float(len(r)), name=s["name"]) for s in specs]
+    )
     monkeypatch.setitem(sys.modules, "laser.rewards.factory", fake)
     cfg = tmp_path / "rm.yaml"
     cfg.write_text("rewards:\n  - {name: len, type: callable, fn: 'mypkg.mod:func'}\n")
@@ -431,8 +462,11 @@ def test_server_from_config_builds_through_the_factory(tmp_path, monkeypatch):
         server.server_close()
     bad = tmp_path / "bad.yaml"
     bad.write_text("policy: x\n")
-    with pytest.raises(ValueError, match=r"(?s)bad.yaml.*policy: unknown top-level key.*rewards: expected a list "
-                                         r"of at least 1 reward model spec\(s\) \(found: policy\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)bad.yaml.*policy: unknown top-level key.*rewards: expected a list "
+        r"of at least 1 reward model spec\(s\) \(found: policy\)",
+    ):
         server_from_config(str(bad))
 
 
@@ -469,8 +503,9 @@ def test_yaml_served_rm_and_factory_built_remote_rm_agree(tmp_path):
     server = server_from_config(str(cfg))
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
-        remote, = build_reward_models([{"name": "short_remote", "type": "remote", "url": server.url,
-                                        "server_rm": "short", "max_retries": 0}])
+        (remote,) = build_reward_models(
+            [{"name": "short_remote", "type": "remote", "url": server.url, "server_rm": "short", "max_retries": 0}]
+        )
         prompts, responses = ["p", "p", "q"], ["a", "a b c", ""]
         out = remote.score(prompts, responses)
     finally:

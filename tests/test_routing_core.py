@@ -7,9 +7,11 @@ import sys
 def test_routing_core_imports_no_framework():
     """A fresh interpreter imports laser.routing (and every module in it); none of torch,
     transformers, accelerate, trl or ray is loaded."""
-    code = ("import sys, pkgutil, importlib, laser.routing as r\n"
-            "for m in pkgutil.walk_packages(r.__path__, 'laser.routing.'): importlib.import_module(m.name)\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'trl', 'ray') if m in sys.modules))")
+    code = (
+        "import sys, pkgutil, importlib, laser.routing as r\n"
+        "for m in pkgutil.walk_packages(r.__path__, 'laser.routing.'): importlib.import_module(m.name)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'trl', 'ray') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -21,8 +23,17 @@ import pytest  # noqa: E402
 
 from laser.bandits import FixedSelector, RoundRobinSelector  # noqa: E402
 from laser.rewards.base import CallableRM  # noqa: E402
-from laser.routing import (LOWEST, AllRewardModelsDown, Batch, Local, NonFiniteReward, RewardPool,  # noqa: E402
-                           Router, load_state, save_state)
+from laser.routing import (
+    LOWEST,
+    AllRewardModelsDown,
+    Batch,
+    Local,
+    NonFiniteReward,
+    RewardPool,  # noqa: E402
+    Router,
+    load_state,
+    save_state,
+)
 from laser.routing.strategies import BanditPerBatch, BanditPerPrompt  # noqa: E402
 
 ANSWERS = ["The answer is 3", "The answer is 5"]
@@ -36,10 +47,15 @@ def router(rms, per_prompt=False, selector=None, feedback="pair_accuracy", **kw)
 
 def batch(texts_per_prompt, gold="3"):
     """One prompt per list of texts, task gsm8k, gold ``gold``, context-free."""
-    b = Batch([f"q{i}" for i in range(len(texts_per_prompt))], tasks=["gsm8k"] * len(texts_per_prompt),
-              answers=[gold] * len(texts_per_prompt), contexts=np.zeros((len(texts_per_prompt), 1)))
-    b.add_responses([t for ts in texts_per_prompt for t in ts],
-                    [i for i, ts in enumerate(texts_per_prompt) for _ in ts])
+    b = Batch(
+        [f"q{i}" for i in range(len(texts_per_prompt))],
+        tasks=["gsm8k"] * len(texts_per_prompt),
+        answers=[gold] * len(texts_per_prompt),
+        contexts=np.zeros((len(texts_per_prompt), 1)),
+    )
+    b.add_responses(
+        [t for ts in texts_per_prompt for t in ts], [i for i, ts in enumerate(texts_per_prompt) for _ in ts]
+    )
     return b
 
 
@@ -76,6 +92,7 @@ def test_a_pair_is_learned_through_feedback_and_normaliser():
 def test_any_exception_is_isolated_masked_and_all_down_names_every_rm():
     """A local RM's bug (ZeroDivisionError, not a RewardModelError) masks its arm and the batch is
     decided again on the next arm; when the last one fails too, the error names both RMs."""
+
     def bug(prompts, responses):
         raise ZeroDivisionError("bug in my RM")
 
@@ -96,8 +113,10 @@ def test_nan_scores_are_unscorable_and_infinite_scores_mask_the_rm():
     b = batch([ANSWERS + ["The answer is 3."]])
     r.route(b)
     assert np.isnan(b.scores[1]) and r.pairs(b) == [[]]  # NaN never enters a pair (the other two tie)
-    inf = router([CallableRM(lambda p, t: float("inf"), name="inf"), CallableRM(lambda p, t: 0.0, name="b")],
-                 selector=RoundRobinSelector(2))
+    inf = router(
+        [CallableRM(lambda p, t: float("inf"), name="inf"), CallableRM(lambda p, t: 0.0, name="b")],
+        selector=RoundRobinSelector(2),
+    )
     b = batch([ANSWERS])
     inf.route(b)
     assert inf.pool.down == {0} and b.arms == [1] and "infinite" in inf.pool.last_errors[0]
@@ -127,13 +146,20 @@ def test_counters_responses_scored_and_score_calls():
 def test_state_round_trip_through_the_atomic_writer(tmp_path):
     """A router saved with save_state (manifest, sha256) and loaded into a fresh one continues with
     identical decisions, rewards and counters."""
+
     def make():
-        rms = [CallableRM(lambda p, t: float("3" in t) + 0.1 * len(t), name="a"),
-               CallableRM(lambda p, t: float(len(t)), name="b")]
+        rms = [
+            CallableRM(lambda p, t: float("3" in t) + 0.1 * len(t), name="a"),
+            CallableRM(lambda p, t: float(len(t)), name="b"),
+        ]
         from laser.bandits import make_selector
 
-        return Router(BanditPerBatch(make_selector("exp3", 2, 1, seed=1), "exp3", False), RewardPool(rms),
-                      "pair_accuracy", pairing="all")
+        return Router(
+            BanditPerBatch(make_selector("exp3", 2, 1, seed=1), "exp3", False),
+            RewardPool(rms),
+            "pair_accuracy",
+            pairing="all",
+        )
 
     a = make()
     for _ in range(3):
@@ -148,8 +174,11 @@ def test_state_round_trip_through_the_atomic_writer(tmp_path):
         assert cycle(a, ba) == cycle(b, bb) and ba.arms == bb.arms
     assert a.counters() == b.counters()
     with pytest.raises(ValueError, match="rm_names"):
-        Router(BanditPerBatch(FixedSelector(2), "exp3", False), RewardPool([CallableRM(len, name="x")] * 2),
-               "pair_accuracy").load_state_dict(sd)
+        Router(
+            BanditPerBatch(FixedSelector(2), "exp3", False),
+            RewardPool([CallableRM(len, name="x")] * 2),
+            "pair_accuracy",
+        ).load_state_dict(sd)
 
 
 def test_serve_routes_scores_once_and_learns_from_gold_answers():

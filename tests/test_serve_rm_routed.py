@@ -31,8 +31,14 @@ OFFSETS = (0, 1, 3, 7)
 
 def write_config(tmp_path, **router) -> str:
     path = tmp_path / "rm.yaml"
-    section = {"selector": "epsilon_greedy", "selector_options": {"epsilon": 0.1}, "group_size": 4,
-               "task": "gsm8k", "save_every": 1, **router}
+    section = {
+        "selector": "epsilon_greedy",
+        "selector_options": {"epsilon": 0.1},
+        "group_size": 4,
+        "task": "gsm8k",
+        "save_every": 1,
+        **router,
+    }
     path.write_text(yaml.safe_dump({"rewards": [rm_spec("good"), rm_spec("bad")], "router": section}))
     return str(path)
 
@@ -71,8 +77,9 @@ def group(i: int) -> tuple[str, list[str], str]:
 
 def openrlhf_request(url: str, prompt: str, response: str, label: str | None) -> dict:
     """What OpenRLHF 0.11.2's executor posts for one rollout: one query, its prompt and label."""
-    status, body = post(url + "/get_reward", {"query": [prompt + " " + response], "prompts": [prompt],
-                                              "labels": [label]})
+    status, body = post(
+        url + "/get_reward", {"query": [prompt + " " + response], "prompts": [prompt], "labels": [label]}
+    )
     assert status == 200, body
     return body
 
@@ -86,15 +93,33 @@ def rm_log(tmp_path, monkeypatch):
 
 def test_config_is_checked_whole_before_anything_loads(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"bogus": 3, "rewards": [rm_spec("good"), {"name": "x", "type": "nope"}],
-                                    "router": {"selector": "linucb", "feedback": "loss", "group_size": 1,
-                                               "granularity": "batch", "shade": 1}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "bogus": 3,
+                "rewards": [rm_spec("good"), {"name": "x", "type": "nope"}],
+                "router": {
+                    "selector": "linucb",
+                    "feedback": "loss",
+                    "group_size": 1,
+                    "granularity": "batch",
+                    "shade": 1,
+                },
+            }
+        )
+    )
     with pytest.raises(ConfigError) as err:
         server_from_config(str(path))
     problems = err.value.problems
-    for part in ("bogus: unknown top-level key", "rewards[1].type: 'nope'", "router.feedback: 'loss'",
-                 "router.group_size: 1", "router.granularity: 'batch'", "router.shade: unknown key",
-                 "router.task: required by serve-rm"):
+    for part in (
+        "bogus: unknown top-level key",
+        "rewards[1].type: 'nope'",
+        "router.feedback: 'loss'",
+        "router.group_size: 1",
+        "router.granularity: 'batch'",
+        "router.shade: unknown key",
+        "router.task: required by serve-rm",
+    ):
         assert any(part in p for p in problems), (part, problems)
     assert cli_main(["serve-rm", "--config", str(path), "--port", "0"]) == 2  # the CLI prints them all
     printed = capsys.readouterr().err
@@ -123,7 +148,8 @@ def test_routed_get_reward_picks_one_rm_per_prompt_learns_and_survives_a_restart
     assert all(len(a) == 1 for a in arms.values())  # the 4 rollouts of a prompt: one RM
     calls = read_log(rm_log)
     assert len(calls) == 120 and sorted(n for n, _, _ in calls) == sorted(
-        next(iter(arms[i])) for i in range(30) for _ in OFFSETS)  # one call per rollout, by the chosen RM only
+        next(iter(arms[i])) for i in range(30) for _ in OFFSETS
+    )  # one call per rollout, by the chosen RM only
     assert stats["learned"] + stats["tied"] == 30 == sum(stats["counts"]) and stats["pending"] == 0
     assert sum(stats["rows_scored"]) == 120 and stats["saves"] == 30
     assert [next(iter(arms[i])) for i in range(20, 30)].count("good") >= 8  # epsilon 0.1 explores
@@ -190,8 +216,9 @@ def test_per_rm_urls_are_unchanged_next_to_the_routed_one(tmp_path, rm_log):
     served = Served(write_config(tmp_path))
     try:
         prompt, responses, gold = group(0)
-        status, body = post(served.url + "/get_reward?rm=bad", {"query": [prompt + responses[1]], "prompts": [prompt],
-                                                                 "labels": [gold]})
+        status, body = post(
+            served.url + "/get_reward?rm=bad", {"query": [prompt + responses[1]], "prompts": [prompt], "labels": [gold]}
+        )
         assert status == 200 and body["rm"] == "bad" and body["rewards"] == [1.0]
         stats = health(served.url)["router"]
     finally:

@@ -185,7 +185,7 @@ def test_components_scaled_bootstrap_variance_equals_the_variance_component_esti
     al = d.mean(1, keepdims=True) - m
     be = d.mean(0, keepdims=True) - m if design == "crossed" else np.zeros((1, N))
     e = d - m - al - be
-    va, vb, ve = (al ** 2).mean(), (be ** 2).mean(), (e ** 2).mean()
+    va, vb, ve = (al**2).mean(), (be**2).mean(), (e**2).mean()
     if design == "crossed":
         se = S * ve / (S - 1)
         target = (S * va / (S - 1) - se / N) / S + (vb - se / S) / N + se / (S * N)
@@ -216,8 +216,10 @@ def _null_rejection_rates(design, reps=300, S=5, N=100, tau=0.1, seed=123):
         pa = np.clip(q + rng.normal(0, tau, (S, 1)), 0, 1)
         pb = np.clip(q + rng.normal(0, tau, (S, 1)), 0, 1)
         a, b = _binary(rng, pa, (S, N)), _binary(rng, pb, (S, N))
-        rej += [hierarchical_bootstrap(a, b, n_boot=500, seed=r, design=design)["p_value"] < 0.05,
-                paired_bootstrap(a.ravel(), b.ravel(), n_boot=500, seed=r)["p_value"] < 0.05]
+        rej += [
+            hierarchical_bootstrap(a, b, n_boot=500, seed=r, design=design)["p_value"] < 0.05,
+            paired_bootstrap(a.ravel(), b.ravel(), n_boot=500, seed=r)["p_value"] < 0.05,
+        ]
     return rej / reps
 
 
@@ -281,8 +283,9 @@ def test_headroom_share_is_the_ratio_of_the_same_draws():
     S, N = 5, 80
     rnd, m, orc = (_binary(rng, p, (S, N)) for p in (0.3, 0.45, 0.6))
     h = headroom_share(m, rnd, orc, n_boot=3000, seed=2, design="nested")
-    num, den = resampled_means([components_scaled(m - rnd, "nested"), components_scaled(orc - rnd, "nested")],
-                               3000, 2, "nested").T
+    num, den = resampled_means(
+        [components_scaled(m - rnd, "nested"), components_scaled(orc - rnd, "nested")], 3000, 2, "nested"
+    ).T
     assert (den > 0).all() and h["no_headroom_draws"] == 0.0
     lo, hi = np.quantile(num / den, [0.025, 0.975])
     share = (m.mean() - rnd.mean()) / (orc.mean() - rnd.mean())

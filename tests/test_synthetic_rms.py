@@ -171,8 +171,10 @@ def test_generalist_judges_the_final_answer_not_the_worked_steps(rms):
 def reliability_v2():
     examples = make_benchmark(200, seed=0, split="test", version="v2")
     rms = make_demo_rms(seed=0, version="v2")
-    return {rm.name: {style: measure_reliability(rm, examples, seed=0, style=style)
-                      for style in ("worked", "answer_first")} for rm in rms}
+    return {
+        rm.name: {style: measure_reliability(rm, examples, seed=0, style=style) for style in ("worked", "answer_first")}
+        for rm in rms
+    }
 
 
 def test_v2_rms_keep_v1_names_and_v1_stays_the_default():

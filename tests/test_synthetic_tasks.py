@@ -181,8 +181,9 @@ def test_v2_items(bench_v2):
             assert max(abs(v - total) for v in values) <= 9
         elif e.domain == "count":
             assert len(re.fullmatch(r"How many \w in (\w+)\?", body).group(1)) == 8
-    assert [e.prompt for e in bench_v2["train"] if e.domain == "arith"] == \
-        [e.prompt for e in make_benchmark(300, seed=0, split="train", domains=("arith",))]
+    assert [e.prompt for e in bench_v2["train"] if e.domain == "arith"] == [
+        e.prompt for e in make_benchmark(300, seed=0, split="train", domains=("arith",))
+    ]
     answers = Counter(e.answer for e in bench_v2["train"] if e.domain == "choice")
     assert set(answers) == set("ABCD") and min(answers.values()) > 50
 

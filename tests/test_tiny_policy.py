@@ -172,8 +172,10 @@ def test_evaluate_accuracy_scores_with_the_shared_extractor(tok, monkeypatch):
 
     def fake_generate(model, tokenizer, prompts, *args, **kwargs):
         # right answers on even-numbered examples of each domain, wrong on odd ones
-        return [worked_response(p) if int(by_prompt[p].id.rsplit("-", 1)[1]) % 2 == 0
-                else wrong_response(by_prompt[p], rng) for p in prompts]
+        return [
+            worked_response(p) if int(by_prompt[p].id.rsplit("-", 1)[1]) % 2 == 0 else wrong_response(by_prompt[p], rng)
+            for p in prompts
+        ]
 
     monkeypatch.setattr(tiny, "generate", fake_generate)
     acc = evaluate_accuracy(None, tok, test)
@@ -183,8 +185,16 @@ def test_evaluate_accuracy_scores_with_the_shared_extractor(tok, monkeypatch):
 # ---------------------------------------------------------------- v2 (issue 13: a benchmark with power)
 def test_v1_presets_are_unchanged():
     """The v1 demo's start must stay bit-identical: same settings, hence the same cache key."""
-    assert PRESETS["moderate"] == {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000,
-                                   "steps": 600, "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100}
+    assert PRESETS["moderate"] == {
+        "hidden": 64,
+        "layers": 2,
+        "heads": 4,
+        "n_train_per_domain": 1000,
+        "steps": 600,
+        "lr": 3e-3,
+        "batch_size": 32,
+        "n_eval_per_domain": 100,
+    }
     assert tiny.sft_targets(make_benchmark(3, seed=0), "v1", 0.0, seed=0) is None  # train_sft's own targets
 
 

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from helpers import make_tiny_policy
+
 from laser.config import ConfigError, load_config
 from laser.rewards.rules import LengthRM, RegexRM
 from laser.tasks.base import Example
@@ -16,9 +16,24 @@ EXAMPLES = [Example(id=f"p{i}", prompt=f"{i}+{i}=") for i in range(8)]
 
 def _cfg(out, **extra):
     specs = [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}]
-    return load_config(data={"output_dir": str(out), "seed": 3, "rewards": specs, "selector": {"name": "linucb"},
-                             "train": {"iterations": 1, "batch_size": 4, "n_samples": 4, "max_new_tokens": 8,
-                                       "lr": 1e-2, "pairs_per_prompt": 2}, **extra}, require_data=False)
+    return load_config(
+        data={
+            "output_dir": str(out),
+            "seed": 3,
+            "rewards": specs,
+            "selector": {"name": "linucb"},
+            "train": {
+                "iterations": 1,
+                "batch_size": 4,
+                "n_samples": 4,
+                "max_new_tokens": 8,
+                "lr": 1e-2,
+                "pairs_per_prompt": 2,
+            },
+            **extra,
+        },
+        require_data=False,
+    )
 
 
 def test_tensorboard_event_file_holds_the_logged_scalars(tmp_path):
@@ -45,7 +60,9 @@ def test_tensorboard_event_file_holds_the_logged_scalars(tmp_path):
 
 def test_log_with_accepts_a_string_and_refuses_unknown_trackers(tmp_path):
     assert tracker_names("tensorboard, wandb") == ["tensorboard", "wandb"]
-    assert check_installed(["nosuch"]) == ["log_with: unknown tracker 'nosuch' (valid: aim, clearml, comet_ml, "
-                                           "dvclive, mlflow, swanlab, tensorboard, trackio, wandb)"]
+    assert check_installed(["nosuch"]) == [
+        "log_with: unknown tracker 'nosuch' (valid: aim, clearml, comet_ml, "
+        "dvclive, mlflow, swanlab, tensorboard, trackio, wandb)"
+    ]
     with pytest.raises(ConfigError, match="log_with: unknown tracker 'nosuch'"):
         _cfg(tmp_path, log_with=["nosuch"])

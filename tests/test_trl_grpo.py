@@ -15,8 +15,8 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
-from laser.routing.checkpoint import find_latest, verify  # noqa: E402
 from laser.integrations.trl import STATE_DIR, RMRouter  # noqa: E402
+from laser.routing.checkpoint import find_latest, verify  # noqa: E402
 
 
 class CountRM:
@@ -35,26 +35,42 @@ def rms():
 
 
 def dataset(n=8, answer=True):
-    rows = [{"prompt": f"{i}+{i % 3}=", "task": "gsm8k", "domain": "even" if i % 2 == 0 else "odd"}
-            for i in range(n)]
+    rows = [{"prompt": f"{i}+{i % 3}=", "task": "gsm8k", "domain": "even" if i % 2 == 0 else "odd"} for i in range(n)]
     if answer:
         for i, row in enumerate(rows):
             row["answer"] = str(i + i % 3)
     return Dataset.from_list(rows)
 
 
-COMMON = dict(use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[], disable_tqdm=True,
-              max_completion_length=8, logging_steps=1, seed=0, beta=0.0, temperature=1.0)
+COMMON = dict(
+    use_cpu=True,
+    bf16=False,
+    gradient_checkpointing=False,
+    report_to=[],
+    disable_tqdm=True,
+    max_completion_length=8,
+    logging_steps=1,
+    seed=0,
+    beta=0.0,
+    temperature=1.0,
+)
 
 
 def trainer(model_dir, router, out, cls=GRPOTrainer, cfg_cls=GRPOConfig, data=None, **over):
-    settings = dict(COMMON, output_dir=str(out), per_device_train_batch_size=8, num_generations=4,
-                    max_steps=4, save_strategy="no")
+    settings = dict(
+        COMMON, output_dir=str(out), per_device_train_batch_size=8, num_generations=4, max_steps=4, save_strategy="no"
+    )
     settings.update(over)
     eval_data = settings.pop("eval_dataset", None)
-    return cls(model=AutoModelForCausalLM.from_pretrained(model_dir), args=cfg_cls(**settings),
-               processing_class=AutoTokenizer.from_pretrained(model_dir), reward_funcs=router.reward_funcs,
-               train_dataset=data if data is not None else dataset(), eval_dataset=eval_data, callbacks=[router])
+    return cls(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=cfg_cls(**settings),
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        reward_funcs=router.reward_funcs,
+        train_dataset=data if data is not None else dataset(),
+        eval_dataset=eval_data,
+        callbacks=[router],
+    )
 
 
 @pytest.mark.parametrize("ga, iterations, rounds", [(2, 1, 4), (1, 2, 2)])
@@ -102,8 +118,15 @@ class Snapshot(TrainerCallback):
 def test_evaluation_rounds_leave_the_bandit_alone(tiny_model_dir, tmp_path):
     router = RMRouter(rms(), context="hashed", context_dim=16)
     snap = Snapshot(router)
-    tr = trainer(tiny_model_dir, router, tmp_path, eval_dataset=dataset(4), eval_strategy="steps", eval_steps=2,
-                 per_device_eval_batch_size=8)
+    tr = trainer(
+        tiny_model_dir,
+        router,
+        tmp_path,
+        eval_dataset=dataset(4),
+        eval_strategy="steps",
+        eval_steps=2,
+        per_device_eval_batch_size=8,
+    )
     tr.add_callback(snap)
     tr.train()
     # 2 evaluations (steps 2 and 4) x 16 rows (4 prompts x 4) in batches of 8 = 4 evaluation rounds
@@ -118,6 +141,7 @@ def test_resumed_run_makes_the_same_decisions(tiny_model_dir, tmp_path):
     and the label-free feedback; fresh trainers and routers resumed from checkpoint-2 (in the same
     output_dir, and from another folder through resume_from) repeat rounds 2-5 exactly: same arms,
     raw feedback, rewards and bandit state."""
+
     def router():
         return RMRouter(rms(), selector="exp3", context="hashed", context_dim=16, feedback="majority_pair_accuracy")
 
@@ -134,7 +158,8 @@ def test_resumed_run_makes_the_same_decisions(tiny_model_dir, tmp_path):
         if out != tmp_path:
             resumed.resume_from(str(path))
         trainer(tiny_model_dir, resumed, out, max_steps=6, save_strategy="steps", save_steps=2).train(
-            resume_from_checkpoint=str(path))
+            resume_from_checkpoint=str(path)
+        )
         assert resumed.history_ == full.history_ and len(full.history_) == 6
         a, b = full.selector.state_dict(), resumed.selector.state_dict()
         assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -151,4 +176,3 @@ def test_bad_data_and_settings_refused_before_training(tiny_model_dir, tmp_path)
     tr = trainer(tiny_model_dir, router, tmp_path, steps_per_generation=4, save_strategy="steps", save_steps=3)
     with pytest.raises(ValueError, match="save_steps=3 x gradient_accumulation_steps=1 .*num_iterations=4"):
         tr.train()
-

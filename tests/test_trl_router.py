@@ -39,6 +39,7 @@ def pooled(values):
     flat = [v for group in values for v in group]
     return float(np.mean(flat)) if flat else float("nan")
 
+
 TEXTS = ["The answer is 3", "The answer is 5", "The answer is 3", "no idea"]  # correct vs gold 3: 1 0 1 0
 
 
@@ -62,8 +63,12 @@ def by_answer(good=True):
 
 def serve(router, prompts, completions, metrics=None, **columns):
     """Call every reward function once, in list order, as TRL's _calculate_rewards does."""
-    kw = dict(completion_ids=None, trainer_state=SimpleNamespace(global_step=0), log_extra=None,
-              log_metric=(lambda k, v: metrics.setdefault(k, []).append(v)) if metrics is not None else None)
+    kw = dict(
+        completion_ids=None,
+        trainer_state=SimpleNamespace(global_step=0),
+        log_extra=None,
+        log_metric=(lambda k, v: metrics.setdefault(k, []).append(v)) if metrics is not None else None,
+    )
     return [f(prompts=prompts, completions=completions, **columns, **kw) for f in router.reward_funcs]
 
 
@@ -134,15 +139,19 @@ def test_mixed_reference_is_gold_where_labelled_else_majority():
     scores = [0.9, 0.8, 0.1, 0.0]
     keys = ["pair_accuracy", "majority_pair_accuracy", "mixed_pair_accuracy"]
     labelled = {k: pooled([v]) for k, v in group_pair_values("gsm8k", texts, scores, "3", keys).items()}
-    assert labelled == pytest.approx({"pair_accuracy": -1 / 6, "majority_pair_accuracy": 4 / 6,
-                                      "mixed_pair_accuracy": -1 / 6})
+    assert labelled == pytest.approx(
+        {"pair_accuracy": -1 / 6, "majority_pair_accuracy": 4 / 6, "mixed_pair_accuracy": -1 / 6}
+    )
     unlabelled = group_pair_values("gsm8k", texts, scores, "", ["mixed_pair_accuracy"])
     assert pooled([unlabelled["mixed_pair_accuracy"]]) == pytest.approx(4 / 6)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.floats(0, 1, allow_nan=False)), min_size=2, max_size=10,
-                unique_by=lambda t: t[1]))
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.floats(0, 1, allow_nan=False)), min_size=2, max_size=10, unique_by=lambda t: t[1]
+    )
+)
 def test_group_value_equals_the_auc_formula(rows):
     """Without ties the value is c w (2 AUC - 1) / (G (G - 1) / 2), AUC from scipy's Mann-Whitney U."""
     from scipy.stats import mannwhitneyu
@@ -170,7 +179,7 @@ def test_shared_feedback_helpers():
 
 # ---------------------------------------------------------------- rounds
 def test_one_rm_scores_a_round_and_the_others_return_none():
-    """"good" scores TEXTS 1.15, 0.15, 1.15, 0.07: rows 0 and 2 tie, leaving 5 pairs; (0,1) (0,3)
+    """ "good" scores TEXTS 1.15, 0.15, 1.15, 0.07: rows 0 and 2 tie, leaving 5 pairs; (0,1) (0,3)
     (2,1) (2,3) put a right answer over a wrong one (+1 each), (1,3) two wrong ones (0): 4/5."""
     rms = [CountRM("bad", by_answer(False)), CountRM("good", by_answer(True))]
     router = make_router(rms, selector=FixedSelector(2, arm=1))
@@ -272,8 +281,10 @@ def test_state_round_trip_continues_identically(tmp_path):
 
 def test_selection_table_counts_the_last_third():
     router = make_router([CountRM("a"), CountRM("b")], tag_column="domain")
-    router.history_ = [{"arms": [0], "tags": ["x"]}] * 3 + [{"arms": [1], "tags": ["x"]},
-                                                             {"arms": [0, 1], "tags": ["y", "y"]}]
+    router.history_ = [{"arms": [0], "tags": ["x"]}] * 3 + [
+        {"arms": [1], "tags": ["x"]},
+        {"arms": [0, 1], "tags": ["y", "y"]},
+    ]
     assert router.selection_table(last_fraction=0.4) == {"x": {"a": 0.0, "b": 1.0}, "y": {"a": 0.5, "b": 0.5}}
 
 
@@ -286,19 +297,25 @@ def test_bad_settings_are_refused_by_name():
     with pytest.raises(ValueError, match="needs the training loss"):
         RMRouter([CountRM("a")], feedback="neg_loss")
     RMRouter([CountRM("a")], feedback="mixed_pair_accuracy").check_dataset(
-        [{"prompt": "x", "task": "gsm8k", "answer": ""}, {"prompt": "y", "task": "gsm8k", "answer": "3"}])
+        [{"prompt": "x", "task": "gsm8k", "answer": ""}, {"prompt": "y", "task": "gsm8k", "answer": "3"}]
+    )
     with pytest.raises(ValueError, match="granularity 'batch'.*context 'bert'"):
         RMRouter([CountRM("a")], granularity="batch", context="bert")
     router = RMRouter([CountRM("a"), CountRM("b")], context="hashed")
     with pytest.raises(ValueError, match=r"no column\(s\) \['answer'\].*gold answers"):
         router.check_dataset([{"prompt": "x", "task": "gsm8k"}])
     with pytest.raises(ValueError, match="2 dataset row.*row 1: task='poetry'.*row 2: answer is empty"):
-        router.check_dataset([{"prompt": "x", "task": "gsm8k", "answer": "3"},
-                              {"prompt": "y", "task": "poetry", "answer": "3"},
-                              {"prompt": "z", "task": "gsm8k", "answer": ""}])
+        router.check_dataset(
+            [
+                {"prompt": "x", "task": "gsm8k", "answer": "3"},
+                {"prompt": "y", "task": "poetry", "answer": "3"},
+                {"prompt": "z", "task": "gsm8k", "answer": ""},
+            ]
+        )
     RMRouter([CountRM("a")], feedback="majority_pair_accuracy", task="gsm8k").check_dataset([{"prompt": "x"}])
-    args = SimpleNamespace(gradient_accumulation_steps=1, steps_per_generation=4, num_iterations=1,
-                           save_strategy="steps", save_steps=6)
+    args = SimpleNamespace(
+        gradient_accumulation_steps=1, steps_per_generation=4, num_iterations=1, save_strategy="steps", save_steps=6
+    )
     with pytest.raises(ValueError, match="save_steps=6 .* multiple of 4"):
         router.check_args(args)
     with pytest.raises(ValueError, match="at least 2 completions"):
@@ -383,6 +400,7 @@ def test_no_pair_round_tied_is_lowest_identical_is_skipped():
 
 def test_any_exception_masks_the_rm_and_infinite_scores_too():
     """A local RM's bug (KeyError) and an RM returning inf are masked; the round goes to the next arm."""
+
     def buggy(p, r):
         raise KeyError("bug")
 
@@ -431,9 +449,12 @@ def test_a_version_1_router_state_still_loads(tmp_path):
     sd = a.state_dict()
     v1 = tmp_path / "checkpoint-3" / "laser_router"
     v1.mkdir(parents=True)
-    arrays = {**{f"selector.{k}": v for k, v in sd["strategy"].items()},
-              **{f"normalizer.{k}": v for k, v in sd["normalizer"].items()},
-              "rows_scored": a.responses_scored_, "calls": a.score_calls_}
+    arrays = {
+        **{f"selector.{k}": v for k, v in sd["strategy"].items()},
+        **{f"normalizer.{k}": v for k, v in sd["normalizer"].items()},
+        "rows_scored": a.responses_scored_,
+        "calls": a.score_calls_,
+    }
     with open(v1 / "state.npz", "wb") as f:
         np.savez(f, **arrays)
     meta = {**sd["router"], "version": 1, "skipped": a.skipped_, "down": {}, "global_step": 3, "mid_round": False}

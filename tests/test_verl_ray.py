@@ -48,8 +48,11 @@ def example_reward_overrides(laser_yaml: Path) -> list[str]:
     words = shlex.split(script.replace("\\\n", " "), comments=True)
     keys = [w for w in words if re.match(r"^\+?reward\.", w)]
     assert any(k.startswith("reward.reward_manager.name=") for k in keys), keys
-    return [f"+reward.reward_kwargs.laser={laser_yaml}" if k.startswith("+reward.reward_kwargs.laser=") else k
-            for k in keys if not k.startswith("reward.num_workers=")]
+    return [
+        f"+reward.reward_kwargs.laser={laser_yaml}" if k.startswith("+reward.reward_kwargs.laser=") else k
+        for k in keys
+        if not k.startswith("reward.num_workers=")
+    ]
 
 
 def compose(overrides: list[str]):
@@ -63,7 +66,6 @@ def compose(overrides: list[str]):
 def make_batch(tok, first: int, n_groups: int):
     """verl's batch after rollout: GRPO groups of 4 rows sharing a uid, gold answers attached."""
     from tensordict import TensorDict
-
     from verl import DataProto
 
     width = 40
@@ -80,9 +82,18 @@ def make_batch(tok, first: int, n_groups: int):
     pad = tok.pad_token_id
     prompts = torch.tensor([[pad] * (width - len(p)) + p for p, _ in rows])
     responses = torch.tensor([r + [pad] * (width - len(r)) for _, r in rows])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (width - len(r)) for p, r in rows])
-    batch = TensorDict({"prompts": prompts, "responses": responses, "attention_mask": mask,
-                        "input_ids": torch.cat([prompts, responses], 1)}, batch_size=len(rows))
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (width - len(r)) for p, r in rows]
+    )
+    batch = TensorDict(
+        {
+            "prompts": prompts,
+            "responses": responses,
+            "attention_mask": mask,
+            "input_ids": torch.cat([prompts, responses], 1),
+        },
+        batch_size=len(rows),
+    )
     return DataProto(batch=batch, non_tensor_batch={k: np.array(v, dtype=object) for k, v in extra.items()}), rows
 
 
@@ -92,20 +103,38 @@ def setup(tmp_path_factory):
     tok = make_char_tokenizer()
     tok.save_pretrained(tmp / "tokenizer")
     laser_yaml = tmp / "laser_verl.yaml"
-    laser_yaml.write_text(yaml.safe_dump({
-        "rewards": [rm_spec("good"), rm_spec("bad")],
-        "router": {"selector": "epsilon_greedy", "selector_options": {"epsilon": 0.1}, "save_every": 5,
-                   "state_dir": str(tmp / "router_state")}}))
-    cfg = compose([f"actor_rollout_ref.model.path={tmp / 'tokenizer'}", f"actor_rollout_ref.rollout.n={GROUP}",
-                   "reward.num_workers=2", *example_reward_overrides(laser_yaml)])
+    laser_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "rewards": [rm_spec("good"), rm_spec("bad")],
+                "router": {
+                    "selector": "epsilon_greedy",
+                    "selector_options": {"epsilon": 0.1},
+                    "save_every": 5,
+                    "state_dir": str(tmp / "router_state"),
+                },
+            }
+        )
+    )
+    cfg = compose(
+        [
+            f"actor_rollout_ref.model.path={tmp / 'tokenizer'}",
+            f"actor_rollout_ref.rollout.n={GROUP}",
+            "reward.num_workers=2",
+            *example_reward_overrides(laser_yaml),
+        ]
+    )
     return tmp, tok, cfg
 
 
 def start_ray(log_path: Path) -> None:
     path = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "LASER_VERL_RM_LOG": str(log_path),
-                                       "OMP_NUM_THREADS": "1"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path, "LASER_VERL_RM_LOG": str(log_path), "OMP_NUM_THREADS": "1"}},
+    )
 
 
 def test_config_resolves_to_laser_and_legacy_key_does_not(setup):

@@ -47,8 +47,9 @@ class Rows:
         return self.item
 
 
-def make_row(prompt: str, response: str, uid: str, gold: str | None = None,
-             data_source: str = "openai/gsm8k", width: int = 40) -> Rows:
+def make_row(
+    prompt: str, response: str, uid: str, gold: str | None = None, data_source: str = "openai/gsm8k", width: int = 40
+) -> Rows:
     p = TOK(prompt, add_special_tokens=False)["input_ids"]
     r = TOK(response, add_special_tokens=False)["input_ids"] + [TOK.eos_token_id]
     prompts = torch.tensor([TOK.pad_token_id] * (width - len(p)) + p)
@@ -57,15 +58,20 @@ def make_row(prompt: str, response: str, uid: str, gold: str | None = None,
     extra = {"uid": uid, "data_source": data_source}
     if gold is not None:
         extra["reward_model"] = {"ground_truth": gold, "style": "rule"}
-    return Rows(SimpleNamespace(batch={"prompts": prompts, "responses": responses, "attention_mask": mask},
-                                non_tensor_batch=extra))
+    return Rows(
+        SimpleNamespace(
+            batch={"prompts": prompts, "responses": responses, "attention_mask": mask}, non_tensor_batch=extra
+        )
+    )
 
 
 def group_rows(i: int, gold: bool = True, data_source: str = "openai/gsm8k") -> list[Rows]:
     a, b = 10 + i % 7, 3 + i % 5
     prompt = f"What is {a}+{b}?"
-    return [make_row(prompt, f"The answer is {a + b + d}.", f"u{i}", str(a + b) if gold else None, data_source)
-            for d in OFFSETS]
+    return [
+        make_row(prompt, f"The answer is {a + b + d}.", f"u{i}", str(a + b) if gold else None, data_source)
+        for d in OFFSETS
+    ]
 
 
 def scoring(tmp_path, names=("good", "bad"), monkeypatch=None, **router) -> RoutedScoring:
@@ -90,7 +96,7 @@ def rm_log(tmp_path, monkeypatch):
 
 
 def prompt_of(row: Rows) -> str:
-    ids, mask = row.item.batch["prompts"], row.item.batch["attention_mask"][:len(row.item.batch["prompts"])]
+    ids, mask = row.item.batch["prompts"], row.item.batch["attention_mask"][: len(row.item.batch["prompts"])]
     return TOK.decode(ids[mask.bool()], skip_special_tokens=True)
 
 
@@ -157,8 +163,9 @@ def test_state_survives_a_restart_and_decides_like_the_uninterrupted_router(tmp_
     a, b = first.router.router.core.selector.state_dict(), again.router.core.selector.state_dict()
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     prompts = [f"What is {x}+{x + 2}?" for x in range(40, 48)]
-    assert [first.router.route(f"n{i}", p) for i, p in enumerate(prompts)] == \
-           [again.route(f"n{i}", p) for i, p in enumerate(prompts)]
+    assert [first.router.route(f"n{i}", p) for i, p in enumerate(prompts)] == [
+        again.route(f"n{i}", p) for i, p in enumerate(prompts)
+    ]
     fresh = SharedRouter(first.names, {**asdict(first.spec), "state_dir": str(tmp_path / "empty")})
     assert fresh.resumed_from is None and sum(fresh.stats()["counts"]) == 0 < sum(again.stats()["counts"])
 
@@ -173,7 +180,9 @@ def test_a_failing_rm_is_masked_and_its_rows_go_to_another(tmp_path, rm_log):
     assert scorer.router.stats()["skipped"] == 0 and scorer.router.stats()["learned"] == 1
     dead = scoring(tmp_path, names=("broken", "unscorable"), selector="fixed", selector_options={"arm": 0})
     dead.router.router.fail("x", 1, "ConnectionError: down too")
-    with pytest.raises(AllRewardModelsDown, match=r"every reward model is down: broken: .*ConnectionError.*; unscorable: "):
+    with pytest.raises(
+        AllRewardModelsDown, match=r"every reward model is down: broken: .*ConnectionError.*; unscorable: "
+    ):
         run(dead, group_rows(0)[:1])
 
 
@@ -181,23 +190,37 @@ def test_an_unscorable_response_is_an_error_unless_a_reward_is_configured(tmp_pa
     scorer = scoring(tmp_path, names=("unscorable", "good"), selector="fixed", selector_options={"arm": 0})
     with pytest.raises(ValueError, match="reward model 'unscorable' could not score a response of prompt uid u0"):
         run(scorer, group_rows(0)[:1])
-    lenient = scoring(tmp_path, names=("unscorable", "good"), selector="fixed", selector_options={"arm": 0},
-                      unscorable=-1.0)
+    lenient = scoring(
+        tmp_path, names=("unscorable", "good"), selector="fixed", selector_options={"arm": 0}, unscorable=-1.0
+    )
     assert [r["reward_score"] for r in run(lenient, group_rows(0))] == [-1.0] * 4
 
 
 def test_load_spec_names_every_problem_at_once():
-    bad = {"rewards": [rm_spec("good"), {"name": "x", "type": "nope"}], "bogus": 3,
-           "router": {"selector": "best", "group_size": 1, "task": "poetry", "colour": "red", "unscorable": "zero"}}
+    bad = {
+        "rewards": [rm_spec("good"), {"name": "x", "type": "nope"}],
+        "bogus": 3,
+        "router": {"selector": "best", "group_size": 1, "task": "poetry", "colour": "red", "unscorable": "zero"},
+    }
     with pytest.raises(ValueError) as err:
         load_spec(bad)
     msg = str(err.value)
-    for part in ("bogus: unknown top-level key", "rewards[1].type: 'nope'", "router.colour: unknown key",
-                 "router.selector: 'best'", "router.group_size: 1", "router.task: 'poetry'", "router.unscorable: 'zero'"):
+    for part in (
+        "bogus: unknown top-level key",
+        "rewards[1].type: 'nope'",
+        "router.colour: unknown key",
+        "router.selector: 'best'",
+        "router.group_size: 1",
+        "router.task: 'poetry'",
+        "router.unscorable: 'zero'",
+    ):
         assert part in msg, part
     specs, spec = load_spec({"rewards": [rm_spec("good"), rm_spec("bad")]}, group_size=8, state_dir="/ckpt")
     assert spec.group_size == 8 and spec.state_dir == "/ckpt" and len(specs) == 2
     assert isinstance(GroupRouter(["good", "bad"], spec).core.selector.state_dict(), dict)
-    assert (row_task("auto", "openai/gsm8k"), row_task("auto", "lmsys/chat"), row_task("mmlu", "x")) == \
-           ("gsm8k", None, "mmlu")
+    assert (row_task("auto", "openai/gsm8k"), row_task("auto", "lmsys/chat"), row_task("mmlu", "x")) == (
+        "gsm8k",
+        None,
+        "mmlu",
+    )
     assert RoutingSpec().feedback == "auto"

@@ -40,30 +40,66 @@ def main(out_dir: str, granularity: str, steps: int) -> None:
 
     torch.set_num_threads(1)
     folder = build_tiny_policy(seed=0)
-    data = Dataset.from_list([{"prompt": e.prompt, "answer": e.answer, "task": e.task, "domain": e.domain}
-                              for e in make_benchmark(24, seed=1)])
+    data = Dataset.from_list(
+        [
+            {"prompt": e.prompt, "answer": e.answer, "task": e.task, "domain": e.domain}
+            for e in make_benchmark(24, seed=1)
+        ]
+    )
     rms = [Counted(rm) for rm in make_demo_rms(0)]
-    router = RMRouter(rms, selector="linucb", selector_options={"alpha": 0.5}, context="auto",
-                      granularity=granularity, tag_column="domain")
-    args = GRPOConfig(output_dir=os.path.join(out_dir, "trainer"), use_cpu=True, bf16=False,
-                      gradient_checkpointing=False, report_to=[], disable_tqdm=True, save_strategy="no",
-                      per_device_train_batch_size=6, num_generations=4, max_steps=steps,
-                      max_completion_length=40, temperature=0.8, learning_rate=1e-5, beta=0.0, seed=0,
-                      logging_steps=steps)
-    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(folder), args=args, train_dataset=data,
-                          processing_class=AutoTokenizer.from_pretrained(folder), reward_funcs=router.reward_funcs,
-                          callbacks=[router])
+    router = RMRouter(
+        rms,
+        selector="linucb",
+        selector_options={"alpha": 0.5},
+        context="auto",
+        granularity=granularity,
+        tag_column="domain",
+    )
+    args = GRPOConfig(
+        output_dir=os.path.join(out_dir, "trainer"),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to=[],
+        disable_tqdm=True,
+        save_strategy="no",
+        per_device_train_batch_size=6,
+        num_generations=4,
+        max_steps=steps,
+        max_completion_length=40,
+        temperature=0.8,
+        learning_rate=1e-5,
+        beta=0.0,
+        seed=0,
+        logging_steps=steps,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(folder),
+        args=args,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(folder),
+        reward_funcs=router.reward_funcs,
+        callbacks=[router],
+    )
     trainer.train()
     rank = trainer.accelerator.process_index
-    record = {"rank": rank, "num_processes": trainer.accelerator.num_processes,
-              "distributed_type": str(trainer.accelerator.distributed_type),
-              "embedder": type(router.embedder).__name__, "history": router.history_,
-              "selector": {k: v.tolist() for k, v in router.selector.state_dict().items()},
-              "rows_scored": router.responses_scored_.tolist(), "local_rows": [rm.rows for rm in rms]}
+    record = {
+        "rank": rank,
+        "num_processes": trainer.accelerator.num_processes,
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "embedder": type(router.embedder).__name__,
+        "history": router.history_,
+        "selector": {k: v.tolist() for k, v in router.selector.state_dict().items()},
+        "rows_scored": router.responses_scored_.tolist(),
+        "local_rows": [rm.rows for rm in rms],
+    }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(record, f)
-    print(f"rank {rank}/{record['num_processes']} ({record['distributed_type']}): arms per round "
-          f"{[r['arms'] for r in router.history_]}", flush=True)
+    print(
+        f"rank {rank}/{record['num_processes']} ({record['distributed_type']}): arms per round "
+        f"{[r['arms'] for r in router.history_]}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,24 @@ from laser.bandits.sliding_linucb import SlidingWindowLinUCB
 from laser.bandits.ucb1 import UCB1
 
 __all__ = [
-    "SELECTORS", "UCB1", "EpsilonGreedy", "Exp3", "FixedSelector", "LinTS", "LinUCB", "LinearSelector",
-    "NoArmAvailable", "QuantileNormalizer", "RandomSelector", "RoundRobinSelector", "Selector",
-    "SlidingWindowLinUCB", "make_selector", "ucb_scores", "ClassifierSelector", "OnlineEnsemble",
-    "pair_agreement", "BayesRouterSelector",
+    "SELECTORS",
+    "UCB1",
+    "EpsilonGreedy",
+    "Exp3",
+    "FixedSelector",
+    "LinTS",
+    "LinUCB",
+    "LinearSelector",
+    "NoArmAvailable",
+    "QuantileNormalizer",
+    "RandomSelector",
+    "RoundRobinSelector",
+    "Selector",
+    "SlidingWindowLinUCB",
+    "make_selector",
+    "ucb_scores",
+    "ClassifierSelector",
+    "OnlineEnsemble",
+    "pair_agreement",
+    "BayesRouterSelector",
 ]

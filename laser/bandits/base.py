@@ -235,9 +235,11 @@ class Selector:
         arms = np.asarray(arms).reshape(-1)
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
         if arms.shape != rewards.shape or (contexts is not None and len(contexts) != len(arms)):
-            raise ValueError(f"{type(self).__name__}: update_batch needs equal lengths, got "
-                             f"{len(arms)} arms, {len(rewards)} rewards, "
-                             f"{None if contexts is None else len(contexts)} contexts")
+            raise ValueError(
+                f"{type(self).__name__}: update_batch needs equal lengths, got "
+                f"{len(arms)} arms, {len(rewards)} rewards, "
+                f"{None if contexts is None else len(contexts)} contexts"
+            )
         for i in range(len(arms)):
             self.update(int(arms[i]), None if contexts is None else contexts[i], rewards[i])
 
@@ -265,9 +267,13 @@ class Selector:
         ``counts``, ``masked``, ``removed``, ``rng`` (JSON of the bit generator state) and the
         selector's learned state.
         """
-        sd = {"selector": np.array(self.name), "counts": self.counts_.copy(),
-              "masked": self._masked.copy(), "removed": self._removed.copy(),
-              "rng": rng_state_array(self.rng_)}
+        sd = {
+            "selector": np.array(self.name),
+            "counts": self.counts_.copy(),
+            "masked": self._masked.copy(),
+            "removed": self._removed.copy(),
+            "rng": rng_state_array(self.rng_),
+        }
         for key, value in self._hparams().items():
             sd[f"hp.{key}"] = hparam_array(value)
         sd.update(self._extra_state())
@@ -285,15 +291,17 @@ class Selector:
         if missing:
             raise ValueError(f"{me}.load_state_dict: missing keys {missing}")
         if str(sd["selector"][()]) != self.name:
-            raise ValueError(f"{me}.load_state_dict: state is from selector {str(sd['selector'][()])!r}, "
-                             f"not {self.name!r}")
+            raise ValueError(
+                f"{me}.load_state_dict: state is from selector {str(sd['selector'][()])!r}, not {self.name!r}"
+            )
         wrong = []
         for key, value in self._hparams().items():
             mine = hparam_array(value)
             theirs = sd.get(f"hp.{key}")
             if theirs is None or mine.shape != theirs.shape or not np.array_equal(mine, theirs):
-                wrong.append(f"{key}: saved {None if theirs is None else theirs.tolist()!r}, "
-                             f"this object {mine.tolist()!r}")
+                wrong.append(
+                    f"{key}: saved {None if theirs is None else theirs.tolist()!r}, this object {mine.tolist()!r}"
+                )
         if len(sd["counts"]) != self.n_arms:
             wrong.append(f"n_arms: saved {len(sd['counts'])}, this object {self.n_arms}")
         if wrong:

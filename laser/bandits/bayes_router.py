@@ -56,21 +56,41 @@ class BayesRouterSelector(LinTS):
     name: ClassVar[str] = "bayes_router"
     _hparam_names: ClassVar[tuple[str, ...]] = ("v", "prior_strength", "ridge")
 
-    def __init__(self, n_arms: int, dim: int, v: float = 0.1, seed: int = 0, prior_strength: float = 1.0,
-                 ridge: float = 1.0, dtype: type = np.float64, projection_dim: int | None = None,
-                 prior_precision: float | np.ndarray = 1.0, woodbury_max_rank: int | None = None) -> None:
+    def __init__(
+        self,
+        n_arms: int,
+        dim: int,
+        v: float = 0.1,
+        seed: int = 0,
+        prior_strength: float = 1.0,
+        ridge: float = 1.0,
+        dtype: type = np.float64,
+        projection_dim: int | None = None,
+        prior_precision: float | np.ndarray = 1.0,
+        woodbury_max_rank: int | None = None,
+    ) -> None:
         if not prior_strength > 0 or not ridge > 0:
-            raise ValueError(f"BayesRouterSelector: prior_strength and ridge must be > 0, got {prior_strength!r}, "
-                             f"{ridge!r}")
+            raise ValueError(
+                f"BayesRouterSelector: prior_strength and ridge must be > 0, got {prior_strength!r}, {ridge!r}"
+            )
         self.prior_strength, self.ridge = float(prior_strength), float(ridge)
-        super().__init__(n_arms, dim, v=v, seed=seed, dtype=dtype, projection_dim=projection_dim,
-                         prior_precision=prior_precision, woodbury_max_rank=woodbury_max_rank)
+        super().__init__(
+            n_arms,
+            dim,
+            v=v,
+            seed=seed,
+            dtype=dtype,
+            projection_dim=projection_dim,
+            prior_precision=prior_precision,
+            woodbury_max_rank=woodbury_max_rank,
+        )
         self.fitted_ = False
         self.label_counts_ = np.zeros(self.n_arms, dtype=np.int64)
 
     @classmethod
-    def from_labelled(cls, contexts: np.ndarray, labels: np.ndarray, n_arms: int, seed: int = 0,
-                      **kwargs) -> BayesRouterSelector:
+    def from_labelled(
+        cls, contexts: np.ndarray, labels: np.ndarray, n_arms: int, seed: int = 0, **kwargs
+    ) -> BayesRouterSelector:
         """A selector of context dimension ``contexts.shape[1]``, fitted on the labelled split."""
         return cls(n_arms, int(np.shape(contexts)[1]), seed=seed, **kwargs).fit(contexts, labels)
 
@@ -91,14 +111,20 @@ class BayesRouterSelector(LinTS):
         x = self._as_contexts(contexts)
         y = np.asarray(labels).reshape(-1)
         if len(x) == 0 or y.shape != (len(x),):
-            raise ValueError(f"BayesRouterSelector.fit: need M >= 1 contexts and M labels, got {len(x)} contexts "
-                             f"and labels of shape {y.shape}")
+            raise ValueError(
+                f"BayesRouterSelector.fit: need M >= 1 contexts and M labels, got {len(x)} contexts "
+                f"and labels of shape {y.shape}"
+            )
         if not np.all((y >= 0) & (y < self.n_arms) & (y == np.round(y))):
-            raise ValueError(f"BayesRouterSelector.fit: labels must be arm indices in [0, {self.n_arms}), got "
-                             f"values {sorted(set(y.tolist()))[:10]}")
+            raise ValueError(
+                f"BayesRouterSelector.fit: labels must be arm indices in [0, {self.n_arms}), got "
+                f"values {sorted(set(y.tolist()))[:10]}"
+            )
         if self.counts_.any():
-            raise ValueError(f"BayesRouterSelector.fit: arms already have {self.counts_.tolist()} updates; "
-                             "fit the priors before training")
+            raise ValueError(
+                f"BayesRouterSelector.fit: arms already have {self.counts_.tolist()} updates; "
+                "fit the priors before training"
+            )
         F = self._features(x).astype(np.float64)
         G = self.ridge * np.eye(F.shape[1]) + F.T @ F
         means = np.linalg.solve(G, F.T @ np.eye(self.n_arms)[y.astype(np.int64)])  # (p, K)
@@ -113,8 +139,7 @@ class BayesRouterSelector(LinTS):
         self.label_counts_ = np.append(self.label_counts_, np.int64(0))
 
     def _extra_state(self) -> dict[str, np.ndarray]:
-        return {**super()._extra_state(), "fitted": np.array(self.fitted_),
-                "label_counts": self.label_counts_.copy()}
+        return {**super()._extra_state(), "fitted": np.array(self.fitted_), "label_counts": self.label_counts_.copy()}
 
     def _load_extra_state(self, sd: dict[str, np.ndarray]) -> None:
         super()._load_extra_state(sd)

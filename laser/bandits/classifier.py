@@ -52,8 +52,9 @@ class ClassifierSelector(Selector):
     contextual: ClassVar[bool] = True
     _hparam_names: ClassVar[tuple[str, ...]] = ("dim", "l2", "steps", "lr")
 
-    def __init__(self, n_arms: int, dim: int, seed: int = 0, l2: float = 1e-2, steps: int = 500,
-                 lr: float = 0.5) -> None:
+    def __init__(
+        self, n_arms: int, dim: int, seed: int = 0, l2: float = 1e-2, steps: int = 500, lr: float = 0.5
+    ) -> None:
         super().__init__(n_arms, seed)
         if int(dim) != dim or dim < 1:
             raise ValueError(f"ClassifierSelector: dim must be an integer >= 1, got {dim!r}")
@@ -83,11 +84,15 @@ class ClassifierSelector(Selector):
         x = self._as_contexts(contexts)
         y = np.asarray(labels).reshape(-1)
         if len(x) == 0 or y.shape != (len(x),):
-            raise ValueError(f"ClassifierSelector.fit: need M >= 1 contexts and M labels, got "
-                             f"{len(x)} contexts and labels of shape {y.shape}")
+            raise ValueError(
+                f"ClassifierSelector.fit: need M >= 1 contexts and M labels, got "
+                f"{len(x)} contexts and labels of shape {y.shape}"
+            )
         if not np.all((y >= 0) & (y < self.n_arms) & (y == np.round(y))):
-            raise ValueError(f"ClassifierSelector.fit: labels must be arm indices in [0, {self.n_arms}), "
-                             f"got values {sorted(set(np.asarray(y).tolist()))[:10]}")
+            raise ValueError(
+                f"ClassifierSelector.fit: labels must be arm indices in [0, {self.n_arms}), "
+                f"got values {sorted(set(np.asarray(y).tolist()))[:10]}"
+            )
         y = y.astype(np.int64)
         self.mu_ = x.mean(axis=0)
         self.sd_ = np.where(x.std(axis=0) > 1e-8, x.std(axis=0), 1.0)
@@ -120,8 +125,14 @@ class ClassifierSelector(Selector):
         self.label_counts_ = np.append(self.label_counts_, np.int64(0))
 
     def _extra_state(self) -> dict[str, np.ndarray]:
-        return {"W": self.W_.copy(), "b": self.b_.copy(), "mu": self.mu_.copy(), "sd": self.sd_.copy(),
-                "fitted": np.array(self.fitted_), "label_counts": self.label_counts_.copy()}
+        return {
+            "W": self.W_.copy(),
+            "b": self.b_.copy(),
+            "mu": self.mu_.copy(),
+            "sd": self.sd_.copy(),
+            "fitted": np.array(self.fitted_),
+            "label_counts": self.label_counts_.copy(),
+        }
 
     def _load_extra_state(self, sd: dict[str, np.ndarray]) -> None:
         self.W_ = np.array(sd["W"], dtype=np.float64)

@@ -16,8 +16,19 @@ from laser.bandits.ucb1 import UCB1
 
 #: name -> class; ``make_selector`` and configs use these names.
 SELECTORS: dict[str, type[Selector]] = {
-    cls.name: cls for cls in (LinUCB, LinTS, SlidingWindowLinUCB, Exp3, UCB1, EpsilonGreedy,
-                              FixedSelector, RandomSelector, RoundRobinSelector, BayesRouterSelector)
+    cls.name: cls
+    for cls in (
+        LinUCB,
+        LinTS,
+        SlidingWindowLinUCB,
+        Exp3,
+        UCB1,
+        EpsilonGreedy,
+        FixedSelector,
+        RandomSelector,
+        RoundRobinSelector,
+        BayesRouterSelector,
+    )
 }
 
 
@@ -41,8 +52,10 @@ def make_selector(name: str, n_arms: int, dim: int, seed: int, **kwargs) -> Sele
     params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "n_arms", "dim", "seed")]
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        raise TypeError(f"selector {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
-                        f"valid options: {', '.join(params) or '(none)'}")
+        raise TypeError(
+            f"selector {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(params) or '(none)'}"
+        )
     if cls.contextual:
         return cls(n_arms, dim, seed=seed, **kwargs)
     return cls(n_arms, seed=seed, **kwargs)

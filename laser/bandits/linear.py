@@ -39,12 +39,26 @@ class LinearSelector(Selector):
 
     contextual: ClassVar[bool] = True
     _keep_rows: ClassVar[bool] = False
-    _linear_hparams: ClassVar[tuple[str, ...]] = ("dim", "dtype", "projection_dim", "woodbury_max_rank",
-                                                  "prior_precision", "prior_mean")
+    _linear_hparams: ClassVar[tuple[str, ...]] = (
+        "dim",
+        "dtype",
+        "projection_dim",
+        "woodbury_max_rank",
+        "prior_precision",
+        "prior_mean",
+    )
 
-    def __init__(self, n_arms: int, dim: int, seed: int = 0, dtype: type = np.float64,
-                 projection_dim: int | None = None, woodbury_max_rank: int | None = None,
-                 prior_precision: float | np.ndarray = 1.0, prior_mean: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        n_arms: int,
+        dim: int,
+        seed: int = 0,
+        dtype: type = np.float64,
+        projection_dim: int | None = None,
+        woodbury_max_rank: int | None = None,
+        prior_precision: float | np.ndarray = 1.0,
+        prior_mean: np.ndarray | None = None,
+    ) -> None:
         super().__init__(n_arms, seed)
         if int(dim) != dim or dim < 1:
             raise ValueError(f"{type(self).__name__}: dim must be an integer >= 1, got {dim!r}")
@@ -70,18 +84,21 @@ class LinearSelector(Selector):
         return self.dim if self.projection_dim is None else int(self.projection_dim)
 
     def _new_arm(self, precision=None, mean=None) -> RidgeArm:
-        return RidgeArm(self.feature_dim,
-                        self.prior_precision if precision is None else precision,
-                        self.prior_mean if mean is None else mean,
-                        dtype=self.dtype, max_rank=self.woodbury_max_rank, keep_rows=self._keep_rows)
+        return RidgeArm(
+            self.feature_dim,
+            self.prior_precision if precision is None else precision,
+            self.prior_mean if mean is None else mean,
+            dtype=self.dtype,
+            max_rank=self.woodbury_max_rank,
+            keep_rows=self._keep_rows,
+        )
 
     def _features(self, contexts: np.ndarray) -> np.ndarray:
         """f(C): (B, d) -> (B, p) in the state dtype."""
         C = contexts.astype(self.dtype, copy=False)
         return C if self.projection_ is None else C @ self.projection_.T
 
-    def set_prior(self, arm: int, mean: np.ndarray | None = None,
-                  precision: float | np.ndarray | None = None) -> None:
+    def set_prior(self, arm: int, mean: np.ndarray | None = None, precision: float | np.ndarray | None = None) -> None:
         """Give an arm that has no updates yet its own Gaussian prior N(mean, precision^-1).
 
         Use this to warm-start from an offline-learned prior (e.g. a router trained on logs).
@@ -91,8 +108,10 @@ class LinearSelector(Selector):
         """
         arm = self._check_arm(arm)
         if self.arms_[arm].t or self.counts_[arm]:
-            raise ValueError(f"{type(self).__name__}.set_prior: arm {arm} already has "
-                             f"{self.counts_[arm]} updates; set priors before training")
+            raise ValueError(
+                f"{type(self).__name__}.set_prior: arm {arm} already has "
+                f"{self.counts_[arm]} updates; set priors before training"
+            )
         self.arms_[arm] = self._new_arm(precision, mean)
 
     def warm_start(self, arm: int, contexts: np.ndarray, rewards: np.ndarray) -> None:
@@ -160,7 +179,7 @@ class LinearSelector(Selector):
         for k in range(self.n_arms):
             prefix = f"arm{k}."
             arm = self._new_arm()
-            arm.load({key[len(prefix):]: v for key, v in sd.items() if key.startswith(prefix)})
+            arm.load({key[len(prefix) :]: v for key, v in sd.items() if key.startswith(prefix)})
             self.arms_.append(arm)
         if "projection" in sd:
             self.projection_ = np.array(sd["projection"], dtype=self.dtype)

@@ -40,16 +40,31 @@ class LinTS(LinearSelector):
     name: ClassVar[str] = "lints"
     _hparam_names: ClassVar[tuple[str, ...]] = ("v",)
 
-    def __init__(self, n_arms: int, dim: int, v: float = 0.1, seed: int = 0,
-                 dtype: type = np.float64, projection_dim: int | None = None,
-                 prior_mean: np.ndarray | None = None, prior_precision: float | np.ndarray = 1.0,
-                 woodbury_max_rank: int | None = None) -> None:
+    def __init__(
+        self,
+        n_arms: int,
+        dim: int,
+        v: float = 0.1,
+        seed: int = 0,
+        dtype: type = np.float64,
+        projection_dim: int | None = None,
+        prior_mean: np.ndarray | None = None,
+        prior_precision: float | np.ndarray = 1.0,
+        woodbury_max_rank: int | None = None,
+    ) -> None:
         if not v >= 0:
             raise ValueError(f"LinTS: v must be >= 0, got {v!r}")
         self.v = float(v)
-        super().__init__(n_arms, dim, seed=seed, dtype=dtype, projection_dim=projection_dim,
-                         woodbury_max_rank=woodbury_max_rank, prior_precision=prior_precision,
-                         prior_mean=prior_mean)
+        super().__init__(
+            n_arms,
+            dim,
+            seed=seed,
+            dtype=dtype,
+            projection_dim=projection_dim,
+            woodbury_max_rank=woodbury_max_rank,
+            prior_precision=prior_precision,
+            prior_mean=prior_mean,
+        )
 
     def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
         means, widths = self._means_and_widths(contexts)

@@ -52,14 +52,29 @@ class LinUCB(LinearSelector):
     name: ClassVar[str] = "linucb"
     _hparam_names: ClassVar[tuple[str, ...]] = ("alpha", "l2")
 
-    def __init__(self, n_arms: int, dim: int, alpha: float = 0.1, seed: int = 0,
-                 dtype: type = np.float64, projection_dim: int | None = None, l2: float = 1.0,
-                 woodbury_max_rank: int | None = None) -> None:
+    def __init__(
+        self,
+        n_arms: int,
+        dim: int,
+        alpha: float = 0.1,
+        seed: int = 0,
+        dtype: type = np.float64,
+        projection_dim: int | None = None,
+        l2: float = 1.0,
+        woodbury_max_rank: int | None = None,
+    ) -> None:
         if not alpha >= 0 or not l2 > 0:
             raise ValueError(f"LinUCB: need alpha >= 0 and l2 > 0, got alpha={alpha!r}, l2={l2!r}")
         self.alpha, self.l2 = float(alpha), float(l2)
-        super().__init__(n_arms, dim, seed=seed, dtype=dtype, projection_dim=projection_dim,
-                         woodbury_max_rank=woodbury_max_rank, prior_precision=self.l2)
+        super().__init__(
+            n_arms,
+            dim,
+            seed=seed,
+            dtype=dtype,
+            projection_dim=projection_dim,
+            woodbury_max_rank=woodbury_max_rank,
+            prior_precision=self.l2,
+        )
 
     def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
         means, widths = self._means_and_widths(contexts)

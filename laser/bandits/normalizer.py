@@ -52,8 +52,12 @@ class QuantileNormalizer:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat arrays: ``normalizer`` name, ``hp.low``, ``hp.high``, ``history`` (float64)."""
-        return {"normalizer": np.array("quantile"), "hp.low": np.array(self.low),
-                "hp.high": np.array(self.high), "history": np.asarray(self.history_, dtype=np.float64)}
+        return {
+            "normalizer": np.array("quantile"),
+            "hp.low": np.array(self.low),
+            "hp.high": np.array(self.high),
+            "history": np.asarray(self.history_, dtype=np.float64),
+        }
 
     def load_state_dict(self, sd: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state_dict`'s output.
@@ -66,8 +70,10 @@ class QuantileNormalizer:
                 raise ValueError(f"QuantileNormalizer.load_state_dict: missing key {key!r}")
         saved = (float(sd["hp.low"]), float(sd["hp.high"]))
         if saved != (self.low, self.high):
-            raise ValueError(f"QuantileNormalizer.load_state_dict: saved (low, high) = {saved}, "
-                             f"this object ({self.low}, {self.high})")
+            raise ValueError(
+                f"QuantileNormalizer.load_state_dict: saved (low, high) = {saved}, "
+                f"this object ({self.low}, {self.high})"
+            )
         self.history_ = [float(v) for v in sd["history"]]
 
     def __repr__(self) -> str:

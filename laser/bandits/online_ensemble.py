@@ -117,8 +117,10 @@ class OnlineEnsemble:
         known = ~np.isnan(r)
         bad = known & ~((r >= 0.0) & (r <= 1.0))
         if bad.any():
-            raise ValueError(f"OnlineEnsemble.update: rewards must lie in [0, 1] or be NaN; "
-                             f"arm(s) {np.flatnonzero(bad).tolist()} got {r[bad].tolist()}")
+            raise ValueError(
+                f"OnlineEnsemble.update: rewards must lie in [0, 1] or be NaN; "
+                f"arm(s) {np.flatnonzero(bad).tolist()} got {r[bad].tolist()}"
+            )
         self.log_weights_[known] += self.eta * r[known]
         self.log_weights_ -= self.log_weights_.max()  # renormalise: the largest log-weight is 0
         self.counts_[known] += 1
@@ -126,10 +128,15 @@ class OnlineEnsemble:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat numpy arrays: ``selector``, ``hp.eta``, ``hp.seed``, ``log_weights``, ``counts``,
         ``masked``, ``rng`` (``np.savez`` round-trips it exactly)."""
-        return {"selector": np.array(self.name), "hp.eta": hparam_array(self.eta),
-                "hp.seed": hparam_array(self.seed), "log_weights": self.log_weights_.copy(),
-                "counts": self.counts_.copy(), "masked": self.masked_.copy(),
-                "rng": rng_state_array(self.rng_)}
+        return {
+            "selector": np.array(self.name),
+            "hp.eta": hparam_array(self.eta),
+            "hp.seed": hparam_array(self.seed),
+            "log_weights": self.log_weights_.copy(),
+            "counts": self.counts_.copy(),
+            "masked": self.masked_.copy(),
+            "rng": rng_state_array(self.rng_),
+        }
 
     def load_state_dict(self, sd: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state_dict`'s output.
@@ -138,16 +145,19 @@ class OnlineEnsemble:
             ValueError: a key is missing, or the state is from another selector, another eta or
                 seed, or another number of RMs.
         """
-        missing = [k for k in ("selector", "hp.eta", "hp.seed", "log_weights", "counts", "masked", "rng")
-                   if k not in sd]
+        missing = [
+            k for k in ("selector", "hp.eta", "hp.seed", "log_weights", "counts", "masked", "rng") if k not in sd
+        ]
         if missing:
             raise ValueError(f"OnlineEnsemble.load_state_dict: missing keys {missing}")
         problems = []
         if str(sd["selector"][()]) != self.name:
             problems.append(f"state is from selector {str(sd['selector'][()])!r}")
         if float(sd["hp.eta"]) != self.eta or int(sd["hp.seed"]) != self.seed:
-            problems.append(f"saved eta={float(sd['hp.eta'])}, seed={int(sd['hp.seed'])}; "
-                            f"this object eta={self.eta}, seed={self.seed}")
+            problems.append(
+                f"saved eta={float(sd['hp.eta'])}, seed={int(sd['hp.seed'])}; "
+                f"this object eta={self.eta}, seed={self.seed}"
+            )
         if len(sd["log_weights"]) != self.n_arms:
             problems.append(f"saved {len(sd['log_weights'])} arms, this object {self.n_arms}")
         if problems:

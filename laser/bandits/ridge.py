@@ -45,7 +45,7 @@ def _capacity(t: int) -> int:
 def _rank1_(m: np.ndarray, u: np.ndarray, w: np.ndarray, chunk: int = 512) -> None:
     """In place m += u w^T, in row blocks so no d x d temporary is allocated."""
     for i in range(0, m.shape[0], chunk):
-        m[i:i + chunk] += u[i:i + chunk, None] * w[None, :]
+        m[i : i + chunk] += u[i : i + chunk, None] * w[None, :]
 
 
 class RidgeArm:
@@ -63,9 +63,15 @@ class RidgeArm:
         keep_rows: keep every row and reward (needed to remove the oldest one).
     """
 
-    def __init__(self, dim: int, prior_precision: float | np.ndarray = 1.0,
-                 prior_mean: np.ndarray | None = None, dtype: type = np.float64,
-                 max_rank: int | None = None, keep_rows: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        prior_precision: float | np.ndarray = 1.0,
+        prior_mean: np.ndarray | None = None,
+        dtype: type = np.float64,
+        max_rank: int | None = None,
+        keep_rows: bool = False,
+    ) -> None:
         self.dim, self.dtype, self.keep_rows = int(dim), np.dtype(dtype), bool(keep_rows)
         self.max_rank = (3 * self.dim) // 5 if max_rank is None else int(max_rank)
         p0 = np.asarray(prior_precision, dtype=np.float64)
@@ -107,7 +113,7 @@ class RidgeArm:
         O(d^2) in dense form; never a d x d inversion for a diagonal prior), so round-off from
         downdates cannot accumulate; an arm whose rows are all removed is exactly the prior.
         """
-        X, R = self.X.copy(), self._R[:self.t].copy()
+        X, R = self.X.copy(), self._R[: self.t].copy()
         self._reset()
         self.add_rows(X, R)
 
@@ -136,7 +142,7 @@ class RidgeArm:
     @property
     def X(self) -> np.ndarray:
         """The rows in the model, (t, d) (low-rank form or keep_rows only)."""
-        return self._X[:self.t]
+        return self._X[: self.t]
 
     # ----------------------------------------------------------------- queries
     def mean(self, C: np.ndarray) -> np.ndarray:
@@ -151,7 +157,7 @@ class RidgeArm:
         out = np.einsum("bi,bi->b", C, Cd)
         if self.t:
             U = Cd @ self.X.T
-            out -= np.einsum("bi,bi->b", U @ self._K[:self.t, :self.t], U)
+            out -= np.einsum("bi,bi->b", U @ self._K[: self.t, : self.t], U)
         return np.maximum(out, 0.0)  # round-off can push a tiny variance below 0
 
     def solve(self, x: np.ndarray) -> np.ndarray:
@@ -161,14 +167,14 @@ class RidgeArm:
         xd = x * self.d0inv
         if self.t == 0:
             return xd
-        return xd - self.d0inv * (self.X.T @ (self._K[:self.t, :self.t] @ (self.X @ xd)))
+        return xd - self.d0inv * (self.X.T @ (self._K[: self.t, : self.t] @ (self.X @ xd)))
 
     def inverse(self) -> np.ndarray:
         """A^-1 materialised as (d, d) (for tests and inspection; O(d^2 t) in low-rank form)."""
         if self.mode == "dense":
             return self.Ainv.copy()
         Z = self.X * self.d0inv
-        return np.diag(self.d0inv) - Z.T @ self._K[:self.t, :self.t] @ Z
+        return np.diag(self.d0inv) - Z.T @ self._K[: self.t, : self.t] @ Z
 
     # ----------------------------------------------------------------- updates
     def add(self, x: np.ndarray, r: float) -> None:
@@ -241,13 +247,13 @@ class RidgeArm:
             K = self._K
             GS = G @ Sinv
             K[:t, :t] += GS @ G.T
-            K[:t, t:t + m] = -GS
-            K[t:t + m, :t] = -GS.T
-            K[t:t + m, t:t + m] = Sinv
+            K[:t, t : t + m] = -GS
+            K[t : t + m, :t] = -GS.T
+            K[t : t + m, t : t + m] = Sinv
         if self._X is not None:
-            self._X[t:t + m] = Xn
+            self._X[t : t + m] = Xn
         if self._R is not None:
-            self._R[t:t + m] = y
+            self._R[t : t + m] = y
         self.t = t + m
 
     def remove_oldest(self) -> None:
@@ -262,13 +268,13 @@ class RidgeArm:
         if self.mode == "lowrank":
             K = self._K
             new = K[1:t, 1:t] - np.outer(K[1:t, 0], K[0, 1:t] / K[0, 0])
-            K[:t - 1, :t - 1] = new
+            K[: t - 1, : t - 1] = new
             K[t - 1, :t] = 0.0
             K[:t, t - 1] = 0.0
         else:
             _rank1_(self.Ainv, v, v / s)
-        self._X[:t - 1] = self._X[1:t].copy()
-        self._R[:t - 1] = self._R[1:t].copy()
+        self._X[: t - 1] = self._X[1:t].copy()
+        self._R[: t - 1] = self._R[1:t].copy()
         self._X[t - 1], self._R[t - 1] = 0.0, 0.0
         self.t = t - 1
         self._fit_capacity(self.t)
@@ -288,16 +294,22 @@ class RidgeArm:
     # ----------------------------------------------------------------- state
     def state(self) -> dict[str, np.ndarray]:
         """Flat arrays that :meth:`load` restores exactly."""
-        sd = {"mode": np.array(self.mode), "t": np.array(self.t, dtype=np.int64),
-              "removed_since_refresh": np.array(self.removed_since_refresh, dtype=np.int64),
-              "prior_mean": self.prior_mean.copy(), "prior_precision": self.prior_precision.copy(),
-              "theta": self.theta.copy(), "b": self.b.copy(), "d0inv": self.d0inv.copy()}
+        sd = {
+            "mode": np.array(self.mode),
+            "t": np.array(self.t, dtype=np.int64),
+            "removed_since_refresh": np.array(self.removed_since_refresh, dtype=np.int64),
+            "prior_mean": self.prior_mean.copy(),
+            "prior_precision": self.prior_precision.copy(),
+            "theta": self.theta.copy(),
+            "b": self.b.copy(),
+            "d0inv": self.d0inv.copy(),
+        }
         if self._X is not None:
             sd["X"] = self.X.copy()
         if self._K is not None:
-            sd["K"] = self._K[:self.t, :self.t].copy()
+            sd["K"] = self._K[: self.t, : self.t].copy()
         if self._R is not None:
-            sd["R"] = self._R[:self.t].copy()
+            sd["R"] = self._R[: self.t].copy()
         if self.mode == "dense":
             sd["Ainv"] = self.Ainv.copy()
         return sd

@@ -39,15 +39,33 @@ class SlidingWindowLinUCB(LinearSelector):
     _keep_rows: ClassVar[bool] = True
     _hparam_names: ClassVar[tuple[str, ...]] = ("alpha", "window", "l2")
 
-    def __init__(self, n_arms: int, dim: int, alpha: float = 0.1, window: int = 200, seed: int = 0,
-                 dtype: type = np.float64, projection_dim: int | None = None, l2: float = 1.0,
-                 woodbury_max_rank: int | None = None) -> None:
+    def __init__(
+        self,
+        n_arms: int,
+        dim: int,
+        alpha: float = 0.1,
+        window: int = 200,
+        seed: int = 0,
+        dtype: type = np.float64,
+        projection_dim: int | None = None,
+        l2: float = 1.0,
+        woodbury_max_rank: int | None = None,
+    ) -> None:
         if not alpha >= 0 or not l2 > 0 or int(window) != window or window < 1:
-            raise ValueError(f"SlidingWindowLinUCB: need alpha >= 0, l2 > 0, integer window >= 1; "
-                             f"got alpha={alpha!r}, l2={l2!r}, window={window!r}")
+            raise ValueError(
+                f"SlidingWindowLinUCB: need alpha >= 0, l2 > 0, integer window >= 1; "
+                f"got alpha={alpha!r}, l2={l2!r}, window={window!r}"
+            )
         self.alpha, self.window, self.l2 = float(alpha), int(window), float(l2)
-        super().__init__(n_arms, dim, seed=seed, dtype=dtype, projection_dim=projection_dim,
-                         woodbury_max_rank=woodbury_max_rank, prior_precision=self.l2)
+        super().__init__(
+            n_arms,
+            dim,
+            seed=seed,
+            dtype=dtype,
+            projection_dim=projection_dim,
+            woodbury_max_rank=woodbury_max_rank,
+            prior_precision=self.l2,
+        )
         self.window_arms_ = np.zeros(0, dtype=np.int64)
 
     def _score_batch(self, contexts: np.ndarray) -> np.ndarray:

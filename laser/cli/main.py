@@ -14,8 +14,11 @@ log = logging.getLogger("laser")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="laser", description="LASeR: train a language model with several reward "
-                                "models while a contextual bandit picks which one to trust.")
+    p = argparse.ArgumentParser(
+        prog="laser",
+        description="LASeR: train a language model with several reward "
+        "models while a contextual bandit picks which one to trust.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run LASeR (or a baseline) from a YAML config")
@@ -32,15 +35,23 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_out", help="folder for results.json and logs")
     d.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
     d.add_argument("--quick", action="store_true", help="a reduced run in seconds (for tests)")
-    d.add_argument("--feedbacks", default="", help="extra LASeR variants by bandit feedback, e.g. "
-                   "loss_decrease,margin_gain (each adds a method laser:<feedback>)")
+    d.add_argument(
+        "--feedbacks",
+        default="",
+        help="extra LASeR variants by bandit feedback, e.g. "
+        "loss_decrease,margin_gain (each adds a method laser:<feedback>)",
+    )
     d.add_argument("--methods", default="", help="comma-separated subset of methods to run")
 
     e = sub.add_parser("eval", help="greedy accuracy of a policy on a task split, as JSON")
     e.add_argument("--model", required=True, help="Hub name, local folder, or a run's final/ folder")
     e.add_argument("--gguf-file", default=None)
-    e.add_argument("--task", required=True, choices=["gsm8k", "strategyqa", "mmlu", "jsonl"],
-                   help="dataset format; jsonl = a prompt file with answer and task fields")
+    e.add_argument(
+        "--task",
+        required=True,
+        choices=["gsm8k", "strategyqa", "mmlu", "jsonl"],
+        help="dataset format; jsonl = a prompt file with answer and task fields",
+    )
     e.add_argument("--data", default=None, help="file or folder (default: the Hub, GSM8K/MMLU)")
     e.add_argument("--split", default="test")
     e.add_argument("--limit", type=int, default=None)
@@ -59,8 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
 
     s = sub.add_parser("serve-rm", help="serve configured reward models over HTTP on 127.0.0.1")
-    s.add_argument("--config", required=True, help="YAML with a `rewards:` list and, to serve them as one routed "
-                   "reward, a `router:` section (docs/remote_rm.md)")
+    s.add_argument(
+        "--config",
+        required=True,
+        help="YAML with a `rewards:` list and, to serve them as one routed "
+        "reward, a `router:` section (docs/remote_rm.md)",
+    )
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--host", default="127.0.0.1")
     return p
@@ -76,8 +91,9 @@ def cmd_validate(args) -> int:
         print("error: laser validate needs --config (or --explain)", file=sys.stderr)
         return 2
     cfg, examples = load_run(args.config, args.overrides)
-    print(f"{args.config}: OK ({len(examples)} prompts, {len(cfg.rewards)} reward models, "
-          f"selector {cfg.selector.name})")
+    print(
+        f"{args.config}: OK ({len(examples)} prompts, {len(cfg.rewards)} reward models, selector {cfg.selector.name})"
+    )
     return 0
 
 
@@ -90,8 +106,11 @@ def cmd_train(args) -> int:
     cfg, examples = load_run(args.config, args.overrides)
     existing, _ = find_latest(Path(cfg.output_dir) / "checkpoints")
     if existing is not None and not args.resume:
-        print(f"error: {cfg.output_dir} already holds checkpoint {existing.name}; pass --resume to continue "
-              "it or set output_dir to a new folder", file=sys.stderr)
+        print(
+            f"error: {cfg.output_dir} already holds checkpoint {existing.name}; pass --resume to continue "
+            "it or set output_dir to a new folder",
+            file=sys.stderr,
+        )
         return 2
     if existing is not None:  # a checkpoint of another set-up is refused before anything loads
         from laser.training.checkpoint import check_resume_config
@@ -118,12 +137,18 @@ def cmd_eval(args) -> int:
     if args.task == "jsonl":
         examples = read_prompts_jsonl(args.data)[: args.limit]
     else:
-        examples = load_task(args.task, args.data, split=args.split, limit=args.limit,
-                             seed=args.seed if args.limit else None)
+        examples = load_task(
+            args.task, args.data, split=args.split, limit=args.limit, seed=args.seed if args.limit else None
+        )
     policy = load_policy(args.model, gguf_file=args.gguf_file, chat_template=args.chat_template)
     result = evaluate_policy(policy, examples, args.max_new_tokens, args.batch_size)
-    summary = {"model": args.model, "task": args.task, "split": args.split, "n": result["n"],
-               "accuracy": result["accuracy"]}
+    summary = {
+        "model": args.model,
+        "task": args.task,
+        "split": args.split,
+        "n": result["n"],
+        "accuracy": result["accuracy"],
+    }
     print(json.dumps(summary, indent=1))
     if args.out:
         with open(args.out, "w") as f:
@@ -165,8 +190,15 @@ def cmd_serve_rm(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    handlers = {"train": cmd_train, "validate": cmd_validate, "demo": cmd_demo, "serve-rm": cmd_serve_rm,
-                "eval": cmd_eval, "bon": cmd_bon, "compare": cmd_compare}
+    handlers = {
+        "train": cmd_train,
+        "validate": cmd_validate,
+        "demo": cmd_demo,
+        "serve-rm": cmd_serve_rm,
+        "eval": cmd_eval,
+        "bon": cmd_bon,
+        "compare": cmd_compare,
+    }
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

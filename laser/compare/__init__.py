@@ -25,8 +25,11 @@ def _names(text: str) -> list[str]:
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``compare`` sub-command to an ``argparse`` subparsers object; returns its parser."""
     p = subparsers.add_parser("compare", help="methods x seeds on the embedded benchmark: tables, paired tests, plots")
-    p.add_argument("--config", help="YAML with the keys `laser compare --explain` lists (settings nested; a "
-                   "user: section runs your own laser train config and test set, see docs/compare.md)")
+    p.add_argument(
+        "--config",
+        help="YAML with the keys `laser compare --explain` lists (settings nested; a "
+        "user: section runs your own laser train config and test set, see docs/compare.md)",
+    )
     p.add_argument("--explain", action="store_true", help="print every config key: type, default, range, help")
     p.add_argument("overrides", nargs="*", help="dotted overrides as in laser train, e.g. settings.iterations=2")
     p.add_argument("--out", help="report folder (default compare_out); reruns skip finished (method, seed) jobs")
@@ -38,11 +41,18 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--add-rm", help="an RM that joins the run late (with --add-at)")
     p.add_argument("--add-at", type=int, help="global step at which --add-rm joins")
     p.add_argument("--analysis-methods", type=_names, help="methods of the noise / add-RM analyses")
-    p.add_argument("--judged", action="store_true", default=None,
-                   help="also: prompts without gold, LASeR vs a baseline, judge win rate")
+    p.add_argument(
+        "--judged",
+        action="store_true",
+        default=None,
+        help="also: prompts without gold, LASeR vs a baseline, judge win rate",
+    )
     p.add_argument("--judged-baseline", help="the baseline of --judged (default score_ensemble)")
-    p.add_argument("--step-cost", help="a `benchmarks/step_cost.py --json` file: adds the per-step time and memory "
-                   "of LASeR vs the ensembles with RMs of policy-like cost to the report")
+    p.add_argument(
+        "--step-cost",
+        help="a `benchmarks/step_cost.py --json` file: adds the per-step time and memory "
+        "of LASeR vs the ensembles with RMs of policy-like cost to the report",
+    )
     return p
 
 
@@ -65,11 +75,15 @@ def compare_main(args) -> int:
         print(f"laser compare: {exc}", file=sys.stderr)
         return 2
     # flags are CompareConfig keys by name (None = not given); dotted overrides go through the same loader
-    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(CompareConfig)
-             if f.name not in ("settings", "user")}
+    flags = {
+        f.name: getattr(args, f.name, None)
+        for f in dataclasses.fields(CompareConfig)
+        if f.name not in ("settings", "user")
+    }
     try:
-        cfg = load_compare_config(args.config, getattr(args, "overrides", None) or (), **flags,
-                                  settings=QUICK if args.quick else None)
+        cfg = load_compare_config(
+            args.config, getattr(args, "overrides", None) or (), **flags, settings=QUICK if args.quick else None
+        )
     except (ValueError, OSError) as exc:
         print(f"laser compare: {exc}", file=sys.stderr)
         return 2

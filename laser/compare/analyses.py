@@ -51,8 +51,9 @@ def agreement_matrix(counts: list[dict]) -> dict:
     return {"matrix": frac.tolist(), "n_pairs": total.astype(int).tolist()}
 
 
-def seed_item_matrices(runs_by_method: list[list[dict]],
-                       domain: str | None = None) -> tuple[list[np.ndarray], str] | None:
+def seed_item_matrices(
+    runs_by_method: list[list[dict]], domain: str | None = None
+) -> tuple[list[np.ndarray], str] | None:
     """Correctness of several methods as ``(n_seeds, n_items)`` matrices on shared items.
 
     Items are the (seed, test id) pairs every method has (of ``domain`` only, when given), in the
@@ -63,13 +64,17 @@ def seed_item_matrices(runs_by_method: list[list[dict]],
         ``([matrix per method], design)``, or None when seeds end up with different numbers of
         items (no rectangular grid; callers fall back to per-item statistics).
     """
-    maps = [{(r["seed"], i): (c, dom)
-             for r in runs for i, c, dom in zip(r["ids"], r["correct"], r["domains"], strict=True)}
-            for runs in runs_by_method]
+    maps = [
+        {(r["seed"], i): (c, dom) for r in runs for i, c, dom in zip(r["ids"], r["correct"], r["domains"], strict=True)}
+        for runs in runs_by_method
+    ]
     ids: dict = {}
     for r in sorted(runs_by_method[0], key=lambda r: r["seed"]):
-        ids[r["seed"]] = [i for i, dom in zip(r["ids"], r["domains"], strict=True) if (domain is None or dom == domain)
-                          and all((r["seed"], i) in m for m in maps[1:])]
+        ids[r["seed"]] = [
+            i
+            for i, dom in zip(r["ids"], r["domains"], strict=True)
+            if (domain is None or dom == domain) and all((r["seed"], i) in m for m in maps[1:])
+        ]
     if not ids or len({len(v) for v in ids.values()}) != 1 or not next(iter(ids.values())):
         return None
     mats = [np.array([[m[(s, i)][0] for i in v] for s, v in ids.items()], dtype=float) for m in maps]
@@ -99,8 +104,13 @@ def method_summary(runs: list[dict], domains: list[str], n_boot: int = 2000) -> 
             pooled += mine
             per_seed.append(float(np.mean(mine)))
         s = summarize(pooled, n_boot=n_boot, seed=0)
-        out[d] = {"mean": s["mean"], "std_seeds": float(np.std(per_seed)), "ci_low": s["ci_low"],
-                  "ci_high": s["ci_high"], "n": s["n"]}
+        out[d] = {
+            "mean": s["mean"],
+            "std_seeds": float(np.std(per_seed)),
+            "ci_low": s["ci_low"],
+            "ci_high": s["ci_high"],
+            "n": s["n"],
+        }
     return out
 
 
@@ -131,18 +141,36 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
         return {"n": 0}
     w = wilcoxon_signed_rank(a - b)
     pb = paired_bootstrap(a, b, n_boot=n_boot, seed=0)
-    out = {"n": int(a.size), "diff": pb["mean_diff"], "ci_low": pb["ci_low"], "ci_high": pb["ci_high"],
-           "p_value": pb["p_value"], "test": "paired bootstrap over pooled items",
-           "p_bootstrap": pb["p_value"], "ci_item": [pb["ci_low"], pb["ci_high"]], "p_wilcoxon": w["p_value"],
-           "n_nonzero": w["n"], "wins": int((a > b).sum()), "losses": int((a < b).sum())}
+    out = {
+        "n": int(a.size),
+        "diff": pb["mean_diff"],
+        "ci_low": pb["ci_low"],
+        "ci_high": pb["ci_high"],
+        "p_value": pb["p_value"],
+        "test": "paired bootstrap over pooled items",
+        "p_bootstrap": pb["p_value"],
+        "ci_item": [pb["ci_low"], pb["ci_high"]],
+        "p_wilcoxon": w["p_value"],
+        "n_nonzero": w["n"],
+        "wins": int((a > b).sum()),
+        "losses": int((a < b).sum()),
+    }
     grid = seed_item_matrices([a_runs, b_runs])
     if grid is None:
         out["p_note"] = "seeds have different numbers of items: per-item bootstrap only"
         return out
     (ma, mb), design = grid
     h = hierarchical_bootstrap(ma, mb, n_boot=n_boot, seed=0, design=design)
-    out.update(diff=h["mean_diff"], ci_low=h["ci_low"], ci_high=h["ci_high"], p_value=h["p_value"], test=h["test"],
-               df=h["df"], n_seeds=h["n_seeds"], design=design)
+    out.update(
+        diff=h["mean_diff"],
+        ci_low=h["ci_low"],
+        ci_high=h["ci_high"],
+        p_value=h["p_value"],
+        test=h["test"],
+        df=h["df"],
+        n_seeds=h["n_seeds"],
+        design=design,
+    )
     if (chk := min_attainable_p("hierarchical_bootstrap", h["n_seeds"])) and not chk["can_reach"]:
         out["p_note"] = chk["note"]
     seed_diff = ma.mean(axis=1) - mb.mean(axis=1)
@@ -154,8 +182,9 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
     return out
 
 
-def headroom(main: dict[str, list[dict]], extra: dict[str, list[dict]] | None = None,
-             n_boot: int = 10000) -> dict | None:
+def headroom(
+    main: dict[str, list[dict]], extra: dict[str, list[dict]] | None = None, n_boot: int = 10000
+) -> dict | None:
     """Where each method lies between ``random`` and ``oracle``: share of the headroom captured,
     ``(m - random) / (oracle - random)``, with its interval (:func:`laser.compare.stats.headroom_share`).
 
@@ -203,8 +232,10 @@ def selection_shares(runs: list[dict], rm_names: list[str], split_step: int | No
     def share(c):
         return (c / c.sum()).tolist() if c.sum() else [0.0] * K
 
-    out = {"by_iteration": [share(c) for c in it_counts],
-           "by_domain": {d: dict(zip(rm_names, share(c), strict=True)) for d, c in sorted(dom_counts.items())}}
+    out = {
+        "by_iteration": [share(c) for c in it_counts],
+        "by_domain": {d: dict(zip(rm_names, share(c), strict=True)) for d, c in sorted(dom_counts.items())},
+    }
     if split_step is not None:
         out["before"], out["after"] = (dict(zip(rm_names, share(h), strict=True)) for h in halves)
     return out
@@ -229,9 +260,12 @@ def mechanism(runs: list[dict], best_rm: dict[str, int], n_responses: int) -> di
                     hit, total = hit + int(arm == best_rm[dom]), total + 1
     gold = [r["pair_gold"] for r in runs if r.get("pair_gold") is not None]
     times = [t for r in runs for t in r.get("label_model_s") or []]
-    return {"best_rm_share": hit / total if total else None, "pair_gold": float(np.mean(gold)) if gold else None,
-            "calls_per_response": float(np.mean([r["responses_scored"] for r in runs])) / n_responses,
-            "label_model_ms": 1000 * float(np.median(times)) if times else None}
+    return {
+        "best_rm_share": hit / total if total else None,
+        "pair_gold": float(np.mean(gold)) if gold else None,
+        "calls_per_response": float(np.mean([r["responses_scored"] for r in runs])) / n_responses,
+        "label_model_ms": 1000 * float(np.median(times)) if times else None,
+    }
 
 
 def accuracy_curve(runs: list[dict]) -> dict:

@@ -30,8 +30,9 @@ def margin_labels(margins: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(z.max(axis=0)), labels, -1)
 
 
-def labelled_split(policy_dir: str, rms: list, n_train_per_domain: int, n_label_per_domain: int,
-                   seed: int, benchmark: str = "v1") -> dict:
+def labelled_split(
+    policy_dir: str, rms: list, n_train_per_domain: int, n_label_per_domain: int, seed: int, benchmark: str = "v1"
+) -> dict:
     """Contexts and labels for :meth:`ClassifierSelector.fit` on held-out train-split prompts.
 
     Returns:
@@ -62,6 +63,10 @@ def labelled_split(policy_dir: str, rms: list, n_train_per_domain: int, n_label_
     for d in sorted({ex.group for ex in held}):
         mine = labels[[ex.group == d for ex in held] & keep]
         share[d] = {nm: float(np.mean(mine == k)) if mine.size else 0.0 for k, nm in enumerate(names)}
-    return {"contexts": contexts[keep], "labels": labels[keep],
-            "domains": [ex.group for ex, k in zip(held, keep, strict=True) if k], "label_share": share,
-            "unlabelled": int((~keep).sum())}
+    return {
+        "contexts": contexts[keep],
+        "labels": labels[keep],
+        "domains": [ex.group for ex, k in zip(held, keep, strict=True) if k],
+        "label_share": share,
+        "unlabelled": int((~keep).sum()),
+    }

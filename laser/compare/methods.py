@@ -25,9 +25,16 @@ def default_methods(rm_names: list[str]) -> list[str]:
     """LASeR (the label-free reliability router), the paper's LASeR (``laser:neg_loss``), LinUCB on
     label-free feedback (``laser:auto_label_free``), the label-based ``laser:pair_accuracy``, the
     per-prompt variant, every baseline, the bounds and the other routers."""
-    return [PLAIN[0], "laser:neg_loss", "laser:auto_label_free", "laser:pair_accuracy", *PLAIN[1:], *BOUNDS,
-            *OTHER_ROUTERS,
-            *[f"single:{n}" for n in rm_names]]
+    return [
+        PLAIN[0],
+        "laser:neg_loss",
+        "laser:auto_label_free",
+        "laser:pair_accuracy",
+        *PLAIN[1:],
+        *BOUNDS,
+        *OTHER_ROUTERS,
+        *[f"single:{n}" for n in rm_names],
+    ]
 
 
 def check_method(method: str, rm_names: list[str]) -> str | None:
@@ -40,8 +47,19 @@ def selects_arms(method: str) -> bool:
     return method not in ("score_ensemble", "agreement_ensemble", "online_ensemble", "verifier")
 
 
-def train(method: str, seed: int, policy_dir: str, train_set, rm_names: list[str], settings, out: Path,
-          rms: list, reward_specs: list[dict] | None, classifier=None, eta: float = 0.5):
+def train(
+    method: str,
+    seed: int,
+    policy_dir: str,
+    train_set,
+    rm_names: list[str],
+    settings,
+    out: Path,
+    rms: list,
+    reward_specs: list[dict] | None,
+    classifier=None,
+    eta: float = 0.5,
+):
     """Train ``method`` up to ``settings.iterations`` (resuming from ``out``'s checkpoint).
 
     Returns:
@@ -50,13 +68,34 @@ def train(method: str, seed: int, policy_dir: str, train_set, rm_names: list[str
     from laser.benchmark import run_method
 
     if method == "classifier":  # LinUCB's strategy with the fitted classifier as its selector
-        return run_method("laser:auto_label_free", seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
-                          selector=classifier, reward_specs=reward_specs)
+        return run_method(
+            "laser:auto_label_free",
+            seed,
+            policy_dir,
+            train_set,
+            rm_names,
+            settings,
+            out,
+            rms=rms,
+            selector=classifier,
+            reward_specs=reward_specs,
+        )
     if method == "bayes_router":  # per-prompt LinTS with priors fitted on the labelled split
-        return run_method(method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
-                          selector=classifier, reward_specs=reward_specs)
-    return run_method(method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms,
-                      reward_specs=reward_specs, eta=eta)
+        return run_method(
+            method,
+            seed,
+            policy_dir,
+            train_set,
+            rm_names,
+            settings,
+            out,
+            rms=rms,
+            selector=classifier,
+            reward_specs=reward_specs,
+        )
+    return run_method(
+        method, seed, policy_dir, train_set, rm_names, settings, out, rms=rms, reward_specs=reward_specs, eta=eta
+    )
 
 
 def fit_classifier(policy_dir: str, rms: list, settings, n_label_per_domain: int, seed: int):
@@ -64,8 +103,7 @@ def fit_classifier(policy_dir: str, rms: list, settings, n_label_per_domain: int
     from laser.bandits.classifier import ClassifierSelector
     from laser.compare.labels import labelled_split
 
-    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed,
-                           settings.benchmark)
+    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed, settings.benchmark)
     clf = ClassifierSelector(len(rms), split["contexts"].shape[1], seed=seed)
     return clf.fit(split["contexts"], split["labels"]), split["label_share"]
 
@@ -78,10 +116,10 @@ def fit_labelled_selector(method: str, policy_dir: str, rms: list, settings, n_l
     from laser.bandits.bayes_router import BayesRouterSelector
     from laser.compare.labels import labelled_split
 
-    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed,
-                           settings.benchmark)
-    return BayesRouterSelector.from_labelled(split["contexts"], split["labels"], len(rms), seed=seed), \
-        split["label_share"]
+    split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed, settings.benchmark)
+    return BayesRouterSelector.from_labelled(split["contexts"], split["labels"], len(rms), seed=seed), split[
+        "label_share"
+    ]
 
 
 def empty_labelled_selector(method: str, policy_dir: str, n_arms: int, seed: int):

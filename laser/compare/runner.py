@@ -39,25 +39,29 @@ class CompareConfig:
 
     out: str = option("compare_out", "report folder; reruns skip finished (method, seed) jobs")
     seeds: int = option(3, "number of seeds (seeds 0, 1, ... run)", ge=1)
-    methods: list[str] = option(help="methods to run (empty: all, laser.compare.methods.default_methods)",
-                                factory=list)
+    methods: list[str] = option(help="methods to run (empty: all, laser.compare.methods.default_methods)", factory=list)
     settings: DemoSettings = option(help="sizes of each benchmark run", factory=DemoSettings)
-    noise: list[float] = option(help="Gaussian noise sigmas on RM scores: each > 0 reruns analysis_methods",
-                                factory=lambda: [0.0], ge=0)
+    noise: list[float] = option(
+        help="Gaussian noise sigmas on RM scores: each > 0 reruns analysis_methods", factory=lambda: [0.0], ge=0
+    )
     noise_rm: str = option("all", "RM whose scores get the noise, or 'all'")
     add_rm: str | None = option(None, "an RM that joins the run late (with add_at)")
     add_at: int | None = option(None, "global step at which add_rm joins", ge=2)
     judged: bool = option(False, "also: prompts without gold, laser vs judged_baseline, judge win rate")
     judged_baseline: str = option("score_ensemble", "the baseline of the judged comparison")
-    analysis_methods: list[str] = option(help="methods of the noise / add-RM analyses", factory=lambda: [
-        "laser", "laser:neg_loss", "round_robin", "random", "score_ensemble"])
+    analysis_methods: list[str] = option(
+        help="methods of the noise / add-RM analyses",
+        factory=lambda: ["laser", "laser:neg_loss", "round_robin", "random", "score_ensemble"],
+    )
     n_label_per_domain: int = option(50, "labelled prompts per domain for classifier and bayes_router", ge=1)
     eta: float = option(0.5, "step size of online_ensemble", gt=0)
     n_boot: int = option(2000, "bootstrap resamples of the intervals", ge=1)
-    user: UserConfig | None = option(None, "your own run config and test set instead of the benchmark "
-                                     "(laser.compare.user)")
-    step_cost: str | None = option(None, "a `benchmarks/step_cost.py --json` file: the cost table with RMs of "
-                                   "policy-like cost")
+    user: UserConfig | None = option(
+        None, "your own run config and test set instead of the benchmark (laser.compare.user)"
+    )
+    step_cost: str | None = option(
+        None, "a `benchmarks/step_cost.py --json` file: the cost table with RMs of policy-like cost"
+    )
 
 
 def check_config(cfg: CompareConfig, rm_names: list[str]) -> list[str]:
@@ -97,8 +101,9 @@ def load_compare_config(path: str | None, overrides: list[str] = (), **flags) ->
     from laser.config import ConfigError, apply_overrides, check_fields, parse_section, read_yaml
 
     data = read_yaml(path) if path else {}
-    data.update({k: dataclasses.asdict(v) if isinstance(v, DemoSettings) else v
-                 for k, v in flags.items() if v is not None})
+    data.update(
+        {k: dataclasses.asdict(v) if isinstance(v, DemoSettings) else v for k, v in flags.items() if v is not None}
+    )
     apply_overrides(data, overrides, path)
     if data.get("settings", {}) is None:  # an empty `settings:` section: the defaults
         del data["settings"]
@@ -144,8 +149,16 @@ class SeedData:
 
         model, tok = self._load()
         prompts = [ex.prompt for ex in self.train]
-        texts = generate(model, tok, prompts, s.max_new_tokens, greedy=False, temperature=0.8,
-                         num_return_sequences=s.n_samples, seed=self.seed)
+        texts = generate(
+            model,
+            tok,
+            prompts,
+            s.max_new_tokens,
+            greedy=False,
+            temperature=0.8,
+            num_return_sequences=s.n_samples,
+            seed=self.seed,
+        )
         rep = [p for p in prompts for _ in range(s.n_samples)]
         scores = np.stack([np.asarray(rm.score(rep, texts)) for rm in demo_rms(s, self.seed)])
         n = s.n_samples
@@ -171,8 +184,12 @@ def evaluate(model_tok, test, s: DemoSettings, keep_texts: bool = False) -> dict
     model, tok = model_tok
     texts = generate(model, tok, [format_prompt(e) for e in test], s.max_new_tokens)
     scored = example_accuracy(test, texts)  # Example.correct: the one correctness
-    out = {"accuracy": scored["accuracy"], "correct": [int(c) for c in scored["correct"]],
-           "ids": [e.id for e in test], "domains": [e.group for e in test]}
+    out = {
+        "accuracy": scored["accuracy"],
+        "correct": [int(c) for c in scored["correct"]],
+        "ids": [e.id for e in test],
+        "domains": [e.group for e in test],
+    }
     return {**out, "texts": texts} if keep_texts else out
 
 
@@ -183,15 +200,30 @@ def variants(cfg: CompareConfig, rm_names: list[str]) -> list[dict]:
     out = [{"tag": "main", "methods": methods, "sigma": 0.0, "add": None, "judged": False}]
     for sigma in sorted(set(cfg.noise)):
         if sigma > 0:
-            out.append({"tag": f"noise={sigma:g}", "methods": cfg.analysis_methods, "sigma": sigma,
-                        "add": None, "judged": False})
+            out.append(
+                {
+                    "tag": f"noise={sigma:g}",
+                    "methods": cfg.analysis_methods,
+                    "sigma": sigma,
+                    "add": None,
+                    "judged": False,
+                }
+            )
     if cfg.add_rm is not None:
         keep = [m for m in cfg.analysis_methods if m != f"single:{cfg.add_rm}"]
-        out.append({"tag": f"add={cfg.add_rm}@{cfg.add_at}", "methods": keep, "sigma": 0.0,
-                    "add": (cfg.add_rm, cfg.add_at), "judged": False})
+        out.append(
+            {
+                "tag": f"add={cfg.add_rm}@{cfg.add_at}",
+                "methods": keep,
+                "sigma": 0.0,
+                "add": (cfg.add_rm, cfg.add_at),
+                "judged": False,
+            }
+        )
     if cfg.judged:
-        out.append({"tag": "judged", "methods": ["laser", cfg.judged_baseline], "sigma": 0.0, "add": None,
-                    "judged": True})
+        out.append(
+            {"tag": "judged", "methods": ["laser", cfg.judged_baseline], "sigma": 0.0, "add": None, "judged": True}
+        )
     return out
 
 
@@ -216,33 +248,54 @@ def run_job(cfg: CompareConfig, variant: dict, method: str, data: SeedData, runs
     prog = json.loads(prog_path.read_text()) if prog_path.exists() else {"evals": [], "wall_time_s": 0.0}
     rms = _rms_for(variant, cfg, data.seed)
     names = [rm.name for rm in rms]
-    specs = ([{"add_at_step": variant["add"][1]} if n == variant["add"][0] else {} for n in names]
-             if variant["add"] else None)
+    specs = (
+        [{"add_at_step": variant["add"][1]} if n == variant["add"][0] else {} for n in names]
+        if variant["add"]
+        else None
+    )
     train_set = strip_gold(data.train) if variant["judged"] else data.train
     clf, label_share = None, None
     if method in ("classifier", "bayes_router"):  # the same labelled split, the same label budget
         if prog["evals"]:  # restored from the checkpoint
             clf = M.empty_labelled_selector(method, data.policy_dir, len(rms), data.seed)
         else:
-            clf, label_share = M.fit_labelled_selector(method, data.policy_dir, rms, cfg.settings,
-                                                       cfg.n_label_per_domain, data.seed)
+            clf, label_share = M.fit_labelled_selector(
+                method, data.policy_dir, rms, cfg.settings, cfg.n_label_per_domain, data.seed
+            )
             prog["label_share"] = label_share
     run_dir = None
     for it in range(len(prog["evals"]) + 1, cfg.settings.iterations + 1):
         t = time.perf_counter()
-        _, policy, run_dir = M.train(method, data.seed, data.policy_dir, train_set, names,
-                                     dataclasses.replace(cfg.settings, iterations=it), job, rms, specs,
-                                     classifier=clf, eta=cfg.eta)
+        _, policy, run_dir = M.train(
+            method,
+            data.seed,
+            data.policy_dir,
+            train_set,
+            names,
+            dataclasses.replace(cfg.settings, iterations=it),
+            job,
+            rms,
+            specs,
+            classifier=clf,
+            eta=cfg.eta,
+        )
         prog["wall_time_s"] += time.perf_counter() - t
-        prog["evals"].append(evaluate((policy.model, policy.tokenizer), data.test, cfg.settings,
-                                      keep_texts=variant["judged"]))
+        prog["evals"].append(
+            evaluate((policy.model, policy.tokenizer), data.test, cfg.settings, keep_texts=variant["judged"])
+        )
         prog["run_dir"] = str(run_dir)
         prog_path.write_text(json.dumps(prog))
-    result = {"method": method, "variant": variant["tag"], "seed": data.seed, "wall_time_s": prog["wall_time_s"],
-              "accuracy_by_iteration": [data.sft["accuracy"]] + [e["accuracy"] for e in prog["evals"]],
-              **{k: prog["evals"][-1][k] for k in ("accuracy", "correct", "ids", "domains")},
-              "label_share": prog.get("label_share"), "texts": prog["evals"][-1].get("texts"),
-              **_read_log(Path(prog["run_dir"]) / "log.jsonl", data.domain_of)}
+    result = {
+        "method": method,
+        "variant": variant["tag"],
+        "seed": data.seed,
+        "wall_time_s": prog["wall_time_s"],
+        "accuracy_by_iteration": [data.sft["accuracy"]] + [e["accuracy"] for e in prog["evals"]],
+        **{k: prog["evals"][-1][k] for k in ("accuracy", "correct", "ids", "domains")},
+        "label_share": prog.get("label_share"),
+        "texts": prog["evals"][-1].get("texts"),
+        **_read_log(Path(prog["run_dir"]) / "log.jsonl", data.domain_of),
+    }
     (job / "result.json").write_text(json.dumps(result))
     return result
 
@@ -250,14 +303,27 @@ def run_job(cfg: CompareConfig, variant: dict, method: str, data: SeedData, runs
 def _read_log(path: Path, domain_of: dict[str, str]) -> dict:
     """Per-step arms (with each prompt's domain), RM calls and, for the online ensemble, weights."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    steps = [{"global_step": r["global_step"], "iteration": r["iteration"], "arms": r["prompt_arms"],
-              "domains": [domain_of[p] for p in r["prompt_ids"]], "weights": r.get("weights")} for r in records]
+    steps = [
+        {
+            "global_step": r["global_step"],
+            "iteration": r["iteration"],
+            "arms": r["prompt_arms"],
+            "domains": [domain_of[p] for p in r["prompt_ids"]],
+            "weights": r.get("weights"),
+        }
+        for r in records
+    ]
     calls = records[-1]["responses_scored"]
     gold = [r["pair_accuracy"] for r in records if r.get("pair_accuracy") is not None]
-    return {"steps": steps, "responses_scored_per_rm": calls, "responses_scored": int(sum(calls)),
-            "feedback": records[-1].get("feedback"), "pair_gold": float(np.mean(gold)) if gold else None,
-            "probes": int(sum(r.get("probes") or 0 for r in records)),
-            "label_model_s": [r["label_model_s"] for r in records if r.get("label_model_s") is not None]}
+    return {
+        "steps": steps,
+        "responses_scored_per_rm": calls,
+        "responses_scored": int(sum(calls)),
+        "feedback": records[-1].get("feedback"),
+        "pair_gold": float(np.mean(gold)) if gold else None,
+        "probes": int(sum(r.get("probes") or 0 for r in records)),
+        "label_model_s": [r["label_model_s"] for r in records if r.get("label_model_s") is not None],
+    }
 
 
 def run_compare(cfg: CompareConfig) -> dict:
@@ -304,7 +370,10 @@ def _run_all(cfg: CompareConfig) -> dict:
                 res = run_job(cfg, v, method, data[seed], runs)
                 jobs.setdefault(v["tag"], {}).setdefault(method, []).append(res)
                 done += 1
-                print(f"[{done:3d}/{total}] {v['tag']:<14} {method:<24} seed {seed}: avg acc "
-                      f"{res['accuracy']['average']:.3f} (SFT {data[seed].sft['accuracy']['average']:.3f}) "
-                      f"train {res['wall_time_s']:5.1f}s ({time.perf_counter() - t:4.1f}s now)", flush=True)
+                print(
+                    f"[{done:3d}/{total}] {v['tag']:<14} {method:<24} seed {seed}: avg acc "
+                    f"{res['accuracy']['average']:.3f} (SFT {data[seed].sft['accuracy']['average']:.3f}) "
+                    f"train {res['wall_time_s']:5.1f}s ({time.perf_counter() - t:4.1f}s now)",
+                    flush=True,
+                )
     return report.write_report(cfg, jobs, data, rm_names, out, wall_time_s=time.perf_counter() - t0)

@@ -30,10 +30,24 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_compare
 
 from laser.tasks.metrics import bootstrap_ci
 
-__all__ = ["DESIGNS", "HIERARCHICAL_TEST", "MIN_SEEDS", "bootstrap_ci", "components_scaled", "headroom_share",
-           "hierarchical_bootstrap", "hierarchical_summary", "min_attainable_p", "paired_bootstrap",
-           "resampled_means", "summarize", "t_calibrated_p", "t_widen", "variance_components",
-           "wilcoxon_signed_rank"]
+__all__ = [
+    "DESIGNS",
+    "HIERARCHICAL_TEST",
+    "MIN_SEEDS",
+    "bootstrap_ci",
+    "components_scaled",
+    "headroom_share",
+    "hierarchical_bootstrap",
+    "hierarchical_summary",
+    "min_attainable_p",
+    "paired_bootstrap",
+    "resampled_means",
+    "summarize",
+    "t_calibrated_p",
+    "t_widen",
+    "variance_components",
+    "wilcoxon_signed_rank",
+]
 
 DESIGNS = ("crossed", "nested")
 #: what the p-value of :func:`hierarchical_bootstrap` is called in reports
@@ -62,8 +76,9 @@ def summarize(values: Sequence[float], n_boot: int = 2000, seed: int = 0, level:
     return {"mean": float(x.mean()), "std": float(x.std()), "ci_low": low, "ci_high": high, "n": int(x.size)}
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0,
-                     level: float = 0.95) -> dict:
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0, level: float = 0.95
+) -> dict:
     """Paired bootstrap of the mean difference ``mean(a - b)``, with a two-sided p-value.
 
     The pairs ``d_i = a_i - b_i`` are resampled with replacement ``n_boot`` times. The interval
@@ -94,8 +109,13 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10000
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     centred = means - observed  # the same resamples of d - mean(d)
     extreme = int((np.abs(centred) >= abs(observed) - 1e-12).sum())
-    return {"mean_diff": observed, "ci_low": float(low), "ci_high": float(high),
-            "p_value": (1 + extreme) / (n_boot + 1), "n": int(d.size)}
+    return {
+        "mean_diff": observed,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": (1 + extreme) / (n_boot + 1),
+        "n": int(d.size),
+    }
 
 
 def wilcoxon_signed_rank(differences: Sequence[float], alternative: str = "two-sided") -> dict:
@@ -156,14 +176,15 @@ def min_attainable_p(test: str, n: int, alpha: float = 0.05, n_boot: int = 10000
     if int(n) != n or n < 0:
         raise ValueError(f"min_attainable_p: n must be an integer >= 0, got {n!r}")
     if test in ("wilcoxon", "sign"):
-        min_p = min(1.0, 2.0 * 0.5 ** n)
+        min_p = min(1.0, 2.0 * 0.5**n)
     elif test == "bootstrap":
         min_p = 1.0 / (n_boot + 1) if n >= 1 else 1.0
     elif test == "hierarchical_bootstrap":
         min_p = 1.0 / (n_boot + 1) if n >= MIN_SEEDS else 1.0
     else:
-        raise ValueError(f"min_attainable_p: unknown test {test!r} (valid: wilcoxon, sign, bootstrap, "
-                         "hierarchical_bootstrap)")
+        raise ValueError(
+            f"min_attainable_p: unknown test {test!r} (valid: wilcoxon, sign, bootstrap, hierarchical_bootstrap)"
+        )
     unit = "items" if test == "bootstrap" else "seeds"
     if test == "hierarchical_bootstrap" and n < MIN_SEEDS:
         note = f"n/a ({n} seed{'s' if n != 1 else ''}: < {MIN_SEEDS}, seed variance not estimated)"
@@ -180,8 +201,10 @@ def _grids(mats: Sequence, what: str) -> np.ndarray:
         if m.ndim != 2 or 0 in m.shape:
             raise ValueError(f"{what}: need a non-empty (n_seeds, n_items) array, got shape {m.shape}")
         if m.shape != out[0].shape:
-            raise ValueError(f"{what}: arrays differ in shape ({out[0].shape} vs {m.shape}); the same seeds "
-                             "and items are needed for every method")
+            raise ValueError(
+                f"{what}: arrays differ in shape ({out[0].shape} vs {m.shape}); the same seeds "
+                "and items are needed for every method"
+            )
         if not np.isfinite(m).all():
             raise ValueError(f"{what}: values must be finite (drop NaN items first)")
     return np.stack(out)
@@ -198,8 +221,9 @@ def _counts(idx: np.ndarray, k: int) -> np.ndarray:
     return np.bincount((idx + k * np.arange(c)[:, None]).ravel(), minlength=c * k).reshape(c, k).astype(np.float64)
 
 
-def resampled_means(mats: Sequence, n_boot: int, seed: int = 0, design: str = "crossed",
-                    chunk: int = 1 << 21) -> np.ndarray:
+def resampled_means(
+    mats: Sequence, n_boot: int, seed: int = 0, design: str = "crossed", chunk: int = 1 << 21
+) -> np.ndarray:
     """Grand means of each ``(S, N)`` matrix over ``n_boot`` two-level resamples shared by all.
 
     One resample draws S seeds with replacement, then items with replacement:
@@ -227,11 +251,11 @@ def resampled_means(mats: Sequence, n_boot: int, seed: int = 0, design: str = "c
         if design == "crossed":
             u = _counts(item_rng.integers(0, N, size=(c, N)), N)
             w = _counts(seed_rng.integers(0, S, size=(c, S)), S)
-            out[lo:lo + c] = ((w[None] @ stack) * u[None]).sum(-1).T / (S * N)
+            out[lo : lo + c] = ((w[None] @ stack) * u[None]).sum(-1).T / (S * N)
         else:
             items = item_rng.integers(0, N, size=(c, S, N))
             flat = seed_rng.integers(0, S, size=(c, S))[:, :, None] * N + items
-            out[lo:lo + c] = stack.reshape(M, -1)[:, flat].mean(axis=(2, 3)).T
+            out[lo : lo + c] = stack.reshape(M, -1)[:, flat].mean(axis=(2, 3)).T
     return out
 
 
@@ -261,10 +285,22 @@ def variance_components(d: np.ndarray, design: str) -> dict:
     alpha = d.mean(axis=1, keepdims=True) - m
     beta = d.mean(axis=0, keepdims=True) - m if design == "crossed" or S == 1 else np.zeros((1, N))
     e = d - m - alpha - beta
-    v_a, v_b, v_e = float((alpha ** 2).mean()), float((beta ** 2).mean()), float((e ** 2).mean())
+    v_a, v_b, v_e = float((alpha**2).mean()), float((beta**2).mean()), float((e**2).mean())
     if S == 1:  # the item bootstrap: var(mean) = v_beta / N
-        return {"m": m, "alpha": alpha, "beta": beta, "e": e, "v_alpha": 0.0, "v_beta": v_b, "v_e": 0.0,
-                "s_seed": 0.0, "s_item": v_b, "s_e": 0.0, "var": v_b / N, "df": float(max(N - 1, 1))}
+        return {
+            "m": m,
+            "alpha": alpha,
+            "beta": beta,
+            "e": e,
+            "v_alpha": 0.0,
+            "v_beta": v_b,
+            "v_e": 0.0,
+            "s_seed": 0.0,
+            "s_item": v_b,
+            "s_e": 0.0,
+            "var": v_b / N,
+            "df": float(max(N - 1, 1)),
+        }
     crossed = design == "crossed"
     s_e = S * v_e / (S - 1) if crossed else v_e
     s_seed = max(S * v_a / (S - 1) - s_e / N, 0.0)
@@ -273,8 +309,20 @@ def variance_components(d: np.ndarray, design: str) -> dict:
     var = sum(t for t, _ in terms)
     den = sum(t * t / max(f, 1) for t, f in terms)
     df = var * var / den if den > 0 else math.inf
-    return {"m": m, "alpha": alpha, "beta": beta, "e": e, "v_alpha": v_a, "v_beta": v_b, "v_e": v_e,
-            "s_seed": s_seed, "s_item": s_item, "s_e": s_e, "var": var, "df": df}
+    return {
+        "m": m,
+        "alpha": alpha,
+        "beta": beta,
+        "e": e,
+        "v_alpha": v_a,
+        "v_beta": v_b,
+        "v_e": v_e,
+        "s_seed": s_seed,
+        "s_item": s_item,
+        "s_e": s_e,
+        "var": var,
+        "df": df,
+    }
 
 
 def components_scaled(d: Sequence, design: str = "crossed") -> np.ndarray:
@@ -299,8 +347,12 @@ def components_scaled(d: Sequence, design: str = "crossed") -> np.ndarray:
     def scale(s: float, v: float) -> float:
         return math.sqrt(s / v) if v > 0 else 1.0
 
-    return (c["m"] + scale(c["s_seed"], c["v_alpha"]) * c["alpha"] + scale(c["s_item"], c["v_beta"]) * c["beta"]
-            + scale(c["s_e"], c["v_e"]) * c["e"])
+    return (
+        c["m"]
+        + scale(c["s_seed"], c["v_alpha"]) * c["alpha"]
+        + scale(c["s_item"], c["v_beta"]) * c["beta"]
+        + scale(c["s_e"], c["v_e"]) * c["e"]
+    )
 
 
 # ----------------------------------------------------------------------------- Student t tails
@@ -329,8 +381,15 @@ def _interval(draws: np.ndarray, centre: float, level: float, widen: float) -> t
     return float(centre - widen * (centre - low)), float(centre + widen * (high - centre))
 
 
-def hierarchical_bootstrap(a: Sequence, b: Sequence, n_boot: int = 10000, seed: int = 0, level: float = 0.95,
-                           design: str = "crossed", t_tails: bool = True) -> dict:
+def hierarchical_bootstrap(
+    a: Sequence,
+    b: Sequence,
+    n_boot: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+    design: str = "crossed",
+    t_tails: bool = True,
+) -> dict:
     """Paired two-level bootstrap of ``mean(a - b)`` over seeds and items, with a two-sided p-value.
 
     ``a`` and ``b`` are ``(n_seeds, n_items)`` outcomes of two methods on the same seeds and items.
@@ -357,13 +416,23 @@ def hierarchical_bootstrap(a: Sequence, b: Sequence, n_boot: int = 10000, seed: 
     df = variance_components(d, design)["df"]
     widen = t_widen(df, level) if t_tails else 1.0
     low, high = _interval(means, observed, level, widen)
-    return {"mean_diff": observed, "ci_low": low, "ci_high": high,
-            "p_value": t_calibrated_p(p_boot, df) if t_tails else p_boot, "p_boot": p_boot, "df": df,
-            "n_seeds": int(d.shape[0]), "n_items": int(d.shape[1]), "design": design, "test": HIERARCHICAL_TEST}
+    return {
+        "mean_diff": observed,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": t_calibrated_p(p_boot, df) if t_tails else p_boot,
+        "p_boot": p_boot,
+        "df": df,
+        "n_seeds": int(d.shape[0]),
+        "n_items": int(d.shape[1]),
+        "design": design,
+        "test": HIERARCHICAL_TEST,
+    }
 
 
-def hierarchical_summary(x: Sequence, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                         design: str = "crossed") -> dict:
+def hierarchical_summary(
+    x: Sequence, n_boot: int = 2000, seed: int = 0, level: float = 0.95, design: str = "crossed"
+) -> dict:
     """Mean of an ``(n_seeds, n_items)`` outcome matrix with its two-level bootstrap interval
     (variance and tails calibrated as in :func:`hierarchical_bootstrap`).
 
@@ -375,8 +444,14 @@ def hierarchical_summary(x: Sequence, n_boot: int = 2000, seed: int = 0, level: 
     _check_design(design)
     draws = resampled_means([components_scaled(m, design)], n_boot, seed, design)[:, 0]
     low, high = _interval(draws, float(m.mean()), level, t_widen(variance_components(m, design)["df"], level))
-    return {"mean": float(m.mean()), "std_seeds": float(m.mean(axis=1).std()), "ci_low": low, "ci_high": high,
-            "n": int(m.size), "n_seeds": int(m.shape[0])}
+    return {
+        "mean": float(m.mean()),
+        "std_seeds": float(m.mean(axis=1).std()),
+        "ci_low": low,
+        "ci_high": high,
+        "n": int(m.size),
+        "n_seeds": int(m.shape[0]),
+    }
 
 
 def _quantile_inf(x: np.ndarray, q: float) -> float:
@@ -391,8 +466,15 @@ def _quantile_inf(x: np.ndarray, q: float) -> float:
     return float(s[lo] + (h - lo) * (s[hi] - s[lo]))
 
 
-def headroom_share(m: Sequence, random: Sequence, oracle: Sequence, n_boot: int = 10000, seed: int = 0,
-                   level: float = 0.95, design: str = "crossed") -> dict:
+def headroom_share(
+    m: Sequence,
+    random: Sequence,
+    oracle: Sequence,
+    n_boot: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+    design: str = "crossed",
+) -> dict:
     """Share of the oracle's headroom a method captures, ``(m - random) / (oracle - random)``.
 
     The two differences ``m - random`` and ``oracle - random``, each scaled by
@@ -415,8 +497,9 @@ def headroom_share(m: Sequence, random: Sequence, oracle: Sequence, n_boot: int 
     _check_design(design)
     obs = stack.mean(axis=(1, 2))
     num_d, den_d = stack[0] - stack[1], stack[2] - stack[1]
-    num, den = resampled_means([components_scaled(num_d, design), components_scaled(den_d, design)],
-                               n_boot, seed, design).T
+    num, den = resampled_means(
+        [components_scaled(num_d, design), components_scaled(den_d, design)], n_boot, seed, design
+    ).T
     none = den <= 0
     ratio = np.divide(num, den, out=np.zeros_like(num), where=~none)
     alpha = (1.0 - level) / 2.0
@@ -427,6 +510,12 @@ def headroom_share(m: Sequence, random: Sequence, oracle: Sequence, n_boot: int 
     if share is not None:
         widen = t_widen(min(variance_components(x, design)["df"] for x in (num_d, den_d)), level)
         low, high = share - widen * (share - low), share + widen * (high - share)
-    return {"share": share, "ci_low": low if np.isfinite(low) else None,
-            "ci_high": high if np.isfinite(high) else None, "headroom": head,
-            "no_headroom_draws": float(none.mean()), "n_seeds": int(stack.shape[1]), "n_items": int(stack.shape[2])}
+    return {
+        "share": share,
+        "ci_low": low if np.isfinite(low) else None,
+        "ci_high": high if np.isfinite(high) else None,
+        "headroom": head,
+        "no_headroom_draws": float(none.mean()),
+        "n_seeds": int(stack.shape[1]),
+        "n_items": int(stack.shape[2]),
+    }

@@ -41,7 +41,8 @@ class UserTestSet:
     """The ``user.test`` section: where the test prompts come from."""
 
     task: Literal["gsm8k", "strategyqa", "mmlu", "jsonl"] | None = option(
-        None, "format of the test set (required); jsonl = a prompt file with answer and task fields")
+        None, "format of the test set (required); jsonl = a prompt file with answer and task fields"
+    )
     path: str | None = option(None, "file or folder (required for jsonl; default: the Hub for gsm8k/mmlu)")
     split: str | None = option(None, "split file to pick from a task folder")
     limit: int | None = option(None, "use at most N test prompts (drawn with seed 0)", ge=1)
@@ -56,9 +57,13 @@ class UserConfig:
     max_new_tokens: int = option(256, "greedy evaluation length", ge=1)
     batch_size: int = option(16, "evaluation batch size", ge=1)
 
-SKIPPED = ("accuracy per iteration (each job is trained in one go)",
-           ("RM agreement (needs sampled, labelled responses of the benchmark)"), "noise / add-RM / judged analyses",
-           "plots")
+
+SKIPPED = (
+    "accuracy per iteration (each job is trained in one go)",
+    ("RM agreement (needs sampled, labelled responses of the benchmark)"),
+    "noise / add-RM / judged analyses",
+    "plots",
+)
 
 
 def default_user_methods(rm_names: list[str]) -> list[str]:
@@ -71,8 +76,10 @@ def check_user_method(method: str, rm_names: list[str]) -> str | None:
     if method in ("classifier", "bayes_router"):
         return f"{method}: needs the benchmark's labelled split; not available with user:"
     if method in ("oracle", "verifier"):
-        return (f"{method}: needs the benchmark's design (which RM is right per domain / the gold-answer RM); "
-                "with user:, add it to your run config's rewards and compare single:<rm> instead")
+        return (
+            f"{method}: needs the benchmark's design (which RM is right per domain / the gold-answer RM); "
+            "with user:, add it to your run config's rewards and compare single:<rm> instead"
+        )
     return M.check_method(method, rm_names)
 
 
@@ -129,7 +136,7 @@ def load_test(u: UserConfig) -> list:
     t = u.test
     if t.task == "jsonl":
         ex = read_prompts_jsonl(t.path)
-        return ex[:t.limit] if t.limit else ex
+        return ex[: t.limit] if t.limit else ex
     return load_task(t.task, t.path, split=t.split, limit=t.limit, seed=0 if t.limit else None)
 
 
@@ -159,12 +166,27 @@ def run_user_job(cfg, method: str, seed: int, test: list, runs: Path) -> dict:
     ev = evaluate_policy(trainer.policy, test, u.max_new_tokens, u.batch_size, show_progress=False)
     group = {ex.id: ex.group for ex in examples}
     log = [json.loads(x) for x in (job / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
-    result = {"method": method, "seed": seed, "wall_time_s": wall, "accuracy": ev["accuracy"],
-              "correct": [int(c) for c in ev["correct"]], "ids": [e.id for e in test],
-              "domains": [e.group for e in test], "responses_scored_per_rm": summary["responses_scored"],
-              "responses_scored": int(sum(summary["responses_scored"])), "feedback": log[-1].get("feedback") if log else None,
-              "steps": [{"global_step": r["global_step"], "iteration": r["iteration"], "arms": r["prompt_arms"],
-                         "domains": [group.get(i, "?") for i in r["prompt_ids"]]} for r in log]}
+    result = {
+        "method": method,
+        "seed": seed,
+        "wall_time_s": wall,
+        "accuracy": ev["accuracy"],
+        "correct": [int(c) for c in ev["correct"]],
+        "ids": [e.id for e in test],
+        "domains": [e.group for e in test],
+        "responses_scored_per_rm": summary["responses_scored"],
+        "responses_scored": int(sum(summary["responses_scored"])),
+        "feedback": log[-1].get("feedback") if log else None,
+        "steps": [
+            {
+                "global_step": r["global_step"],
+                "iteration": r["iteration"],
+                "arms": r["prompt_arms"],
+                "domains": [group.get(i, "?") for i in r["prompt_ids"]],
+            }
+            for r in log
+        ],
+    }
     (job / "result.json").write_text(json.dumps(result))
     return result
 
@@ -181,8 +203,13 @@ def _sft(cfg, test: list, runs: Path) -> dict:
     rcfg = load_config(cfg.user.run)
     policy = Policy(*load_model_and_tokenizer(rcfg.policy), chat_template=rcfg.policy.chat_template)
     ev = evaluate_policy(policy, test, cfg.user.max_new_tokens, cfg.user.batch_size, show_progress=False)
-    res = {"seed": 0, "accuracy": ev["accuracy"], "correct": [int(c) for c in ev["correct"]],
-           "ids": [e.id for e in test], "domains": [e.group for e in test]}
+    res = {
+        "seed": 0,
+        "accuracy": ev["accuracy"],
+        "correct": [int(c) for c in ev["correct"]],
+        "ids": [e.id for e in test],
+        "domains": [e.group for e in test],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res))
     return res
@@ -209,25 +236,40 @@ def run_user_compare(cfg) -> dict:
             t = time.perf_counter()
             res = run_user_job(cfg, method, seed, test, runs)
             jobs.setdefault(method, []).append(res)
-            print(f"[{sum(map(len, jobs.values())):3d}/{total}] {method:<24} seed {seed}: acc "
-                  f"{res['accuracy']['average']:.3f} (start {sft['accuracy']['average']:.3f}) "
-                  f"train {res['wall_time_s']:6.1f}s ({time.perf_counter() - t:5.1f}s now)", flush=True)
+            print(
+                f"[{sum(map(len, jobs.values())):3d}/{total}] {method:<24} seed {seed}: acc "
+                f"{res['accuracy']['average']:.3f} (start {sft['accuracy']['average']:.3f}) "
+                f"train {res['wall_time_s']:6.1f}s ({time.perf_counter() - t:5.1f}s now)",
+                flush=True,
+            )
     domains = sorted({d for r in next(iter(jobs.values())) for d in r["domains"]})
-    res = {"user": dataclasses.asdict(cfg.user), "seeds": list(range(cfg.seeds)), "rms": rm_names, "domains": domains,
-           "n_test": len(test), "tests": TESTS, "skipped": list(SKIPPED),
-           "sft": {"accuracy": A.method_summary([sft], domains, cfg.n_boot)}, "methods": {}, "selection": {}}
+    res = {
+        "user": dataclasses.asdict(cfg.user),
+        "seeds": list(range(cfg.seeds)),
+        "rms": rm_names,
+        "domains": domains,
+        "n_test": len(test),
+        "tests": TESTS,
+        "skipped": list(SKIPPED),
+        "sft": {"accuracy": A.method_summary([sft], domains, cfg.n_boot)},
+        "methods": {},
+        "selection": {},
+    }
     for m, rs in jobs.items():
-        e = {"accuracy": A.method_summary(rs, domains, cfg.n_boot),
-             "per_seed": {str(r["seed"]): r["accuracy"]["average"] for r in rs},
-             "responses_scored": float(np.mean([r["responses_scored"] for r in rs])),
-             "wall_time_s": float(np.mean([r["wall_time_s"] for r in rs])),
-             "wall_time_std": float(np.std([r["wall_time_s"] for r in rs])), "feedback": rs[0].get("feedback")}
+        e = {
+            "accuracy": A.method_summary(rs, domains, cfg.n_boot),
+            "per_seed": {str(r["seed"]): r["accuracy"]["average"] for r in rs},
+            "responses_scored": float(np.mean([r["responses_scored"] for r in rs])),
+            "wall_time_s": float(np.mean([r["wall_time_s"] for r in rs])),
+            "wall_time_std": float(np.std([r["wall_time_s"] for r in rs])),
+            "feedback": rs[0].get("feedback"),
+        }
         if m != "laser" and "laser" in jobs:
             e["vs_laser"] = A.paired_test(jobs["laser"], rs)
         res["methods"][m] = e
         if M.selects_arms(m) and any(r["steps"] for r in rs):
             res["selection"][m] = A.selection_shares(rs, rm_names)
-    if (hr := A.headroom(jobs)):  # an `oracle` method (selector.kwargs.arms_by_group) and `random` ran
+    if hr := A.headroom(jobs):  # an `oracle` method (selector.kwargs.arms_by_group) and `random` ran
         res["oracle_vs_random"] = hr["oracle_vs_random"]
         for m, share in hr["methods"].items():
             if m in res["methods"]:
@@ -246,29 +288,69 @@ def render_user(res: dict) -> str:
     from laser.compare.markdown import _p, _table, headroom_table, paired_table
 
     doms, u = res["domains"], res["user"]
-    lines = ["# laser compare report (user set-up)", "",
-             (f"Run config `{u['run']}`; test set {u['test'].get('task')} `{u['test'].get('path') or 'Hub'}` "
-              f"({res['n_test']} prompts); seeds {res['seeds']}; RMs {', '.join(res['rms'])}. Wall time of this "
-              f"invocation {res['wall_time_s']:.0f} s (finished jobs are not rerun)."), "", "## Accuracy (%)", "",
-             ("Greedy test accuracy: mean over seeds x test prompts, +- the std of the per-seed accuracies, and "
-              "the 95% bootstrap interval. `sft` is the run config's start policy."), ""]
-    rows = [[name, *[f"{_p(e['accuracy'][d]['mean'])} +-{_p(e['accuracy'][d]['std_seeds'])} "
-                     f"[{_p(e['accuracy'][d]['ci_low'])}, {_p(e['accuracy'][d]['ci_high'])}]"
-                     for d in [*doms, "average"]]]
-            for name, e in [("sft", res["sft"]), *res["methods"].items()]]
+    lines = [
+        "# laser compare report (user set-up)",
+        "",
+        (
+            f"Run config `{u['run']}`; test set {u['test'].get('task')} `{u['test'].get('path') or 'Hub'}` "
+            f"({res['n_test']} prompts); seeds {res['seeds']}; RMs {', '.join(res['rms'])}. Wall time of this "
+            f"invocation {res['wall_time_s']:.0f} s (finished jobs are not rerun)."
+        ),
+        "",
+        "## Accuracy (%)",
+        "",
+        (
+            "Greedy test accuracy: mean over seeds x test prompts, +- the std of the per-seed accuracies, and "
+            "the 95% bootstrap interval. `sft` is the run config's start policy."
+        ),
+        "",
+    ]
+    rows = [
+        [
+            name,
+            *[
+                f"{_p(e['accuracy'][d]['mean'])} +-{_p(e['accuracy'][d]['std_seeds'])} "
+                f"[{_p(e['accuracy'][d]['ci_low'])}, {_p(e['accuracy'][d]['ci_high'])}]"
+                for d in [*doms, "average"]
+            ],
+        ]
+        for name, e in [("sft", res["sft"]), *res["methods"].items()]
+    ]
     lines += _table(["method", *doms, "average"], rows)
     lines += paired_table(res["methods"], res["tests"])
     lines += headroom_table(res)
     lines += ["## Cost", ""]
-    lines += _table(["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
-                    [[m, str(e.get("feedback") or ""), f"{e['responses_scored']:.0f}",
-                      f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}"] for m, e in res["methods"].items()])
+    lines += _table(
+        ["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
+        [
+            [
+                m,
+                str(e.get("feedback") or ""),
+                f"{e['responses_scored']:.0f}",
+                f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}",
+            ]
+            for m, e in res["methods"].items()
+        ],
+    )
     if res["selection"]:
-        lines += ["## Which RM each selecting method used", "",
-                  "Share of each train domain's prompts scored by each RM (all iterations, seeds pooled).", ""]
-        lines += _table(["method", "domain", *res["rms"]],
-                        [[m, d, *[_p(r[n]) for n in res["rms"]]] for m, sel in res["selection"].items()
-                         for d, r in sel["by_domain"].items()])
-    lines += ["## Not in this report", "", "Benchmark-only parts skipped for a user set-up: "
-              + "; ".join(res["skipped"]) + ".", ""]
+        lines += [
+            "## Which RM each selecting method used",
+            "",
+            "Share of each train domain's prompts scored by each RM (all iterations, seeds pooled).",
+            "",
+        ]
+        lines += _table(
+            ["method", "domain", *res["rms"]],
+            [
+                [m, d, *[_p(r[n]) for n in res["rms"]]]
+                for m, sel in res["selection"].items()
+                for d, r in sel["by_domain"].items()
+            ],
+        )
+    lines += [
+        "## Not in this report",
+        "",
+        "Benchmark-only parts skipped for a user set-up: " + "; ".join(res["skipped"]) + ".",
+        "",
+    ]
     return "\n".join(lines)

@@ -82,23 +82,23 @@ class HashedNgramEmbedder:
         char_ngrams: character n-gram orders.
     """
 
-    def __init__(self, dim: int = 256, word_ngrams: Sequence[int] = (1, 2),
-                 char_ngrams: Sequence[int] = (3,)) -> None:
+    def __init__(self, dim: int = 256, word_ngrams: Sequence[int] = (1, 2), char_ngrams: Sequence[int] = (3,)) -> None:
         if int(dim) != dim or dim < 2:
             raise ValueError(f"HashedNgramEmbedder: dim must be an integer >= 2, got {dim!r}")
         orders = [*word_ngrams, *char_ngrams]
         if not orders or any(int(n) != n or n < 1 for n in orders):
-            raise ValueError(f"HashedNgramEmbedder: n-gram orders must be integers >= 1, got "
-                             f"word_ngrams={word_ngrams!r}, char_ngrams={char_ngrams!r}")
+            raise ValueError(
+                f"HashedNgramEmbedder: n-gram orders must be integers >= 1, got "
+                f"word_ngrams={word_ngrams!r}, char_ngrams={char_ngrams!r}"
+            )
         self.dim = int(dim)
         self.word_ngrams, self.char_ngrams = tuple(word_ngrams), tuple(char_ngrams)
 
     def features(self, text: str) -> list[str]:
         """The n-gram features of one text (prefixed by kind and order, so they never collide)."""
         words = _WORD_RE.findall(text.lower())
-        feats = [f"w{n}:" + " ".join(words[i:i + n]) for n in self.word_ngrams
-                 for i in range(len(words) - n + 1)]
-        feats += [f"c{n}:" + text[i:i + n] for n in self.char_ngrams for i in range(len(text) - n + 1)]
+        feats = [f"w{n}:" + " ".join(words[i : i + n]) for n in self.word_ngrams for i in range(len(words) - n + 1)]
+        feats += [f"c{n}:" + text[i : i + n] for n in self.char_ngrams for i in range(len(text) - n + 1)]
         return feats
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -116,8 +116,7 @@ class HashedNgramEmbedder:
         return out
 
     def __repr__(self) -> str:
-        return (f"HashedNgramEmbedder(dim={self.dim}, word_ngrams={self.word_ngrams}, "
-                f"char_ngrams={self.char_ngrams})")
+        return f"HashedNgramEmbedder(dim={self.dim}, word_ngrams={self.word_ngrams}, char_ngrams={self.char_ngrams})"
 
 
 class PolicyEmbedder:
@@ -157,16 +156,17 @@ class PolicyEmbedder:
         try:
             with torch.no_grad():
                 for start in range(0, len(texts), self.batch_size):
-                    batch = list(texts[start:start + self.batch_size])
-                    enc = self.tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                                         max_length=self.max_length)
+                    batch = list(texts[start : start + self.batch_size])
+                    enc = self.tokenizer(
+                        batch, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+                    )
                     enc = {k: v.to(device) for k, v in enc.items()}
                     hidden = self.model(**enc, output_hidden_states=True).hidden_states[-1]
                     mask = enc["attention_mask"]
                     positions = torch.arange(mask.shape[1], device=device)
                     last = (mask * positions).argmax(dim=1)  # last real token, left or right padding
                     rows = hidden[torch.arange(len(batch), device=device), last]
-                    out[start:start + len(batch)] = rows.double().cpu().numpy()
+                    out[start : start + len(batch)] = rows.double().cpu().numpy()
         finally:
             self.model.train(was_training)
         return out

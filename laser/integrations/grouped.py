@@ -82,8 +82,9 @@ def load_spec(source: Any, group_size: int | None = None, state_dir: str | None 
     return specs, spec
 
 
-def check_config(cfg: Any, routed: bool, group_size: int | None = None,
-                 state_dir: str | None = None) -> tuple[list, RoutingSpec | None, list[str]]:
+def check_config(
+    cfg: Any, routed: bool, group_size: int | None = None, state_dir: str | None = None
+) -> tuple[list, RoutingSpec | None, list[str]]:
     """Every problem of a config with ``rewards:`` and (``routed``) ``router:``, by dotted key.
 
     Returns:
@@ -92,7 +93,9 @@ def check_config(cfg: Any, routed: bool, group_size: int | None = None,
     """
     if not isinstance(cfg, dict):
         return [], None, [f"expected a mapping with `rewards:` and `router:`, got {type(cfg).__name__}"]
-    problems = [f"{key}: unknown top-level key (valid: rewards, router)" for key in cfg if key not in ("rewards", "router")]
+    problems = [
+        f"{key}: unknown top-level key (valid: rewards, router)" for key in cfg if key not in ("rewards", "router")
+    ]
     specs, least = cfg.get("rewards"), 2 if routed else 1
     if not isinstance(specs, list) or len(specs) < least:
         found = f"found: {', '.join(map(str, cfg)) or 'nothing'}" if "rewards" not in cfg else f"got {specs!r:.60}"
@@ -122,22 +125,38 @@ def _router_spec(section: Any, group_size: int | None, state_dir: str | None) ->
     from laser.bandits import SELECTORS
 
     checks = [
-        (spec.selector in SELECTORS, f"router.selector: {spec.selector!r} is not one of {', '.join(sorted(SELECTORS))}"),
-        (spec.feedback in FEEDBACK_NAMES, f"router.feedback: {spec.feedback!r} is not one of {', '.join(FEEDBACK_NAMES)}"),
-        (spec.task in (None, "auto") or str(spec.task).lower() in TASK_FORMATS,
-         f"router.task: {spec.task!r} has no answer extractor (valid: auto, {', '.join(TASK_FORMATS)})"),
-        (isinstance(spec.group_size, int) and spec.group_size >= 2,
-         f"router.group_size: {spec.group_size!r}; need an integer >= 2, the responses sampled per prompt "
-         "(verl: actor_rollout_ref.rollout.n; OpenRLHF: n_samples_per_prompt)"),
+        (
+            spec.selector in SELECTORS,
+            f"router.selector: {spec.selector!r} is not one of {', '.join(sorted(SELECTORS))}",
+        ),
+        (
+            spec.feedback in FEEDBACK_NAMES,
+            f"router.feedback: {spec.feedback!r} is not one of {', '.join(FEEDBACK_NAMES)}",
+        ),
+        (
+            spec.task in (None, "auto") or str(spec.task).lower() in TASK_FORMATS,
+            f"router.task: {spec.task!r} has no answer extractor (valid: auto, {', '.join(TASK_FORMATS)})",
+        ),
+        (
+            isinstance(spec.group_size, int) and spec.group_size >= 2,
+            f"router.group_size: {spec.group_size!r}; need an integer >= 2, the responses sampled per prompt "
+            "(verl: actor_rollout_ref.rollout.n; OpenRLHF: n_samples_per_prompt)",
+        ),
         (isinstance(spec.context_dim, int) and spec.context_dim >= 2, f"router.context_dim: {spec.context_dim!r} < 2"),
         (isinstance(spec.save_every, int) and spec.save_every >= 1, f"router.save_every: {spec.save_every!r} < 1"),
         (isinstance(spec.max_pending, int) and spec.max_pending >= 1, f"router.max_pending: {spec.max_pending!r} < 1"),
-        (spec.unscorable == "error" or (isinstance(spec.unscorable, (int, float)) and math.isfinite(spec.unscorable)),
-         f"router.unscorable: {spec.unscorable!r}; use error or a finite number"),
+        (
+            spec.unscorable == "error"
+            or (isinstance(spec.unscorable, (int, float)) and math.isfinite(spec.unscorable)),
+            f"router.unscorable: {spec.unscorable!r}; use error or a finite number",
+        ),
         (isinstance(spec.selector_options, dict), "router.selector_options: expected a mapping"),
         (spec.context == "hashed", f"router.context: {spec.context!r}; only hashed (n-grams of the prompt) is served"),
-        (spec.granularity == "prompt", f"router.granularity: {spec.granularity!r}; rows arrive one group at a time, "
-                                       "so only prompt (one RM per prompt group) is served"),
+        (
+            spec.granularity == "prompt",
+            f"router.granularity: {spec.granularity!r}; rows arrive one group at a time, "
+            "so only prompt (one RM per prompt group) is served",
+        ),
     ]
     problems += [msg for ok, msg in checks if not ok]
     if spec.selector in SELECTORS and isinstance(spec.selector_options, dict):
@@ -204,9 +223,16 @@ class GroupRouter:
         self.names, self.spec = list(names), spec
         self.embedder = HashedNgramEmbedder(spec.context_dim)
         feedback = "mixed_pair_accuracy" if spec.feedback == "auto" else spec.feedback
-        self.core = Router.from_rms([_Arm(n) for n in names], spec.selector, dim=spec.context_dim, per_prompt=True,
-                                    selector_options=spec.selector_options, seed=spec.seed, feedback=feedback,
-                                    pairing="all")  # every ranked pair of the group, as verl's GRPO sees it
+        self.core = Router.from_rms(
+            [_Arm(n) for n in names],
+            spec.selector,
+            dim=spec.context_dim,
+            per_prompt=True,
+            selector_options=spec.selector_options,
+            seed=spec.seed,
+            feedback=feedback,
+            pairing="all",
+        )  # every ranked pair of the group, as verl's GRPO sees it
         self.pending: OrderedDict[str, _Group] = OrderedDict()
         self.learned_ = self.tied_ = self.skipped_ = self.unlabelled_ = self.dropped_ = 0
 
@@ -263,9 +289,11 @@ class GroupRouter:
         needs_gold = self.core.feedback == "pair_accuracy"
         if task is None or (needs_gold and not labelled):
             if self.spec.feedback != "auto":
-                raise ValueError(f"router.feedback={self.core.feedback} needs a task (answer format) on every row"
-                                 f"{' and reward_model.ground_truth' if needs_gold else ''}; a group has "
-                                 f"task={task!r}, ground_truth={gold!r}")
+                raise ValueError(
+                    f"router.feedback={self.core.feedback} needs a task (answer format) on every row"
+                    f"{' and reward_model.ground_truth' if needs_gold else ''}; a group has "
+                    f"task={task!r}, ground_truth={gold!r}"
+                )
             self.unlabelled_ += 1  # chat prompts: no answer to check; the label-free signal is not here yet
             return "unlabelled"
         if len(group.arms) > 1:
@@ -273,8 +301,15 @@ class GroupRouter:
             return "skipped"
         from laser.routing import Batch
 
-        batch = Batch([group.prompt], tasks=[task], answers=[gold if labelled else ""], contexts=group.context[None, :],
-                      index=[0], arms=[group.arm], my_arms=[group.arm])
+        batch = Batch(
+            [group.prompt],
+            tasks=[task],
+            answers=[gold if labelled else ""],
+            contexts=group.context[None, :],
+            index=[0],
+            arms=[group.arm],
+            my_arms=[group.arm],
+        )
         batch.add_responses(group.texts, [0] * len(group.texts))
         batch.scores = np.asarray(group.scores, dtype=np.float64)
         self.core.pairs(batch)
@@ -285,15 +320,25 @@ class GroupRouter:
 
     def counters(self) -> dict:
         pool = self.core.pool
-        return {"rows_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist(),
-                "learned": self.learned_, "tied": self.tied_, "skipped": self.skipped_, "unlabelled": self.unlabelled_,
-                "dropped": self.dropped_, "pending": len(self.pending),
-                "down": {self.names[k]: pool.last_errors.get(k, "") for k in sorted(pool.down)}}
+        return {
+            "rows_scored": pool.responses_scored.tolist(),
+            "score_calls": pool.score_calls.tolist(),
+            "learned": self.learned_,
+            "tied": self.tied_,
+            "skipped": self.skipped_,
+            "unlabelled": self.unlabelled_,
+            "dropped": self.dropped_,
+            "pending": len(self.pending),
+            "down": {self.names[k]: pool.last_errors.get(k, "") for k in sorted(pool.down)},
+        }
 
     def state_dict(self) -> dict:
         """The core router's state plus this adapter's counters (``verl``)."""
         c = self.counters()
-        return {**self.core.state_dict(), "verl": {k: c[k] for k in ("learned", "tied", "skipped", "unlabelled", "dropped")}}
+        return {
+            **self.core.state_dict(),
+            "verl": {k: c[k] for k in ("learned", "tied", "skipped", "unlabelled", "dropped")},
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore :meth:`state_dict`'s output; arms masked by failures are given a fresh chance."""
@@ -358,8 +403,11 @@ class SharedRouter:
         """Write the state now (also called on the schedule); returns the folder (None: no state_dir)."""
         if self.root is None:
             return None
-        folder = save_router(self.root, self.router, self.router.learned_ + self.router.tied_ + self.router.skipped_
-                             + self.router.unlabelled_)
+        folder = save_router(
+            self.root,
+            self.router,
+            self.router.learned_ + self.router.tied_ + self.router.skipped_ + self.router.unlabelled_,
+        )
         self.saves += 1
         (log.warning if self.saves == 1 else log.info)("laser router: state saved to %s", folder)
         return str(folder)
@@ -368,5 +416,9 @@ class SharedRouter:
         return self.router.state_dict()
 
     def stats(self) -> dict:
-        return {**self.router.counters(), "counts": self.router.core.selector.counts_.tolist(), "saves": self.saves,
-                "resumed_from": str(self.resumed_from) if self.resumed_from else None}
+        return {
+            **self.router.counters(),
+            "counts": self.router.core.selector.counts_.tolist(),
+            "saves": self.saves,
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+        }

@@ -60,9 +60,11 @@ def _check_feedback(feedback: str) -> tuple[str, ...]:
     if feedback not in FEEDBACKS:
         raise ValueError(f"RMRouter: unknown feedback {feedback!r}; valid: {', '.join(FEEDBACKS)}")
     if feedback not in ROUND_FEEDBACKS:
-        raise ValueError(f"RMRouter: feedback {feedback!r} needs the training loss, which a TRL round does "
-                         "not give (GRPO's loss averages to about 0 over a round); use one of "
-                         f"{', '.join(ROUND_FEEDBACKS)}")
+        raise ValueError(
+            f"RMRouter: feedback {feedback!r} needs the training loss, which a TRL round does "
+            "not give (GRPO's loss averages to about 0 over a round); use one of "
+            f"{', '.join(ROUND_FEEDBACKS)}"
+        )
     return FEEDBACKS[feedback].needs
 
 
@@ -78,12 +80,23 @@ def _has(gold) -> bool:
 class RouterCore:
     """Decisions, scoring and feedback of the TRL router (see :class:`~laser.integrations.trl.RMRouter`)."""
 
-    def __init__(self, reward_models: Sequence, selector: str | Selector = "linucb", *,
-                 selector_options: dict | None = None, context: Any = "auto", context_dim: int = 256,
-                 feedback: str = "pair_accuracy", granularity: str = "round",
-                 answer_column: str = "answer", task_column: str = "task", task: str | None = None,
-                 tag_column: str | None = None, normalizer: QuantileNormalizer | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        reward_models: Sequence,
+        selector: str | Selector = "linucb",
+        *,
+        selector_options: dict | None = None,
+        context: Any = "auto",
+        context_dim: int = 256,
+        feedback: str = "pair_accuracy",
+        granularity: str = "round",
+        answer_column: str = "answer",
+        task_column: str = "task",
+        task: str | None = None,
+        tag_column: str | None = None,
+        normalizer: QuantileNormalizer | None = None,
+        seed: int = 0,
+    ) -> None:
         self.rms = check_reward_models(reward_models, "RMRouter", "TRL logs rewards/<name>/mean per function")
         self.names = [rm.name for rm in self.rms]
         self.needs = _check_feedback(feedback)
@@ -98,8 +111,10 @@ class RouterCore:
             problems.append(f"task {task!r} has no answer extractor (valid: {', '.join(TASK_FORMATS)})")
         if isinstance(selector, Selector):
             if selector.n_arms != len(self.rms):
-                problems.append(f"selector has {selector.n_arms} arms but {len(self.rms)} reward models were "
-                                f"given ({', '.join(self.names)})")
+                problems.append(
+                    f"selector has {selector.n_arms} arms but {len(self.rms)} reward models were "
+                    f"given ({', '.join(self.names)})"
+                )
             if selector_options:
                 problems.append("selector_options only apply when the selector is given by name")
         elif not isinstance(selector, str):
@@ -170,8 +185,7 @@ class RouterCore:
         return {k: self.pool.last_errors.get(k, "unavailable") for k in sorted(self.pool.down)}
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, num_generations: int, num_generations_eval: int | None = None, model=None,
-              tokenizer=None) -> None:
+    def setup(self, num_generations: int, num_generations_eval: int | None = None, model=None, tokenizer=None) -> None:
         """Bind to a run: group sizes, the policy (train/eval mode and its embedding), the selector.
 
         Raises:
@@ -179,23 +193,33 @@ class RouterCore:
                 selector that does not fit.
         """
         if num_generations is None or num_generations < 2:
-            raise ValueError(f"RMRouter: num_generations={num_generations}; the pair view needs at least 2 "
-                             "completions per prompt")
+            raise ValueError(
+                f"RMRouter: num_generations={num_generations}; the pair view needs at least 2 completions per prompt"
+            )
         self._group_size = {"train": int(num_generations), "eval": int(num_generations_eval or num_generations)}
         self._model = model
         if self.embedder is None:
             self.embedder = self._make_embedder(model, tokenizer)
         if self._selector is None:
-            self._selector = make_selector(self.selector_spec, len(self.rms), self.embedder.dim, self.seed,
-                                           **self.selector_options)
+            self._selector = make_selector(
+                self.selector_spec, len(self.rms), self.embedder.dim, self.seed, **self.selector_options
+            )
         elif self._selector.contextual and self._selector.dim != self.embedder.dim:
-            raise ValueError(f"RMRouter: selector expects {self._selector.dim}-dim contexts but the "
-                             f"{type(self.embedder).__name__} context has {self.embedder.dim} dims")
+            raise ValueError(
+                f"RMRouter: selector expects {self._selector.dim}-dim contexts but the "
+                f"{type(self.embedder).__name__} context has {self.embedder.dim} dims"
+            )
         if self.core is None:
             cls = BanditPerBatch if self.granularity == "round" else BanditPerPrompt
             name = self.selector_spec if isinstance(self.selector_spec, str) else type(self._selector).__name__
-            self.core = Router(cls(self._selector, name, self._selector.contextual), self.pool, self.feedback,
-                               normalizer=self._normalizer, collectives=self._coll, pairing="all")
+            self.core = Router(
+                cls(self._selector, name, self._selector.contextual),
+                self.pool,
+                self.feedback,
+                normalizer=self._normalizer,
+                collectives=self._coll,
+                pairing="all",
+            )
 
     def _make_embedder(self, model, tokenizer):
         kind = self.context
@@ -205,8 +229,10 @@ class RouterCore:
             kind = "policy" if model is not None and tokenizer is not None else "hashed"
         if kind == "policy":
             if model is None or tokenizer is None:
-                raise ValueError("RMRouter: context='policy' needs the trainer's model and tokenizer; add the "
-                                 "router to callbacks=[...] or choose context='hashed' or 'encoder'")
+                raise ValueError(
+                    "RMRouter: context='policy' needs the trainer's model and tokenizer; add the "
+                    "router to callbacks=[...] or choose context='hashed' or 'encoder'"
+                )
             from laser.integrations.context import PolicyEmbedder
 
             return PolicyEmbedder(model, tokenizer)
@@ -226,15 +252,19 @@ class RouterCore:
 
     def _call(self, k: int, prompts: list, completions: list, kw: dict) -> list[float | None]:
         if self.selector is None:
-            raise RuntimeError("RMRouter: not set up; pass the router as a trainer callback "
-                               "(callbacks=[router]) or call router.setup(...) first")
+            raise RuntimeError(
+                "RMRouter: not set up; pass the router as a trainer callback "
+                "(callbacks=[router]) or call router.setup(...) first"
+            )
         start, scored = time.perf_counter(), self.seconds_["score"]
         if self._round is None:
             self._round = self._begin(prompts, completions, kw)
         elif self._round.key is not completions:
             missing = sorted(set(self.names) - {self.names[i] for i in self._round.called})
-            raise RuntimeError(f"RMRouter: a new round began before reward functions {missing} of the "
-                               "last one were called; pass all of router.reward_funcs to the trainer")
+            raise RuntimeError(
+                f"RMRouter: a new round began before reward functions {missing} of the "
+                "last one were called; pass all of router.reward_funcs to the trainer"
+            )
         r = self._round
         if k in r.called:
             raise RuntimeError(f"RMRouter: reward function {self.names[k]!r} called twice in one round")
@@ -250,8 +280,10 @@ class RouterCore:
         """Raise if a round is half-served (some of ``reward_funcs`` never called)."""
         if self._round is not None:
             missing = sorted(set(self.names) - {self.names[i] for i in self._round.called})
-            raise RuntimeError(f"RMRouter: reward functions {missing} were not called this round; pass all "
-                               "of router.reward_funcs to the trainer")
+            raise RuntimeError(
+                f"RMRouter: reward functions {missing} were not called this round; pass all "
+                "of router.reward_funcs to the trainer"
+            )
 
     # ------------------------------------------------------------------ a round's start
     def _mode(self) -> str:
@@ -261,7 +293,7 @@ class RouterCore:
         mode = self._mode()
         g = self._group_size[mode]
         sizes = self._dist.all_gather(len(prompts))
-        offset, total = sum(sizes[:self._dist.rank]), sum(sizes)
+        offset, total = sum(sizes[: self._dist.rank]), sum(sizes)
         if total % g:
             raise RuntimeError(f"RMRouter: {total} completions in the round are not groups of {g}")
         groups = (offset + np.arange(len(prompts))) // g
@@ -271,8 +303,12 @@ class RouterCore:
             contexts = np.zeros((total // g, 0))
         local = sorted(set(groups.tolist()))  # the groups with rows here (one may straddle two processes)
         first = {int(gid): i for i, gid in reversed(list(enumerate(groups)))}
-        batch = Batch([prompt_text(prompts[first[gid]]) for gid in local], contexts=contexts, index=local,
-                      step=self.rounds_ + self.eval_rounds_ + 1)
+        batch = Batch(
+            [prompt_text(prompts[first[gid]]) for gid in local],
+            contexts=contexts,
+            index=local,
+            step=self.rounds_ + self.eval_rounds_ + 1,
+        )
         batch.add_responses([completion_text(c) for c in completions], np.searchsorted(local, groups))
         start = time.perf_counter()
         self.core.route(batch, trace=mode == "train")  # an RM that fails is masked, the round decided again
@@ -289,7 +325,7 @@ class RouterCore:
         # every process embeds as many texts (padding with its last one): a sharded policy
         # (ZeRO-3, FSDP) needs the same number of forward passes on every process
         most = max(self._dist.all_gather(len(texts)))
-        local = self.embedder.embed(texts + texts[-1:] * (most - len(texts)))[:len(texts)]
+        local = self.embedder.embed(texts + texts[-1:] * (most - len(texts)))[: len(texts)]
         table: dict[int, np.ndarray] = {}
         for part in self._dist.all_gather(list(zip(gids, np.asarray(local).tolist()))):
             for gid, vec in part:
@@ -324,10 +360,17 @@ class RouterCore:
         raw, applied = self.core.learn(batch, out, coll=whole)
         raws = [float(x) for x in raw if x is not None]
         rewards = [float(x) for x in applied if x is not None]
-        self.history_.append({
-            "round": self.rounds_, "step": int(getattr(kw.get("trainer_state"), "global_step", -1)),
-            "arms": r.group_arms.tolist(), "tags": tags, "raw": raws, "reward": rewards,
-            **{key: (v if np.isfinite(v) else None) for key, v in outcome.items()}})
+        self.history_.append(
+            {
+                "round": self.rounds_,
+                "step": int(getattr(kw.get("trainer_state"), "global_step", -1)),
+                "arms": r.group_arms.tolist(),
+                "tags": tags,
+                "raw": raws,
+                "reward": rewards,
+                **{key: (v if np.isfinite(v) else None) for key, v in outcome.items()},
+            }
+        )
         self.rounds_ += 1
         self._log_outcome(kw.get("log_metric"), outcome, raws, rewards)
 
@@ -338,18 +381,35 @@ class RouterCore:
         tasks = [self.task] * n if self.task is not None else kw.get(self.task_column, [None] * n)
         golds = kw.get(self.answer_column, [None] * n)
         tags = kw.get(self.tag_column, [None] * n) if self.tag_column else [None] * n
-        mine = [(int(r.groups[i]), float(r.scores[i]), completion_text(completions[i]), prompt_text(prompts[i]),
-                 tasks[i], golds[i], tags[i]) for i in range(n)]
+        mine = [
+            (
+                int(r.groups[i]),
+                float(r.scores[i]),
+                completion_text(completions[i]),
+                prompt_text(prompts[i]),
+                tasks[i],
+                golds[i],
+                tags[i],
+            )
+            for i in range(n)
+        ]
         rows = [row for part in self._dist.all_gather(mine) for row in part]
         first: dict[int, tuple] = {}
         for row in rows:
             first.setdefault(row[0], row)
         gids = sorted(first)
         self._check_columns(rows)
-        batch = Batch([first[g][3] for g in gids], tasks=[_task(first[g][4]) for g in gids],
-                      answers=[first[g][5] for g in gids], options=[parse_options(first[g][3]) for g in gids],
-                      groups=[first[g][6] for g in gids], contexts=r.contexts, index=list(range(len(gids))),
-                      arms=r.group_arms.tolist(), my_arms=r.group_arms.tolist())
+        batch = Batch(
+            [first[g][3] for g in gids],
+            tasks=[_task(first[g][4]) for g in gids],
+            answers=[first[g][5] for g in gids],
+            options=[parse_options(first[g][3]) for g in gids],
+            groups=[first[g][6] for g in gids],
+            contexts=r.contexts,
+            index=list(range(len(gids))),
+            arms=r.group_arms.tolist(),
+            my_arms=r.group_arms.tolist(),
+        )
         batch.add_responses([row[2] for row in rows], [gids.index(row[0]) for row in rows])
         batch.scores = np.array([row[1] for row in rows], dtype=np.float64)
         return batch, [first[g][6] for g in gids]
@@ -357,9 +417,11 @@ class RouterCore:
     def _check_columns(self, rows: list) -> None:
         """The feedback's reference must be computable on every row (``check_dataset`` checks it before training)."""
         if not all(_task(row[4]) for row in rows) or ("labels" in self.needs and not all(_has(row[5]) for row in rows)):
-            raise ValueError(f"RMRouter: feedback {self.feedback!r} needs a task on every row"
-                             f"{' and a gold answer' if 'labels' in self.needs else ''} (columns "
-                             f"{self.task_column!r}, {self.answer_column!r}, or task=...); this round lacks them")
+            raise ValueError(
+                f"RMRouter: feedback {self.feedback!r} needs a task on every row"
+                f"{' and a gold answer' if 'labels' in self.needs else ''} (columns "
+                f"{self.task_column!r}, {self.answer_column!r}, or task=...); this round lacks them"
+            )
 
     def _log_references(self, batch: Batch) -> list[str]:
         """The references logged besides the feedback's own: gold where every group has an answer, and majority."""

@@ -56,11 +56,11 @@ def require_trl() -> str:
     try:
         version = importlib.metadata.version("trl")
     except importlib.metadata.PackageNotFoundError:
-        raise ImportError("laser.integrations.trl needs TRL: pip install 'laser-rm[trl]' "
-                          f"(trl>={MIN_TRL})") from None
+        raise ImportError(f"laser.integrations.trl needs TRL: pip install 'laser-rm[trl]' (trl>={MIN_TRL})") from None
     if Version(version) < Version(MIN_TRL):
-        raise ImportError(f"laser.integrations.trl needs trl>={MIN_TRL}, found {version}: "
-                          "pip install -U 'laser-rm[trl]'")
+        raise ImportError(
+            f"laser.integrations.trl needs trl>={MIN_TRL}, found {version}: pip install -U 'laser-rm[trl]'"
+        )
     return version
 
 
@@ -97,16 +97,40 @@ class RMRouter(RouterCore, TrainerCallback):
             unknown or loss-based feedback, or another bad setting (all problems named at once).
     """
 
-    def __init__(self, reward_models: Sequence, selector: str | Selector = "linucb", *,
-                 selector_options: dict | None = None, context: Any = "auto", context_dim: int = 256,
-                 feedback: str = "pair_accuracy", granularity: str = "round", answer_column: str = "answer",
-                 task_column: str = "task", task: str | None = None, tag_column: str | None = None,
-                 normalizer: QuantileNormalizer | None = None, seed: int = 0, strict_resume: bool = True) -> None:
+    def __init__(
+        self,
+        reward_models: Sequence,
+        selector: str | Selector = "linucb",
+        *,
+        selector_options: dict | None = None,
+        context: Any = "auto",
+        context_dim: int = 256,
+        feedback: str = "pair_accuracy",
+        granularity: str = "round",
+        answer_column: str = "answer",
+        task_column: str = "task",
+        task: str | None = None,
+        tag_column: str | None = None,
+        normalizer: QuantileNormalizer | None = None,
+        seed: int = 0,
+        strict_resume: bool = True,
+    ) -> None:
         require_trl()
-        super().__init__(reward_models, selector, selector_options=selector_options, context=context,
-                         context_dim=context_dim, feedback=feedback, granularity=granularity,
-                         answer_column=answer_column, task_column=task_column, task=task,
-                         tag_column=tag_column, normalizer=normalizer, seed=seed)
+        super().__init__(
+            reward_models,
+            selector,
+            selector_options=selector_options,
+            context=context,
+            context_dim=context_dim,
+            feedback=feedback,
+            granularity=granularity,
+            answer_column=answer_column,
+            task_column=task_column,
+            task=task,
+            tag_column=tag_column,
+            normalizer=normalizer,
+            seed=seed,
+        )
         self.strict_resume = bool(strict_resume)
         self._resume_from: str | None = None
         self._round_steps = (1, 1)  # (gradient_accumulation_steps, micro-steps per round)
@@ -121,22 +145,34 @@ class RMRouter(RouterCore, TrainerCallback):
         """
         columns = _columns(dataset)
         need_task = self.task is None
-        missing = [c for c, needed in ((self.answer_column, "labels" in self.needs),
-                                       (self.task_column, need_task), (self.tag_column, self.tag_column is not None))
-                   if needed and c not in columns]
+        missing = [
+            c
+            for c, needed in (
+                (self.answer_column, "labels" in self.needs),
+                (self.task_column, need_task),
+                (self.tag_column, self.tag_column is not None),
+            )
+            if needed and c not in columns
+        ]
         if missing:
-            why = f"feedback {self.feedback!r} needs " + ("gold answers and a task per row" if "labels" in self.needs
-                                                          else "a task per row (its answer extractor)")
-            raise ValueError(f"RMRouter: dataset has no column(s) {missing} (columns: {sorted(columns)}); {why}; "
-                             "set answer_column= / task_column= / task= or add the column")
+            why = f"feedback {self.feedback!r} needs " + (
+                "gold answers and a task per row" if "labels" in self.needs else "a task per row (its answer extractor)"
+            )
+            raise ValueError(
+                f"RMRouter: dataset has no column(s) {missing} (columns: {sorted(columns)}); {why}; "
+                "set answer_column= / task_column= / task= or add the column"
+            )
         if not hasattr(dataset, "__len__"):
             return  # an iterable dataset: rows are checked as they come
         tasks = [self.task] * len(dataset) if self.task is not None else _column(dataset, self.task_column)
         golds = _column(dataset, self.answer_column) if "labels" in self.needs else [None] * len(tasks)
         bad = [f"row {i}: {p}" for i, (t, g) in enumerate(zip(tasks, golds)) if (p := self._row_problem(t, g))]
         if bad:
-            raise ValueError(f"RMRouter: {len(bad)} dataset row(s) unusable for feedback {self.feedback!r}: "
-                             + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
+            raise ValueError(
+                f"RMRouter: {len(bad)} dataset row(s) unusable for feedback {self.feedback!r}: "
+                + "; ".join(bad[:5])
+                + (" ..." if len(bad) > 5 else "")
+            )
 
     def _row_problem(self, task, gold) -> str | None:
         if task is None or str(task).lower() not in TASK_FORMATS:
@@ -162,18 +198,22 @@ class RMRouter(RouterCore, TrainerCallback):
         per_round = int(args.steps_per_generation) * int(getattr(args, "num_iterations", 1))
         self._round_steps = (ga, per_round)
         save_steps = save_steps if save_steps is not None else args.save_steps
-        if (self.strict_resume and str(getattr(args.save_strategy, "value", args.save_strategy)) == "steps"
-                and save_steps and (int(save_steps) * ga) % per_round):
+        if (
+            self.strict_resume
+            and str(getattr(args.save_strategy, "value", args.save_strategy)) == "steps"
+            and save_steps
+            and (int(save_steps) * ga) % per_round
+        ):
             raise ValueError(
                 f"RMRouter: save_steps={save_steps} x gradient_accumulation_steps={ga} is not a multiple of "
                 f"steps_per_generation x num_iterations={per_round}: a checkpoint would fall inside a "
                 "generation round, which TRL regenerates on resume, so the router's decisions after resume "
                 f"could not match; use save_steps a multiple of {per_round // np.gcd(per_round, ga)} "
-                "(or strict_resume=False to accept it)")
+                "(or strict_resume=False to accept it)"
+            )
 
     # ------------------------------------------------------------------ trainer hooks
-    def on_train_begin(self, args, state, control, model=None, processing_class=None, train_dataloader=None,
-                       **kwargs):
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, train_dataloader=None, **kwargs):
         self.check_args(args, save_steps=getattr(state, "save_steps", None))
         self.setup(args.num_generations, getattr(args, "num_generations_eval", None), model, processing_class)
         dataset = getattr(train_dataloader, "dataset", None)
@@ -183,8 +223,10 @@ class RMRouter(RouterCore, TrainerCallback):
             path = self._resume_from or os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             self.load(path, expect_step=state.global_step)
         elif self.rounds_:
-            raise RuntimeError("RMRouter: this router already routed a training run; build a new one "
-                               "(or resume with train(resume_from_checkpoint=...))")
+            raise RuntimeError(
+                "RMRouter: this router already routed a training run; build a new one "
+                "(or resume with train(resume_from_checkpoint=...))"
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         self.check_idle()
@@ -208,9 +250,16 @@ class RMRouter(RouterCore, TrainerCallback):
         if self.core is None:
             raise RuntimeError("RMRouter.state_dict: not set up yet")
         sd = self.core.state_dict()
-        sd["router"] = {"version": _STATE_VERSION, "rm_names": self.names, "feedback": self.feedback,
-                        "granularity": self.granularity, "context_dim": int(getattr(self.embedder, "dim", -1)),
-                        "rounds": self.rounds_, "eval_rounds": self.eval_rounds_, "history": self.history_}
+        sd["router"] = {
+            "version": _STATE_VERSION,
+            "rm_names": self.names,
+            "feedback": self.feedback,
+            "granularity": self.granularity,
+            "context_dim": int(getattr(self.embedder, "dim", -1)),
+            "rounds": self.rounds_,
+            "eval_rounds": self.eval_rounds_,
+            "history": self.history_,
+        }
         return sd
 
     def load_state_dict(self, sd: dict) -> None:
@@ -220,8 +269,11 @@ class RMRouter(RouterCore, TrainerCallback):
             ValueError: the state belongs to other RMs, another feedback, granularity or context.
         """
         meta, mine = sd["router"], self.state_dict()["router"]
-        wrong = [f"{k}: saved {meta.get(k)!r}, this router {mine[k]!r}"
-                 for k in ("version", "rm_names", "feedback", "granularity", "context_dim") if meta.get(k) != mine[k]]
+        wrong = [
+            f"{k}: saved {meta.get(k)!r}, this router {mine[k]!r}"
+            for k in ("version", "rm_names", "feedback", "granularity", "context_dim")
+            if meta.get(k) != mine[k]
+        ]
         if wrong:
             raise ValueError("RMRouter.load_state_dict: " + "; ".join(wrong))
         self.core.load_state_dict(sd)
@@ -249,17 +301,23 @@ class RMRouter(RouterCore, TrainerCallback):
         if sd is None and os.path.isfile(os.path.join(folder, "router.json")):
             sd, found = _read_v1(folder), folder  # written before the routing core
         if sd is None:
-            raise FileNotFoundError(f"RMRouter: no router state in {folder}; a run resumed at step "
-                                    f"{expect_step} needs the laser_router/ folder its checkpoint was saved with "
-                                    "(call router.resume_from(path) when the checkpoint is elsewhere)")
+            raise FileNotFoundError(
+                f"RMRouter: no router state in {folder}; a run resumed at step "
+                f"{expect_step} needs the laser_router/ folder its checkpoint was saved with "
+                "(call router.resume_from(path) when the checkpoint is elsewhere)"
+            )
         meta = sd["router"]
         if expect_step is not None and meta["global_step"] != expect_step:
-            raise ValueError(f"RMRouter: {found} holds the state of step {meta['global_step']}, "
-                             f"the trainer resumes at step {expect_step}")
+            raise ValueError(
+                f"RMRouter: {found} holds the state of step {meta['global_step']}, "
+                f"the trainer resumes at step {expect_step}"
+            )
         if meta.get("mid_round") and self.strict_resume:
-            raise ValueError(f"RMRouter: {found} was saved inside a generation round (step "
-                             f"{meta['global_step']}); TRL regenerates that round on resume, so the router "
-                             "cannot continue it exactly (strict_resume=False accepts it)")
+            raise ValueError(
+                f"RMRouter: {found} was saved inside a generation round (step "
+                f"{meta['global_step']}); TRL regenerates that round on resume, so the router "
+                "cannot continue it exactly (strict_resume=False accepts it)"
+            )
         self.load_state_dict(sd)
 
 
@@ -272,13 +330,21 @@ def _read_v1(folder: str) -> dict:
         meta = json.load(f)
     with np.load(os.path.join(folder, "state.npz"), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    part = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+    part = lambda prefix: {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
     down = {int(k): v for k, v in meta["down"].items()}
-    return {"strategy": part("selector."), "normalizer": part("normalizer."),
-            "pool": {"rm_names": meta["rm_names"], "responses_scored": arrays["rows_scored"].tolist(),
-                     "score_calls": arrays["calls"].tolist(), "down": sorted(down),
-                     "errors": {str(k): v for k, v in down.items()}},
-            "counters": {"skipped": meta["skipped"]}, "router": {**meta, "version": _STATE_VERSION}}
+    return {
+        "strategy": part("selector."),
+        "normalizer": part("normalizer."),
+        "pool": {
+            "rm_names": meta["rm_names"],
+            "responses_scored": arrays["rows_scored"].tolist(),
+            "score_calls": arrays["calls"].tolist(),
+            "down": sorted(down),
+            "errors": {str(k): v for k, v in down.items()},
+        },
+        "counters": {"skipped": meta["skipped"]},
+        "router": {**meta, "version": _STATE_VERSION},
+    }
 
 
 def _columns(dataset) -> set[str]:

@@ -91,8 +91,10 @@ class RoutedScoring:
         await self._ask("report", uid, arm, response, score, None if gold is None else str(gold), task)
         if not math.isfinite(score):
             if self.spec.unscorable == "error":
-                raise ValueError(f"reward model {self.names[arm]!r} could not score a response of prompt uid {uid} "
-                                 "(NaN); set router.unscorable to a number to give verl that reward instead")
+                raise ValueError(
+                    f"reward model {self.names[arm]!r} could not score a response of prompt uid {uid} "
+                    "(NaN); set router.unscorable to a number to give verl that reward instead"
+                )
             score = float(self.spec.unscorable)
         return {"reward_score": score, "reward_extra_info": {"laser_arm": arm}}
 
@@ -101,7 +103,7 @@ class RoutedScoring:
         prompt_ids, response_ids = item.batch["prompts"], item.batch["responses"]
         mask = item.batch["attention_mask"]
         n_prompt, n_response = prompt_ids.shape[-1], response_ids.shape[-1]
-        response = self.tokenizer.decode(response_ids[:int(mask[-n_response:].sum())], skip_special_tokens=True)
+        response = self.tokenizer.decode(response_ids[: int(mask[-n_response:].sum())], skip_special_tokens=True)
         raw = item.non_tensor_batch.get("raw_prompt")
         if raw is not None:
             return prompt_text(list(raw) if not isinstance(raw, str) else raw), response
@@ -114,8 +116,10 @@ def _verl_spec(config: Any) -> tuple[list, RoutingSpec]:
     kwargs = config.reward.get("reward_kwargs") or {}
     source = kwargs.get("laser")
     if source is None:
-        raise ValueError("LaserRewardManager: set +reward.reward_kwargs.laser=<path of a YAML with `rewards:` and "
-                         "`router:`> (see docs/verl.md)")
+        raise ValueError(
+            "LaserRewardManager: set +reward.reward_kwargs.laser=<path of a YAML with `rewards:` and "
+            "`router:`> (see docs/verl.md)"
+        )
     n = config.actor_rollout_ref.rollout.get("n")
     ckpt = config.trainer.get("default_local_dir")
     return load_spec(source, group_size=n, state_dir=str(Path(ckpt) / "laser_router") if ckpt else None)

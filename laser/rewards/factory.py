@@ -62,8 +62,11 @@ def _placement_problems(i: int, spec: dict) -> list[str]:
     kind, who = spec.get("type"), f"reward model {spec.get('name')!r}"
     keys = [k for k in ("device", "offload") if k in spec]
     if kind not in MODEL_BACKED:
-        where = ("it is placed by its server: set device/offload in the `laser serve-rm` config"
-                 if kind == "remote" else f"only {', '.join(MODEL_BACKED)} load a model")
+        where = (
+            "it is placed by its server: set device/offload in the `laser serve-rm` config"
+            if kind == "remote"
+            else f"only {', '.join(MODEL_BACKED)} load a model"
+        )
         return [f"rewards[{i}].{k}: {who} (type {kind}) takes no {k}; {where}" for k in keys]
     problems = []
     if "device" in spec and device_problem(spec["device"]):
@@ -108,8 +111,10 @@ def check_specs(specs: list[dict]) -> list[str]:
             if placement and key in ("device", "offload"):
                 continue  # already reported, with the reason
             if key not in COMMON and key not in params and not has_var_kw:
-                problems.append(f"rewards[{i}].{key}: unknown argument for type {kind} "
-                                f"(valid: {', '.join(k for k in params if k != 'self')})")
+                problems.append(
+                    f"rewards[{i}].{key}: unknown argument for type {kind} "
+                    f"(valid: {', '.join(k for k in params if k != 'self')})"
+                )
         for pname, p in params.items():
             required = p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
             if required and pname not in spec and pname != "name":

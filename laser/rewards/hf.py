@@ -69,8 +69,13 @@ class HFClassifierRM:
         self.overflow = hf.check_overflow(overflow)
         self.placement = Placement(self.name, device, offload)
         self.model, self.tokenizer = hf.prepare(
-            model, tokenizer, "AutoModelForSequenceClassification", gguf_file,
-            self.placement.home, dtype, self.placement.dtype_device,
+            model,
+            tokenizer,
+            "AutoModelForSequenceClassification",
+            gguf_file,
+            self.placement.home,
+            dtype,
+            self.placement.dtype_device,
         )
         self.placement.attach(self.model)
         self.pad_id = self.model.config.pad_token_id

@@ -120,7 +120,12 @@ class ImplicitDPORM:
         self.overflow = hf.check_overflow(overflow)
         self.placement = Placement(self.name, device, offload)
         self.policy, self.tokenizer = hf.prepare(
-            policy, tokenizer, "AutoModelForCausalLM", gguf_file, self.placement.home, dtype,
+            policy,
+            tokenizer,
+            "AutoModelForCausalLM",
+            gguf_file,
+            self.placement.home,
+            dtype,
             self.placement.dtype_device,
         )
         self.reference = self._load_reference(reference, reference_gguf_file, dtype)
@@ -138,8 +143,9 @@ class ImplicitDPORM:
         if isinstance(reference, tuple):
             reference = reference[0]
         dev = hf.model_device(self.policy)
-        ref, _ = hf.prepare(reference, self.tokenizer, "AutoModelForCausalLM", gguf_file, dev, dtype,
-                            self.placement.dtype_device)
+        ref, _ = hf.prepare(
+            reference, self.tokenizer, "AutoModelForCausalLM", gguf_file, dev, dtype, self.placement.dtype_device
+        )
         v_pol = getattr(self.policy.config, "vocab_size", None)
         v_ref = getattr(ref.config, "vocab_size", None)
         if v_pol is not None and v_ref is not None and v_pol != v_ref:

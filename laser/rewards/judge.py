@@ -44,9 +44,7 @@ def resolve_token_ids(tokenizer: Any, variants: Sequence[str], what: str) -> lis
         if len(enc) == 1 and enc[0] not in ids:
             ids.append(enc[0])
     if not ids:
-        raise ValueError(
-            f"none of the {what} tokens {list(variants)!r} is a single token in this vocabulary"
-        )
+        raise ValueError(f"none of the {what} tokens {list(variants)!r} is a single token in this vocabulary")
     return ids
 
 
@@ -85,13 +83,17 @@ def choice_probs(
 class _Judge:
     """Shared set-up of the judges: load the model, resolve answer tokens."""
 
-    def __init__(self, model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file,
-                 name, offload):
+    def __init__(self, model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file, name, offload):
         self.batch_size = batch_size
         self.use_chat_template = use_chat_template
         self.placement = Placement(name, device, offload)
         self.model, self.tokenizer = hf.prepare(
-            model, tokenizer, "AutoModelForCausalLM", gguf_file, self.placement.home, dtype,
+            model,
+            tokenizer,
+            "AutoModelForCausalLM",
+            gguf_file,
+            self.placement.home,
+            dtype,
             self.placement.dtype_device,
         )
         self.placement.attach(self.model)
@@ -108,9 +110,7 @@ class _Judge:
     def probs(self, contents: list[str], first: list[int], second: list[int]) -> np.ndarray:
         texts = [self.render(c) for c in contents]
         with self.placement.scoring(), torch.inference_mode():
-            return choice_probs(
-                self.model, self.tokenizer, texts, first, second, self.pad_id, self.batch_size
-            )
+            return choice_probs(self.model, self.tokenizer, texts, first, second, self.pad_id, self.batch_size)
 
 
 class YesNoJudgeRM(_Judge):
@@ -159,8 +159,7 @@ class YesNoJudgeRM(_Judge):
             if key not in template:
                 raise ValueError(f"judge template lacks the placeholder {key}: {template!r}")
         self.name = name or (f"judge:{model}" if isinstance(model, str) else "yes_no_judge")
-        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file,
-                         self.name, offload)
+        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file, self.name, offload)
         self.template = template
         self.yes_ids = resolve_token_ids(self.tokenizer, yes_tokens, "yes")
         self.no_ids = resolve_token_ids(self.tokenizer, no_tokens, "no")
@@ -217,22 +216,17 @@ class PairwiseJudge(_Judge):
             if key not in template:
                 raise ValueError(f"pairwise template lacks the placeholder {key}: {template!r}")
         self.name = name or (f"pairwise:{model}" if isinstance(model, str) else "pairwise_judge")
-        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file,
-                         self.name, offload)
+        super().__init__(model, tokenizer, batch_size, use_chat_template, device, dtype, gguf_file, self.name, offload)
         self.template = template
         self.a_ids = resolve_token_ids(self.tokenizer, a_tokens, "A")
         self.b_ids = resolve_token_ids(self.tokenizer, b_tokens, "B")
         if set(self.a_ids) & set(self.b_ids):
             raise ValueError(f"A and B tokens share ids {set(self.a_ids) & set(self.b_ids)}")
 
-    def prefer(
-        self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]
-    ) -> np.ndarray:
+    def prefer(self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]) -> np.ndarray:
         """P(responses_a[i] is better than responses_b[i]), float64 in [0, 1], shape (n,)."""
         if not len(prompts) == len(responses_a) == len(responses_b):
-            raise ValueError(
-                f"{len(prompts)} prompts, {len(responses_a)} responses_a, {len(responses_b)} responses_b"
-            )
+            raise ValueError(f"{len(prompts)} prompts, {len(responses_a)} responses_a, {len(responses_b)} responses_b")
         fmt = self.template.format
         triples = list(zip(prompts, responses_a, responses_b, strict=True))
         ab = [fmt(prompt=p, response_a=a, response_b=b) for p, a, b in triples]

@@ -132,8 +132,10 @@ class Placement:
                 self._move("cpu")
             except Exception as exc:  # a failure of the call itself takes precedence
                 if ok:
-                    raise RewardModelError(f"reward model {self.name!r}: moving it back to CPU memory "
-                                           f"failed: {exc.__class__.__name__}: {exc}") from exc
+                    raise RewardModelError(
+                        f"reward model {self.name!r}: moving it back to CPU memory "
+                        f"failed: {exc.__class__.__name__}: {exc}"
+                    ) from exc
                 log.warning("reward model %r: moving back to CPU memory failed too: %s", self.name, exc)
 
     def _move(self, device) -> None:
@@ -152,7 +154,8 @@ class Placement:
                 self._release()
         raise RewardModelError(
             f"reward model {self.name!r}: moving it to {self.compute} failed after {attempts} attempt(s): "
-            f"{last.__class__.__name__}: {last}") from last
+            f"{last.__class__.__name__}: {last}"
+        ) from last
 
     def _release(self) -> None:
         """Best effort after a failed move: weights back to CPU memory, the CUDA cache emptied."""

@@ -199,12 +199,16 @@ class RemoteRM:
             waited = self._clock() - self._opened_at
             if self._trial_running or waited < self.breaker_cooldown:
                 self.n_rejected += 1
-                why = "a trial call is running" if self._trial_running else (
-                    f"retry in {self.breaker_cooldown - waited:.1f} s")
+                why = (
+                    "a trial call is running"
+                    if self._trial_running
+                    else (f"retry in {self.breaker_cooldown - waited:.1f} s")
+                )
                 raise RewardModelUnavailable(
                     f"remote reward model {self.name!r} at {self.endpoint}: circuit open after "
                     f"{self._consecutive_failures} consecutive failed calls ({why}); "
-                    f"last error: {self.last_error}")
+                    f"last error: {self.last_error}"
+                )
             self._trial_running = True
             return True
 
@@ -245,7 +249,7 @@ class RemoteRM:
             until = None if self.deadline is None else start + self.deadline
             size = self.batch_size or len(responses)
             parts = [
-                self._request(list(prompts[i:i + size]), list(responses[i:i + size]), until, trial)
+                self._request(list(prompts[i : i + size]), list(responses[i : i + size]), until, trial)
                 for i in range(0, len(responses), size)
             ]
             ok = True
@@ -259,8 +263,7 @@ class RemoteRM:
         finally:  # error stays None on KeyboardInterrupt: only the trial flag is cleared
             self._leave(ok, error)
 
-    def _request(self, prompts: list[str], responses: list[str], until: float | None,
-                 trial: bool) -> np.ndarray:
+    def _request(self, prompts: list[str], responses: list[str], until: float | None, trial: bool) -> np.ndarray:
         """One request with its retries; returns the scores or raises RewardModelUnavailable."""
         if self.api == "laser":
             payload = {"prompts": prompts, "responses": responses}
@@ -284,13 +287,13 @@ class RemoteRM:
                 break
             delay = self._backoff(k, err.retry_after)
             if until is not None and self._clock() + delay >= until:
-                err = _AttemptError(f"{err}; deadline of {self.deadline} s leaves no time to retry",
-                                    False)
+                err = _AttemptError(f"{err}; deadline of {self.deadline} s leaves no time to retry", False)
                 break
             self._sleep(delay)
         raise RewardModelUnavailable(
             f"remote reward model {self.name!r} at {self.endpoint} failed after {k + 1} "
-            f"attempt(s){' (half-open trial)' if trial else ''}: {err}")
+            f"attempt(s){' (half-open trial)' if trial else ''}: {err}"
+        )
 
     def _backoff(self, k: int, retry_after: float | None) -> float:
         """Delay before retry k+1: exponential, jittered, raised to Retry-After, capped."""
@@ -332,8 +335,12 @@ class RemoteRM:
                 raise _AttemptError(f"cannot connect: {_os_text(exc)}", True) from None
             conn.sock.settimeout(read_t)
             try:
-                conn.request("POST", self._path, body=body,
-                             headers={"Content-Type": "application/json", "Accept": "application/json"})
+                conn.request(
+                    "POST",
+                    self._path,
+                    body=body,
+                    headers={"Content-Type": "application/json", "Accept": "application/json"},
+                )
                 resp = conn.getresponse()
                 data = resp.read(MAX_RESPONSE_BYTES + 1)
             except TimeoutError:

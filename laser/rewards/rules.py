@@ -49,8 +49,15 @@ class VerifierRM:
         tasks: prompt text -> its own answer format, for prompts of several tasks (else ``task``).
     """
 
-    def __init__(self, name: str = "verifier", task: str = "gsm8k", gold: dict | None = None,
-                 data: str | None = None, wrong: float = 0.0, tasks: dict | None = None):
+    def __init__(
+        self,
+        name: str = "verifier",
+        task: str = "gsm8k",
+        gold: dict | None = None,
+        data: str | None = None,
+        wrong: float = 0.0,
+        tasks: dict | None = None,
+    ):
         from laser.tasks.extract import is_correct
 
         if gold is None and data is not None:

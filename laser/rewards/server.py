@@ -64,8 +64,16 @@ class RMServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client connection never blocks shutdown
     request_queue_size = 128  # listen backlog: the default 5 drops bursts of concurrent clients
 
-    def __init__(self, rms: Mapping[str, RewardModel], host: str, port: int, max_batch: int,
-                 max_body_bytes: int, request_timeout: float, router=None):
+    def __init__(
+        self,
+        rms: Mapping[str, RewardModel],
+        host: str,
+        port: int,
+        max_batch: int,
+        max_body_bytes: int,
+        request_timeout: float,
+        router=None,
+    ):
         self.rms = dict(rms)
         self.router = router  # a laser.integrations.grouped.SharedRouter over self.rms, or None
         self.max_batch, self.max_body_bytes = max_batch, max_body_bytes
@@ -89,15 +97,16 @@ class RMServer(ThreadingHTTPServer):
             if name is not None and name != url_name:
                 raise _BadRequest(f'field "rm" ({name!r}) differs from the URL\'s rm={url_name!r}')
             if url_name not in self.rms:
-                raise _BadRequest(f'URL rm={url_name!r}: unknown reward model (served: {", ".join(self.rms)})', 404)
+                raise _BadRequest(f"URL rm={url_name!r}: unknown reward model (served: {', '.join(self.rms)})", 404)
             return url_name
         if name is None:
             if len(self.rms) == 1:
                 return next(iter(self.rms))
             if self.router is not None:
                 return None  # the router picks per prompt
-            raise _BadRequest(f'field "rm" is required when several reward models are served '
-                              f'(served: {", ".join(self.rms)})')
+            raise _BadRequest(
+                f'field "rm" is required when several reward models are served (served: {", ".join(self.rms)})'
+            )
         if not isinstance(name, str) or name not in self.rms:
             raise _BadRequest(f'field "rm": unknown reward model {name!r} (served: {", ".join(self.rms)})')
         return name
@@ -188,13 +197,15 @@ class _Handler(BaseHTTPRequestHandler):
                 prompts = _strings(body, "prompts")
                 responses = _strings(body, "responses")
                 if len(prompts) != len(responses):
-                    raise _BadRequest(f'fields "prompts" and "responses" differ in length '
-                                      f"({len(prompts)} vs {len(responses)})")
+                    raise _BadRequest(
+                        f'fields "prompts" and "responses" differ in length ({len(prompts)} vs {len(responses)})'
+                    )
             else:
                 prompts, responses = _split_queries(body)
             if len(responses) > self.server.max_batch:
-                raise _BadRequest(f"{len(responses)} responses exceed max_batch "
-                                  f"{self.server.max_batch}; send smaller batches", 413)
+                raise _BadRequest(
+                    f"{len(responses)} responses exceed max_batch {self.server.max_batch}; send smaller batches", 413
+                )
             labels = _labels(body, len(responses)) if name is None else None
         except _BadRequest as exc:
             self._send(exc.status, {"error": str(exc)})
@@ -263,8 +274,9 @@ def _labels(body: dict, n: int) -> list:
         raise _BadRequest(f'field "labels" must be a list of {n} strings or nulls, one per response')
     bad = [i for i, x in enumerate(labels) if x is not None and not isinstance(x, (str, int, float))]
     if bad:
-        raise _BadRequest(f'field "labels"[{bad[0]}] must be a string, a number or null, '
-                          f"got {type(labels[bad[0]]).__name__}")
+        raise _BadRequest(
+            f'field "labels"[{bad[0]}] must be a string, a number or null, got {type(labels[bad[0]]).__name__}'
+        )
     return [None if x is None else str(x) for x in labels]
 
 
@@ -276,9 +288,8 @@ def _split_queries(body: dict) -> tuple[list[str], list[str]]:
         return [""] * len(queries), queries
     prompts = _strings(body, "prompts")
     if len(prompts) != len(queries):
-        raise _BadRequest(f'fields "{field}" and "prompts" differ in length '
-                          f"({len(queries)} vs {len(prompts)})")
-    pairs = [(p, q[len(p):]) if q.startswith(p) else ("", q) for p, q in zip(prompts, queries)]
+        raise _BadRequest(f'fields "{field}" and "prompts" differ in length ({len(queries)} vs {len(prompts)})')
+    pairs = [(p, q[len(p) :]) if q.startswith(p) else ("", q) for p, q in zip(prompts, queries)]
     return [p for p, _ in pairs], [r for _, r in pairs]
 
 
@@ -340,8 +351,9 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
         FileNotFoundError: the config file does not exist.
         laser.config.ConfigError: every problem of the file (unknown keys, RM specs, router keys).
     """
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     from laser.config import ConfigError
     from laser.integrations.grouped import SharedRouter, check_config
@@ -352,8 +364,10 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
     default_dir = str(Path(config_path).resolve().with_name(Path(config_path).stem + "_router"))
     specs, spec, problems = check_config(cfg, routed, state_dir=default_dir)
     if spec is not None and spec.task in (None, "auto"):
-        problems.append("router.task: required by serve-rm: the answer format (gsm8k, mmlu, ...) that labels "
-                        "and majority answers are checked in")
+        problems.append(
+            "router.task: required by serve-rm: the answer format (gsm8k, mmlu, ...) that labels "
+            "and majority answers are checked in"
+        )
     if problems:
         raise ConfigError(problems, config_path)
     from laser.rewards.factory import build_reward_models  # heavy backends load only here
@@ -377,17 +391,22 @@ def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
     server = server_from_config(config_path, port, host)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the API has no authentication", host)
-    print(f"serving reward models {list(server.rms)} on {server.url} "
-          "(GET /health, POST /score, POST /get_reward); Ctrl-C stops", flush=True)
+    print(
+        f"serving reward models {list(server.rms)} on {server.url} "
+        "(GET /health, POST /score, POST /get_reward); Ctrl-C stops",
+        flush=True,
+    )
     if server.router is not None:
         r = server.router
-        print(f"  routed ({r.spec.selector}, feedback {r.spec.feedback}, groups of {r.spec.group_size}): "
-              f"{server.url}/get_reward  state: {r.root}"
-              f"{f' (resumed from {r.resumed_from.name})' if r.resumed_from else ''}", flush=True)
+        print(
+            f"  routed ({r.spec.selector}, feedback {r.spec.feedback}, groups of {r.spec.group_size}): "
+            f"{server.url}/get_reward  state: {r.root}"
+            f"{f' (resumed from {r.resumed_from.name})' if r.resumed_from else ''}",
+            flush=True,
+        )
     for name in server.rms:
         quoted = urllib.parse.quote(name, safe="")
-        print(f"  {name}: {server.url}/score?rm={quoted}  (OpenRLHF: {server.url}/get_reward?rm={quoted})",
-              flush=True)
+        print(f"  {name}: {server.url}/score?rm={quoted}  (OpenRLHF: {server.url}/get_reward?rm={quoted})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -119,8 +119,15 @@ class SyntheticRM:
     KINDS = ("expert", "generalist", "length", "noise")
     OFF_DOMAIN = ("noise", "inverse")
 
-    def __init__(self, name: str, kind: str, domains: Sequence[str] = (), seed: int = 0,
-                 noise_sd: float = 1.2, off_domain: str = "noise"):
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        domains: Sequence[str] = (),
+        seed: int = 0,
+        noise_sd: float = 1.2,
+        off_domain: str = "noise",
+    ):
         if kind not in self.KINDS:
             raise ValueError(f"SyntheticRM {name!r}: unknown kind {kind!r}; valid: {self.KINDS}")
         unknown = set(domains) - set(DOMAIN_TASKS)

@@ -62,6 +62,26 @@ from laser.routing.pool import AllRewardModelsDown, RewardPool
 from laser.routing.router import LOWEST, NonFiniteReward, Router
 from laser.routing.strategies import STRATEGIES, Strategy, Unit, make_strategy
 
-__all__ = ["Batch", "Router", "RewardPool", "AllRewardModelsDown", "NonFiniteReward", "LOWEST", "Collectives",
-           "Local", "FEEDBACKS", "REFERENCES", "Feedback", "resolve_feedback", "Outcome", "Signal", "Correctness",
-           "STRATEGIES", "Strategy", "Unit", "make_strategy", "save_state", "load_state"]
+__all__ = [
+    "Batch",
+    "Router",
+    "RewardPool",
+    "AllRewardModelsDown",
+    "NonFiniteReward",
+    "LOWEST",
+    "Collectives",
+    "Local",
+    "FEEDBACKS",
+    "REFERENCES",
+    "Feedback",
+    "resolve_feedback",
+    "Outcome",
+    "Signal",
+    "Correctness",
+    "STRATEGIES",
+    "Strategy",
+    "Unit",
+    "make_strategy",
+    "save_state",
+    "load_state",
+]

@@ -68,17 +68,25 @@ class Batch:
     @classmethod
     def of(cls, examples: list, contexts: np.ndarray | None = None, step: int = 1) -> Batch:
         """A batch of :class:`laser.tasks.base.Example` (their options parsed once, on the example)."""
-        return cls([ex.prompt for ex in examples], tasks=[ex.task or None for ex in examples],
-                   answers=[ex.answer for ex in examples], options=[ex.options for ex in examples],
-                   groups=[ex.group for ex in examples], ids=[ex.id for ex in examples],
-                   contexts=contexts, step=step)
+        return cls(
+            [ex.prompt for ex in examples],
+            tasks=[ex.task or None for ex in examples],
+            answers=[ex.answer for ex in examples],
+            options=[ex.options for ex in examples],
+            groups=[ex.group for ex in examples],
+            ids=[ex.id for ex in examples],
+            contexts=contexts,
+            step=step,
+        )
 
     def add_responses(self, texts: list[str], prompt_index) -> None:
         """The responses to score: ``texts[j]`` answers local prompt ``prompt_index[j]``."""
         idx = np.asarray(prompt_index, dtype=np.int64)
         if len(idx) != len(texts) or (len(idx) and (idx.min() < 0 or idx.max() >= len(self.prompts))):
-            raise ValueError(f"Batch.add_responses: {len(texts)} texts, prompt_index {idx.tolist()[:8]}... "
-                             f"must index {len(self.prompts)} prompts")
+            raise ValueError(
+                f"Batch.add_responses: {len(texts)} texts, prompt_index {idx.tolist()[:8]}... "
+                f"must index {len(self.prompts)} prompts"
+            )
         self.texts, self.prompt_index = list(texts), idx
 
     def responses_of(self, i: int) -> np.ndarray:

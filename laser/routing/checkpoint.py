@@ -43,8 +43,8 @@ def _fsync(path: Path) -> None:
 
 def _step_of(folder: Path) -> int | None:
     """The global step in a checkpoint folder's name, None for a name that is not one."""
-    digits = folder.name[len(PREFIX):len(PREFIX) + 8]
-    rest = folder.name[len(PREFIX) + 8:]
+    digits = folder.name[len(PREFIX) : len(PREFIX) + 8]
+    rest = folder.name[len(PREFIX) + 8 :]
     if not folder.name.startswith(PREFIX) or not digits.isdigit() or rest not in ("", ASIDE):
         return None
     return int(digits)
@@ -56,8 +56,9 @@ def _checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda f: (_step_of(f), not f.name.endswith(ASIDE)), reverse=True)
 
 
-def write_checkpoint(root: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]],
-                     keep_last: int = 2) -> Path:
+def write_checkpoint(
+    root: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]], keep_last: int = 2
+) -> Path:
     """Write files atomically into ``root/ckpt-<step>``; returns the final folder.
 
     Args:

@@ -73,16 +73,20 @@ def majority_answer(task: str, texts: list[str], options: list[str] | None = Non
     return max(counts, key=counts.get)
 
 
-def pair_correctness(task: str, texts: list[str], pairs: list[tuple[int, int]], reference,
-                     options: list[str] | None = None) -> list[float]:
+def pair_correctness(
+    task: str, texts: list[str], pairs: list[tuple[int, int]], reference, options: list[str] | None = None
+) -> list[float]:
     """``correct(chosen) - correct(rejected)`` per (chosen, rejected) index pair into ``texts``,
     checked against ``reference`` (a gold or majority answer; None: nothing is correct)."""
     from laser.tasks.extract import is_correct
 
     if reference is None:
         return [0.0] * len(pairs)
-    return [float(is_correct(task, texts[c], reference, options=options))
-            - float(is_correct(task, texts[r], reference, options=options)) for c, r in pairs]
+    return [
+        float(is_correct(task, texts[c], reference, options=options))
+        - float(is_correct(task, texts[r], reference, options=options))
+        for c, r in pairs
+    ]
 
 
 @dataclass(frozen=True)
@@ -145,10 +149,12 @@ def resolve_feedback(name: str, examples: list) -> str:
     needs = FEEDBACKS[name].needs
     if "labels" in needs and not labelled:
         missing = next(ex.id for ex in examples if not (ex.answer and ex.task))
-        raise ValueError(f"train.feedback={name} needs a gold answer and a task for every prompt; "
-                         f"prompt {missing!r} has none")
+        raise ValueError(
+            f"train.feedback={name} needs a gold answer and a task for every prompt; prompt {missing!r} has none"
+        )
     if "answers" in needs and not all(ex.task for ex in examples):
         missing = next(ex.id for ex in examples if not ex.task)
-        raise ValueError(f"train.feedback={name} needs a task (an answer format) for every prompt; "
-                         f"prompt {missing!r} has none")
+        raise ValueError(
+            f"train.feedback={name} needs a task (an answer format) for every prompt; prompt {missing!r} has none"
+        )
     return name

@@ -32,8 +32,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LabelModelResult", "check_votes", "fit_label_model", "goodness_of_fit", "moment_se", "one_coin_em",
-           "rank_one_fit", "second_moments"]
+__all__ = [
+    "LabelModelResult",
+    "check_votes",
+    "fit_label_model",
+    "goodness_of_fit",
+    "moment_se",
+    "one_coin_em",
+    "rank_one_fit",
+    "second_moments",
+]
 
 
 @dataclass
@@ -103,7 +111,7 @@ def moment_se(votes: np.ndarray, q: np.ndarray, n: np.ndarray, clusters=None) ->
     """
     qz = np.nan_to_num(q)
     if clusters is None:
-        var = np.maximum(1.0 - qz ** 2, 0.0) / np.maximum(n, 1)
+        var = np.maximum(1.0 - qz**2, 0.0) / np.maximum(n, 1)
     else:
         v, ids = votes.astype(np.float64), np.asarray(clusters)
         if len(ids) != v.shape[1]:
@@ -119,8 +127,14 @@ def moment_se(votes: np.ndarray, q: np.ndarray, n: np.ndarray, clusters=None) ->
     return np.where(n > 0, se, np.inf)
 
 
-def rank_one_fit(q: np.ndarray, n: np.ndarray, active: np.ndarray | None = None,
-                 skip: tuple[int, int] | None = None, iters: int = 200, tol: float = 1e-7) -> np.ndarray:
+def rank_one_fit(
+    q: np.ndarray,
+    n: np.ndarray,
+    active: np.ndarray | None = None,
+    skip: tuple[int, int] | None = None,
+    iters: int = 200,
+    tol: float = 1e-7,
+) -> np.ndarray:
     """``mu`` minimising ``sum_{i<j} N_ij (Q_ij - mu_i mu_j)^2`` over the ``active`` RMs.
 
     Alternating updates ``mu_i <- sum_j N_ij Q_ij mu_j / sum_j N_ij mu_j^2`` (each the exact
@@ -164,8 +178,9 @@ def _spectral_start(qz: np.ndarray, w: np.ndarray, active: np.ndarray) -> np.nda
     return np.where(active, mu, 0.0)
 
 
-def goodness_of_fit(q: np.ndarray, se: np.ndarray, mu: np.ndarray, active: np.ndarray,
-                    skip: tuple[int, int] | None = None) -> dict:
+def goodness_of_fit(
+    q: np.ndarray, se: np.ndarray, mu: np.ndarray, active: np.ndarray, skip: tuple[int, int] | None = None
+) -> dict:
     """Residuals of the rank-one fit over the active pairs.
 
     ``r_ij = Q_ij - mu_i mu_j``; ``se`` from :func:`moment_se`; ``chi2 = sum (r / se)^2`` with
@@ -181,8 +196,12 @@ def goodness_of_fit(q: np.ndarray, se: np.ndarray, mu: np.ndarray, active: np.nd
     idx = np.flatnonzero(active)
     rs, chi2, worst, pairs = [], 0.0, None, 0
     for a, i in enumerate(idx):
-        for j in idx[a + 1:]:
-            if not np.isfinite(se[i, j]) or not np.isfinite(q[i, j]) or (skip is not None and {int(i), int(j)} == set(skip)):
+        for j in idx[a + 1 :]:
+            if (
+                not np.isfinite(se[i, j])
+                or not np.isfinite(q[i, j])
+                or (skip is not None and {int(i), int(j)} == set(skip))
+            ):
                 continue
             r = q[i, j] - mu[i] * mu[j]
             chi2 += (r / se[i, j]) ** 2
@@ -193,12 +212,24 @@ def goodness_of_fit(q: np.ndarray, se: np.ndarray, mu: np.ndarray, active: np.nd
     df = pairs - len(idx)
     z = (chi2 - df) / np.sqrt(2 * df) if df > 0 else 0.0
     r = np.asarray(rs) if rs else np.zeros(1)
-    return {"chi2": float(chi2), "df": int(df), "z": float(z), "max_abs_resid": float(np.abs(r).max()),
-            "rms_resid": float(np.sqrt(np.mean(r * r))), "worst": worst}
+    return {
+        "chi2": float(chi2),
+        "df": int(df),
+        "z": float(z),
+        "max_abs_resid": float(np.abs(r).max()),
+        "rms_resid": float(np.sqrt(np.mean(r * r))),
+        "worst": worst,
+    }
 
 
-def one_coin_em(votes: np.ndarray, acc0: np.ndarray, iters: int = 100, tol: float = 1e-8,
-                estimate_prior: bool = False, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def one_coin_em(
+    votes: np.ndarray,
+    acc0: np.ndarray,
+    iters: int = 100,
+    tol: float = 1e-8,
+    estimate_prior: bool = False,
+    eps: float = 1e-3,
+) -> tuple[np.ndarray, np.ndarray]:
     """One-coin Dawid-Skene EM.
 
     E-step: ``log P(y_m = +1) / P(y_m = -1) = logit(pi) + sum_k v_km log(a_k / (1 - a_k))``.
@@ -231,10 +262,20 @@ def one_coin_em(votes: np.ndarray, acc0: np.ndarray, iters: int = 100, tol: floa
     return acc, p
 
 
-def fit_label_model(votes, clusters=None, anchor: int | None = None, labelled: tuple | None = None, method: str = "spectral",
-                    min_votes: int = 20, dup_excess: float = 0.2, dup_z: float = 4.0, gof_z: float = 4.0,
-                    gof_tol: float = 0.15, anchor_min: float = 0.15,
-                    previous: np.ndarray | None = None) -> LabelModelResult:
+def fit_label_model(
+    votes,
+    clusters=None,
+    anchor: int | None = None,
+    labelled: tuple | None = None,
+    method: str = "spectral",
+    min_votes: int = 20,
+    dup_excess: float = 0.2,
+    dup_z: float = 4.0,
+    gof_z: float = 4.0,
+    gof_tol: float = 0.15,
+    anchor_min: float = 0.15,
+    previous: np.ndarray | None = None,
+) -> LabelModelResult:
     """Each RM's pairwise accuracy from unlabelled votes (see the module docstring).
 
     Args:
@@ -289,16 +330,37 @@ def fit_label_model(votes, clusters=None, anchor: int | None = None, labelled: t
         em_acc, _ = one_coin_em(v[used], acc[used])
         acc[used] = em_acc
     ok = not (gof["df"] > 0 and gof["z"] > gof_z and gof["max_abs_resid"] > gof_tol)
-    reason = "" if ok else (f"votes not explained by independent RMs (chi2 z = {gof['z']:.1f}, largest "
-                            f"residual {gof['max_abs_resid']:.2f} on RMs {gof['worst']}): shared errors?")
+    reason = (
+        ""
+        if ok
+        else (
+            f"votes not explained by independent RMs (chi2 z = {gof['z']:.1f}, largest "
+            f"residual {gof['max_abs_resid']:.2f} on RMs {gof['worst']}): shared errors?"
+        )
+    )
     if weak_anchor and sign_source != "continuity":
-        ok, reason = False, (f"the anchor (RM {anchor}) is near chance here (|2 acc - 1| = {abs(mu[anchor]):.2f} < "
-                             f"{anchor_min}): the sign is not identified")
+        ok, reason = (
+            False,
+            (
+                f"the anchor (RM {anchor}) is near chance here (|2 acc - 1| = {abs(mu[anchor]):.2f} < "
+                f"{anchor_min}): the sign is not identified"
+            ),
+        )
     shared = _cliques(twins)
     if shared:
         ok, reason = False, f"RMs {shared} agree far above their accuracies: a shared error component"
-    return LabelModelResult(acc=acc, mu=2 * acc - 1, used=used, twins=twins, sign_source=sign_source, gof=gof,
-                            ok=ok, reason=reason, n_votes=n_votes, n_items=int((np.abs(v).sum(0) > 0).sum()))
+    return LabelModelResult(
+        acc=acc,
+        mu=2 * acc - 1,
+        used=used,
+        twins=twins,
+        sign_source=sign_source,
+        gof=gof,
+        ok=ok,
+        reason=reason,
+        n_votes=n_votes,
+        n_items=int((np.abs(v).sum(0) > 0).sum()),
+    )
 
 
 def _need_three(used: np.ndarray, n_votes: np.ndarray, min_votes: int, twins: dict | None = None) -> None:
@@ -306,8 +368,10 @@ def _need_three(used: np.ndarray, n_votes: np.ndarray, min_votes: int, twins: di
         return
     detail = ", ".join(f"RM {i}: {int(c)} votes" for i, c in enumerate(n_votes))
     dup = f"; near-duplicates dropped: {sorted(twins.items())}" if twins else ""
-    raise ValueError(f"label model needs at least three usable RMs (each with >= {min_votes} non-abstaining "
-                     f"votes, no near-duplicates), got {int(used.sum())} ({detail}{dup})")
+    raise ValueError(
+        f"label model needs at least three usable RMs (each with >= {min_votes} non-abstaining "
+        f"votes, no near-duplicates), got {int(used.sum())} ({detail}{dup})"
+    )
 
 
 def _drop_duplicates(q, n, se, used, anchor, dup_excess: float, dup_z: float) -> dict[int, int]:
@@ -322,10 +386,10 @@ def _drop_duplicates(q, n, se, used, anchor, dup_excess: float, dup_z: float) ->
     twins: dict[int, int] = {}
     while used.sum() > 2:
         full = goodness_of_fit(q, se, rank_one_fit(q, n, used), used)["chi2"]
-        worst, best_gain = None, dup_z ** 2
+        worst, best_gain = None, dup_z**2
         idx = np.flatnonzero(used)
         for a, i in enumerate(idx):
-            for j in idx[a + 1:]:
+            for j in idx[a + 1 :]:
                 if n[i, j] <= 0 or not np.isfinite(q[i, j]) or q[i, j] <= dup_excess:
                     continue
                 mu = rank_one_fit(q, n, used, skip=(i, j))

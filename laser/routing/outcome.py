@@ -121,8 +121,7 @@ def correctness(batch, reference: str, coll: Collectives | None = None) -> Corre
             d = [0.0] * len(ps)
         else:
             mine = batch.responses_of(i)
-            ref = rule(batch.answers[i],
-                       lambda: majority_answer(task, [batch.texts[j] for j in mine], options))
+            ref = rule(batch.answers[i], lambda: majority_answer(task, [batch.texts[j] for j in mine], options))
             d = pair_correctness(task, batch.texts, ps, ref, options)
         per_prompt[i] = float(np.mean(d))
         diffs += d

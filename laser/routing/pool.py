@@ -35,11 +35,15 @@ def check_reward_models(rms, who: str = "RewardPool", why_names: str = "logs and
     rms = list(rms)
     if not rms:
         raise ValueError(f"{who} needs at least one reward model")
-    bad = [f"#{i} ({type(rm).__name__})" for i, rm in enumerate(rms)
-           if not isinstance(getattr(rm, "name", None), str) or not callable(getattr(rm, "score", None))]
+    bad = [
+        f"#{i} ({type(rm).__name__})"
+        for i, rm in enumerate(rms)
+        if not isinstance(getattr(rm, "name", None), str) or not callable(getattr(rm, "score", None))
+    ]
     if bad:
-        raise ValueError(f"{who}: reward models {', '.join(bad)} lack a str `name` or a "
-                         "`score(prompts, responses)` method")
+        raise ValueError(
+            f"{who}: reward models {', '.join(bad)} lack a str `name` or a `score(prompts, responses)` method"
+        )
     names = [rm.name for rm in rms]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -95,16 +99,18 @@ class RewardPool:
         Returns:
             Events: RMs joining at ``step``, becoming available again, or unavailable.
         """
-        events = [f"reward model {self.rms[k].name!r} joins at step {step}"
-                  for k, at in self.join_at.items() if at == step]
+        events = [
+            f"reward model {self.rms[k].name!r} joins at step {step}" for k, at in self.join_at.items() if at == step
+        ]
         for k, ok in sorted(up.items()):
             if ok and k in self.down:
                 self.down.discard(k)
                 events.append(f"reward model {self.rms[k].name!r} is available again")
             elif not ok and k not in self.down:
                 self.down.add(k)
-                events.append(f"reward model {self.rms[k].name!r} unavailable: "
-                              f"{self.last_errors.get(k, 'circuit open')}")
+                events.append(
+                    f"reward model {self.rms[k].name!r} unavailable: {self.last_errors.get(k, 'circuit open')}"
+                )
         self.sync_mask(selector, step)
         return events
 
@@ -129,7 +135,8 @@ class RewardPool:
         if self.down and len(self.down) == len(self.rms):
             detail = "; ".join(
                 f"{rm.name}{f' ({rm.url})' if getattr(rm, 'url', None) else ''}: {self.last_errors.get(k, 'unavailable')}"
-                for k, rm in enumerate(self.rms))
+                for k, rm in enumerate(self.rms)
+            )
             raise AllRewardModelsDown(f"every reward model is down: {detail}")
 
     def score(self, k: int, prompts: list[str], responses: list[str]) -> np.ndarray:
@@ -154,9 +161,13 @@ class RewardPool:
 
     def state_dict(self) -> dict:
         """JSON-able counters and availability."""
-        return {"rm_names": self.names, "responses_scored": self.responses_scored.tolist(),
-                "score_calls": self.score_calls.tolist(), "down": sorted(self.down),
-                "errors": {str(k): v for k, v in self.last_errors.items()}}
+        return {
+            "rm_names": self.names,
+            "responses_scored": self.responses_scored.tolist(),
+            "score_calls": self.score_calls.tolist(),
+            "down": sorted(self.down),
+            "errors": {str(k): v for k, v in self.last_errors.items()},
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore :meth:`state_dict`'s output (``rm_calls``: a checkpoint written before the two counters)."""

@@ -40,8 +40,9 @@ from laser.routing.labelmodel import fit_label_model, rank_one_fit, second_momen
 __all__ = ["GroupFit", "ReliabilityRouter", "pair_votes"]
 
 
-def pair_votes(scores: np.ndarray, answers: list | None, texts: list[str], rng: np.random.Generator,
-               max_pairs: int = 32) -> np.ndarray:
+def pair_votes(
+    scores: np.ndarray, answers: list | None, texts: list[str], rng: np.random.Generator, max_pairs: int = 32
+) -> np.ndarray:
     """Votes ``(K, m)`` of K RMs on the pairs of one prompt's responses.
 
     Args:
@@ -53,8 +54,12 @@ def pair_votes(scores: np.ndarray, answers: list | None, texts: list[str], rng: 
         max_pairs: at most this many pairs.
     """
     k, n = scores.shape
-    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)
-             if (answers[a] != answers[b] if answers is not None else texts[a] != texts[b])]
+    pairs = [
+        (a, b)
+        for a in range(n)
+        for b in range(a + 1, n)
+        if (answers[a] != answers[b] if answers is not None else texts[a] != texts[b])
+    ]
     if len(pairs) > max_pairs:
         pairs = [pairs[i] for i in np.sort(rng.choice(len(pairs), max_pairs, replace=False))]
     if not pairs:
@@ -105,18 +110,36 @@ class ReliabilityRouter:
         ValueError: fewer than three RMs, or a parameter out of range.
     """
 
-    def __init__(self, n_arms: int, anchor: int | None = None, probe_share: float = 0.08, warmup: int = 4,
-                 window: int = 1500, max_pairs: int = 32, min_votes: int = 30, min_uncertainty: float = 0.25,
-                 method: str = "spectral", n_boot: int = 30, seed: int = 0):
+    def __init__(
+        self,
+        n_arms: int,
+        anchor: int | None = None,
+        probe_share: float = 0.08,
+        warmup: int = 4,
+        window: int = 1500,
+        max_pairs: int = 32,
+        min_votes: int = 30,
+        min_uncertainty: float = 0.25,
+        method: str = "spectral",
+        n_boot: int = 30,
+        seed: int = 0,
+    ):
         if n_arms < 3:
-            raise ValueError(f"reliability routing needs at least three reward models (the label model is "
-                             f"not identified with fewer), got {n_arms}")
+            raise ValueError(
+                f"reliability routing needs at least three reward models (the label model is "
+                f"not identified with fewer), got {n_arms}"
+            )
         if anchor is not None and not 0 <= anchor < n_arms:
             raise ValueError(f"anchor: arm {anchor} out of range (K = {n_arms})")
         if not 0.0 <= probe_share <= 1.0:
             raise ValueError(f"probe_share: must be in [0, 1], got {probe_share}")
         self.n_arms, self.anchor, self.probe_share, self.warmup = n_arms, anchor, probe_share, warmup
-        self.window, self.max_pairs, self.min_votes, self.min_uncertainty = window, max_pairs, min_votes, min_uncertainty
+        self.window, self.max_pairs, self.min_votes, self.min_uncertainty = (
+            window,
+            max_pairs,
+            min_votes,
+            min_uncertainty,
+        )
         self.method, self.n_boot, self.seed = method, n_boot, seed
         self.rng_ = np.random.default_rng(seed)
         self.groups_: dict[str, GroupFit] = {}
@@ -177,8 +200,8 @@ class ReliabilityRouter:
         v = np.asarray(votes, np.int8).copy()
         v[sorted(self.masked_)] = 0
         rows = st.votes or [[] for _ in range(self.n_arms)]
-        st.votes = [(row + v[k].tolist())[-self.window:] for k, row in enumerate(rows)]
-        st.clusters = (st.clusters + [st.observed] * v.shape[1])[-self.window:]
+        st.votes = [(row + v[k].tolist())[-self.window :] for k, row in enumerate(rows)]
+        st.clusters = (st.clusters + [st.observed] * v.shape[1])[-self.window :]
         st.observed += 1
 
     def refit(self, group: str) -> GroupFit:
@@ -187,9 +210,12 @@ class ReliabilityRouter:
         st = self.groups_[group]
         v = np.asarray(st.votes, np.int8)
         try:
-            prev = None if st.acc is None or not st.ok else 2 * np.array([np.nan if a is None else a for a in st.acc]) - 1
-            res = fit_label_model(v, st.clusters, anchor=self.anchor, method=self.method, min_votes=self.min_votes,
-                                  previous=prev)
+            prev = (
+                None if st.acc is None or not st.ok else 2 * np.array([np.nan if a is None else a for a in st.acc]) - 1
+            )
+            res = fit_label_model(
+                v, st.clusters, anchor=self.anchor, method=self.method, min_votes=self.min_votes, previous=prev
+            )
         except ValueError as exc:
             st.acc, st.ok, st.reason, st.uncertainty = None, False, f"not enough votes ({exc})", 1.0
         else:
@@ -221,16 +247,29 @@ class ReliabilityRouter:
 
     # ----- state ------------------------------------------------------------------------
     def _hparams(self) -> dict:
-        return {"n_arms": self.n_arms, "anchor": self.anchor, "probe_share": self.probe_share, "warmup": self.warmup,
-                "window": self.window, "max_pairs": self.max_pairs, "min_votes": self.min_votes,
-                "min_uncertainty": self.min_uncertainty, "method": self.method, "n_boot": self.n_boot,
-                "seed": self.seed}
+        return {
+            "n_arms": self.n_arms,
+            "anchor": self.anchor,
+            "probe_share": self.probe_share,
+            "warmup": self.warmup,
+            "window": self.window,
+            "max_pairs": self.max_pairs,
+            "min_votes": self.min_votes,
+            "min_uncertainty": self.min_uncertainty,
+            "method": self.method,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+        }
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The whole state as one JSON string array (exact round trip; no pickle)."""
-        state = {"hp": self._hparams(), "rng": self.rng_.bit_generator.state,
-                 "groups": {g: vars(st) for g, st in self.groups_.items()}, "masked": sorted(self.masked_),
-                 "after_warmup": self.after_warmup_}  # fit_seconds_ is a measurement, not state
+        state = {
+            "hp": self._hparams(),
+            "rng": self.rng_.bit_generator.state,
+            "groups": {g: vars(st) for g, st in self.groups_.items()},
+            "masked": sorted(self.masked_),
+            "after_warmup": self.after_warmup_,
+        }  # fit_seconds_ is a measurement, not state
         return {"router": np.array(json.dumps(state))}
 
     def load_state_dict(self, sd: dict) -> None:

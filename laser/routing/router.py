@@ -68,9 +68,18 @@ class Router:
         batches_: batches learned from; ``lock``: for services that call from several threads.
     """
 
-    def __init__(self, strategy, pool, feedback: str | None = "pair_accuracy", *, normalizer=None,
-                 collectives: Collectives | None = None, pairing: str = "top_vs_rest", num_pairs: int = 1,
-                 log_references: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        strategy,
+        pool,
+        feedback: str | None = "pair_accuracy",
+        *,
+        normalizer=None,
+        collectives: Collectives | None = None,
+        pairing: str = "top_vs_rest",
+        num_pairs: int = 1,
+        log_references: tuple[str, ...] = (),
+    ):
         if feedback is not None and feedback not in FEEDBACKS:
             raise ValueError(f"unknown feedback {feedback!r}; valid: {', '.join(FEEDBACKS)}")
         self.strategy = strategy
@@ -87,8 +96,17 @@ class Router:
             strategy.check(feedback, self.coll.world)
 
     @classmethod
-    def from_rms(cls, rms: list, selector: str = "linucb", *, dim: int = 1, per_prompt: bool = False,
-                 selector_options: dict | None = None, seed: int = 0, **kwargs) -> Router:
+    def from_rms(
+        cls,
+        rms: list,
+        selector: str = "linucb",
+        *,
+        dim: int = 1,
+        per_prompt: bool = False,
+        selector_options: dict | None = None,
+        seed: int = 0,
+        **kwargs,
+    ) -> Router:
         """A bandit router over ``rms`` (arm k = ``rms[k]``) with a selector built by name.
 
         Args:
@@ -140,16 +158,20 @@ class Router:
             arms = [int(a) for a in self.strategy.decide(batch, self.coll)]
         except NoArmAvailable:
             self.pool.raise_if_all_down()
-            raise AllRewardModelsDown(f"no reward model can score at step {batch.step}: "
-                                      f"{sorted(self.pool.waiting(batch.step))} not joined yet, "
-                                      f"{sorted(self.pool.down)} down") from None
+            raise AllRewardModelsDown(
+                f"no reward model can score at step {batch.step}: "
+                f"{sorted(self.pool.waiting(batch.step))} not joined yet, "
+                f"{sorted(self.pool.down)} down"
+            ) from None
         finally:
             if saved is not None:
                 self.strategy.load_state_dict(saved)
         first = self.coll.broadcast(arms)
         if first != arms:
-            raise RuntimeError(f"Router: process {self.coll.rank} chose arms {arms} but process 0 chose {first} "
-                               f"at step {batch.step}; the routers' states differ")
+            raise RuntimeError(
+                f"Router: process {self.coll.rank} chose arms {arms} but process 0 chose {first} "
+                f"at step {batch.step}; the routers' states differ"
+            )
         batch.arms, batch.my_arms = arms, [arms[i] for i in batch.index]
         return arms
 
@@ -209,10 +231,16 @@ class Router:
             out = Outcome(n_pairs=int(coll.sum([float(sum(map(len, batch.pairs)))])[0]))
         else:
             nan = float("nan")
-            out = Outcome(n_pairs=int(update["n_pairs"]), loss=update["loss"], loss_after=update.get("loss_after", nan),
-                          pair_loss=update["pair_losses"], prompt_loss=update["prompt_loss"],
-                          prompt_loss_after=update.get("prompt_loss_after"), nonfinite=update.get("nonfinite") or "",
-                          terms={k: update.get(k) for k in ("dpo", "nll", "grad_norm")})
+            out = Outcome(
+                n_pairs=int(update["n_pairs"]),
+                loss=update["loss"],
+                loss_after=update.get("loss_after", nan),
+                pair_loss=update["pair_losses"],
+                prompt_loss=update["prompt_loss"],
+                prompt_loss_after=update.get("prompt_loss_after"),
+                nonfinite=update.get("nonfinite") or "",
+                terms={k: update.get(k) for k in ("dpo", "nll", "grad_norm")},
+            )
         for ref in self.references:
             out.correct[ref] = correctness(batch, ref, coll)
         return out
@@ -293,14 +321,23 @@ class Router:
 
     # ------------------------------------------------------------------ state
     def counters(self) -> dict:
-        return {"responses_scored": self.pool.responses_scored.tolist(), "score_calls": self.pool.score_calls.tolist(),
-                "skipped": self.skipped_, "tied": self.tied_, "batches": self.batches_}
+        return {
+            "responses_scored": self.pool.responses_scored.tolist(),
+            "score_calls": self.pool.score_calls.tolist(),
+            "skipped": self.skipped_,
+            "tied": self.tied_,
+            "batches": self.batches_,
+        }
 
     def state_dict(self) -> dict:
         """``strategy`` and ``normalizer`` (flat numpy arrays), ``pool`` and ``counters`` (JSON-able)."""
-        return {"strategy": self.strategy.state_dict(), "normalizer": self.normalizer.state_dict(),
-                "pool": self.pool.state_dict(), "counters": self.counters(),
-                "meta": {"strategy": self.strategy.name, "feedback": self.feedback, "rm_names": self.names}}
+        return {
+            "strategy": self.strategy.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "pool": self.pool.state_dict(),
+            "counters": self.counters(),
+            "meta": {"strategy": self.strategy.name, "feedback": self.feedback, "rm_names": self.names},
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore :meth:`state_dict`'s output (``pool``/``counters`` optional).

@@ -58,7 +58,9 @@ _VERB = (
 _MARKER = (
     r"(?i:\b(?:answer|option|choice)s?\b(?:\s+to\s+(?:this|the|your)\s+question)?)[\s*_]*"
     + _VERB
-    + r"[\s:=*_\"'\[]*(?:" + _OPTION_WORD + r"\s*)?"
+    + r"[\s:=*_\"'\[]*(?:"
+    + _OPTION_WORD
+    + r"\s*)?"
 )
 _AFFIRM = (
     r"[*_\"')\]]*\s+(?i:is|was|would\s+be|must\s+be|seems\s+to\s+be)\s+(?i:the\s+)?"
@@ -74,8 +76,16 @@ _CONCLUSION = (
 _TIER1 = [
     re.compile(_MARKER + _LETTER),
     re.compile(r"(?:(?<![\w'])" + _OPTION_WORD + r"\s*)?" + r"(?<![\w'])" + _LETTER + _AFFIRM),
-    re.compile(_CONCLUSION + r"(?:" + _OPTION_WORD + r"\s*" + _LETTER.replace("?P<", "?P<o") + "|"
-               + _STRICT_LETTER.replace("?P<", "?P<s") + ")"),
+    re.compile(
+        _CONCLUSION
+        + r"(?:"
+        + _OPTION_WORD
+        + r"\s*"
+        + _LETTER.replace("?P<", "?P<o")
+        + "|"
+        + _STRICT_LETTER.replace("?P<", "?P<s")
+        + ")"
+    ),
     re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*" + _LETTER),
     re.compile(r"(?:^|\n)[\s*_#>]*A:[\s*_]*" + _STRICT_LETTER),  # "A: B" is "Answer: B"
 ]
@@ -88,8 +98,10 @@ _LINE_LABEL_RE = re.compile(r"^[\s*_\"'#>-]*\(?(?P<u>[A-D])[).:]", re.MULTILINE)
 _PAREN_RE = re.compile(r"\((?P<u>[A-D])\)")
 _OPTION_LINE_RE = re.compile(r"^[ \t]*\(?(?P<u>[A-D])[.)][ \t]*(?P<text>\S.*?)[ \t]*$", re.MULTILINE)
 
-_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                 "fourteen fifteen sixteen seventeen eighteen nineteen twenty").split()
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen twenty"
+).split()
 
 
 def _letter(match: re.Match) -> str:
@@ -148,8 +160,9 @@ def _positional(letter: str, option: str) -> list[re.Pattern]:
     return [
         re.compile(_MARKER + grp),
         re.compile(grp + r"[\s*_\"')]*" + _AFFIRM),
-        re.compile(r"(?:(?i:\b(?:is|are|equals|makes|gives)\b)|=)\s*[*_\"']*" + grp
-                   + r"[*_\"']*[ \t]*[.!]?[\s*_\"']*$"),
+        re.compile(
+            r"(?:(?i:\b(?:is|are|equals|makes|gives)\b)|=)\s*[*_\"']*" + grp + r"[*_\"']*[ \t]*[.!]?[\s*_\"']*$"
+        ),
     ]
 
 

@@ -23,17 +23,12 @@ import numpy as np
 from laser.tasks.base import Example
 from laser.tasks.extract import CHOICE_LETTERS, normalize_gold
 
-__all__ = ["DataError", "load_gsm8k", "load_mmlu", "load_strategyqa", "load_task",
-           "read_prompts_jsonl"]
+__all__ = ["DataError", "load_gsm8k", "load_mmlu", "load_strategyqa", "load_task", "read_prompts_jsonl"]
 
 GSM8K_TEMPLATE = (
-    "Question: {question}\n"
-    "Solve it step by step, then give the final answer after 'The answer is', as a number."
+    "Question: {question}\nSolve it step by step, then give the final answer after 'The answer is', as a number."
 )
-STRATEGYQA_TEMPLATE = (
-    "Question: {question}\n"
-    "Think briefly, then end with 'The answer is yes.' or 'The answer is no.'"
-)
+STRATEGYQA_TEMPLATE = "Question: {question}\nThink briefly, then end with 'The answer is yes.' or 'The answer is no.'"
 MMLU_TEMPLATE = (
     "The following is a multiple choice question about {subject}.\n\n"
     "{question}\n{choices}\n"
@@ -125,8 +120,13 @@ def _hub_rows(repo: str, config: str, split: str) -> list[dict]:
 
 def _is_split_name(value: str | Path) -> bool:
     text = str(value)
-    return not isinstance(value, Path) and not Path(text).exists() and "/" not in text \
-        and "\\" not in text and not text.endswith((".json", ".jsonl", ".csv"))
+    return (
+        not isinstance(value, Path)
+        and not Path(text).exists()
+        and "/" not in text
+        and "\\" not in text
+        and not text.endswith((".json", ".jsonl", ".csv"))
+    )
 
 
 def _pick_file(folder: Path, split: str | None, suffix: str) -> Path:
@@ -141,9 +141,7 @@ def _pick_file(folder: Path, split: str | None, suffix: str) -> Path:
     return files[0]
 
 
-def load_gsm8k(
-    path_or_split: str | Path, split: str | None = None, template: str = GSM8K_TEMPLATE
-) -> list[Example]:
+def load_gsm8k(path_or_split: str | Path, split: str | None = None, template: str = GSM8K_TEMPLATE) -> list[Example]:
     """Load GSM8K from its official jsonl (``{"question", "answer"}`` per line) or the Hub.
 
     Args:
@@ -272,9 +270,7 @@ def _read_mmlu_csv(path: Path, template: str) -> list[Example]:
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) != 6:
-            raise DataError(
-                f"{where}: expected 6 columns (question, A, B, C, D, answer), got {len(row)}"
-            )
+            raise DataError(f"{where}: expected 6 columns (question, A, B, C, D, answer), got {len(row)}")
         if not row[0].strip():
             raise DataError(f"{where}: column 1 (question) is empty")
         answer = row[5].strip().upper()

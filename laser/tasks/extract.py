@@ -63,9 +63,7 @@ _FILLER = r"[\s:=*_(\[{$\\]*"
 _HASH_RE = re.compile(r"####" + _FILLER + _NUMBER)
 _BOXED_RE = re.compile(r"\\boxed\{" + _FILLER + _NUMBER)
 _NUMBER_MARKER_RE = re.compile(
-    r"(?:(?i:\banswers?\b)\s*(?i:is|was|would\s+be|will\s+be|=|:)|(?<![A-Za-z])A:)"
-    + _FILLER
-    + _NUMBER
+    r"(?:(?i:\banswers?\b)\s*(?i:is|was|would\s+be|will\s+be|=|:)|(?<![A-Za-z])A:)" + _FILLER + _NUMBER
 )
 _CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: "<<9*2=18>>"
 
@@ -95,9 +93,7 @@ _YESNO_START_RE = re.compile(
     r"^[\s*\"'(\[#>-]*(?:(?P<word>yes|no)(?![\w-])|(?P<tf>true|false)" + _VERDICT_END + ")",
     re.IGNORECASE,
 )
-_YESNO_ANY_RE = re.compile(
-    r"(?<![\w-])(?:(?P<word>yes)|(?P<no>no)" + _NOT_DETERMINER + r")(?![\w-])", re.IGNORECASE
-)
+_YESNO_ANY_RE = re.compile(r"(?<![\w-])(?:(?P<word>yes)|(?P<no>no)" + _NOT_DETERMINER + r")(?![\w-])", re.IGNORECASE)
 _YESNO_PAIR_RE = re.compile(r"\b(?:yes\s*(?:or|/)\s*no|no\s*(?:or|/)\s*yes)\b", re.IGNORECASE)
 
 

@@ -25,9 +25,7 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 class PairwiseJudge(Protocol):
     """What ``win_rate`` needs from a judge."""
 
-    def prefer(
-        self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]
-    ) -> np.ndarray:
+    def prefer(self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]) -> np.ndarray:
         """P(response a is better than response b) per item, averaged over both presentation
         orders; float array of shape ``(n,)`` in [0, 1], NaN where the judge could not decide."""
         ...
@@ -123,8 +121,7 @@ def _rouge_scorer(use_stemmer: bool):
         from rouge_score import rouge_scorer  # noqa: PLC0415 - optional and slow to import
     except ImportError as exc:
         raise ImportError(
-            "rouge_l needs the `rouge-score` package: pip install 'laser-rm[metrics]' "
-            "(or pip install rouge-score)"
+            "rouge_l needs the `rouge-score` package: pip install 'laser-rm[metrics]' (or pip install rouge-score)"
         ) from exc
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
 
@@ -183,10 +180,12 @@ def bootstrap_ci(
         raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
     rng = np.random.default_rng(seed)
     chunk = max(1, 1_000_000 // x.size)  # bound memory at about 8 MB of indices per chunk
-    means = np.concatenate([
-        x[rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))].mean(axis=1)
-        for start in range(0, n_boot, chunk)
-    ])
+    means = np.concatenate(
+        [
+            x[rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))].mean(axis=1)
+            for start in range(0, n_boot, chunk)
+        ]
+    )
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)

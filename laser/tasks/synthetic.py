@@ -122,8 +122,7 @@ def _gen_count_fixed(rng: np.random.Generator) -> str:
 #: version -> domain -> generator.
 _GENERATORS: dict[str, dict[str, Callable[[np.random.Generator], str]]] = {
     "v1": {"arith": _gen_arith, "compare": _gen_compare, "choice": _gen_choice, "count": _gen_count},
-    "v2": {"arith": _gen_arith, "compare": _gen_compare_close, "choice": _gen_choice_sum,
-           "count": _gen_count_fixed},
+    "v2": {"arith": _gen_arith, "compare": _gen_compare_close, "choice": _gen_choice_sum, "count": _gen_count_fixed},
 }
 
 # ---------------------------------------------------------------- parsers (prompt -> structure)
@@ -135,8 +134,7 @@ _PATTERNS: dict[str, re.Pattern] = {
     "choice_sum": re.compile(r"^(\d+)\+(\d+)=\? A\.(\d+) B\.(\d+) C\.(\d+) D\.(\d+)$"),
 }
 #: prompt form -> domain (v2's choice asks which option is a sum).
-_FORM_DOMAIN = {"arith": "arith", "compare": "compare", "choice": "choice", "count": "count",
-                "choice_sum": "choice"}
+_FORM_DOMAIN = {"arith": "arith", "compare": "compare", "choice": "choice", "count": "count", "choice_sum": "choice"}
 
 
 def _parse(prompt: str) -> tuple[str, tuple] | None:
@@ -289,7 +287,10 @@ def _domain_items(domain: str, n: int, seed: int, split: str, version: str = "v1
 
 
 def make_benchmark(
-    n_per_domain: int, seed: int = 0, split: str = "train", domains: tuple[str, ...] = DOMAINS,
+    n_per_domain: int,
+    seed: int = 0,
+    split: str = "train",
+    domains: tuple[str, ...] = DOMAINS,
     version: str = "v1",
 ) -> list[Example]:
     """Generate the synthetic benchmark.
@@ -323,6 +324,5 @@ def make_benchmark(
     for domain in domains:
         for i, body in enumerate(_domain_items(domain, n_per_domain, seed, split, version)):
             answer = solve(body)[1]
-            out.append(Example(f"{domain}-{split}-{seed}-{i}", body + SEP, answer,
-                               DOMAIN_TASKS[domain], domain))
+            out.append(Example(f"{domain}-{split}-{seed}-{i}", body + SEP, answer, DOMAIN_TASKS[domain], domain))
     return out

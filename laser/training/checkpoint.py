@@ -25,8 +25,15 @@ from laser.routing.checkpoint import find_latest, write_checkpoint
 log = logging.getLogger("laser")
 
 
-REQUIRED_FILES = ("trainable.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt",
-                  "normalizer.npz", "state.json", "config.json")
+REQUIRED_FILES = (
+    "trainable.safetensors",
+    "reference.safetensors",
+    "optimizer.pt",
+    "rng.pt",
+    "normalizer.npz",
+    "state.json",
+    "config.json",
+)
 
 
 class ResumeError(RuntimeError):
@@ -105,8 +112,9 @@ def check_compatible(state: dict, rm_names: list[str], strategy: str, params: di
         problems.append(f"selector {state.get('selector')!r} in the checkpoint, {strategy!r} configured")
     sig = model_signature(params)
     if state["model_signature"] != sig:
-        diff = [n for n in set(sig) | set(state["model_signature"])
-                if sig.get(n) != state["model_signature"].get(n)][:3]
+        diff = [n for n in set(sig) | set(state["model_signature"]) if sig.get(n) != state["model_signature"].get(n)][
+            :3
+        ]
         problems.append(f"model shape differs from the checkpoint's (e.g. {', '.join(sorted(diff))})")
     if problems:
         raise ResumeError(f"cannot resume from {Path(out) / 'checkpoints'}: " + "; ".join(problems))
@@ -129,15 +137,21 @@ def check_resume_config(folder: str | Path, cfg) -> list[str]:
     names = [spec.get("name") for spec in cfg.rewards if isinstance(spec, dict)]
     problems = []
     if state["rm_names"] != names:
-        problems.append(f"rewards: the checkpoint {folder} was trained with reward models {state['rm_names']}, "
-                        f"the config lists {names}")
+        problems.append(
+            f"rewards: the checkpoint {folder} was trained with reward models {state['rm_names']}, "
+            f"the config lists {names}"
+        )
     if state.get("selector") != cfg.selector.name:
-        problems.append(f"selector.name: the checkpoint {folder} was trained with {state.get('selector')!r}, "
-                        f"the config says {cfg.selector.name!r}")
+        problems.append(
+            f"selector.name: the checkpoint {folder} was trained with {state.get('selector')!r}, "
+            f"the config says {cfg.selector.name!r}"
+        )
     policy = saved.get("policy", {})
     if policy.get("model") != cfg.policy.model:
-        problems.append(f"policy.model: the checkpoint {folder} was trained from {policy.get('model')!r}, "
-                        f"the config says {cfg.policy.model!r}")
+        problems.append(
+            f"policy.model: the checkpoint {folder} was trained from {policy.get('model')!r}, "
+            f"the config says {cfg.policy.model!r}"
+        )
     if policy.get("lora") != dataclasses.asdict(cfg.policy.lora):
         problems.append(f"policy.lora: differs from the checkpoint {folder}'s ({policy.get('lora')})")
     return problems

@@ -74,11 +74,14 @@ def check_engine(acc, train) -> str:
             f"machine ({gpus} CUDA device(s), training on {acc.device.type}). "
             f"{requested} needs GPUs here: Accelerate runs it only with CUDA devices and would otherwise train "
             f"with a different engine without saying so. On CPU use examples/accelerate/ddp.yaml (--cpu); "
-            f"see docs/engines.md")
+            f"see docs/engines.md"
+        )
     name = engine_name(acc)
     if name == "fsdp1":
-        raise EngineError("the Accelerate config asks for FSDP version 1 (fsdp_config.fsdp_version: 1): laser's "
-                          "update supports FSDP2 only; set fsdp_version: 2 (examples/accelerate/fsdp.yaml)")
+        raise EngineError(
+            "the Accelerate config asks for FSDP version 1 (fsdp_config.fsdp_version: 1): laser's "
+            "update supports FSDP2 only; set fsdp_version: 2 (examples/accelerate/fsdp.yaml)"
+        )
     if name.startswith("zero"):
         _configure_deepspeed(acc.state.deepspeed_plugin, train)
     return name
@@ -87,9 +90,14 @@ def check_engine(acc, train) -> str:
 def _configure_deepspeed(plugin, train) -> None:
     """Fill the DeepSpeed config's ``auto`` values the update owns; refuse ones that contradict it."""
     cfg, clip = plugin.deepspeed_config, float(train.grad_clip or 0.0)
-    checks = {"gradient_accumulation_steps": (1, "laser accumulates a step's train.micro_batch_pairs chunks itself "
-                                                 "and steps once per training step; set it to 1"),
-              "gradient_clipping": (clip, f"it must equal train.grad_clip ({clip}); DeepSpeed clips inside its step")}
+    checks = {
+        "gradient_accumulation_steps": (
+            1,
+            "laser accumulates a step's train.micro_batch_pairs chunks itself "
+            "and steps once per training step; set it to 1",
+        ),
+        "gradient_clipping": (clip, f"it must equal train.grad_clip ({clip}); DeepSpeed clips inside its step"),
+    }
     for key, (want, why) in checks.items():
         value = cfg.get(key, "auto")
         if value in ("auto", None):
@@ -210,8 +218,10 @@ class Engine:
         """AdamW's state in ``torch.optim.AdamW.state_dict()`` form over the trainable parameters in
         :attr:`params` order, full tensors on CPU (what one process's optimizer would hold)."""
         sd = self.optimizer.state_dict()
-        return {"state": {i: {k: v.detach().to("cpu", copy=True) for k, v in s.items()} for i, s in sd["state"].items()},
-                "param_groups": sd["param_groups"]}
+        return {
+            "state": {i: {k: v.detach().to("cpu", copy=True) for k, v in s.items()} for i, s in sd["state"].items()},
+            "param_groups": sd["param_groups"],
+        }
 
     def load_optimizer_state(self, sd: dict) -> None:
         """Load an :meth:`optimizer_state` (written under any engine)."""
@@ -284,8 +294,10 @@ class FSDP2Engine(Engine):
         state = {}
         for i, p in enumerate(self.params.values()):
             s = opt.state.get(p, {})
-            state[i] = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().to("cpu", copy=True)
-                        for k, v in s.items()}
+            state[i] = {
+                k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().to("cpu", copy=True)
+                for k, v in s.items()
+            }
         groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         groups[0]["params"] = list(range(len(self.params)))
         return {"state": {i: s for i, s in state.items() if s}, "param_groups": groups}

@@ -110,8 +110,10 @@ class DeepSpeedEngine(Engine):
     def full_params(self):
         from deepspeed.utils import safe_get_full_fp32_param
 
-        return {n: safe_get_full_fp32_param(p).detach().to("cpu", copy=True).reshape(self._shape(p))
-                for n, p in self.params.items()}
+        return {
+            n: safe_get_full_fp32_param(p).detach().to("cpu", copy=True).reshape(self._shape(p))
+            for n, p in self.params.items()
+        }
 
     def load_full_params(self, full):
         from deepspeed.utils import safe_set_full_fp32_param
@@ -145,8 +147,13 @@ class DeepSpeedEngine(Engine):
         step = torch.as_tensor(steps[0], dtype=torch.float32).detach().to("cpu", copy=True)
         state = {}
         for i, p in enumerate(self.params.values()):
-            state[i] = {"step": step.clone(), **{k: safe_get_full_optimizer_state(p, k).detach().to("cpu", copy=True)
-                                                 .reshape(self._shape(p)) for k in MOMENTS}}
+            state[i] = {
+                "step": step.clone(),
+                **{
+                    k: safe_get_full_optimizer_state(p, k).detach().to("cpu", copy=True).reshape(self._shape(p))
+                    for k in MOMENTS
+                },
+            }
         return {"state": state, "param_groups": groups}
 
     def load_optimizer_state(self, sd):
@@ -168,5 +175,6 @@ class DeepSpeedEngine(Engine):
             link()
         for i, p in enumerate(self.params.values()):
             for k in MOMENTS:
-                safe_set_full_optimizer_state(p, state[i][k].to(self.acc.device, torch.float32)
-                                              .reshape(self._shape(p)), k)
+                safe_set_full_optimizer_state(
+                    p, state[i][k].to(self.acc.device, torch.float32).reshape(self._shape(p)), k
+                )

@@ -54,24 +54,46 @@ class Trainer:
         strategy: an already-built :class:`~laser.routing.strategies.Strategy` (overrides both).
     """
 
-    def __init__(self, cfg, policy, rms: list, examples: list, accelerator=None, context_fn=None,
-                 show_progress: bool = True, selector=None, strategy=None):
+    def __init__(
+        self,
+        cfg,
+        policy,
+        rms: list,
+        examples: list,
+        accelerator=None,
+        context_fn=None,
+        show_progress: bool = True,
+        selector=None,
+        strategy=None,
+    ):
         from accelerate import Accelerator
 
         self.cfg, self.policy, self.examples = cfg, policy, list(examples)
         device = getattr(policy, "device", None)
-        self.acc = accelerator or Accelerator(cpu=device is None or device.type == "cpu",
-                                              log_with=tracker_names(cfg.log_with) or None, project_dir=cfg.output_dir)
+        self.acc = accelerator or Accelerator(
+            cpu=device is None or device.type == "cpu",
+            log_with=tracker_names(cfg.log_with) or None,
+            project_dir=cfg.output_dir,
+        )
         self.dist = Dist(self.acc)
-        join_at = {k: int(spec["add_at_step"]) for k, spec in enumerate(cfg.rewards)
-                   if isinstance(spec, dict) and spec.get("add_at_step")}
+        join_at = {
+            k: int(spec["add_at_step"])
+            for k, spec in enumerate(cfg.rewards)
+            if isinstance(spec, dict) and spec.get("add_at_step")
+        }
         pool = RewardPool(rms, join_at)
         self.out = Path(cfg.output_dir)
         self.context_fn, self.show_progress = context_fn, show_progress
         self.feedback = resolve_feedback(cfg.train.feedback, self.examples)
-        self.router = Router(strategy or make_strategy(cfg, pool.names, self._context_dim, selector), pool,
-                             self.feedback, normalizer=self._normalizer(), collectives=self.dist,
-                             pairing=cfg.train.pairing, num_pairs=cfg.train.pairs_per_prompt)
+        self.router = Router(
+            strategy or make_strategy(cfg, pool.names, self._context_dim, selector),
+            pool,
+            self.feedback,
+            normalizer=self._normalizer(),
+            collectives=self.dist,
+            pairing=cfg.train.pairing,
+            num_pairs=cfg.train.pairs_per_prompt,
+        )
         self.needs_after = "after" in FEEDBACKS[self.feedback].needs
         self.update = PolicyUpdate(cfg.train, policy, self.acc)
         self.iteration = self.step_in_iter = self.global_step = self.skipped_steps = 0
@@ -120,11 +142,11 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.seed, iteration])
         order = rng.permutation(n) if self.cfg.data.shuffle else np.arange(n)
         if not self.cfg.data.group_batches:
-            return [[self.examples[i] for i in order[j:j + b]] for j in range(0, n, b)]
+            return [[self.examples[i] for i in order[j : j + b]] for j in range(0, n, b)]
         groups: dict[str, list] = {}
         for i in order:
             groups.setdefault(self.examples[i].group, []).append(self.examples[i])
-        batches = [g[j:j + b] for _, g in sorted(groups.items()) for j in range(0, len(g), b)]
+        batches = [g[j : j + b] for _, g in sorted(groups.items()) for j in range(0, len(g), b)]
         return [batches[i] for i in rng.permutation(len(batches))] if self.cfg.data.shuffle else batches
 
     # ----- the loop -----------------------------------------------------------------------
@@ -135,8 +157,14 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.resume()
         total = self.cfg.train.iterations * self.steps_per_iter
-        bar = tqdm(total=total, initial=self.global_step, desc="laser train", unit="step", dynamic_ncols=True,
-                   disable=not (self.show_progress and self.acc.is_main_process))
+        bar = tqdm(
+            total=total,
+            initial=self.global_step,
+            desc="laser train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.show_progress and self.acc.is_main_process),
+        )
         while self.iteration < self.cfg.train.iterations:
             batches = self._batches(self.iteration)
             if self.step_in_iter == 0:  # the policy as it is now is this iteration's frozen reference
@@ -156,9 +184,13 @@ class Trainer:
         self.save()
         self.export(self.out / "final")
         self.trackers.finish()
-        return {"global_step": self.global_step, "responses_scored": self.pool.responses_scored.tolist(),
-                "score_calls": self.pool.score_calls.tolist(), "skipped_steps": self.skipped_steps,
-                "skipped_prompts": self.skipped_prompts}
+        return {
+            "global_step": self.global_step,
+            "responses_scored": self.pool.responses_scored.tolist(),
+            "score_calls": self.pool.score_calls.tolist(),
+            "skipped_steps": self.skipped_steps,
+            "skipped_prompts": self.skipped_prompts,
+        }
 
     def train_step(self, batch: list) -> dict:
         """One step on one mini-batch; returns the step's log record."""
@@ -172,7 +204,7 @@ class Trainer:
         return self._record(step)
 
     def new_step(self, batch: list) -> Step:
-        shard = batch[self.acc.process_index::self.acc.num_processes]
+        shard = batch[self.acc.process_index :: self.acc.num_processes]
         return Step(self.iteration, self.step_in_iter, self.global_step + 1, batch, shard)
 
     def sample_and_score(self, step: Step) -> None:
@@ -181,9 +213,14 @@ class Trainer:
         torch.manual_seed(_seed(cfg.seed, self.iteration, self.step_in_iter, 1))  # e.g. LoRA dropout
         route.contexts = self.dist.gather_rows(self._contexts(step.prompts))  # (B, d) over the whole batch
         step.mark("context")
-        step.samples = self.policy.sample(step.prompts, cfg.train.n_samples, cfg.train.temperature, cfg.train.top_p,
-                                          cfg.train.max_new_tokens,
-                                          seed=_seed(cfg.seed, self.iteration, self.step_in_iter, self.dist.rank))
+        step.samples = self.policy.sample(
+            step.prompts,
+            cfg.train.n_samples,
+            cfg.train.temperature,
+            cfg.train.top_p,
+            cfg.train.max_new_tokens,
+            seed=_seed(cfg.seed, self.iteration, self.step_in_iter, self.dist.rank),
+        )
         route.add_responses(step.samples.texts, step.samples.prompt_index)
         step.mark("sample")
         self.router.route(route)  # an RM that fails is masked and the batch decided again
@@ -204,8 +241,9 @@ class Trainer:
 
     def _train(self, step: Step) -> None:
         """The policy update, then the typed outcome the feedback reads (answer checks included)."""
-        step.terms = self.update.run(step.samples, step.route.flat_pairs(), len(step.shard), self.dist,
-                                     after=self.needs_after)
+        step.terms = self.update.run(
+            step.samples, step.route.flat_pairs(), len(step.shard), self.dist, after=self.needs_after
+        )
         if step.terms["nonfinite"]:
             self._nonfinite(step, step.terms["nonfinite"])
         step.outcome = self.router.outcome(step.route, step.terms)
@@ -232,14 +270,24 @@ class Trainer:
         routing = self.router.state_dict()
         return {
             **self.update.state_dict(),  # full tensors: trainable, reference, optimizer (a collective when sharded)
-            "rng": {"cpu": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "normalizer": routing["normalizer"], "strategy": routing["strategy"],
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "normalizer": routing["normalizer"],
+            "strategy": routing["strategy"],
             "counters": {
-                "iteration": self.iteration, "step_in_iter": self.step_in_iter, "global_step": self.global_step,
-                "skipped_steps": self.skipped_steps, "skipped_prompts": self.skipped_prompts,
-                "rm_names": self.pool.names, "pool": routing["pool"], "router": routing["counters"],
-                "model_signature": self.update.signature(), "selector": self.strategy.name},
+                "iteration": self.iteration,
+                "step_in_iter": self.step_in_iter,
+                "global_step": self.global_step,
+                "skipped_steps": self.skipped_steps,
+                "skipped_prompts": self.skipped_prompts,
+                "rm_names": self.pool.names,
+                "pool": routing["pool"],
+                "router": routing["counters"],
+                "model_signature": self.update.signature(),
+                "selector": self.strategy.name,
+            },
             "config": self.cfg,
         }
 
@@ -255,13 +303,21 @@ class Trainer:
         torch.set_rng_state(sd["rng"]["cpu"])
         if sd["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
-        pool = c.get("pool") or {"rm_names": c["rm_names"], "rm_calls": c["rm_calls"], "down": c["rm_down"],
-                                 "errors": c["rm_errors"]}  # a checkpoint written before the routing core
-        self.router.load_state_dict({"strategy": sd.get("strategy"), "normalizer": sd["normalizer"],
-                                     "pool": pool, "counters": c.get("router")})
+        pool = c.get("pool") or {
+            "rm_names": c["rm_names"],
+            "rm_calls": c["rm_calls"],
+            "down": c["rm_down"],
+            "errors": c["rm_errors"],
+        }  # a checkpoint written before the routing core
+        self.router.load_state_dict(
+            {"strategy": sd.get("strategy"), "normalizer": sd["normalizer"], "pool": pool, "counters": c.get("router")}
+        )
         self.iteration, self.step_in_iter = c["iteration"], c["step_in_iter"]
-        self.global_step, self.skipped_steps, self.skipped_prompts = c["global_step"], c["skipped_steps"], \
-            c["skipped_prompts"]
+        self.global_step, self.skipped_steps, self.skipped_prompts = (
+            c["global_step"],
+            c["skipped_steps"],
+            c["skipped_prompts"],
+        )
 
     def save(self) -> Path | None:
         """Write a checkpoint (main process; every process synchronises)."""
@@ -288,8 +344,11 @@ class Trainer:
         if self.acc.is_main_process:
             self.acc.unwrap_model(self.update.model).save_pretrained(folder, state_dict=weights)
             self.policy.tokenizer.save_pretrained(folder)
-            base = {"model": self.cfg.policy.model, "gguf_file": self.cfg.policy.gguf_file,
-                    "chat_template": self.cfg.policy.chat_template}
+            base = {
+                "model": self.cfg.policy.model,
+                "gguf_file": self.cfg.policy.gguf_file,
+                "chat_template": self.cfg.policy.chat_template,
+            }
             (Path(folder) / "laser_policy.json").write_text(json.dumps(base, indent=1))
         self.acc.wait_for_everyone()
 
@@ -302,17 +361,34 @@ class Trainer:
         if "gold" in step.outcome.correct:  # a log-only reference (Router log_references): gold pair accuracy
             correct.setdefault("pair_accuracy", step.outcome.correct["gold"].mean)
         return {
-            "iteration": step.iteration, "step": step.index, "global_step": step.global_step,
-            "arm": route.arms[0], "arm_name": self.strategy.arm_name(route, pool.names),
-            "prompt_ids": [ex.id for ex in step.batch], "prompt_arms": route.arms, "arms_by_rank": step.arms_by_rank,
-            "ucb": None, **self.strategy.record(route), "reward": step.rewards, "raw_reward": step.raw,
-            "loss": terms.get("loss"), "dpo": terms.get("dpo"), "nll": terms.get("nll"),
-            "grad_norm": terms.get("grad_norm"), "loss_after": terms.get("loss_after"), **correct,
-            "feedback": self.feedback, "n_pairs": terms.get("n_pairs"),
+            "iteration": step.iteration,
+            "step": step.index,
+            "global_step": step.global_step,
+            "arm": route.arms[0],
+            "arm_name": self.strategy.arm_name(route, pool.names),
+            "prompt_ids": [ex.id for ex in step.batch],
+            "prompt_arms": route.arms,
+            "arms_by_rank": step.arms_by_rank,
+            "ucb": None,
+            **self.strategy.record(route),
+            "reward": step.rewards,
+            "raw_reward": step.raw,
+            "loss": terms.get("loss"),
+            "dpo": terms.get("dpo"),
+            "nll": terms.get("nll"),
+            "grad_norm": terms.get("grad_norm"),
+            "loss_after": terms.get("loss_after"),
+            **correct,
+            "feedback": self.feedback,
+            "n_pairs": terms.get("n_pairs"),
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
-            "responses_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist(),
-            "responses_scored_total": int(pool.responses_scored.sum()), "score_calls_total": int(pool.score_calls.sum()),
-            "skipped_prompts": self.skipped_prompts, "skipped_steps": self.skipped_steps, "events": route.events,
+            "responses_scored": pool.responses_scored.tolist(),
+            "score_calls": pool.score_calls.tolist(),
+            "responses_scored_total": int(pool.responses_scored.sum()),
+            "score_calls_total": int(pool.score_calls.sum()),
+            "skipped_prompts": self.skipped_prompts,
+            "skipped_steps": self.skipped_steps,
+            "events": route.events,
             "time": {k: round(t[k] - t["start"], 4) for k in ("context", "sample", "score", "update", "end")},
         }
 

@@ -12,8 +12,17 @@ import dataclasses
 import numpy as np
 
 #: the tracker extra that installs each backend
-EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
-          "comet_ml": "comet_ml", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab"}
+EXTRAS = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "trackio": "trackio",
+    "comet_ml": "comet_ml",
+    "aim": "aim",
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+}
 
 
 def tracker_names(log_with: list[str] | str) -> list[str]:
@@ -32,8 +41,10 @@ def check_installed(names: list[str]) -> list[str]:
         if name not in EXTRAS:
             problems.append(f"log_with: unknown tracker {name!r} (valid: {', '.join(sorted(EXTRAS))})")
         elif importlib.util.find_spec(EXTRAS[name]) is None:
-            problems.append(f"log_with: tracker {name!r} needs its package: pip install {EXTRAS[name]} "
-                            f"(or pip install 'laser-rm[trackers]')")
+            problems.append(
+                f"log_with: tracker {name!r} needs its package: pip install {EXTRAS[name]} "
+                f"(or pip install 'laser-rm[trackers]')"
+            )
     return problems
 
 

@@ -91,8 +91,11 @@ class PolicyUpdate:
         if self.ref_state:
             with self.reference_weights():
                 reference = self.engine.gather_lp()
-        return {"trainable": self.engine.full_params(), "reference": reference,
-                "optimizer": self.engine.optimizer_state()}
+        return {
+            "trainable": self.engine.full_params(),
+            "reference": reference,
+            "optimizer": self.engine.optimizer_state(),
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore :meth:`state_dict`'s output (written under any engine); every process calls it."""
@@ -163,7 +166,7 @@ class PolicyUpdate:
         counts = dist.all_gather(len(flat))
         total = float(sum(counts))
         n_passes = max(-(-c // mb) for c in counts)  # the most loaded process's chunks
-        chunks = [flat[j:j + mb] for j in range(0, len(flat), mb)]
+        chunks = [flat[j : j + mb] for j in range(0, len(flat), mb)]
         self.policy.model.eval()  # reference (and after-update) log-probs without dropout noise
         with torch.no_grad(), self.reference_weights():
             refs = self._forwards(samples, chunks, n_passes, lambda ch: self.pair_logps(samples, ch, grad=False)[:2])
@@ -172,13 +175,21 @@ class PolicyUpdate:
         out["grad_norm"], out["nonfinite"] = self._step(total, out["loss"])
         prompt_of = np.array([i for i, _, _ in flat], dtype=np.int64)
         losses = torch.cat(per_pair["loss"]).numpy() if flat else np.zeros(0)
-        out.update(n_pairs=int(total), local_pairs=len(flat), pair_losses=losses,
-                   prompt_loss=per_prompt(losses, prompt_of, n_prompts))
+        out.update(
+            n_pairs=int(total),
+            local_pairs=len(flat),
+            pair_losses=losses,
+            prompt_loss=per_prompt(losses, prompt_of, n_prompts),
+        )
         if after:  # every process joins the passes and the sum, with or without local pairs
             self.policy.model.eval()
             with torch.no_grad():
-                a = self._forwards(samples, list(zip(chunks, refs)), n_passes,
-                                   lambda c: self.loss_terms(samples, c[0], grad=False, ref=c[1])["loss"])
+                a = self._forwards(
+                    samples,
+                    list(zip(chunks, refs)),
+                    n_passes,
+                    lambda c: self.loss_terms(samples, c[0], grad=False, ref=c[1])["loss"],
+                )
             a = torch.cat(a).numpy() if a else np.zeros(0)
             out["loss_after"] = dist.sum([float(a.sum())])[0] / total if total else float("nan")
             out["prompt_loss_after"] = per_prompt(a, prompt_of, n_prompts)

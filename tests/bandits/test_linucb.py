@@ -85,7 +85,7 @@ def test_switch_to_dense_keeps_results():
     for i in range(15):
         s.update(0, X[i], y[i])
         assert s.arms_[0].mode == ("lowrank" if i < 6 else "dense")
-        theta = np.linalg.solve(np.eye(10) + X[:i + 1].T @ X[:i + 1], X[:i + 1].T @ y[:i + 1])
+        theta = np.linalg.solve(np.eye(10) + X[: i + 1].T @ X[: i + 1], X[: i + 1].T @ y[: i + 1])
         np.testing.assert_allclose(s.theta_[0], theta, rtol=1e-10, atol=1e-12)
 
 

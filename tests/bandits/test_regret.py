@@ -40,6 +40,8 @@ ALGORITHMS = {
 def test_regret_below_half_of_uniform_on_19_of_20_seeds(name):
     runs = np.array([regret_run(ALGORITHMS[name], seed) for seed in range(SEEDS)])
     ratios = runs[:, 0] / runs[:, 1]
-    print(f"\n{name}: mean regret {runs[:, 0].mean():.2f} vs uniform {runs[:, 1].mean():.2f}; ratio median "
-          f"{np.median(ratios):.4f}, max {ratios.max():.4f}; seeds below 0.5: {(ratios < 0.5).sum()}/{SEEDS}")
+    print(
+        f"\n{name}: mean regret {runs[:, 0].mean():.2f} vs uniform {runs[:, 1].mean():.2f}; ratio median "
+        f"{np.median(ratios):.4f}, max {ratios.max():.4f}; seeds below 0.5: {(ratios < 0.5).sum()}/{SEEDS}"
+    )
     assert (ratios < 0.5).sum() >= 19

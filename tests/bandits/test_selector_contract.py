@@ -148,6 +148,7 @@ def test_registry_and_factory_errors():
 def test_no_torch_import():
     import subprocess
     import sys
+
     code = "import sys, laser.bandits; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 

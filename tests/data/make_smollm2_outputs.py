@@ -35,39 +35,39 @@ CHOICE_QUESTIONS = [
     ("What is the capital of France?", ["Berlin", "Madrid", "Paris", "Rome"], "C"),
     ("Which planet is known as the Red Planet?", ["Venus", "Mars", "Jupiter", "Saturn"], "B"),
     ("What is 7 times 8?", ["54", "56", "64", "48"], "B"),
-    ("Which gas do plants absorb from the air for photosynthesis?",
-     ["Oxygen", "Nitrogen", "Carbon dioxide", "Helium"], "C"),
-    ("Who wrote 'Romeo and Juliet'?",
-     ["William Shakespeare", "Charles Dickens", "Jane Austen", "Mark Twain"], "A"),
-    ("What is the boiling point of water at sea level in degrees Celsius?",
-     ["50", "90", "110", "100"], "D"),
+    (
+        "Which gas do plants absorb from the air for photosynthesis?",
+        ["Oxygen", "Nitrogen", "Carbon dioxide", "Helium"],
+        "C",
+    ),
+    ("Who wrote 'Romeo and Juliet'?", ["William Shakespeare", "Charles Dickens", "Jane Austen", "Mark Twain"], "A"),
+    ("What is the boiling point of water at sea level in degrees Celsius?", ["50", "90", "110", "100"], "D"),
     ("Which organ pumps blood through the human body?", ["Liver", "Heart", "Lung", "Kidney"], "B"),
-    ("What is the largest ocean on Earth?",
-     ["Atlantic Ocean", "Indian Ocean", "Pacific Ocean", "Arctic Ocean"], "C"),
+    ("What is the largest ocean on Earth?", ["Atlantic Ocean", "Indian Ocean", "Pacific Ocean", "Arctic Ocean"], "C"),
     ("How many sides does a hexagon have?", ["Five", "Six", "Seven", "Eight"], "B"),
     ("Which of these is a mammal?", ["Shark", "Eagle", "Dolphin", "Frog"], "C"),
     ("What is the chemical symbol for gold?", ["Au", "Ag", "Gd", "Go"], "A"),
     ("In which continent is Egypt?", ["Asia", "Europe", "South America", "Africa"], "D"),
     ("Which number is a prime?", ["9", "15", "13", "21"], "C"),
-    ("What is the freezing point of water in degrees Fahrenheit?",
-     ["32", "0", "100", "212"], "A"),
-    ("Which instrument measures air pressure?",
-     ["Thermometer", "Barometer", "Hygrometer", "Speedometer"], "B"),
+    ("What is the freezing point of water in degrees Fahrenheit?", ["32", "0", "100", "212"], "A"),
+    ("Which instrument measures air pressure?", ["Thermometer", "Barometer", "Hygrometer", "Speedometer"], "B"),
     ("What is the square root of 81?", ["7", "8", "10", "9"], "D"),
-    ("Which language is mainly spoken in Brazil?",
-     ["Spanish", "Portuguese", "French", "English"], "B"),
-    ("Which part of the cell holds its genetic material?",
-     ["Nucleus", "Cell wall", "Ribosome", "Vacuole"], "A"),
-    ("What force keeps the Moon in orbit around the Earth?",
-     ["Magnetism", "Friction", "Gravity", "Electricity"], "C"),
+    ("Which language is mainly spoken in Brazil?", ["Spanish", "Portuguese", "French", "English"], "B"),
+    ("Which part of the cell holds its genetic material?", ["Nucleus", "Cell wall", "Ribosome", "Vacuole"], "A"),
+    ("What force keeps the Moon in orbit around the Earth?", ["Magnetism", "Friction", "Gravity", "Electricity"], "C"),
     ("Which of these is the smallest unit of life?", ["Organ", "Tissue", "Atom", "Cell"], "D"),
-    ("Who painted the Mona Lisa?",
-     ["Vincent van Gogh", "Leonardo da Vinci", "Pablo Picasso", "Claude Monet"], "B"),
+    ("Who painted the Mona Lisa?", ["Vincent van Gogh", "Leonardo da Vinci", "Pablo Picasso", "Claude Monet"], "B"),
     ("What is 15% of 200?", ["15", "20", "30", "45"], "C"),
-    ("Which layer of the atmosphere contains the ozone layer?",
-     ["Troposphere", "Stratosphere", "Mesosphere", "Thermosphere"], "B"),
-    ("What is the main function of red blood cells?",
-     ["Carry oxygen", "Fight infection", "Clot blood", "Digest food"], "A"),
+    (
+        "Which layer of the atmosphere contains the ozone layer?",
+        ["Troposphere", "Stratosphere", "Mesosphere", "Thermosphere"],
+        "B",
+    ),
+    (
+        "What is the main function of red blood cells?",
+        ["Carry oxygen", "Fight infection", "Clot blood", "Digest food"],
+        "A",
+    ),
 ]
 
 #: (question, gold "yes"/"no")
@@ -110,13 +110,22 @@ def build_items() -> list[dict]:
         lines = [question] + [f"{L}. {o}" for L, o in zip("ABCD", options, strict=True)]
         if CHOICE_STYLES[style]:
             lines.append(CHOICE_STYLES[style])
-        items.append({"id": f"mc{i:02d}", "task": "mmlu", "style": style, "options": options,
-                      "gold": gold, "prompt": "\n".join(lines)})
+        items.append(
+            {
+                "id": f"mc{i:02d}",
+                "task": "mmlu",
+                "style": style,
+                "options": options,
+                "gold": gold,
+                "prompt": "\n".join(lines),
+            }
+        )
     for i, (question, gold) in enumerate(YESNO_QUESTIONS):
         style = list(YESNO_STYLES)[i % len(YESNO_STYLES)]
         prompt = f"{question} {YESNO_STYLES[style]}".strip()
-        items.append({"id": f"yn{i:02d}", "task": "strategyqa", "style": style, "options": None,
-                      "gold": gold, "prompt": prompt})
+        items.append(
+            {"id": f"yn{i:02d}", "task": "strategyqa", "style": style, "options": None, "gold": gold, "prompt": prompt}
+        )
     return items
 
 
@@ -124,18 +133,18 @@ def generate(model, tokenizer, prompts: list[str], seed: int | None) -> list[str
     """One reply per prompt: greedy when ``seed`` is None, else sampled at TEMPERATURE."""
     import torch
 
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True) for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     tokenizer.padding_side = "left"
     batch = tokenizer(texts, return_tensors="pt", padding=True)
-    kwargs = {"do_sample": False} if seed is None else {"do_sample": True,
-                                                        "temperature": TEMPERATURE, "top_p": 1.0}
+    kwargs = {"do_sample": False} if seed is None else {"do_sample": True, "temperature": TEMPERATURE, "top_p": 1.0}
     if seed is not None:
         torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS,
-                             pad_token_id=tokenizer.pad_token_id, **kwargs)
-    new = out[:, batch["input_ids"].shape[1]:]
+        out = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS, pad_token_id=tokenizer.pad_token_id, **kwargs)
+    new = out[:, batch["input_ids"].shape[1] :]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
 
@@ -162,8 +171,7 @@ def main() -> int:
         for it, reply in zip(items, replies, strict=True):
             label, note = old.get((it["id"], decoding, reply), ("?", ""))
             split = "dev" if decoding in DEV_DECODINGS else "heldout"
-            rows.append({**it, "decoding": decoding, "split": split, "reply": reply,
-                         "label": label, "note": note})
+            rows.append({**it, "decoding": decoding, "split": split, "reply": reply, "label": label, "note": note})
     OUT.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     unlabelled = sum(r["label"] == "?" for r in rows)
     print(f"wrote {len(rows)} replies to {OUT}; {unlabelled} need a hand label")

@@ -22,15 +22,30 @@ def rms():
     return [RegexRM("ones", "1"), LengthRM("long")]
 
 
-def make_cfg(out, selector: str = "linucb", iterations: int = 4, every: int = 1, seed: int = 3, rewards=None,
-             **train):
+def make_cfg(out, selector: str = "linucb", iterations: int = 4, every: int = 1, seed: int = 3, rewards=None, **train):
     """A tiny run: 20 prompts, batch 4 (5 steps per iteration), 4 samples, 6 new tokens."""
     specs = rewards or [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}]
-    tr = {"iterations": iterations, "batch_size": 4, "n_samples": 4, "max_new_tokens": 6, "lr": 1e-2,
-          "pairs_per_prompt": 2, **train}
+    tr = {
+        "iterations": iterations,
+        "batch_size": 4,
+        "n_samples": 4,
+        "max_new_tokens": 6,
+        "lr": 1e-2,
+        "pairs_per_prompt": 2,
+        **train,
+    }
     sel = {"name": selector, **({"arm": specs[0]["name"]} if selector == "fixed" else {})}
-    return load_config(data={"output_dir": str(out), "seed": seed, "rewards": specs, "selector": sel, "train": tr,
-                             "checkpoint": {"every": every, "keep_last": 2}}, require_data=False)
+    return load_config(
+        data={
+            "output_dir": str(out),
+            "seed": seed,
+            "rewards": specs,
+            "selector": sel,
+            "train": tr,
+            "checkpoint": {"every": every, "keep_last": 2},
+        },
+        require_data=False,
+    )
 
 
 def read_log(out) -> list[dict]:

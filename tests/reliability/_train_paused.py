@@ -27,17 +27,22 @@ real_write, real_fsync = checkpoint.write_checkpoint, checkpoint._fsync
 
 def _setting():
     env = os.environ
-    return int(env.get("LASER_KILLTEST_STEP", "-1")), float(env.get("LASER_KILLTEST_PAUSE", "0")), \
-        env.get("LASER_KILLTEST_WHERE", "")
+    return (
+        int(env.get("LASER_KILLTEST_STEP", "-1")),
+        float(env.get("LASER_KILLTEST_PAUSE", "0")),
+        env.get("LASER_KILLTEST_WHERE", ""),
+    )
 
 
 def paused_write(root, global_step, writers, keep_last=2):
     step, pause, where = _setting()
     if global_step == step and where == "files":
+
         def slow(write):
             def run(path):
                 write(path)
                 time.sleep(pause)
+
             return run
 
         writers = {name: slow(w) for name, w in writers.items()}

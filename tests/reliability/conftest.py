@@ -51,8 +51,10 @@ def figures() -> Figures:
 
 def summary_rows() -> list[tuple[str, str, str]]:
     rows = [(item, fig, value) for (item, fig), value in _FIGURES.items()]
-    rows += [(item, fig, f"all {total} passed" if ok == total else f"{total - ok} of {total} FAILED")
-             for (item, fig), (ok, total) in _CASES.items()]
+    rows += [
+        (item, fig, f"all {total} passed" if ok == total else f"{total - ok} of {total} FAILED")
+        for (item, fig), (ok, total) in _CASES.items()
+    ]
     rows += [(item, fig, str(n)) for (item, fig), n in _COUNTS.items()]
     return sorted(rows, key=lambda r: r[0].split()[0])  # stable: recording order within an item
 

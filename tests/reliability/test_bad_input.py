@@ -36,11 +36,15 @@ def base_config(tmp_path, model="/nonexistent/model-folder") -> dict:
     prompts = tmp_path / "prompts.jsonl"
     if not prompts.exists():
         prompts.write_text('{"id": "a", "prompt": "1+1="}\n{"id": "b", "prompt": "2+2="}\n')
-    return {"seed": 0, "output_dir": str(tmp_path / "run"), "policy": {"model": model},
-            "data": {"prompts": str(prompts)},
-            "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
-            "selector": {"name": "linucb"},
-            "train": {"iterations": 1, "batch_size": 2, "n_samples": 4, "max_new_tokens": 6, "lr": 0.01}}
+    return {
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+        "policy": {"model": model},
+        "data": {"prompts": str(prompts)},
+        "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
+        "selector": {"name": "linucb"},
+        "train": {"iterations": 1, "batch_size": 2, "n_samples": 4, "max_new_tokens": 6, "lr": 0.01},
+    }
 
 
 def write(tmp_path, cfg: dict):
@@ -64,8 +68,10 @@ DATASETS = {  # name: (file content, what the error must say; {f} = the file)
     "missing prompt field": ('{"prompt": "a"}\n{"id": "b", "text": "x"}\n', '{f}:2: field "prompt" missing'),
     "non-string prompt": ('{"prompt": 5}\n', '{f}:1: field "prompt" must be a string'),
     "empty prompt": ('{"prompt": "  "}\n', '{f}:1: field "prompt" is empty'),
-    "duplicate ids": ('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}\n{"id": "a", "prompt": "z"}\n',
-                      '{f}:3: duplicate id "a" (first at {f}:1)'),
+    "duplicate ids": (
+        '{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}\n{"id": "a", "prompt": "z"}\n',
+        '{f}:3: duplicate id "a" (first at {f}:1)',
+    ),
 }
 
 
@@ -81,8 +87,9 @@ def test_bad_dataset_one_error_naming_file_line_field(tmp_path, capsys, no_loadi
 
 
 def test_bom_and_crlf_are_accepted(tmp_path, capsys, no_loading, figures):
-    (tmp_path / "prompts.jsonl").write_bytes('\ufeff{"id": "a", "prompt": "1+1="}\r\n{"id": "b", "prompt": "x"}\r\n'
-                                             .encode("utf-8"))
+    (tmp_path / "prompts.jsonl").write_bytes(
+        '\ufeff{"id": "a", "prompt": "1+1="}\r\n{"id": "b", "prompt": "x"}\r\n'.encode("utf-8")
+    )
     path = write(tmp_path, base_config(tmp_path))
     assert main(["validate", "--config", str(path)]) == 0
     assert "OK (2 prompts" in capsys.readouterr().out
@@ -111,8 +118,11 @@ CONFIGS = {  # name: (dotted key, bad value, expected text)
     "alpha < 0": ("selector.alpha", -0.5, "selector.alpha: must be >= 0, got -0.5"),
     "n_samples < 2": ("train.n_samples", 1, "train.n_samples: must be >= 2 to form a pair, got 1"),
     "no reward models": ("rewards", [], "rewards: at least one reward model is required"),
-    "duplicate RM names": ("rewards", [{"name": "a", "type": "length"}, {"name": "a", "type": "length"}],
-                           "rewards[1].name: duplicate reward model name 'a'"),
+    "duplicate RM names": (
+        "rewards",
+        [{"name": "a", "type": "length"}, {"name": "a", "type": "length"}],
+        "rewards[1].name: duplicate reward model name 'a'",
+    ),
 }
 
 
@@ -129,8 +139,15 @@ def test_bad_config_one_error_naming_the_key(tmp_path, capsys, no_loading, figur
 
 def test_config_error_lists_every_problem_at_once(tmp_path, capsys, no_loading, figures):
     cfg = base_config(tmp_path)
-    faults = ["unknown key", "wrong type (int)", "lr < 0", "beta = 0", "alpha < 0", "n_samples < 2",
-              "duplicate RM names"]
+    faults = [
+        "unknown key",
+        "wrong type (int)",
+        "lr < 0",
+        "beta = 0",
+        "alpha < 0",
+        "n_samples < 2",
+        "duplicate RM names",
+    ]
     for case in faults:
         set_key(cfg, *CONFIGS[case][:2])
     (tmp_path / "prompts.jsonl").write_text("{not json\n")  # a data error too: the config's come first
@@ -156,6 +173,7 @@ def test_exponent_without_dot_is_a_float(tmp_path, capsys, no_loading):
 
 
 # ---- resuming into another set-up -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir):
@@ -202,10 +220,17 @@ def test_resume_refuses_another_setup(trained, other_model, what, figures):
     cfg_dict = changed(trained, what, other_model)
     with figures.case(ITEM, "resume into other RMs / other model shape refused, key named"):
         cfg, examples = load_run(str(_write(root, cfg_dict)), [])
-        tr = Trainer(cfg, Policy(*load_model_and_tokenizer(cfg.policy)), build_reward_models(cfg.rewards), examples,
-                     show_progress=False)
-        expected = {"rewards": r"reward models \['ones', 'long'\] in the checkpoint, \['ones', 'short'\] configured",
-                    "policy.model": "model shape differs from the checkpoint's"}[what]
+        tr = Trainer(
+            cfg,
+            Policy(*load_model_and_tokenizer(cfg.policy)),
+            build_reward_models(cfg.rewards),
+            examples,
+            show_progress=False,
+        )
+        expected = {
+            "rewards": r"reward models \['ones', 'long'\] in the checkpoint, \['ones', 'short'\] configured",
+            "policy.model": "model shape differs from the checkpoint's",
+        }[what]
         with pytest.raises(ResumeError, match=expected):
             tr.resume()
         folder, _ = find_latest(Path(cfg_dict["output_dir"]) / "checkpoints")
@@ -226,12 +251,16 @@ def test_resume_into_another_setup_is_one_error_before_loading(trained, other_mo
     assert f"{what}: the checkpoint" in err
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("selector", "linucb", "selector: expected a mapping, got str"),
-    ("rewards", {"name": "a", "type": "length"}, "rewards: expected list"),
-])
-def test_a_section_of_the_wrong_shape_is_one_problem_named_by_its_key(tmp_path, capsys, no_loading, key, value,
-                                                                       expected):
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("selector", "linucb", "selector: expected a mapping, got str"),
+        ("rewards", {"name": "a", "type": "length"}, "rewards: expected list"),
+    ],
+)
+def test_a_section_of_the_wrong_shape_is_one_problem_named_by_its_key(
+    tmp_path, capsys, no_loading, key, value, expected
+):
     cfg = base_config(tmp_path)
     cfg[key] = value
     err = one_error(capsys, ["validate", "--config", str(write(tmp_path, cfg))])

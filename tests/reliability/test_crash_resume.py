@@ -58,7 +58,10 @@ class TracingTrainer(Trainer):
         record = super().train_step(batch)
         step = self.global_step + 1
         self.trace[step] = {
-            "texts": self._texts, "arm": record["arm"], "loss": repr(record["loss"]), "reward": repr(record["reward"]),
+            "texts": self._texts,
+            "arm": record["arm"],
+            "loss": repr(record["loss"]),
+            "reward": repr(record["reward"]),
             "selector_rng": rng_state_array(self.selector.rng_).tobytes(),
             "torch_rng": hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest(),
         }
@@ -68,8 +71,7 @@ class TracingTrainer(Trainer):
 
 
 def run(out, selector="linucb", crash_at=None, every=1, rng_lost=False):
-    tr = TracingTrainer(make_cfg(out, selector, every=every), make_tiny_policy(), rms(), EXAMPLES,
-                        show_progress=False)
+    tr = TracingTrainer(make_cfg(out, selector, every=every), make_tiny_policy(), rms(), EXAMPLES, show_progress=False)
     tr.crash_at, tr.rng_lost = crash_at, rng_lost
     tr.run()
     return tr
@@ -96,8 +98,7 @@ def crash_and_resume(out, selector, k, rng_lost=False):
     return crashing, resumed
 
 
-@pytest.mark.parametrize("selector,k", [("linucb", 1), ("linucb", 7), ("linucb", 13), ("linucb", 19),
-                                        ("lints", 7)])
+@pytest.mark.parametrize("selector,k", [("linucb", 1), ("linucb", 7), ("linucb", 13), ("linucb", 19), ("lints", 7)])
 def test_crash_at_step_k_then_resume_is_bit_identical(tmp_path, reference, figures, selector, k):
     """LinUCB draws from its RNG only on ties, so LinTS (a Gaussian draw per arm every step) is run
     too: its arm sequence depends on the restored selector RNG at every step after the resume."""

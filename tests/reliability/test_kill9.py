@@ -47,12 +47,20 @@ ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 def run_setup(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("kill9")
     cfg = {
-        "seed": 5, "output_dir": str(root / "ref"), "policy": {"model": str(tiny_model_dir)},
+        "seed": 5,
+        "output_dir": str(root / "ref"),
+        "policy": {"model": str(tiny_model_dir)},
         "data": {"prompts": str(write_prompts(root / "prompts.jsonl", n=8))},
         "rewards": [{"name": "ones", "type": "regex", "pattern": "1"}, {"name": "long", "type": "length"}],
         "selector": {"name": "lints"},
-        "train": {"iterations": 4, "batch_size": 4, "n_samples": 4, "max_new_tokens": 6, "lr": 1e-2,
-                  "pairs_per_prompt": 2},
+        "train": {
+            "iterations": 4,
+            "batch_size": 4,
+            "n_samples": 4,
+            "max_new_tokens": 6,
+            "lr": 1e-2,
+            "pairs_per_prompt": 2,
+        },
         "checkpoint": {"every": 1, "keep_last": 2},
     }
     path = root / "run.yaml"
@@ -81,8 +89,12 @@ def plan(i: int) -> dict:
     kind = KINDS[i]
     if kind == "step":
         return {"kind": kind, "target": int(rng.integers(1, TOTAL - 1)), "delay": float(rng.uniform(0.0, 0.15))}
-    return {"kind": kind, "target": int(rng.integers(2, TOTAL + 1)), "delay": 0.0,
-            "files": int(rng.integers(1, 8)) if kind == "files" else None}
+    return {
+        "kind": kind,
+        "target": int(rng.integers(2, TOTAL + 1)),
+        "delay": 0.0,
+        "files": int(rng.integers(1, 8)) if kind == "files" else None,
+    }
 
 
 PLAIN = (0, 2, 4)  # kills of a fresh `python -m laser.cli.main train`; the others are forked (see below)
@@ -142,8 +154,14 @@ class ForkServer:
     """tests/reliability/_train_paused.py --fork-server: forks `laser train` children on demand."""
 
     def __init__(self, env: dict):
-        self.proc = subprocess.Popen([sys.executable, str(WRAPPER), "--fork-server"], cwd=REPO, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WRAPPER), "--fork-server"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.lock = threading.Lock()
 
     def start(self, argv: list[str], env: dict, stderr: Path) -> Run:
@@ -168,8 +186,15 @@ def killed_run(server: ForkServer, path: Path, out: Path, i: int) -> dict:
     err = out.parent / f"{out.name}.stderr"
     if i in PLAIN:
         with open(err, "w") as f:
-            run = Run(subprocess.Popen([sys.executable, "-m", "laser.cli.main", *argv], cwd=REPO,
-                                       stdout=subprocess.DEVNULL, stderr=f, env={**os.environ, **ENV}))
+            run = Run(
+                subprocess.Popen(
+                    [sys.executable, "-m", "laser.cli.main", *argv],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=f,
+                    env={**os.environ, **ENV},
+                )
+            )
     else:  # the same main(argv) in a child forked from a process that has done the imports
         run = server.start(argv, env, err)
     try:
@@ -205,8 +230,11 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_hash(run_setup, kills, 
     with figures.case(ITEM, "SIGKILL at a seeded moment, --resume: final hash = uninterrupted run's"):
         if isinstance(p, BaseException):
             raise p
-        figures.count(ITEM, "kills of a fresh `python -m laser.cli.main train` (others: forked main())",
-                      p["process"].startswith("python"))
+        figures.count(
+            ITEM,
+            "kills of a fresh `python -m laser.cli.main train` (others: forked main())",
+            p["process"].startswith("python"),
+        )
         figures.count(ITEM, "kills that landed inside a checkpoint write", p["in_write"])
         assert p["in_write"] or p["kind"] == "step"
         # what resume will choose: the newest checkpoint whose manifest verifies
@@ -232,10 +260,18 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_hash(run_setup, kills, 
 
 # ---- the checkpoint files themselves ---------------------------------------------------------------
 
+
 def write_steps(root: Path, steps, keep_last: int = 5) -> None:
     for s in steps:
-        write_checkpoint(root, s, {"a.json": lambda p, s=s: p.write_text(json.dumps({"step": s})),
-                                   "b.bin": lambda p, s=s: p.write_bytes(bytes(range(256)) * s)}, keep_last)
+        write_checkpoint(
+            root,
+            s,
+            {
+                "a.json": lambda p, s=s: p.write_text(json.dumps({"step": s})),
+                "b.bin": lambda p, s=s: p.write_bytes(bytes(range(256)) * s),
+            },
+            keep_last,
+        )
 
 
 def corrupt(folder: Path, how: str) -> None:
@@ -255,8 +291,10 @@ def corrupt(folder: Path, how: str) -> None:
         shutil.copy(folder.with_name("ckpt-00000002") / "manifest.json", folder / "manifest.json")
 
 
-@pytest.mark.parametrize("how", ["bit flip", "truncated file", "missing file", "missing manifest", "empty manifest",
-                                 "manifest of another step"])
+@pytest.mark.parametrize(
+    "how",
+    ["bit flip", "truncated file", "missing file", "missing manifest", "empty manifest", "manifest of another step"],
+)
 def test_a_broken_newest_checkpoint_is_skipped_and_reported(tmp_path, figures, how):
     with figures.case(ITEM, "corrupted newest checkpoint skipped, previous one chosen"):
         write_steps(tmp_path, [1, 2, 3])

@@ -57,8 +57,9 @@ def neg_len_nan_when_even(prompt: str, response: str) -> float:
 
 def test_nan_scores_drop_out_of_pairs_and_are_never_zero(tmp_path, figures):
     cfg = make_cfg(tmp_path, "fixed", iterations=1, rewards=[{"name": "odd", "type": "length"}])
-    tr = PairSpy(cfg, make_tiny_policy(), [CallableRM(neg_len_nan_when_even, name="odd")], EXAMPLES,
-                 show_progress=False)
+    tr = PairSpy(
+        cfg, make_tiny_policy(), [CallableRM(neg_len_nan_when_even, name="odd")], EXAMPLES, show_progress=False
+    )
     tr.run()
     used = nan_seen = 0
     for scores, pairs in tr.seen:
@@ -67,8 +68,9 @@ def test_nan_scores_drop_out_of_pairs_and_are_never_zero(tmp_path, figures):
             assert np.isfinite(scores[c]) and np.isfinite(scores[r]) and scores[c] > scores[r]
             used += 1
     assert nan_seen > 0 and used > 0
-    figures.set(ITEM, "NaN-scored responses seen / pairs built / pairs holding a NaN response",
-                f"{nan_seen} / {used} / 0")
+    figures.set(
+        ITEM, "NaN-scored responses seen / pairs built / pairs holding a NaN response", f"{nan_seen} / {used} / 0"
+    )
 
 
 def test_a_prompt_with_nothing_scorable_is_skipped_and_counted(tmp_path, figures):
@@ -84,8 +86,11 @@ def test_a_prompt_with_nothing_scorable_is_skipped_and_counted(tmp_path, figures
     assert summary["skipped_prompts"] == log[-1]["skipped_prompts"] == 2 * 2
     per_step = np.diff([0] + [r["skipped_prompts"] for r in log])
     assert per_step.sum() == 4 and set(per_step) <= {0, 1, 2}
-    figures.set(ITEM, "prompts with nothing scorable: skipped and counted (2 prompts x 2 iterations)",
-                summary["skipped_prompts"])
+    figures.set(
+        ITEM,
+        "prompts with nothing scorable: skipped and counted (2 prompts x 2 iterations)",
+        summary["skipped_prompts"],
+    )
 
 
 def test_all_unscorable_trains_nothing_and_finishes(tmp_path):
@@ -121,8 +126,13 @@ def inject(tr: Trainer, what: str, steps) -> None:
 
 @pytest.fixture(scope="module")
 def clean_hash(tmp_path_factory):
-    tr = Trainer(make_cfg(tmp_path_factory.mktemp("clean"), "fixed", iterations=2), make_tiny_policy(), rms(),
-                 EXAMPLES, show_progress=False)
+    tr = Trainer(
+        make_cfg(tmp_path_factory.mktemp("clean"), "fixed", iterations=2),
+        make_tiny_policy(),
+        rms(),
+        EXAMPLES,
+        show_progress=False,
+    )
     tr.run()
     return trainer_hash(tr)
 
@@ -130,8 +140,9 @@ def clean_hash(tmp_path_factory):
 @pytest.mark.parametrize("what", ["loss", "gradient norm", "bandit reward"])
 def test_nonfinite_stops_naming_iteration_step_arm_and_keeps_the_checkpoint(tmp_path, clean_hash, figures, what):
     with figures.case(ITEM, "non-finite loss / grad norm / bandit reward: stop names it, checkpoint resumes"):
-        tr = Trainer(make_cfg(tmp_path, "fixed", iterations=2), make_tiny_policy(), rms(), EXAMPLES,
-                     show_progress=False)
+        tr = Trainer(
+            make_cfg(tmp_path, "fixed", iterations=2), make_tiny_policy(), rms(), EXAMPLES, show_progress=False
+        )
         inject(tr, what, {FAULT_STEP})
         with pytest.raises(NonFiniteError) as err:
             tr.run()
@@ -140,8 +151,9 @@ def test_nonfinite_stops_naming_iteration_step_arm_and_keeps_the_checkpoint(tmp_
         folder, skipped = find_latest(tmp_path / "checkpoints")
         assert folder.name == f"ckpt-{FAULT_STEP - 1:08d}" and not skipped
         assert verify(folder) is None and independent_verify(folder) is None
-        resumed = Trainer(make_cfg(tmp_path, "fixed", iterations=2), make_tiny_policy(), rms(), EXAMPLES,
-                          show_progress=False)
+        resumed = Trainer(
+            make_cfg(tmp_path, "fixed", iterations=2), make_tiny_policy(), rms(), EXAMPLES, show_progress=False
+        )
         resumed.run()  # the fault was transient: the resumed run ends where a clean run ends
         assert trainer_hash(resumed) == clean_hash
 

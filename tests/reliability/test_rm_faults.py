@@ -14,8 +14,8 @@ from helpers import make_tiny_policy
 from laser.rewards.factory import build_reward_models
 from laser.rewards.remote import RemoteRM
 from laser.routing.checkpoint import find_latest
-from laser.training.loop import Trainer
 from laser.routing.pool import AllRewardModelsDown
+from laser.training.loop import Trainer
 
 from ._helpers import EXAMPLES, independent_verify, make_cfg, read_log, trainer_hash
 
@@ -27,8 +27,16 @@ except ImportError:
 pytestmark = pytest.mark.reliability
 ITEM = "3 failing RMs"
 N = 16  # responses per request: 4 prompts x 4 samples
-FAST = {"connect_timeout": 0.2, "read_timeout": 0.2, "max_retries": 2, "backoff_base": 0.01, "backoff_max": 0.05,
-        "deadline": 5.0, "breaker_failures": 1, "breaker_cooldown": 600.0}
+FAST = {
+    "connect_timeout": 0.2,
+    "read_timeout": 0.2,
+    "max_retries": 2,
+    "backoff_base": 0.01,
+    "backoff_max": 0.05,
+    "deadline": 5.0,
+    "breaker_failures": 1,
+    "breaker_cooldown": 600.0,
+}
 
 
 def remote_spec(name: str, url: str) -> dict:
@@ -45,13 +53,19 @@ OK = ("success after retries", None)
 CASES = {  # name: (script, then, (outcome, text expected in the masking event))
     "slow past the read timeout, then fast": ([Reply(delay=0.5)], Reply(), OK),
     "503 twice then success": ([Reply(503), Reply(503)], Reply(), OK),
-    "500 always (after one success)": ([Reply()], Reply(500, {"error": "CUDA out of memory"}),
-                                       ("masked", "HTTP 500: CUDA out of memory")),
+    "500 always (after one success)": (
+        [Reply()],
+        Reply(500, {"error": "CUDA out of memory"}),
+        ("masked", "HTTP 500: CUDA out of memory"),
+    ),
     "malformed JSON (after one success)": ([Reply()], Reply(200, b"{not json"), ("masked", "not valid JSON")),
     "missing key": ([], Reply(200, {"rewards": [1.0] * N}), ("masked", "no key 'scores' (keys: rewards)")),
     "wrong number of scores": ([], Reply(200, {"scores": [1.0, 2.0]}), ("masked", "'scores' has 2 items for 16")),
-    "NaN scores": ([], Reply(200, b'{"scores": [' + b", ".join([b"NaN"] * N) + b"]}"),
-                   ("unscorable: prompts skipped", None)),
+    "NaN scores": (
+        [],
+        Reply(200, b'{"scores": [' + b", ".join([b"NaN"] * N) + b"]}"),
+        ("unscorable: prompts skipped", None),
+    ),
 }
 
 
@@ -97,8 +111,10 @@ def test_every_arm_down_stops_naming_endpoints_and_nothing_trained_is_lost(tmp_p
     """Arm A answers 2 calls, arm B 1, then both return 500: round robin uses A, B, A, then at step 4
     B fails (masked), A is tried again and fails too: AllRewardModelsDown. The step-3 checkpoint
     verifies; with the servers back, resuming from it ends exactly where an undisturbed run ends."""
-    with FaultServer([Reply()] * 2, Reply(500, {"error": "disk full"})) as a, \
-            FaultServer([Reply()], Reply(500, {"error": "OOM"})) as b:
+    with (
+        FaultServer([Reply()] * 2, Reply(500, {"error": "disk full"})) as a,
+        FaultServer([Reply()], Reply(500, {"error": "OOM"})) as b,
+    ):
         specs = [remote_spec("a", a.url), remote_spec("b", b.url)]
         with pytest.raises(AllRewardModelsDown) as err:
             run(tmp_path / "run", specs)
@@ -112,5 +128,8 @@ def test_every_arm_down_stops_naming_endpoints_and_nothing_trained_is_lost(tmp_p
         undisturbed, _ = run(tmp_path / "clean", specs)
     assert [r["global_step"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4, 5]
     assert trainer_hash(resumed) == trainer_hash(undisturbed)
-    figures.set(ITEM, "every arm down: AllRewardModelsDown names endpoints + errors; resume = undisturbed run",
-                "yes (hash identical)")
+    figures.set(
+        ITEM,
+        "every arm down: AllRewardModelsDown names endpoints + errors; resume = undisturbed run",
+        "yes (hash identical)",
+    )

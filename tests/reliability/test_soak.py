@@ -46,9 +46,14 @@ def serve_rm(tmp_path):
     cfg.write_text("rewards:\n  - {name: cheap, type: callable, fn: 'soak_serve_rm:cheap_score'}\n")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO)])}
-    proc = subprocess.Popen([sys.executable, "-m", "laser.cli.main", "serve-rm", "--config", str(cfg),
-                             "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "laser.cli.main", "serve-rm", "--config", str(cfg), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert "serving reward models ['cheap']" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
     url = f"http://127.0.0.1:{port}"
@@ -69,11 +74,14 @@ def test_serve_rm_soak_has_no_errors_and_flat_memory(serve_rm, figures):
     proc.send_signal(signal.SIGINT)  # Ctrl-C: the server closes its socket and exits cleanly
     assert proc.wait(timeout=10) == 0
     for (c, _n), r in zip(LEVELS, results, strict=True):
-        figures.set(ITEM, f"{c:>2} clients, batch {BATCH}: requests / req/s / p50 / p99 / errors",
-                    f"{r['requests']} / {r['req_per_s']:.0f} / {r['p50_ms']:.1f} ms / {r['p99_ms']:.1f} ms / "
-                    f"{r['errors']}")
-    figures.set(ITEM, "server RSS start -> end (growth)", f"{rss_start:.1f} -> {rss_start + growth:.1f} MiB "
-                f"({growth:+.1f})")
+        figures.set(
+            ITEM,
+            f"{c:>2} clients, batch {BATCH}: requests / req/s / p50 / p99 / errors",
+            f"{r['requests']} / {r['req_per_s']:.0f} / {r['p50_ms']:.1f} ms / {r['p99_ms']:.1f} ms / {r['errors']}",
+        )
+    figures.set(
+        ITEM, "server RSS start -> end (growth)", f"{rss_start:.1f} -> {rss_start + growth:.1f} MiB ({growth:+.1f})"
+    )
     for (c, n), r in zip(LEVELS, results, strict=True):
         assert r["errors"] == 0, r["first_error"]
         assert r["requests"] == n, f"{c} clients: only {r['requests']} of {n} requests in 30 s"

@@ -18,14 +18,32 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_summary_table_is_printed_once_at_the_end():
-    cmd = [sys.executable, "-m", "pytest", "-m", "reliability", "-q", "-p", "no:cacheprovider",
-           "tests/reliability/test_bad_input.py", "-k", "bom_and_crlf or lists_every_problem"]
-    proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "reliability",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/reliability/test_bad_input.py",
+        "-k",
+        "bom_and_crlf or lists_every_problem",
+    ]
+    proc = subprocess.run(
+        cmd,
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
     assert out.count(TITLE) == 1, out
-    table = out[out.index(TITLE):]
+    table = out[out.index(TITLE) :]
     assert "4 bad input" in table and "BOM + CRLF prompt file accepted" in table and "yes" in table
     assert "config with 7 faults: problems listed in one error  all 7 named" in table
     assert "suite wall time:" in table and "2 passed" in out
@@ -47,4 +65,3 @@ def test_case_figures_say_how_many_ran_and_whether_all_passed(monkeypatch):
         pass
     rows = {(item, fig): value for item, fig, value in conftest.summary_rows()}
     assert rows == {("9 demo", "three cases"): "1 of 3 FAILED", ("9 demo", "one case"): "all 1 passed"}
-

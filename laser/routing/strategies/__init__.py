@@ -19,7 +19,8 @@ STRATEGIES = {
     "score_ensemble": lambda names, cfg: ScoreEnsemble(),
     "agreement_ensemble": lambda names, cfg: AgreementEnsemble(),
     "online_ensemble": lambda names, cfg: OnlineEnsembleStrategy(
-        len(names), eta=float(cfg.selector.kwargs.get("eta", 0.5)), seed=cfg.seed),
+        len(names), eta=float(cfg.selector.kwargs.get("eta", 0.5)), seed=cfg.seed
+    ),
     "oracle": make_oracle,
     "reliability": make_reliability,
 }
@@ -52,5 +53,16 @@ def make_strategy(cfg, names: list[str], dim_fn, selector=None, per_prompt: bool
     return cls(selector, s.name, needs_context)
 
 
-__all__ = ["STRATEGIES", "Strategy", "Unit", "make_strategy", "BanditPerBatch", "BanditPerPrompt", "ScoreEnsemble",
-           "AgreementEnsemble", "OnlineEnsembleStrategy", "ReliabilityStrategy", "CONTEXT_FREE"]
+__all__ = [
+    "STRATEGIES",
+    "Strategy",
+    "Unit",
+    "make_strategy",
+    "BanditPerBatch",
+    "BanditPerPrompt",
+    "ScoreEnsemble",
+    "AgreementEnsemble",
+    "OnlineEnsembleStrategy",
+    "ReliabilityStrategy",
+    "CONTEXT_FREE",
+]

@@ -34,9 +34,11 @@ class BanditPerBatch(Strategy):
     def learn(self, units, rewards):
         keep = [i for i, r in enumerate(rewards) if r is not None]
         if keep:
-            self.selector.update_batch(np.asarray([units[i].arm for i in keep]),
-                                       np.stack([units[i].context for i in keep]),
-                                       np.asarray([rewards[i] for i in keep], dtype=np.float64))
+            self.selector.update_batch(
+                np.asarray([units[i].arm for i in keep]),
+                np.stack([units[i].context for i in keep]),
+                np.asarray([rewards[i] for i in keep], dtype=np.float64),
+            )
         return list(rewards)
 
     def record(self, batch) -> dict:
@@ -51,8 +53,10 @@ class BanditPerPrompt(BanditPerBatch):
 
     def units(self, batch, outcome, coll, reference) -> list[Unit]:
         signals = outcome.prompt_signals(batch, reference, coll)
-        return [Unit(arm, batch.contexts[i], s if s.n_pairs > 0 else None, [i])
-                for i, (arm, s) in enumerate(zip(batch.arms, signals))]
+        return [
+            Unit(arm, batch.contexts[i], s if s.n_pairs > 0 else None, [i])
+            for i, (arm, s) in enumerate(zip(batch.arms, signals))
+        ]
 
     def record(self, batch) -> dict:
         return {"ucb": None}

@@ -36,8 +36,10 @@ class OnlineEnsembleStrategy(ScoreEnsemble):
 
     def check(self, feedback: str, n_processes: int) -> None:
         if feedback not in PAIR_FEEDBACKS:
-            raise ValueError(f"selector.name=online_ensemble needs a feedback computed from the pairs alone "
-                             f"({', '.join(PAIR_FEEDBACKS)}), got {feedback!r}")
+            raise ValueError(
+                f"selector.name=online_ensemble needs a feedback computed from the pairs alone "
+                f"({', '.join(PAIR_FEEDBACKS)}), got {feedback!r}"
+            )
         if n_processes > 1:
             raise ValueError("selector.name=online_ensemble runs on a single process")
 

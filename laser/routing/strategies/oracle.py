@@ -28,8 +28,10 @@ class Oracle(Strategy):
         groups = [table[i] for i in sorted(table)]
         missing = sorted({g for g in groups if g not in self.arms_by_group})
         if missing:
-            raise ValueError(f"selector.kwargs.arms_by_group: no reward model for group(s) {missing} "
-                             f"(mapped: {sorted(self.arms_by_group)})")
+            raise ValueError(
+                f"selector.kwargs.arms_by_group: no reward model for group(s) {missing} "
+                f"(mapped: {sorted(self.arms_by_group)})"
+            )
         return [self.arms_by_group[g] for g in groups]  # in whole-batch order, like the contexts
 
 
@@ -44,5 +46,7 @@ def make_oracle(names: list[str], cfg) -> Oracle:
         raise ValueError("selector.name=oracle needs selector.kwargs.arms_by_group: {group: reward model name}")
     unknown = sorted({rm for rm in mapping.values() if rm not in names})
     if unknown:
-        raise ValueError(f"selector.kwargs.arms_by_group: unknown reward model(s) {unknown} (valid: {', '.join(names)})")
+        raise ValueError(
+            f"selector.kwargs.arms_by_group: unknown reward model(s) {unknown} (valid: {', '.join(names)})"
+        )
     return Oracle({g: names.index(rm) for g, rm in mapping.items()})

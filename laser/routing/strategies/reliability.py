@@ -25,8 +25,7 @@ from laser.routing.reliability import ReliabilityRouter, pair_votes
 from laser.routing.strategies.base import Strategy
 
 #: selector.kwargs the strategy reads (anything else is a config error)
-KWARGS = ("anchor", "probe_share", "warmup", "window", "max_pairs", "min_votes", "method", "n_boot",
-          "min_uncertainty")
+KWARGS = ("anchor", "probe_share", "warmup", "window", "max_pairs", "min_votes", "method", "n_boot", "min_uncertainty")
 
 
 def answers_of(task: str | None, prompt: str, options, texts: list[str]) -> list | None:
@@ -86,8 +85,13 @@ class ReliabilityStrategy(Strategy):
             idx = batch.responses_of(i)
             mine = [batch.texts[j] for j in idx]
             group = str(batch.groups[i])
-            votes = pair_votes(matrix[:, idx], answers_of(batch.tasks[i], prompt, batch.options[i], mine), mine,
-                               router.rng_, router.max_pairs)
+            votes = pair_votes(
+                matrix[:, idx],
+                answers_of(batch.tasks[i], prompt, batch.options[i], mine),
+                mine,
+                router.rng_,
+                router.max_pairs,
+            )
             router.observe(group, votes)
             touched[group] = touched.get(group, 0) + votes.shape[1]
         for g in touched:
@@ -99,12 +103,23 @@ class ReliabilityStrategy(Strategy):
     def record(self, batch) -> dict:
         router = self.selector
         groups = sorted({str(g) for g in batch.groups})
-        return {"probes": int(sum(batch.extra.get("probe", []))), "votes": batch.extra.get("votes", {}),
-                "label_model_s": round(batch.extra.get("label_model_s", 0.0), 5),
-                "routing": {g: {"arm": router.best(g)[0], "status": router.best(g)[1],
-                                "acc": router.groups_[g].acc, "uncertainty": router.groups_[g].uncertainty,
-                                "sign": router.groups_[g].sign_source, "twins": router.groups_[g].twins}
-                            for g in groups if g in router.groups_}}
+        return {
+            "probes": int(sum(batch.extra.get("probe", []))),
+            "votes": batch.extra.get("votes", {}),
+            "label_model_s": round(batch.extra.get("label_model_s", 0.0), 5),
+            "routing": {
+                g: {
+                    "arm": router.best(g)[0],
+                    "status": router.best(g)[1],
+                    "acc": router.groups_[g].acc,
+                    "uncertainty": router.groups_[g].uncertainty,
+                    "sign": router.groups_[g].sign_source,
+                    "twins": router.groups_[g].twins,
+                }
+                for g in groups
+                if g in router.groups_
+            },
+        }
 
 
 def make_reliability(names: list[str], cfg) -> ReliabilityStrategy:
@@ -116,8 +131,9 @@ def make_reliability(names: list[str], cfg) -> ReliabilityStrategy:
     kw = dict(cfg.selector.kwargs)
     unknown = sorted(set(kw) - set(KWARGS))
     if unknown:
-        raise ValueError(f"selector.kwargs: unknown key(s) {unknown} for selector.name=reliability "
-                         f"(valid: {', '.join(KWARGS)})")
+        raise ValueError(
+            f"selector.kwargs: unknown key(s) {unknown} for selector.name=reliability (valid: {', '.join(KWARGS)})"
+        )
     anchor = kw.pop("anchor", None)
     if anchor is not None and anchor not in names:
         raise ValueError(f"selector.kwargs.anchor: unknown reward model {anchor!r} (valid: {', '.join(names)})")
