@@ -105,9 +105,9 @@ def section_engines(ctx) -> dict:
             "engine_seen": r["engine"],
             "max_abs_weight_diff": diff(one["final"]["trainable"], r["final"]["trainable"]),
             "max_abs_grad_norm_diff": max(
-                abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(one["steps"], r["steps"])
+                abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(one["steps"], r["steps"], strict=True)
             ),
-            "max_abs_loss_diff": max(abs(a["loss"] - b["loss"]) for a, b in zip(one["steps"], r["steps"])),
+            "max_abs_loss_diff": max(abs(a["loss"] - b["loss"]) for a, b in zip(one["steps"], r["steps"], strict=True)),
             "resume_max_abs_diff": diff(r["resumed"]["trainable"], r["final"]["trainable"]),
             "wall_s": round(secs[engine], 1),
         }

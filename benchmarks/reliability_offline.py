@@ -21,7 +21,8 @@ Scenarios (each a list of RMs; the anchor is the RM named ``generalist``):
   ``math_expert_2`` (math_expert's score plus small noise).
 
 Prints, per scenario and domain, how often the label model's pick is a gold-best RM (ties count),
-how often it falls back (the anchor with an anchor; a random arm label-free), and the gold accuracy of the pick vs the best; plus the label model's time.
+how often it falls back (the anchor with an anchor; a random arm label-free), and the gold accuracy of
+the pick vs the best; plus the label model's time.
 
 Usage: ``python benchmarks/reliability_offline.py [--seeds 5] [--scenarios v2,above_chance,...]``;
 with ``--train laser:reliability,random,oracle`` it trains those methods with each scenario's RMs
@@ -54,7 +55,7 @@ class NoisyJudge:
 
     def score(self, prompts, responses):
         out = []
-        for p, r in zip(prompts, responses):
+        for p, r in zip(prompts, responses, strict=True):
             domain, truth = solve(p)
             right = float(extract_answer(DOMAIN_TASKS[domain], r) == truth)
             shared = self.bias * (len(r) / 10.0 + _hash_normal(self.seed, self.bias_key, p, r))  # the same for all
@@ -69,7 +70,7 @@ class Jittered:
         self.name, self.base, self.width, self.seed = name, base, width, seed
 
     def score(self, prompts, responses):
-        noise = [_hash_uniform(self.seed, self.name, p, r) for p, r in zip(prompts, responses)]
+        noise = [_hash_uniform(self.seed, self.name, p, r) for p, r in zip(prompts, responses, strict=True)]
         return np.asarray(self.base.score(prompts, responses)) + self.width * np.asarray(noise)
 
 

@@ -228,7 +228,7 @@ def phases_of(records: list[dict]) -> dict:
     steps = []
     for r in records:
         t, prev = r["time"], 0.0
-        for p, key in zip(PHASES, ("context", "sample", "score", "update", "end")):
+        for p, key in zip(PHASES, ("context", "sample", "score", "update", "end"), strict=True):
             per[p].append(t[key] - prev)
             prev = t[key]
         steps.append(t["end"])

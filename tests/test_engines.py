@@ -76,13 +76,17 @@ def _compare(one: dict, two: dict, engine: str) -> dict:
     """Step-by-step and final equality of a 2-process run with the 1-process run; returns the figures."""
     assert (one["processes"], two["processes"], two["engine"]) == (1, 2, engine)
     assert [s["n_pairs"] for s in one["steps"]] == [s["n_pairs"] for s in two["steps"]] == PAIRS_PER_STEP
-    for a, b in zip(one["steps"], two["steps"]):
+    for a, b in zip(one["steps"], two["steps"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
         assert b["loss_after"] == pytest.approx(a["loss_after"], rel=1e-6)
     figures = {
         "max_abs_w": _maxdiff(one["final"]["trainable"], two["final"]["trainable"]),
-        "max_abs_w_per_step": [_maxdiff(a["weights"], b["weights"]) for a, b in zip(one["steps"], two["steps"])],
-        "max_abs_grad_norm": max(abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(one["steps"], two["steps"])),
+        "max_abs_w_per_step": [
+            _maxdiff(a["weights"], b["weights"]) for a, b in zip(one["steps"], two["steps"], strict=True)
+        ],
+        "max_abs_grad_norm": max(
+            abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(one["steps"], two["steps"], strict=True)
+        ),
         "max_abs_reference": _maxdiff(one["final"]["reference"], two["final"]["reference"]),
         "max_abs_adam_state": max(
             _maxdiff(s, two["final"]["optimizer"]["state"][i]) for i, s in one["final"]["optimizer"]["state"].items()
@@ -145,7 +149,7 @@ def test_bf16_runs_and_stays_near_fp32(single, engine, tmp_path):
     """bf16 mixed precision through the Accelerate/DeepSpeed config, on CPU. Not equal to fp32 (bf16
     keeps 8 mantissa bits): the losses stay within 1% of the fp32 run's, and resume is exact."""
     two = _run([engine, str(tmp_path / engine), "--bf16"], tmp_path, 2)
-    for a, b in zip(single["full"]["steps"], two["steps"]):
+    for a, b in zip(single["full"]["steps"], two["steps"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-2) and b["loss"] != a["loss"]
     _check_resume(two)
 

@@ -237,7 +237,7 @@ def test_pair_accuracy_feedback_uses_gold_answers(tmp_path, monkeypatch):
         texts = batch.texts
         diffs = [
             is_correct("gsm8k", texts[c], gold) - is_correct("gsm8k", texts[r], gold)
-            for gold, ps in zip(batch.answers, batch.pairs)
+            for gold, ps in zip(batch.answers, batch.pairs, strict=True)
             for c, r in ps
         ]
         seen.append((out.mean, float(np.mean(diffs)) if diffs else float("nan")))
@@ -249,7 +249,7 @@ def test_pair_accuracy_feedback_uses_gold_answers(tmp_path, monkeypatch):
     assert all(r["feedback"] == "pair_accuracy" for r in log)
     for got, expected in seen:
         assert (np.isnan(got) and np.isnan(expected)) or got == pytest.approx(expected)
-    for r, (got, _) in zip(log, seen):
+    for r, (got, _) in zip(log, seen, strict=True):
         assert r["raw_reward"][0] == (None if np.isnan(got) or not r["n_pairs"] else pytest.approx(got))
 
 
@@ -327,7 +327,7 @@ def test_label_free_and_mixed_feedback_check_pairs_against_majority_or_gold(tmp_
         out = real(batch, reference, coll)
         texts = batch.texts
         n, diffs = len(texts) // len(batch.prompts), []
-        for i, (gold, ps) in enumerate(zip(batch.answers, batch.pairs)):
+        for i, (gold, ps) in enumerate(zip(batch.answers, batch.pairs, strict=True)):
             answers = [a for a in (extract_answer("gsm8k", t) for t in texts[i * n : (i + 1) * n]) if a]
             counts = Counter(answers)
             top = max(counts.values()) if counts else 0
@@ -347,7 +347,7 @@ def test_label_free_and_mixed_feedback_check_pairs_against_majority_or_gold(tmp_
     log = read_log(tmp_path)
     assert len(seen) == len(log) and all(r["feedback"] == feedback for r in log)
     assert any(np.isfinite(got) for got, _ in seen)
-    for (got, expected), r in zip(seen, log):
+    for (got, expected), r in zip(seen, log, strict=True):
         assert (np.isnan(got) and np.isnan(expected)) or got == pytest.approx(expected)
         assert r[feedback] == (None if np.isnan(got) else pytest.approx(got))
 

@@ -1,7 +1,26 @@
 """The routing core (laser.routing) loads no framework, and its rules hold on a hand-made batch."""
 
+import dataclasses
 import subprocess
 import sys
+
+import numpy as np
+import pytest
+
+from laser.bandits import FixedSelector, RoundRobinSelector
+from laser.rewards.base import CallableRM
+from laser.routing import (
+    LOWEST,
+    AllRewardModelsDown,
+    Batch,
+    Local,
+    NonFiniteReward,
+    RewardPool,
+    Router,
+    load_state,
+    save_state,
+)
+from laser.routing.strategies import BanditPerBatch, BanditPerPrompt
 
 
 def test_routing_core_imports_no_framework():
@@ -15,26 +34,6 @@ def test_routing_core_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
-
-import dataclasses  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from laser.bandits import FixedSelector, RoundRobinSelector  # noqa: E402
-from laser.rewards.base import CallableRM  # noqa: E402
-from laser.routing import (
-    LOWEST,
-    AllRewardModelsDown,
-    Batch,
-    Local,
-    NonFiniteReward,
-    RewardPool,  # noqa: E402
-    Router,
-    load_state,
-    save_state,
-)
-from laser.routing.strategies import BanditPerBatch, BanditPerPrompt  # noqa: E402
 
 ANSWERS = ["The answer is 3", "The answer is 5"]
 

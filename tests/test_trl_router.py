@@ -53,7 +53,7 @@ class CountRM:
         self.calls.append(len(responses))
         if self.fail:
             raise RewardModelError(f"{self.name} is down")
-        return np.array([self.fn(p, r) for p, r in zip(prompts, responses)], dtype=np.float64)
+        return np.array([self.fn(p, r) for p, r in zip(prompts, responses, strict=True)], dtype=np.float64)
 
 
 def by_answer(good=True):
@@ -344,7 +344,7 @@ class ThreadCollectives:
         return self.all_gather(obj)[src]
 
     def sum(self, values):
-        return [float(sum(col)) for col in zip(*self.all_gather(list(values)))]
+        return [float(sum(col)) for col in zip(*self.all_gather(list(values)), strict=True)]
 
 
 @pytest.mark.parametrize("granularity", ["round", "prompt"])

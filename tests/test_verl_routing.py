@@ -103,8 +103,8 @@ def prompt_of(row: Rows) -> str:
 def interleaved(groups: list[list[Rows]]) -> list[Rows]:
     """Rows of consecutive groups interleaved, as verl's workers return them out of order."""
     out = []
-    for a, b in zip(groups[::2], groups[1::2]):
-        out += [x for pair in zip(a, b) for x in pair]
+    for a, b in zip(groups[::2], groups[1::2], strict=True):
+        out += [x for pair in zip(a, b, strict=True) for x in pair]
     return out
 
 
@@ -119,7 +119,7 @@ def test_each_row_is_scored_by_its_groups_rm_only_and_the_router_learns_the_righ
     calls = read_log(rm_log)
     assert len(calls) == len(out) == 160  # exactly one RM call per row
     arms = {}
-    for row, res, (name, _, response) in zip(interleaved(groups), out, calls):
+    for row, res, (name, _, response) in zip(interleaved(groups), out, calls, strict=True):
         uid = row.item.non_tensor_batch["uid"]
         arms.setdefault(uid, set()).add(res["reward_extra_info"]["laser_arm"])
         assert name == scorer.names[res["reward_extra_info"]["laser_arm"]]  # the chosen RM, no other

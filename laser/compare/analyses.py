@@ -255,7 +255,7 @@ def mechanism(runs: list[dict], best_rm: dict[str, int], n_responses: int) -> di
     hit = total = 0
     for r in runs:
         for s in r["steps"]:
-            for arm, dom in zip(s["arms"], s["domains"]):
+            for arm, dom in zip(s["arms"], s["domains"], strict=True):
                 if arm >= 0 and dom in best_rm:
                     hit, total = hit + int(arm == best_rm[dom]), total + 1
     gold = [r["pair_gold"] for r in runs if r.get("pair_gold") is not None]

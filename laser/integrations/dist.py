@@ -58,4 +58,4 @@ class TorchCollectives:
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise float64 sums over processes (through ``all_gather``: a few scalars)."""
         parts = self.all_gather([float(v) for v in values])
-        return [float(sum(col)) for col in zip(*parts)] if parts else []
+        return [float(sum(col)) for col in zip(*parts, strict=True)] if parts else []

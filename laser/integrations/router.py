@@ -269,7 +269,7 @@ class RouterCore:
         if k in r.called:
             raise RuntimeError(f"RMRouter: reward function {self.names[k]!r} called twice in one round")
         r.called.add(k)
-        out = [float(s) if a == k and np.isfinite(s) else None for a, s in zip(r.row_arm, r.scores)]
+        out = [float(s) if a == k and np.isfinite(s) else None for a, s in zip(r.row_arm, r.scores, strict=True)]
         if len(r.called) == len(self.rms):
             self._round = None
             self._finish(r, prompts, completions, kw)
@@ -327,7 +327,7 @@ class RouterCore:
         most = max(self._dist.all_gather(len(texts)))
         local = self.embedder.embed(texts + texts[-1:] * (most - len(texts)))[: len(texts)]
         table: dict[int, np.ndarray] = {}
-        for part in self._dist.all_gather(list(zip(gids, np.asarray(local).tolist()))):
+        for part in self._dist.all_gather(list(zip(gids, np.asarray(local).tolist(), strict=True))):
             for gid, vec in part:
                 table.setdefault(gid, np.asarray(vec, dtype=np.float64))
         return np.stack([table[gid] for gid in range(n_groups)])
@@ -458,6 +458,6 @@ class RouterCore:
         start = int(np.floor(len(self.history_) * (1 - last_fraction)))
         counts: dict[str, np.ndarray] = {}
         for rec in self.history_[start:]:
-            for arm, tag in zip(rec["arms"], rec["tags"]):
+            for arm, tag in zip(rec["arms"], rec["tags"], strict=True):
                 counts.setdefault("all" if tag is None else str(tag), np.zeros(len(self.rms)))[arm] += 1
-        return {tag: dict(zip(self.names, (c / c.sum()).tolist())) for tag, c in sorted(counts.items())}
+        return {tag: dict(zip(self.names, (c / c.sum()).tolist(), strict=True)) for tag, c in sorted(counts.items())}

@@ -166,7 +166,9 @@ class RMRouter(RouterCore, TrainerCallback):
             return  # an iterable dataset: rows are checked as they come
         tasks = [self.task] * len(dataset) if self.task is not None else _column(dataset, self.task_column)
         golds = _column(dataset, self.answer_column) if "labels" in self.needs else [None] * len(tasks)
-        bad = [f"row {i}: {p}" for i, (t, g) in enumerate(zip(tasks, golds)) if (p := self._row_problem(t, g))]
+        bad = [
+            f"row {i}: {p}" for i, (t, g) in enumerate(zip(tasks, golds, strict=True)) if (p := self._row_problem(t, g))
+        ]
         if bad:
             raise ValueError(
                 f"RMRouter: {len(bad)} dataset row(s) unusable for feedback {self.feedback!r}: "

@@ -140,7 +140,7 @@ class RMServer(ThreadingHTTPServer):
                     except Exception as exc:  # masked by the core's rule; the rows go to another RM
                         for i in idx:
                             arms[i] = shared.fail(prompts[i], k, f"{type(exc).__name__}: {exc}")
-            for i, (p, r) in enumerate(zip(prompts, responses)):
+            for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
                 shared.report(p, arms[i], r, float(scores[i]), labels[i], task)
         return [None if np.isnan(v) else float(v) for v in scores], [names[k] for k in arms]
 
@@ -289,7 +289,7 @@ def _split_queries(body: dict) -> tuple[list[str], list[str]]:
     prompts = _strings(body, "prompts")
     if len(prompts) != len(queries):
         raise _BadRequest(f'fields "{field}" and "prompts" differ in length ({len(queries)} vs {len(prompts)})')
-    pairs = [(p, q[len(p) :]) if q.startswith(p) else ("", q) for p, q in zip(prompts, queries)]
+    pairs = [(p, q[len(p) :]) if q.startswith(p) else ("", q) for p, q in zip(prompts, queries, strict=True)]
     return [p for p, _ in pairs], [r for _, r in pairs]
 
 
@@ -328,7 +328,7 @@ def make_server(
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"duplicate reward model names: {', '.join(dup)}")
-        table = dict(zip(names, items))
+        table = dict(zip(names, items, strict=True))
     if not table:
         raise ValueError("make_server needs at least one reward model")
     if max_batch < 1:

@@ -121,7 +121,8 @@ def correctness(batch, reference: str, coll: Collectives | None = None) -> Corre
             d = [0.0] * len(ps)
         else:
             mine = batch.responses_of(i)
-            ref = rule(batch.answers[i], lambda: majority_answer(task, [batch.texts[j] for j in mine], options))
+            texts = [batch.texts[j] for j in mine]
+            ref = rule(batch.answers[i], lambda t=task, x=texts, o=options: majority_answer(t, x, o))
             d = pair_correctness(task, batch.texts, ps, ref, options)
         per_prompt[i] = float(np.mean(d))
         diffs += d

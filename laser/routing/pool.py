@@ -134,7 +134,8 @@ class RewardPool:
     def raise_if_all_down(self) -> None:
         if self.down and len(self.down) == len(self.rms):
             detail = "; ".join(
-                f"{rm.name}{f' ({rm.url})' if getattr(rm, 'url', None) else ''}: {self.last_errors.get(k, 'unavailable')}"
+                f"{rm.name}{f' ({rm.url})' if getattr(rm, 'url', None) else ''}: "
+                f"{self.last_errors.get(k, 'unavailable')}"
                 for k, rm in enumerate(self.rms)
             )
             raise AllRewardModelsDown(f"every reward model is down: {detail}")

@@ -273,7 +273,7 @@ class Router:
                 value = None
             raw.append(value)
         rewards = []
-        for u, r in zip(units, raw):
+        for u, r in zip(units, raw, strict=True):
             if r is not None:
                 rewards.append(self.normalizer.normalize(r))
             elif not outcome.nonfinite and u.signal is None and any(distinct[p] for p in u.prompts):
@@ -287,7 +287,7 @@ class Router:
     def apply(self, units: list, raw: list) -> list:
         """Normalise given raw rewards (None: skip) and update the strategy (engines with their own
         signal, e.g. best-of-n's correctness of the picked response)."""
-        for u, r in zip(units, raw):
+        for u, r in zip(units, raw, strict=True):
             if r is not None and not math.isfinite(r):
                 self._nonfinite(u.arm, r)
         rewards = [self.normalizer.normalize(r) if r is not None and math.isfinite(r) else None for r in raw]
@@ -303,7 +303,7 @@ class Router:
         """Per-local-prompt ``values`` gathered into whole-batch order."""
         table: dict[int, object] = {}
         index = batch.index if batch.index is not None else range(len(values))
-        for part in coll.all_gather(list(zip(index, values))):
+        for part in coll.all_gather(list(zip(index, values, strict=True))):
             for i, v in part:
                 table.setdefault(i, v)
         return [table[i] for i in sorted(table)]

@@ -52,9 +52,9 @@ def example_accuracy(examples: Sequence, texts: Sequence[str], sort_groups: bool
         ``{"accuracy": {group: acc, ..., "average": acc}, "correct": [bool per example]}``.
     """
     _check_lengths(examples=examples, texts=texts)
-    correct = [ex.correct(t) for ex, t in zip(examples, texts)]
+    correct = [ex.correct(t) for ex, t in zip(examples, texts, strict=True)]
     by_group: dict[str, list[bool]] = {}
-    for ex, ok in zip(examples, correct):
+    for ex, ok in zip(examples, correct, strict=True):
         by_group.setdefault(ex.group, []).append(ok)
     acc = {g: float(np.mean(v)) for g, v in (sorted(by_group.items()) if sort_groups else by_group.items())}
     acc["average"] = float(np.mean(list(acc.values()))) if acc else float("nan")

@@ -186,7 +186,7 @@ class PolicyUpdate:
             with torch.no_grad():
                 a = self._forwards(
                     samples,
-                    list(zip(chunks, refs)),
+                    list(zip(chunks, refs, strict=True)),
                     n_passes,
                     lambda c: self.loss_terms(samples, c[0], grad=False, ref=c[1])["loss"],
                 )
@@ -216,7 +216,7 @@ class PolicyUpdate:
                 loss = self._padding(samples, grad=True)
             if j == n_passes - 1:
                 sums = [float(torch.cat(v).sum()) if v else 0.0 for v in per_pair.values()]
-                glob = dict(zip(per_pair, dist.sum(sums)))
+                glob = dict(zip(per_pair, dist.sum(sums), strict=True))
                 if not np.isfinite(glob["loss"]):
                     loss = self.engine.poison(loss)
             self.engine.backward(loss, last=j == n_passes - 1)

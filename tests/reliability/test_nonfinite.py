@@ -105,7 +105,10 @@ def test_all_unscorable_trains_nothing_and_finishes(tmp_path):
 
 def inject(tr: Trainer, what: str, steps) -> None:
     """Make the loss, the gradient norm or the bandit reward non-finite at the given global steps."""
-    now = lambda: tr.global_step + 1
+
+    def now():
+        return tr.global_step + 1
+
     if what == "loss":
         real = tr.update.loss_terms
 

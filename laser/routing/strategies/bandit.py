@@ -55,7 +55,7 @@ class BanditPerPrompt(BanditPerBatch):
         signals = outcome.prompt_signals(batch, reference, coll)
         return [
             Unit(arm, batch.contexts[i], s if s.n_pairs > 0 else None, [i])
-            for i, (arm, s) in enumerate(zip(batch.arms, signals))
+            for i, (arm, s) in enumerate(zip(batch.arms, signals, strict=True))
         ]
 
     def record(self, batch) -> dict:

@@ -22,7 +22,7 @@ class Oracle(Strategy):
 
     def decide(self, batch, coll) -> list[int]:
         table: dict[int, str] = {}
-        for part in coll.all_gather(list(zip(batch.index, batch.groups))):
+        for part in coll.all_gather(list(zip(batch.index, batch.groups, strict=True))):
             for i, g in part:
                 table.setdefault(i, g)
         groups = [table[i] for i in sorted(table)]
