@@ -41,8 +41,8 @@ def worker(engine: str, out: str, steps: int) -> None:
     torch.set_num_threads(1)
     from engine_force import cpu_engine_accelerator
 
+    from laser.bench.policy import make_char_tokenizer, make_tiny_model
     from laser.policy.model import Policy, Samples
-    from laser.policy.tiny import make_char_tokenizer, make_tiny_model
     from laser.training.dist import Dist
     from laser.training.update import PolicyUpdate
 

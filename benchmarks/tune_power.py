@@ -6,7 +6,7 @@ from a two-level bootstrap (seeds, then test items within each seed; see :func:`
 
 Every method, ``oracle`` included (the library's oracle strategy: each prompt scored by its
 domain's expert, math_expert for arith/count and logic_expert for compare/choice, from the
-benchmark's design), runs through ``laser.benchmark.run_method`` with the demo's config.
+benchmark's design), runs through ``laser.bench.runs.run_method`` with the demo's config.
 ``--set key=value`` overrides of DemoSettings go through the typed config loader.
 
 Usage::
@@ -32,14 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.benchmark import DemoSettings, run_method
+from laser.bench.runs import DemoSettings, run_method
 
 
 def item_correctness(model, tokenizer, test, max_new_tokens: int) -> list[int]:
     """Greedy 0/1 correctness per test item (what ``evaluate_accuracy`` averages)."""
-    from laser.policy.tiny import generate
+    from laser.bench.policy import generate
+    from laser.bench.tasks import format_prompt
     from laser.tasks.extract import is_correct
-    from laser.tasks.synthetic import format_prompt
 
     texts = generate(model, tokenizer, [format_prompt(e) for e in test], max_new_tokens)
     return [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts, strict=True)]
@@ -56,9 +56,9 @@ def run(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from laser.policy.tiny import build_tiny_policy
-    from laser.rewards.synthetic import make_demo_rms
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.rms import make_demo_rms
+    from laser.bench.tasks import make_benchmark
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
@@ -120,9 +120,9 @@ def timing(args) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from laser.policy.tiny import build_tiny_policy, make_char_tokenizer, make_tiny_model, sft_targets, train_sft
-    from laser.rewards.synthetic import make_demo_rms
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.policy import build_tiny_policy, make_char_tokenizer, make_tiny_model, sft_targets, train_sft
+    from laser.bench.rms import make_demo_rms
+    from laser.bench.tasks import make_benchmark
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
@@ -204,7 +204,7 @@ def seed_only_ci(a_avg: np.ndarray, b_avg: np.ndarray, n_boot: int = 4000, seed:
 
 
 def report(paths: list[str], tag: str | None = None) -> None:
-    from laser.compare.stats import hierarchical_bootstrap
+    from laser.bench.compare.stats import hierarchical_bootstrap
 
     rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
     tags = sorted({r["tag"] for r in rows}) if tag is None else [tag]
@@ -240,7 +240,7 @@ def report(paths: list[str], tag: str | None = None) -> None:
                 # its statistic is the mean over all items: the macro average here (equal domain sizes)
                 lib = hierarchical_bootstrap(a, b)
                 print(
-                    f"    laser.compare.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
+                    f"    laser.bench.compare.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
                     f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
                     f"({lib['test']}, df {lib['df']:.1f})"
                 )

@@ -5,8 +5,9 @@ modes) all wire their runs here, and method names (``laser``, ``laser_per_prompt
 ``laser:<feedback>``, ``laser@<selector>``, ``single:<rm>``, ``oracle``, any strategy or
 selector name) become config sections in :func:`method_config` only.
 
-Package order (nothing imports upward): bandits, rewards, tasks -> routing, policy -> training -> config
--> build -> demo / compare / integrations -> cli.
+Package order (nothing imports upward): bandits, tasks -> rewards, hub -> routing, policy -> training
+-> config -> build -> bench (demo, compare) / integrations -> cli. One named exception: the ``demo``
+reward-model type's registry entry names ``laser.bench.rms:demo_rm`` (imported when a config uses it).
 """
 
 from __future__ import annotations

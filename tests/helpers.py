@@ -8,8 +8,8 @@ import json
 
 def make_tiny_policy(seed: int = 0, hidden: int = 32, layers: int = 1):
     """A randomly initialised character-level Llama policy (left padding for generation)."""
+    from laser.bench.policy import make_char_tokenizer, make_tiny_model
     from laser.policy.model import Policy
-    from laser.policy.tiny import make_char_tokenizer, make_tiny_model
 
     tok = make_char_tokenizer("left")
     return Policy(make_tiny_model(tok, hidden=hidden, layers=layers, heads=2, seed=seed), tok)

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from laser.compare import add_compare_parser, compare_main
-from laser.compare.analyses import agreement_counts, selection_shares
-from laser.compare.judged import QualityJudge, strip_gold
+from laser.bench.compare import add_compare_parser, compare_main
+from laser.bench.compare.analyses import agreement_counts, selection_shares
+from laser.bench.compare.judged import QualityJudge, strip_gold
 
 SMALL = """\
 seeds: 1
@@ -121,7 +121,7 @@ def test_compare_without_scipy_names_the_stats_extra(monkeypatch, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "scipy", None)
-    monkeypatch.delitem(sys.modules, "laser.compare.stats", raising=False)
+    monkeypatch.delitem(sys.modules, "laser.bench.compare.stats", raising=False)
     assert compare_main(_args("--config", "no_such_file.yaml")) == 2
     err = capsys.readouterr().err
     assert "laser-rm[stats]" in err and "no_such_file" not in err
@@ -140,7 +140,7 @@ def test_quality_judge_cancels_its_position_bias():
 
 
 def test_strip_gold_keeps_only_prompts():
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.tasks import make_benchmark
 
     ex = make_benchmark(1, seed=0)[0]
     bare = strip_gold([ex])[0]
@@ -179,11 +179,11 @@ def test_iteration_by_iteration_equals_one_run(tmp_path, monkeypatch, method):
 
     import torch
 
-    from laser.compare import methods as M
-    from laser.demo import QUICK
-    from laser.policy.tiny import build_tiny_policy
-    from laser.rewards.synthetic import make_demo_rms
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.compare import methods as M
+    from laser.bench.demo import QUICK
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.rms import make_demo_rms
+    from laser.bench.tasks import make_benchmark
 
     monkeypatch.setenv("LASER_CACHE_DIR", str(tmp_path / "cache"))
     policy_dir = build_tiny_policy(seed=0, target="smoke")

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from laser.benchmark import DemoSettings
-from laser.compare import analyses as A
-from laser.compare.markdown import render
-from laser.compare.report import build_results, format_table
-from laser.compare.stats import HIERARCHICAL_TEST, headroom_share, hierarchical_bootstrap
+from laser.bench.compare import analyses as A
+from laser.bench.compare.markdown import render
+from laser.bench.compare.report import build_results, format_table
+from laser.bench.compare.stats import HIERARCHICAL_TEST, headroom_share, hierarchical_bootstrap
+from laser.bench.runs import DemoSettings
 
 DOMAINS = ("arith", "count")
 RMS = ["r1", "r2"]
@@ -140,7 +140,7 @@ def test_crossed_test_set_and_a_user_style_result():
 
 
 def test_step_cost_table_divides_by_laser_with_the_same_placement():
-    from laser.compare.markdown import step_cost_table
+    from laser.bench.compare.markdown import step_cost_table
 
     def m(step, score):
         return {"step_s": step, "phases": {"score": score}, "peak_bytes": 2**20 * 100}

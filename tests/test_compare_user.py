@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
+from laser.bench.compare import add_compare_parser, compare_main
 from laser.build import method_config as method_overrides
-from laser.compare import add_compare_parser, compare_main
 
 
 def _parse(argv: list[str]):

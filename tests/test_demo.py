@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from laser.demo import aggregate, format_table, method_names, run_demo
-from laser.rewards.synthetic import make_demo_rms
+from laser.bench.demo import aggregate, format_table, method_names, run_demo
+from laser.bench.rms import make_demo_rms
 
 
 def test_quick_demo_writes_complete_results(tmp_path, monkeypatch, capsys):
@@ -76,7 +76,7 @@ def test_method_names_include_feedback_variants():
 
 def test_headroom_share_is_the_place_between_random_and_oracle():
     """random 0.40, oracle 0.60, laser 0.45: (0.45 - 0.40) / (0.60 - 0.40) = 0.25."""
-    from laser.demo import headroom_shares
+    from laser.bench.demo import headroom_shares
 
     res = {
         "methods": {m: {"accuracy": {"average": a}} for m, a in (("random", 0.40), ("oracle", 0.60), ("laser", 0.45))}

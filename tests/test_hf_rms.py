@@ -282,7 +282,7 @@ def test_implicit_overflow_and_errors(tok, policy, reference):
 
 
 def test_smollm2_alias_resolves_to_the_package_gguf(tmp_path, monkeypatch):
-    from laser.rewards._hfutil import SMOLLM2_GGUF, resolve_name, smollm2_path
+    from laser.hub import SMOLLM2_GGUF, resolve_name, smollm2_path
 
     assert resolve_name("org/model", None) == ("org/model", None)
     try:

@@ -17,7 +17,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification  # noqa: E402
 
-from laser.policy.tiny import make_char_tokenizer  # noqa: E402
+from laser.bench.policy import make_char_tokenizer  # noqa: E402
 from laser.rewards.base import RewardModelError  # noqa: E402
 from laser.rewards.factory import build_reward_models, check_devices, check_specs  # noqa: E402
 from laser.rewards.hf import HFClassifierRM  # noqa: E402

@@ -21,7 +21,7 @@ import pytest
 
 agent = pytest.importorskip("openrlhf.utils.agent", reason="openrlhf==0.11.2 is not installed")
 
-from laser.policy.tiny import make_char_tokenizer  # noqa: E402
+from laser.bench.policy import make_char_tokenizer  # noqa: E402
 from laser.rewards.base import CallableRM  # noqa: E402
 from laser.rewards.server import make_server  # noqa: E402
 

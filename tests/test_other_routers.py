@@ -10,8 +10,8 @@ import pytest
 from laser.bandits import make_selector
 from laser.bandits.classifier import ClassifierSelector
 from laser.bandits.online_ensemble import OnlineEnsemble, pair_agreement
-from laser.compare.labels import margin_labels
-from laser.compare.methods import check_method, default_methods, selects_arms
+from laser.bench.compare.labels import margin_labels
+from laser.bench.compare.methods import check_method, default_methods, selects_arms
 
 
 def _savez_round_trip(sd: dict) -> dict:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from laser.rewards._hfutil import smollm2_path  # noqa: E402
+from laser.hub import smollm2_path  # noqa: E402
 
 QUESTIONS = [
     ("What is 2 + 3?", "5", "7"),

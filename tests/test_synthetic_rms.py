@@ -7,19 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from laser.rewards.base import RewardModel
-from laser.rewards.synthetic import (
+from laser.bench.rms import (
     SyntheticRM,
     make_demo_rms,
     measure_reliability,
     quality,
 )
-from laser.tasks.synthetic import (
+from laser.bench.tasks import (
     DOMAINS,
     make_benchmark,
     worked_response,
     wrong_response,
 )
+from laser.rewards.base import RewardModel
 
 OWN = {"math_expert": {"arith", "count"}, "logic_expert": {"compare", "choice"}}
 

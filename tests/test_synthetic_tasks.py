@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from laser.tasks.extract import extract_answer, is_correct
-from laser.tasks.synthetic import (
+from laser.bench.tasks import (
     DOMAIN_TASKS,
     DOMAINS,
     SEP,
@@ -23,6 +22,7 @@ from laser.tasks.synthetic import (
     worked_response,
     wrong_response,
 )
+from laser.tasks.extract import extract_answer, is_correct
 
 
 def _independent_answer(domain: str, body: str) -> str:

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from laser.policy import tiny
-from laser.policy.tiny import (
+from laser.bench.policy import (
     PRESETS,
     build_tiny_policy,
     evaluate_accuracy,
@@ -19,13 +18,14 @@ from laser.policy.tiny import (
     make_tiny_model,
     train_sft,
 )
-from laser.tasks.synthetic import (
+from laser.bench.tasks import (
     DOMAINS,
     SEP,
     make_benchmark,
     worked_response,
     wrong_response,
 )
+from laser.policy import tiny
 
 transformers = pytest.importorskip("transformers")
 

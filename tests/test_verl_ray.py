@@ -36,7 +36,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from verl_rms import _error, read_log, rm_spec  # noqa: E402
 
-from laser.policy.tiny import make_char_tokenizer  # noqa: E402
+from laser.bench.policy import make_char_tokenizer  # noqa: E402
 
 GROUP = 4
 OFFSETS = (0, 1, 3, 7)

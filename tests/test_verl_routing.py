@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+from laser.bench.policy import make_char_tokenizer
 from laser.integrations.grouped import GroupRouter, RoutingSpec, SharedRouter, load_spec, row_task
 from laser.integrations.verl import RoutedScoring
-from laser.policy.tiny import make_char_tokenizer
 from laser.routing import AllRewardModelsDown
 
 try:

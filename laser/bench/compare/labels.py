@@ -41,8 +41,8 @@ def labelled_split(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from laser.bench.tasks import make_benchmark, worked_response, wrong_response
     from laser.policy.model import Policy
-    from laser.tasks.synthetic import make_benchmark, worked_response, wrong_response
 
     pool = make_benchmark(n_train_per_domain + n_label_per_domain, seed=seed, split="train", version=benchmark)
     style = "v1" if benchmark == "v1" else "worked"  # the responses the benchmark's SFT start writes

@@ -1,9 +1,10 @@
-"""Shared Hugging Face helpers for the transformers-backed reward models and encoders.
+"""Model loading from the Hugging Face Hub, a local folder or a GGUF file, and the token helpers
+of every transformers-backed part (the policy, the reward models, the sentence encoder).
 
-Loading a model and tokenizer from a Hub name, a local folder or a GGUF file; device and dtype
-choice; pad-token set-up; chat-template formatting of (prompt, response) pairs into token ids;
-right-padded batching. torch and transformers are imported here at module top: this module is
-only ever imported lazily (never from ``laser.rewards.__init__``).
+Loading a model and tokenizer; device and dtype choice; pad-token set-up; chat-template
+formatting of (prompt, response) pairs into token ids; right-padded batching. torch and
+transformers are imported here at module top: this module is only ever imported lazily (never
+from ``laser/__init__.py`` or a package ``__init__``).
 
 Offline rule: a local folder is always loaded with ``local_files_only=True``, so nothing under
 these helpers touches the network unless the caller names a Hub model.

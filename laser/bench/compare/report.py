@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.compare import analyses as A
-from laser.compare.methods import selects_arms
+from laser.bench.compare import analyses as A
+from laser.bench.compare.methods import selects_arms
 
 TESTS = (
     "Paired comparison of `laser` against each baseline on the same (seed, test prompt) items. Primary "
@@ -67,14 +67,14 @@ def load_step_cost(path: str | None) -> dict | None:
 
 def _best_rm(cfg, rm_names: list[str]) -> dict[str, int]:
     """The benchmark's design: domain -> the arm of its expert RM (the oracle's map)."""
-    from laser.benchmark import demo_rms, oracle_map
+    from laser.bench.runs import demo_rms, oracle_map
 
     return {d: rm_names.index(n) for d, n in oracle_map(demo_rms(cfg.settings, 0)).items() if n in rm_names}
 
 
 def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s: float) -> dict:
     """Every number of the report, JSON-able."""
-    from laser.compare.judged import QualityJudge
+    from laser.bench.compare.judged import QualityJudge
 
     main = jobs["main"]
     domains = sorted({d for r in next(iter(main.values())) for d in r["domains"]})
@@ -275,7 +275,7 @@ def mechanism_table(res: dict) -> str:
 
 def write_report(cfg, jobs: dict, data: dict, rm_names: list[str], out: Path, wall_time_s: float) -> dict:
     """Compute the results, draw the plots, write results.json and report.md, print the table."""
-    from laser.compare.markdown import render
+    from laser.bench.compare.markdown import render
 
     res = build_results(cfg, jobs, data, rm_names, wall_time_s)
     res["plots"] = draw_plots(res, out)
@@ -288,7 +288,7 @@ def write_report(cfg, jobs: dict, data: dict, rm_names: list[str], out: Path, wa
 
 def draw_plots(res: dict, out: Path) -> list[str]:
     """Every PNG of the report; returns their file names (relative to ``out``)."""
-    from laser import plots
+    from laser.bench.compare import plots
 
     made = [
         plots.accuracy_curves(

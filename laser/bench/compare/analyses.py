@@ -1,6 +1,6 @@
 """Numbers of the compare report, computed from finished jobs (pure functions over JSON-able data).
 
-A *job result* is what :func:`laser.compare.runner.run_job` returns: per-prompt test correctness
+A *job result* is what :func:`laser.bench.compare.runner.run_job` returns: per-prompt test correctness
 (``ids``, ``domains``, ``correct``), accuracy per iteration, per-step arms, RM calls, wall time.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from laser.compare.stats import (
+from laser.bench.compare.stats import (
     headroom_share,
     hierarchical_bootstrap,
     hierarchical_summary,
@@ -85,7 +85,7 @@ def seed_item_matrices(
 def method_summary(runs: list[dict], domains: list[str], n_boot: int = 2000) -> dict:
     """Per domain and on average: mean over seeds x prompts, std of the per-seed accuracies, and a
     95% interval of the mean from the two-level bootstrap over seeds and items
-    (:func:`laser.compare.stats.hierarchical_summary`); a pooled item bootstrap where seeds have different
+    (:func:`laser.bench.compare.stats.hierarchical_summary`); a pooled item bootstrap where seeds have different
     numbers of items.
 
     The average is over all test prompts; every domain has the same number, so it equals the
@@ -130,7 +130,7 @@ def paired_test(a_runs: list[dict], b_runs: list[dict], n_boot: int = 10000) -> 
     """Method a against method b on shared (seed, prompt) items.
 
     Primary (``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``test``): the hierarchical bootstrap
-    over seeds and items (:func:`laser.compare.stats.hierarchical_bootstrap`); ``p_note`` replaces the
+    over seeds and items (:func:`laser.bench.compare.stats.hierarchical_bootstrap`); ``p_note`` replaces the
     p-value with fewer than ``MIN_SEEDS`` seeds. Secondary: the Wilcoxon signed-rank test over
     the per-seed accuracy differences (``p_seeds_wilcoxon``; ``seeds_wilcoxon_note`` says "n/a
     (5 seeds: min p 0.0625)" where it cannot reach 0.05), and the per-item tests that treat the
@@ -186,7 +186,7 @@ def headroom(
     main: dict[str, list[dict]], extra: dict[str, list[dict]] | None = None, n_boot: int = 10000
 ) -> dict | None:
     """Where each method lies between ``random`` and ``oracle``: share of the headroom captured,
-    ``(m - random) / (oracle - random)``, with its interval (:func:`laser.compare.stats.headroom_share`).
+    ``(m - random) / (oracle - random)``, with its interval (:func:`laser.bench.compare.stats.headroom_share`).
 
     Args:
         main: method name -> runs (one per seed); needs ``random`` and ``oracle``.

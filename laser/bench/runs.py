@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from laser.bench.tasks import VERSIONS
 from laser.config import option
 from laser.routing.pairs import PAIRING_RULES
-from laser.tasks.synthetic import VERSIONS
 
 #: the feedback of the LinUCB methods (``laser_per_prompt``, ``classifier``, ``laser:auto_label_free``):
 #: label-free, so they see no label the baselines do not (the label-based ``pair_accuracy`` runs as
@@ -43,7 +43,7 @@ class DemoSettings:
     beta: float = option(0.1, "DPO beta", gt=0)
     nll_weight: float = option(1.0, "weight of the NLL term on chosen responses", ge=0)
     sft_target: Literal["moderate", "smoke", "v2", "v2_smoke"] = option(
-        "v2", "SFT recipe of the start policy (laser.policy.tiny.PRESETS)"
+        "v2", "SFT recipe of the start policy (laser.bench.policy.PRESETS)"
     )
     group_batches: bool = option(True, "each batch from one domain, as when training on several datasets")
     benchmark: Literal[VERSIONS] = option("v2", "benchmark version: the prompts and the demo RMs' off-domain behaviour")
@@ -51,7 +51,7 @@ class DemoSettings:
 
 def benchmark_sets(s: DemoSettings, seed: int) -> tuple[list, list]:
     """(train, test) prompts of one seed."""
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.tasks import make_benchmark
 
     return (
         make_benchmark(s.n_train_per_domain, seed=seed, split="train", version=s.benchmark),
@@ -61,7 +61,7 @@ def benchmark_sets(s: DemoSettings, seed: int) -> tuple[list, list]:
 
 def demo_rms(s: DemoSettings, seed: int) -> list:
     """The demo's five RMs of the settings' benchmark version."""
-    from laser.rewards.synthetic import make_demo_rms
+    from laser.bench.rms import make_demo_rms
 
     return make_demo_rms(seed=seed, version=s.benchmark)
 

@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from laser.compare import methods as M
+from laser.bench.compare import methods as M
 from laser.config import option
 
 
@@ -217,8 +217,8 @@ def _sft(cfg, test: list, runs: Path) -> dict:
 
 def run_user_compare(cfg) -> dict:
     """Every (method, seed) of a ``user:`` compare config not finished yet, then the report."""
-    from laser.compare import analyses as A
-    from laser.compare.report import TESTS, format_table
+    from laser.bench.compare import analyses as A
+    from laser.bench.compare.report import TESTS, format_table
 
     problems, rm_names = check_user(cfg)
     if problems:
@@ -285,7 +285,7 @@ def run_user_compare(cfg) -> dict:
 
 def render_user(res: dict) -> str:
     """The Markdown report of a user compare run."""
-    from laser.compare.markdown import _p, _table, headroom_table, paired_table
+    from laser.bench.compare.markdown import _p, _table, headroom_table, paired_table
 
     doms, u = res["domains"], res["user"]
     lines = [

@@ -1,4 +1,4 @@
-"""report.md from the results dict of :func:`laser.compare.report.build_results`."""
+"""report.md from the results dict of :func:`laser.bench.compare.report.build_results`."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def headroom_table(res: dict) -> list[str]:
 
 
 def _mechanism(res: dict) -> list[str]:
-    from laser.compare.report import mechanism_table
+    from laser.bench.compare.report import mechanism_table
 
     return mechanism_table(res).splitlines()
 

@@ -1,6 +1,6 @@
 """The demo's reward models: real scoring functions with known reliability profiles.
 
-Five RMs over the synthetic benchmark (``laser.tasks.synthetic``), none of which reads a gold
+Five RMs over the synthetic benchmark (``laser.bench.tasks``), none of which reads a gold
 answer: the experts *solve* the prompt from its text and check the response's extracted answer.
 
 ==============  =============================================================================
@@ -31,11 +31,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from laser.bench.tasks import DOMAIN_TASKS, solve
 from laser.rewards.base import check_scores
 from laser.tasks.extract import extract_answer
-from laser.tasks.synthetic import DOMAIN_TASKS, solve
 
-__all__ = ["SyntheticRM", "make_demo_rms", "measure_reliability", "quality"]
+__all__ = ["SyntheticRM", "demo_rm", "make_demo_rms", "measure_reliability", "quality"]
 
 _JITTER = 0.01
 
@@ -171,7 +171,7 @@ def make_demo_rms(seed: int = 0, version: str = "v1") -> list[SyntheticRM]:
     """The demo's five RMs, in arm order: math_expert, logic_expert, generalist, length_lover,
     noise. ``seed`` seeds their hash noise (the experts' judgements do not depend on it).
 
-    ``version`` is the benchmark version (``laser.tasks.synthetic.VERSIONS``): in ``"v1"`` an
+    ``version`` is the benchmark version (``laser.bench.tasks.VERSIONS``): in ``"v1"`` an
     expert returns noise outside its domains, in ``"v2"`` it prefers wrong answers there.
     """
     off = {"v1": "noise", "v2": "inverse"}
@@ -189,11 +189,11 @@ def make_demo_rms(seed: int = 0, version: str = "v1") -> list[SyntheticRM]:
 def measure_reliability(rm, examples, seed: int = 0, style: str = "v1") -> dict[str, float]:
     """Share of examples where ``rm`` scores the correct worked response above a wrong one.
 
-    The wrong response is ``laser.tasks.synthetic.wrong_response`` (gold answer perturbed); both
-    are written in the response ``style`` (``laser.tasks.synthetic.STYLES``). A tie counts as
+    The wrong response is ``laser.bench.tasks.wrong_response`` (gold answer perturbed); both
+    are written in the response ``style`` (``laser.bench.tasks.STYLES``). A tie counts as
     half. Returns ``{domain: share}`` in [0, 1].
     """
-    from laser.tasks.synthetic import worked_response, wrong_response
+    from laser.bench.tasks import worked_response, wrong_response
 
     rng = np.random.default_rng(seed)
     prompts = [e.prompt for e in examples]
@@ -203,3 +203,15 @@ def measure_reliability(rm, examples, seed: int = 0, style: str = "v1") -> dict[
     for ex, r, w in zip(examples, right, wrong, strict=True):
         wins.setdefault(ex.group, []).append(1.0 if r > w else 0.5 if r == w else 0.0)
     return {d: float(np.mean(v)) for d, v in wins.items()}
+
+
+def demo_rm(name: str, which: str | None = None, seed: int = 0, version: str = "v1") -> SyntheticRM:
+    """One demo RM by its name: the ``demo`` type of a run config's ``rewards:`` (``which`` defaults
+    to ``name``; ``version``: the benchmark version, see :func:`make_demo_rms`)."""
+    rms = {rm.name: rm for rm in make_demo_rms(seed=seed, version=version)}
+    key = which or name
+    if key not in rms:
+        raise ValueError(f"unknown demo reward model {key!r}; valid: {', '.join(rms)}")
+    rm = rms[key]
+    rm.name = name
+    return rm

@@ -63,9 +63,9 @@ def train(
     """Train ``method`` up to ``settings.iterations`` (resuming from ``out``'s checkpoint).
 
     Returns:
-        (trainer summary, policy, run folder), as :func:`laser.benchmark.run_method`.
+        (trainer summary, policy, run folder), as :func:`laser.bench.runs.run_method`.
     """
-    from laser.benchmark import run_method
+    from laser.bench.runs import run_method
 
     if method == "classifier":  # LinUCB's strategy with the fitted classifier as its selector
         return run_method(
@@ -99,9 +99,9 @@ def train(
 
 
 def fit_classifier(policy_dir: str, rms: list, settings, n_label_per_domain: int, seed: int):
-    """A :class:`ClassifierSelector` fitted on the labelled split (see :mod:`laser.compare.labels`)."""
+    """A :class:`ClassifierSelector` fitted on the labelled split (see :mod:`laser.bench.compare.labels`)."""
     from laser.bandits.classifier import ClassifierSelector
-    from laser.compare.labels import labelled_split
+    from laser.bench.compare.labels import labelled_split
 
     split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed, settings.benchmark)
     clf = ClassifierSelector(len(rms), split["contexts"].shape[1], seed=seed)
@@ -114,7 +114,7 @@ def fit_labelled_selector(method: str, policy_dir: str, rms: list, settings, n_l
     if method == "classifier":
         return fit_classifier(policy_dir, rms, settings, n_label_per_domain, seed)
     from laser.bandits.bayes_router import BayesRouterSelector
-    from laser.compare.labels import labelled_split
+    from laser.bench.compare.labels import labelled_split
 
     split = labelled_split(policy_dir, rms, settings.n_train_per_domain, n_label_per_domain, seed, settings.benchmark)
     return BayesRouterSelector.from_labelled(split["contexts"], split["labels"], len(rms), seed=seed), split[

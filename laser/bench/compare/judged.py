@@ -2,7 +2,7 @@
 
 The prompts are the benchmark's with their gold answers (and domain labels) stripped, so the
 training loop and the judge see prompts only. The judge is built on
-:func:`laser.rewards.synthetic.quality`: like the expert RMs it *solves* the prompt from its text
+:func:`laser.bench.rms.quality`: like the expert RMs it *solves* the prompt from its text
 and grades each response (right answer 1, partial credit below 0.5, no answer 0); it never reads
 a gold answer. It is not an LLM: it stands in for one so the win-rate machinery runs in seconds.
 """
@@ -40,7 +40,7 @@ class QualityJudge:
 
     def quality(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """q per response; NaN for a prompt that is not a benchmark prompt."""
-        from laser.rewards.synthetic import quality
+        from laser.bench.rms import quality
 
         q = [quality(p, r) for p, r in zip(prompts, responses, strict=True)]
         return np.array([np.nan if v is None else v for v in q], dtype=np.float64)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.benchmark import DEFAULT_FEEDBACK, QUICK, DemoSettings, benchmark_sets, run_method  # noqa: F401
+from laser.bench.runs import DEFAULT_FEEDBACK, QUICK, DemoSettings, benchmark_sets, run_method
 
 
 def method_names(rm_names: list[str], feedbacks: list[str]) -> list[str]:
@@ -61,8 +61,8 @@ def run_demo(
     import torch
     from transformers.utils import logging as hf_logging
 
-    from laser.policy.tiny import build_tiny_policy, evaluate_accuracy
-    from laser.rewards.synthetic import make_demo_rms
+    from laser.bench.policy import build_tiny_policy, evaluate_accuracy
+    from laser.bench.rms import make_demo_rms
 
     hf_logging.disable_progress_bar()  # per-method weight-loading bars would drown the table
     torch.set_num_threads(1)  # tiny model: one thread is faster than two on a shared 2-core machine

@@ -7,7 +7,7 @@ Layout of ``OUT``::
                                        and the Trainer's run folder with its checkpoint and log
     runs/sft/seed<s>.json              the SFT start's per-prompt test correctness
     runs/agreement/seed<s>.json        RM agreement counts on SFT samples
-    results.json, report.md, *.png     the report (laser.compare.report)
+    results.json, report.md, *.png     the report (laser.bench.compare.report)
 
 Variants: ``main``; ``noise=<sigma>`` (Gaussian noise on one or all RMs' scores);
 ``add=<rm>@<step>`` (that RM joins at a global step); ``judged`` (prompts without gold or
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.benchmark import DemoSettings, benchmark_sets, demo_rms
-from laser.compare import methods as M
-from laser.compare.user import UserConfig
+from laser.bench.compare import methods as M
+from laser.bench.compare.user import UserConfig
+from laser.bench.runs import DemoSettings, benchmark_sets, demo_rms
 from laser.config import option
 
 
@@ -39,7 +39,9 @@ class CompareConfig:
 
     out: str = option("compare_out", "report folder; reruns skip finished (method, seed) jobs")
     seeds: int = option(3, "number of seeds (seeds 0, 1, ... run)", ge=1)
-    methods: list[str] = option(help="methods to run (empty: all, laser.compare.methods.default_methods)", factory=list)
+    methods: list[str] = option(
+        help="methods to run (empty: all, laser.bench.compare.methods.default_methods)", factory=list
+    )
     settings: DemoSettings = option(help="sizes of each benchmark run", factory=DemoSettings)
     noise: list[float] = option(
         help="Gaussian noise sigmas on RM scores: each > 0 reruns analysis_methods", factory=lambda: [0.0], ge=0
@@ -57,7 +59,7 @@ class CompareConfig:
     eta: float = option(0.5, "step size of online_ensemble", gt=0)
     n_boot: int = option(2000, "bootstrap resamples of the intervals", ge=1)
     user: UserConfig | None = option(
-        None, "your own run config and test set instead of the benchmark (laser.compare.user)"
+        None, "your own run config and test set instead of the benchmark (laser.bench.compare.user)"
     )
     step_cost: str | None = option(
         None, "a `benchmarks/step_cost.py --json` file: the cost table with RMs of policy-like cost"
@@ -68,7 +70,7 @@ def check_config(cfg: CompareConfig, rm_names: list[str]) -> list[str]:
     """Every problem with a benchmark compare config beyond types and ranges, one line each."""
     p = [f"methods: {e}" for m in cfg.methods if (e := M.check_method(m, rm_names))]
     if cfg.step_cost:
-        from laser.compare.report import load_step_cost
+        from laser.bench.compare.report import load_step_cost
 
         try:
             load_step_cost(cfg.step_cost)
@@ -111,11 +113,11 @@ def load_compare_config(path: str | None, overrides: list[str] = (), **flags) ->
     cfg = parse_section(CompareConfig, data, "", problems)
     problems += check_fields(cfg)
     if cfg.user is not None:
-        from laser.compare.user import check_user
+        from laser.bench.compare.user import check_user
 
         problems += check_user(cfg)[0]
     else:
-        from laser.rewards.synthetic import make_demo_rms
+        from laser.bench.rms import make_demo_rms
 
         problems += check_config(cfg, [rm.name for rm in make_demo_rms()])
     if problems:
@@ -128,7 +130,7 @@ class SeedData:
     """The SFT start, train/test prompts and cached SFT evaluation and RM agreement of one seed."""
 
     def __init__(self, cfg: CompareConfig, seed: int, runs: Path):
-        from laser.policy.tiny import build_tiny_policy
+        from laser.bench.policy import build_tiny_policy
 
         s = cfg.settings
         self.seed = seed
@@ -144,8 +146,8 @@ class SeedData:
         return AutoModelForCausalLM.from_pretrained(self.policy_dir), AutoTokenizer.from_pretrained(self.policy_dir)
 
     def _agreement(self, s: DemoSettings) -> dict:
-        from laser.compare.analyses import agreement_counts
-        from laser.policy.tiny import generate
+        from laser.bench.compare.analyses import agreement_counts
+        from laser.bench.policy import generate
 
         model, tok = self._load()
         prompts = [ex.prompt for ex in self.train]
@@ -177,9 +179,9 @@ def _cached(path: Path, compute):
 
 def evaluate(model_tok, test, s: DemoSettings, keep_texts: bool = False) -> dict:
     """Greedy test answers: per-prompt correctness and accuracy per domain (macro average)."""
-    from laser.policy.tiny import generate
+    from laser.bench.policy import generate
+    from laser.bench.tasks import format_prompt
     from laser.tasks.metrics import example_accuracy
-    from laser.tasks.synthetic import format_prompt
 
     model, tok = model_tok
     texts = generate(model, tok, [format_prompt(e) for e in test], s.max_new_tokens)
@@ -238,7 +240,7 @@ def _rms_for(variant: dict, cfg: CompareConfig, seed: int) -> list:
 
 def run_job(cfg: CompareConfig, variant: dict, method: str, data: SeedData, runs: Path) -> dict:
     """Train and evaluate one (variant, method, seed), iteration by iteration; resumable."""
-    from laser.compare.judged import strip_gold
+    from laser.bench.compare.judged import strip_gold
 
     job = runs / variant["tag"] / method.replace(":", "_").replace("@", "_at_") / f"seed{data.seed}"
     if (job / "result.json").exists():
@@ -333,7 +335,7 @@ def run_compare(cfg: CompareConfig) -> dict:
 
     hf_logging.disable_progress_bar()
     if cfg.user is not None:  # the user's own model: keep torch's threads; one job trains in one go
-        from laser.compare.user import run_user_compare
+        from laser.bench.compare.user import run_user_compare
 
         return run_user_compare(cfg)
     torch.set_num_threads(1)  # the tiny model is faster on one thread on a shared 2-core machine
@@ -347,8 +349,8 @@ def run_compare(cfg: CompareConfig) -> dict:
 
 
 def _run_all(cfg: CompareConfig) -> dict:
-    from laser.compare import report
-    from laser.rewards.synthetic import make_demo_rms
+    from laser.bench.compare import report
+    from laser.bench.rms import make_demo_rms
 
     rm_names = [rm.name for rm in make_demo_rms()]
     problems = check_config(cfg, rm_names)

@@ -9,7 +9,7 @@ like a Hub model::
     tokenizer = AutoTokenizer.from_pretrained(folder)
 
 Prompt/response convention: the tokenizer prepends ``<bos>`` to every encoded text; a synthetic
-``Example.prompt`` already ends with ``laser.tasks.synthetic.SEP``; SFT trains on
+``Example.prompt`` already ends with ``laser.bench.tasks.SEP``; SFT trains on
 ``<bos> prompt`` followed by ``response <eos>`` with the loss on the response and ``<eos>`` only.
 So the loop feeds ``Example.prompt`` as is and stops generation at ``<eos>``.
 """
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from laser.bench.tasks import VERSIONS, format_prompt, make_benchmark, worked_response
 from laser.tasks.base import Example
 from laser.tasks.metrics import example_accuracy
-from laser.tasks.synthetic import VERSIONS, format_prompt, make_benchmark, worked_response
 
 __all__ = [
     "CHARSET",

@@ -2,7 +2,7 @@
 
 Wire into the CLI with::
 
-    from laser.compare import add_compare_parser, compare_main
+    from laser.bench.compare import add_compare_parser, compare_main
     add_compare_parser(subparsers)        # then dispatch "compare" to compare_main(args)
 """
 
@@ -61,8 +61,8 @@ def compare_main(args) -> int:
     import dataclasses
     import sys
 
-    from laser.benchmark import QUICK
-    from laser.compare.runner import CompareConfig, load_compare_config, run_compare
+    from laser.bench.compare.runner import CompareConfig, load_compare_config, run_compare
+    from laser.bench.runs import QUICK
 
     if args.explain:
         from laser.config import explain
@@ -70,7 +70,7 @@ def compare_main(args) -> int:
         print("\n".join(explain(CompareConfig)))
         return 0
     try:  # the statistics are scipy's (the `stats` extra): say so before any work
-        import laser.compare.stats  # noqa: F401
+        import laser.bench.compare.stats  # noqa: F401
     except ImportError as exc:
         print(f"laser compare: {exc}", file=sys.stderr)
         return 2

@@ -62,8 +62,8 @@ DOMAINS: tuple[str, ...] = tuple(DOMAIN_TASKS)
 
 #: Benchmark versions: "v1" is the original demo; "v2" (issue 13, a benchmark with power) keeps the
 #: items and adds the ``answer_first`` response style, which the v2 SFT start mixes in (see
-#: ``laser.policy.tiny.PRESETS``), and experts that mislead off their domains
-#: (``laser.rewards.synthetic.make_demo_rms``).
+#: ``laser.bench.policy.PRESETS``), and experts that mislead off their domains
+#: (``laser.bench.rms.make_demo_rms``).
 VERSIONS: tuple[str, ...] = ("v1", "v2")
 
 #: Response styles of ``worked_response``: ``v1`` (the original targets), ``worked`` (v2: working
