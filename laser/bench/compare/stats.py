@@ -10,7 +10,7 @@ Two-level outcomes are ``(n_seeds, n_items)`` matrices (e.g. 0/1 correctness of 
 under each training seed). Two designs: ``crossed``, the same N test items under every seed (a
 user's test set), and ``nested``, each seed with its own N items (the embedded benchmark draws its
 test set per seed). The two-level bootstrap is ours and is calibrated in two ways, both checked by
-simulation in ``tests/test_stats.py``: its variance is matched to the random-effects estimate
+simulation in ``tests/bench/test_stats.py``: its variance is matched to the random-effects estimate
 (:func:`components_scaled`), and its tails to a Student t with Satterthwaite's degrees of freedom
 (:func:`t_widen`), because with 5 seeds the seed-to-seed part of the variance rests on 4 degrees
 of freedom. Student's t and the Wilcoxon signed-rank test are scipy's (the ``stats`` extra).
@@ -25,7 +25,7 @@ import numpy as np
 
 try:
     from scipy import stats as _sps
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_compare.py with scipy hidden
+except ImportError as exc:  # pragma: no cover - exercised by tests/bench/test_compare.py with scipy hidden
     raise ImportError("laser compare's statistics need scipy: pip install 'laser-rm[stats]'") from exc
 
 from laser.tasks.metrics import bootstrap_ci

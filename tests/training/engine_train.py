@@ -1,8 +1,8 @@
-"""``laser <command> ...`` as one rank of a run under a forced engine (tests/engine_force.py).
+"""``laser <command> ...`` as one rank of a run under a forced engine (tests/training/engine_force.py).
 
-    accelerate launch --multi_gpu --num_processes 2 tests/engine_train.py ENGINE train --config run.yaml
+    accelerate launch --multi_gpu --num_processes 2 tests/training/engine_train.py ENGINE train --config run.yaml
 
-Used by tests/test_engines_kill9.py and benchmarks/engine_step_time.py; on GPUs run
+Used by tests/training/test_engines_kill9.py and benchmarks/engine_step_time.py; on GPUs run
 ``accelerate launch --config_file examples/accelerate/<engine>.yaml -m laser.cli.main ...`` instead.
 """
 

@@ -1,7 +1,7 @@
 """One policy update on fixed samples and pairs, on 1 process or as one rank of several.
 
-Run by tests/test_ddp_update.py: ``python tests/ddp_update_script.py OUT`` (one process) and
-``accelerate launch --multi_gpu --num_processes 2 tests/ddp_update_script.py OUT`` (two gloo
+Run by tests/training/test_ddp_update.py: ``python tests/training/ddp_update_script.py OUT`` (one process) and
+``accelerate launch --multi_gpu --num_processes 2 tests/training/ddp_update_script.py OUT`` (two gloo
 processes). Four prompts with 5, 1, 0 and 3 pairs: with two processes rank 0 holds prompts 0-1
 (6 pairs) and rank 1 prompts 2-3 (3 pairs), so the ranks hold different numbers of pairs and
 one prompt has none. ``micro_batch_pairs=2`` cuts each rank's pairs into several chunks. The main
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: helpers
 torch.set_num_threads(1)
 
 from accelerate import Accelerator  # noqa: E402

@@ -1,5 +1,5 @@
 """The router under two real processes: ``accelerate launch --multi_gpu --num_processes 2`` of
-tests/trl_two_process_run.py (CPU, gloo). Both ranks must hold identical routers after every
+tests/integrations/trl_two_process_run.py (CPU, gloo). Both ranks must hold identical routers after every
 round: the same arms, feedback, rewards and selector state, while each rank scored only its own
 rows. Slow (two processes importing TRL and training 8 GRPO steps): run with ``pytest -m slow``."""
 

@@ -4,8 +4,8 @@ different numbers of pairs (6/3, 0/3, 3/8 and 6/0) cut into several micro-batche
 taken under each engine resumes to the same weights; an Accelerate config asking for an engine
 this machine cannot provide is refused.
 
-The sharded engines run on CPU through tests/engine_force.py (Accelerate only sets them up with
-CUDA devices); tests/engine_update_script.py is what runs, see its docstring for the steps.
+The sharded engines run on CPU through tests/training/engine_force.py (Accelerate only sets them up with
+CUDA devices); tests/training/engine_update_script.py is what runs, see its docstring for the steps.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("engine_update_script.py")
 PAIRS_PER_STEP = [9, 3, 11, 6]
 TOL = 1e-5

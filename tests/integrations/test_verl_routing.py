@@ -5,7 +5,7 @@ like verl's: a one-row batch whose item has ``batch["prompts"]`` (left-padded), 
 (right-padded), ``batch["attention_mask"]`` over both, and ``non_tensor_batch`` with ``uid``,
 ``data_source`` and ``reward_model.ground_truth``. The only stand-in is that container (verl's
 DataProto); the tokenizer is a real one, the router is the real :class:`SharedRouter` called
-directly instead of through Ray. tests/test_verl_ray.py runs the same code in verl's real
+directly instead of through Ray. tests/integrations/test_verl_ray.py runs the same code in verl's real
 RewardLoopManager with Ray.
 """
 

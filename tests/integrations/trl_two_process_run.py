@@ -1,6 +1,6 @@
-"""One rank of the two-process router check; tests/test_trl_two_process.py launches two of these.
+"""One rank of the two-process router check; tests/integrations/test_trl_two_process.py launches two of these.
 
-    accelerate launch --multi_gpu --num_processes 2 tests/trl_two_process_run.py OUT_DIR GRANULARITY STEPS
+    accelerate launch --multi_gpu --num_processes 2 tests/integrations/trl_two_process_run.py OUT_DIR GRANULARITY STEPS
 
 On a machine without CUDA, ``GRPOConfig(use_cpu=True)`` makes accelerate run the two processes as
 MULTI_CPU over gloo. Each rank trains GRPO on the embedded benchmark (the tiny SFT policy, the demo

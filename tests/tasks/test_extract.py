@@ -18,7 +18,7 @@ from laser.tasks.extract import (
     parse_options,
 )
 
-GSM8K_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k"
+GSM8K_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k"
 
 
 @pytest.mark.parametrize(
@@ -390,7 +390,7 @@ def test_letters_inside_words_never_read_as_choices(tokens: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- real replies (SmolLM2)
-REPLIES = Path(__file__).resolve().parent / "data" / "smollm2_answer_outputs.jsonl"
+REPLIES = Path(__file__).resolve().parents[1] / "data" / "smollm2_answer_outputs.jsonl"
 
 #: Replies whose hand label the extractor does not reproduce, with why. Every other reply must
 #: extract to its label exactly; a reply that starts to match is removed from here by hand.

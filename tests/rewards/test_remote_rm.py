@@ -476,7 +476,7 @@ def test_soak_benchmark_small_run_has_no_errors_and_bounded_memory():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "soak_serve_rm.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "soak_serve_rm.py"
     spec = importlib.util.spec_from_file_location("soak_serve_rm", path)
     soak = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(soak)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from laser.bench import policy as tiny
 from laser.bench.policy import (
     PRESETS,
     build_tiny_policy,
@@ -25,7 +26,6 @@ from laser.bench.tasks import (
     worked_response,
     wrong_response,
 )
-from laser.policy import tiny
 
 transformers = pytest.importorskip("transformers")
 

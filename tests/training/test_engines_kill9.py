@@ -4,8 +4,8 @@ state and arm sequence as an uninterrupted 2-process run under the same engine.
 
 The checkpoints hold full (gathered) tensors of the sharded weights, reference and AdamW state
 (``PolicyUpdate.state_dict``), written by the main process through the atomic checkpoint writer;
-every rank loads them back into its shards. Runs through tests/engine_train.py, which forces the
-engine into Accelerate's state on CPU (tests/engine_force.py).
+every rank loads them back into its shards. Runs through tests/training/engine_train.py, which forces the
+engine into Accelerate's state on CPU (tests/training/engine_force.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from reliability._helpers import checkpoint_hash, read_log
 from laser.training.checkpoint import find_latest
 
 pytestmark = pytest.mark.reliability
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WRAPPER = Path(__file__).with_name("engine_train.py")
 STEPS = 6  # 8 prompts, batch 4, 3 iterations
 KILL_AFTER = 3  # log records written before the kill

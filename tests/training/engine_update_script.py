@@ -1,9 +1,9 @@
 """Four policy updates on fixed samples and pairs under one engine, on 1 process or as a rank of 2.
 
-Run by tests/test_engines.py: ``python tests/engine_update_script.py single OUT`` (one process)
-and ``accelerate launch --multi_gpu --num_processes 2 tests/engine_update_script.py ENGINE OUT``
+Run by tests/training/test_engines.py: ``python tests/training/engine_update_script.py single OUT`` (one process)
+and ``accelerate launch --multi_gpu --num_processes 2 tests/training/engine_update_script.py ENGINE OUT``
 (two gloo processes; ENGINE ``ddp``, ``fsdp2``, ``zero1``, ``zero2`` or ``zero3`` is forced into
-Accelerate's state by tests/engine_force.py; ENGINE ``auto`` takes what ``accelerate launch``'s
+Accelerate's state by tests/training/engine_force.py; ENGINE ``auto`` takes what ``accelerate launch``'s
 config sets up, as on a GPU machine: benchmarks/gpu_engines.py). Options: ``--lora`` trains LoRA adapters instead
 of every weight; ``--bf16`` asks for bf16 mixed precision.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # engine_force; helpers
 torch.set_num_threads(1)
 
 from engine_force import cpu_engine_accelerator  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("trl")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trl_grpo.py"
 
 
 @pytest.mark.slow

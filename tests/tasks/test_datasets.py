@@ -19,7 +19,7 @@ from laser.tasks.datasets import (
 )
 from laser.tasks.extract import extract_answer
 
-GSM8K_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k"
+GSM8K_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k"
 
 
 def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -313,7 +313,7 @@ def test_import_laser_tasks_stays_light() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     ).stdout.splitlines()
     assert out[0] == "[]"
     assert {

@@ -31,9 +31,9 @@ ray = pytest.importorskip("ray")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+TESTS = Path(__file__).resolve().parents[1]  # verl_rms.py lives there
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
 from verl_rms import _error, read_log, rm_spec  # noqa: E402
 
 from laser.bench.policy import make_char_tokenizer  # noqa: E402
@@ -128,7 +128,7 @@ def setup(tmp_path_factory):
 
 
 def start_ray(log_path: Path) -> None:
-    path = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")])
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -187,7 +187,7 @@ def test_reward_loop_routes_scores_learns_and_restores(setup):
 
     assert stats["learned"] + stats["tied"] == 15 and sum(stats["counts"]) == 15 and stats["pending"] == 0
     assert stats["saves"] == 3 and sum(stats["rows_scored"]) == 60
-    # good's groups have pair_accuracy +0.5, bad's -0.5 (tests/test_verl_routing.py derives both):
+    # good's groups have pair_accuracy +0.5, bad's -0.5 (tests/integrations/test_verl_routing.py derives both):
     # the learned mean reward ranks good first. Batch 1's 10 groups are all routed before any of
     # them finishes (rows arrive concurrently), with ties broken at random, so both arms are tried.
     sums, counts = before["strategy"]["sums"], before["strategy"]["counts"]
