@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from laser.build import build_rms, load_examples, load_run  # noqa: F401 (re-exported for scripts)
+from laser.build import build_rms, load_run
 from laser.config import ConfigError
 
 log = logging.getLogger("laser")

@@ -123,7 +123,7 @@ def test_fewer_than_three_rms_is_refused():
 
 # ----- the training strategy -------------------------------------------------------------
 def strategy_setup(tmp_path, iterations=2, **kwargs):
-    from conftest import make_tiny_policy
+    from helpers import make_tiny_policy
 
     from laser.config import load_config
     from laser.rewards.rules import LengthRM, RegexRM
@@ -196,8 +196,13 @@ def test_strategy_resumes_exactly(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [({"bogus": 1}, "unknown key"), ({"anchor": "nope"}, "unknown reward model")])
 def test_strategy_config_errors(tmp_path, kwargs, match):
+    from laser.config import ConfigError
     from laser.routing.strategies import make_strategy
 
-    cfg, _, _, _ = strategy_setup(tmp_path, **kwargs)
+    cfg, _, _, _ = strategy_setup(tmp_path)
+    cfg.selector.kwargs.update(kwargs)
     with pytest.raises(ValueError, match=match):
         make_strategy(cfg, ["ones", "long", "twos"], lambda: 1)
+    # the config loader builds the strategy too (check_strategy): the same error, before any model loads
+    with pytest.raises(ConfigError, match=match):
+        strategy_setup(tmp_path, **kwargs)
