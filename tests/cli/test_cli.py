@@ -3,11 +3,10 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
-from helpers import write_prompts
+from helpers import two_cpu_processes, write_prompts
 
 from laser.cli.main import main
 
@@ -129,18 +128,7 @@ def test_two_processes_apply_the_same_broadcast_arm(tmp_path, tiny_model_dir):
     path = write_config(tmp_path, tiny_model_dir, selector__per_prompt=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "2",
-        "--multi_gpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        *two_cpu_processes(port=None),
         "-m",
         "laser.cli.main",
         "train",

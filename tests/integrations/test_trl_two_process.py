@@ -9,10 +9,10 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import two_cpu_processes
 
 pytest.importorskip("trl")
 pytest.importorskip("accelerate")
@@ -31,20 +31,7 @@ def free_port() -> int:
 def test_two_ranks_hold_identical_routers(tmp_path, granularity):
     steps = 8
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
+        *two_cpu_processes(port=free_port()),
         str(SCRIPT),
         str(tmp_path),
         granularity,

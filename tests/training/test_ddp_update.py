@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import two_cpu_processes
 
 SCRIPT = Path(__file__).with_name("ddp_update_script.py")
 
@@ -28,18 +29,7 @@ def test_two_process_ddp_update_equals_single_process(tmp_path):
     _run([sys.executable, str(SCRIPT), str(tmp_path / "one")], tmp_path)
     _run(
         [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            "2",
-            "--multi_gpu",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
+            *two_cpu_processes(port=None),
             str(SCRIPT),
             str(tmp_path / "two"),
         ],

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import two_cpu_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("engine_update_script.py")
@@ -28,27 +29,9 @@ TOL = 1e-5
 def _run(args: list[str], tmp_path: Path, processes: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("ACCELERATE_USE_FSDP", None), env.pop("ACCELERATE_USE_DEEPSPEED", None)
-    launch = (
-        []
-        if processes == 1
-        else [
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            "2",
-            "--multi_gpu",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "0",
-        ]
-    )
+    launch = [sys.executable] if processes == 1 else two_cpu_processes()
     proc = subprocess.run(
-        [sys.executable, *launch, str(SCRIPT), *args],
+        [*launch, str(SCRIPT), *args],
         capture_output=True,
         text=True,
         env=env,

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import write_prompts
+from helpers import two_cpu_processes, write_prompts
 from reliability._helpers import checkpoint_hash, read_log
 
 from laser.training.checkpoint import find_latest
@@ -34,20 +33,7 @@ KILL_AFTER = 3  # log records written before the kill
 def _launch(engine: str, args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "2",
-        "--multi_gpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
+        *two_cpu_processes(),
         str(WRAPPER),
         engine,
         *args,
