@@ -4,7 +4,7 @@ ratio against DDP measured in the same run.
     PYTHONPATH=. python benchmarks/engine_step_time.py [--engines ddp,fsdp2,zero2] [--steps 8]
 
 Each engine runs as its own ``accelerate launch --num_processes 2`` (gloo), the sharded ones forced
-into Accelerate's state by tests/engine_force.py (Accelerate sets them up only with CUDA devices).
+into Accelerate's state by tests/training/engine_force.py (Accelerate sets them up only with CUDA devices).
 Every rank runs ``PolicyUpdate.run`` on the same fixed samples each step (16 pairs per rank, 2
 micro-batches, reference and after-update passes included); the main process records the median
 wall time of the timed steps after 2 warm-up steps. The model is the character-level tiny Llama
@@ -37,12 +37,12 @@ def worker(engine: str, out: str, steps: int) -> None:
     """One rank: ``steps`` + 2 updates on fixed samples; the main process writes the step times."""
     import torch
 
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "training")]
     torch.set_num_threads(1)
     from engine_force import cpu_engine_accelerator
 
+    from laser.bench.policy import make_char_tokenizer, make_tiny_model
     from laser.policy.model import Policy, Samples
-    from laser.policy.tiny import make_char_tokenizer, make_tiny_model
     from laser.training.dist import Dist
     from laser.training.update import PolicyUpdate
 

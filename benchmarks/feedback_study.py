@@ -6,7 +6,7 @@ with a seeded fraction f of the training prompts keeping their gold answer (f = 
 others fall back to the majority answer); ``pair_accuracy`` (f = 1). ``random`` and ``oracle``
 (each prompt scored by its domain's expert) bound the range; each variant's share of the oracle's
 headroom, (m - random) / (oracle - random), and its difference to ``random`` come from the
-two-level bootstrap over seeds and test items (``laser.compare.stats``). Also: which RM each variant
+two-level bootstrap over seeds and test items (``laser.bench.compare.stats``). Also: which RM each variant
 picks per domain (last iteration, seeds pooled).
 
     python benchmarks/feedback_study.py --seeds 5 --out feedback_out            # runs (resumable)
@@ -45,10 +45,10 @@ def keep_labels(train: list, fraction: float, seed: int) -> list:
 
 
 def run_one(variant: str, seed: int, s, out: Path) -> dict:
-    from laser.benchmark import benchmark_sets, demo_rms, run_method
-    from laser.compare.runner import evaluate
-    from laser.demo import selection_matrix
-    from laser.policy.tiny import build_tiny_policy
+    from laser.bench.compare.runner import evaluate
+    from laser.bench.demo import selection_matrix
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.runs import benchmark_sets, demo_rms, run_method
 
     method, feedback, fraction = VARIANTS[variant]
     policy_dir = build_tiny_policy(seed=seed, target=s.sft_target)
@@ -75,8 +75,8 @@ def run_one(variant: str, seed: int, s, out: Path) -> dict:
 
 
 def report(rows: list[dict]) -> str:
-    from laser.compare.analyses import seed_item_matrices
-    from laser.compare.stats import headroom_share, hierarchical_bootstrap
+    from laser.bench.compare.analyses import seed_item_matrices
+    from laser.bench.compare.stats import headroom_share, hierarchical_bootstrap
 
     by = {v: sorted([r for r in rows if r["variant"] == v], key=lambda r: r["seed"]) for v in VARIANTS}
     by = {v: rs for v, rs in by.items() if rs}
@@ -123,7 +123,7 @@ def report(rows: list[dict]) -> str:
 def main() -> None:
     import torch
 
-    from laser.benchmark import DemoSettings
+    from laser.bench.runs import DemoSettings
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=5)

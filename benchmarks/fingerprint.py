@@ -67,11 +67,11 @@ def demo_hashes(out: Path, py: str) -> dict:
 
 def train_hashes(out: Path, py: str) -> dict:
     """Seven short ``laser train`` runs: arm sequence, rewards, final weights."""
-    import yaml  # after OMP_NUM_THREADS is set: laser.policy.tiny loads torch
+    import yaml  # after OMP_NUM_THREADS is set: laser.bench.policy loads torch
     from safetensors.torch import load_file
 
-    from laser.policy.tiny import build_tiny_policy
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.tasks import make_benchmark
 
     pol = build_tiny_policy(seed=0, target="smoke")
     with open(out / "prompts.jsonl", "w") as f:

@@ -2,17 +2,17 @@
 ZeRO-2 on one CUDA process, set up by ``accelerate launch`` from examples/accelerate/*.yaml, against
 the same update without an engine on the same GPU.
 
-Runs tests/engine_update_script.py (four updates with several micro-batches, a checkpoint after
+Runs tests/training/engine_update_script.py (four updates with several micro-batches, a checkpoint after
 step 3 resumed by a fresh model; see its docstring) three times: ``python`` (one process, no
 engine, CUDA), and ``accelerate launch --config_file examples/accelerate/fsdp.yaml`` and
 ``... deepspeed_zero2.yaml`` with ``--num_processes 1`` (float32, ``--mixed_precision no``, so
 the comparison is exact up to reduction order). With one process nothing is sharded across GPUs:
 what this checks is the engines' CUDA code paths and our use of their APIs (parameters after
 ``prepare``, the accumulation boundary, the reference swap, full-state checkpoints); the two-process
-equality is checked on CPU by tests/test_engines.py.
+equality is checked on CPU by tests/training/test_engines.py.
 
 ``--tiny`` (CPU): the same comparison with the engines forced into Accelerate's state on one CPU
-process (tests/engine_force.py), since Accelerate sets them up only with CUDA devices.
+process (tests/training/engine_force.py), since Accelerate sets them up only with CUDA devices.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "engine_update_script.py"
+SCRIPT = ROOT / "tests" / "training" / "engine_update_script.py"
 CONFIGS = {"fsdp2": "fsdp.yaml", "zero2": "deepspeed_zero2.yaml"}
 
 

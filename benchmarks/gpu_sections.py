@@ -79,8 +79,8 @@ def tiny_policy(ctx: Ctx, device: str, dtype):
     """The embedded policy (SFT ``smoke`` recipe, cached under DIR/cache) on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from laser.bench.policy import build_tiny_policy
     from laser.policy.model import Policy
-    from laser.policy.tiny import build_tiny_policy
 
     folder = build_tiny_policy(cache_dir=ctx.out / "cache", target="smoke")
     tok = AutoTokenizer.from_pretrained(folder)
@@ -116,7 +116,7 @@ def _logps_loss_update(policy, batch) -> dict:
 def section_cuda_vs_cpu(ctx: Ctx) -> dict:
     import torch
 
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.tasks import make_benchmark
 
     examples = make_benchmark(4, seed=0, split="test")[:8]
     ref, _ = tiny_policy(ctx, "cpu", torch.float32)
@@ -368,9 +368,9 @@ def section_train(ctx: Ctx) -> dict:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
 
-    from laser.policy.tiny import build_tiny_policy
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.tasks import make_benchmark
     from laser.routing.checkpoint import find_latest
-    from laser.tasks.synthetic import make_benchmark
 
     work = ctx.out / "train"
     shutil.rmtree(work, ignore_errors=True)

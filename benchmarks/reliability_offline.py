@@ -37,11 +37,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from laser.rewards.synthetic import _hash_normal, _hash_uniform, make_demo_rms
+from laser.bench.rms import _hash_normal, _hash_uniform, make_demo_rms
+from laser.bench.tasks import DOMAIN_TASKS, solve
 from laser.routing.labelmodel import fit_label_model
 from laser.routing.reliability import pair_votes
 from laser.tasks.extract import extract_answer
-from laser.tasks.synthetic import DOMAIN_TASKS, solve
 
 
 class NoisyJudge:
@@ -49,7 +49,7 @@ class NoisyJudge:
 
     def __init__(self, name: str, sd: dict[str, float], seed: int, bias: float = 0.0, bias_key: str = "len"):
         self.name, self.sd, self.seed, self.bias, self.bias_key = name, sd, seed, bias, bias_key
-        best = min(sd.values())  # the oracle's map (laser.benchmark.oracle_map): a judge is the expert
+        best = min(sd.values())  # the oracle's map (laser.bench.runs.oracle_map): a judge is the expert
         self.domains = tuple(d for d, v in sd.items() if v == best) if len(set(sd.values())) > 1 else ()
         self.kind = "expert" if self.domains else "judge"  # of the domains where its noise is lowest
 
@@ -96,8 +96,8 @@ def scenario_rms(name: str, seed: int) -> list:
 
 def sample_sft(seed: int, n: int):
     """(train examples, samples) of the v2 SFT start on the training prompts."""
-    from laser.benchmark import DemoSettings, benchmark_sets, load_sft_policy
-    from laser.policy.tiny import build_tiny_policy
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.runs import DemoSettings, benchmark_sets, load_sft_policy
 
     s = DemoSettings()
     train, _ = benchmark_sets(s, seed)
@@ -193,8 +193,8 @@ def train_scenarios(scenarios: list[str], seeds: list[int], methods: list[str]) 
     import tempfile
     from pathlib import Path
 
-    from laser.benchmark import DemoSettings, benchmark_sets, run_method
-    from laser.policy.tiny import build_tiny_policy, evaluate_accuracy
+    from laser.bench.policy import build_tiny_policy, evaluate_accuracy
+    from laser.bench.runs import DemoSettings, benchmark_sets, run_method
 
     s = DemoSettings()
     out = Path(tempfile.mkdtemp(prefix="reliability_train_"))

@@ -175,7 +175,7 @@ router: {selector: epsilon_greedy, selector_options: {epsilon: 0.1}, group_size:
 def rollout_groups(n: int, seed: int = 0) -> list[tuple[str, list[str], str]]:
     """``n`` (prompt, 4 responses, gold) of the demo benchmark's number domains: the worked answer
     and three wrong ones, as a GRPO-style group of rollouts."""
-    from laser.tasks.synthetic import make_benchmark, worked_response, wrong_response
+    from laser.bench.tasks import make_benchmark, worked_response, wrong_response
 
     rng = np.random.default_rng(seed)
     examples = make_benchmark(n_per_domain=(n + 1) // 2, seed=seed, domains=("arith", "count"))[:n]

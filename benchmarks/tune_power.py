@@ -2,11 +2,13 @@
 
 Runs a few methods of the demo from the same SFT start, over several seeds, and reports each
 method's greedy test accuracy, ``oracle - random`` and ``single:noise - SFT`` with a 95% interval
-from a two-level bootstrap (seeds, then test items within each seed; see :func:`two_level_ci`).
+from ``laser compare``'s two-level bootstrap (seeds, then test items within each seed:
+:func:`laser.bench.compare.stats.hierarchical_bootstrap`) and a seeds-only one
+(:func:`laser.bench.compare.stats.paired_bootstrap`).
 
 Every method, ``oracle`` included (the library's oracle strategy: each prompt scored by its
 domain's expert, math_expert for arith/count and logic_expert for compare/choice, from the
-benchmark's design), runs through ``laser.benchmark.run_method`` with the demo's config.
+benchmark's design), runs through ``laser.bench.runs.run_method`` with the demo's config.
 ``--set key=value`` overrides of DemoSettings go through the typed config loader.
 
 Usage::
@@ -32,23 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laser.benchmark import DemoSettings, run_method
-
-
-def item_correctness(model, tokenizer, test, max_new_tokens: int) -> list[int]:
-    """Greedy 0/1 correctness per test item (what ``evaluate_accuracy`` averages)."""
-    from laser.policy.tiny import generate
-    from laser.tasks.extract import is_correct
-    from laser.tasks.synthetic import format_prompt
-
-    texts = generate(model, tokenizer, [format_prompt(e) for e in test], max_new_tokens)
-    return [int(is_correct(e.task, t, e.answer)) for e, t in zip(test, texts, strict=True)]
-
-
-def macro(items: list[int], groups: list[str]) -> dict[str, float]:
-    acc = {g: float(np.mean([c for c, h in zip(items, groups, strict=True) if h == g])) for g in dict.fromkeys(groups)}
-    acc["average"] = float(np.mean(list(acc.values())))
-    return acc
+from laser.bench.runs import DemoSettings, run_method
 
 
 def run(args) -> None:
@@ -56,9 +42,10 @@ def run(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from laser.policy.tiny import build_tiny_policy
-    from laser.rewards.synthetic import make_demo_rms
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.compare.runner import evaluate
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.rms import make_demo_rms
+    from laser.bench.tasks import make_benchmark
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
@@ -71,7 +58,6 @@ def run(args) -> None:
         sft_s = time.perf_counter() - t0
         train = make_benchmark(s.n_train_per_domain, seed=seed, split="train", **bench)
         test = make_benchmark(s.n_test_per_domain, seed=seed, split="test", **bench)
-        groups = [e.group for e in test]
 
         def rms(seed=seed):  # fresh RMs per method
             return make_demo_rms(seed=seed, **bench)
@@ -89,13 +75,13 @@ def run(args) -> None:
                 _, policy, _ = run_method(method, seed, policy_dir, train, names, s, work / args.tag, rms=rms())
                 model, tok = policy.model, policy.tokenizer
             train_s = time.perf_counter() - t
-            items = item_correctness(model, tok, test, s.max_new_tokens)
+            scored = evaluate((model, tok), test, s)  # laser compare's greedy evaluation
             row = {
                 **base,
                 "method": method,
-                "accuracy": macro(items, groups),
-                "items": items,
-                "groups": groups,
+                "accuracy": scored["accuracy"],
+                "items": scored["correct"],
+                "groups": scored["domains"],
                 "train_s": train_s,
                 "wall_s": time.perf_counter() - t,
                 "sft_build_s": sft_s,
@@ -120,9 +106,9 @@ def timing(args) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from laser.policy.tiny import build_tiny_policy, make_char_tokenizer, make_tiny_model, sft_targets, train_sft
-    from laser.rewards.synthetic import make_demo_rms
-    from laser.tasks.synthetic import make_benchmark
+    from laser.bench.policy import build_tiny_policy, make_char_tokenizer, make_tiny_model, sft_targets, train_sft
+    from laser.bench.rms import make_demo_rms
+    from laser.bench.tasks import make_benchmark
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
@@ -165,46 +151,8 @@ def timing(args) -> None:
             print(f"ratio {other} / {k}: {np.median(times[other]) / np.median(times[k]):.2f}")
 
 
-# ---------------------------------------------------------------- statistics
-def two_level_ci(
-    a: np.ndarray, b: np.ndarray, groups: list[str], n_boot: int = 4000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean over seeds of macro-accuracy(a) - macro-accuracy(b), with a two-level bootstrap interval.
-
-    Args:
-        a, b: (S, N) 0/1 correctness of two methods on the same N test items in each of S seeds
-            (paired: item j of seed s is the same prompt for both).
-        groups: the N items' domains (the same layout in every seed); the statistic is the macro
-            average over domains, as in the demo's tables.
-
-    Each replicate draws S seeds with replacement, then, inside each drawn seed, the items of
-    every domain with replacement (the same draw for a and b: the pairing is kept), and averages
-    the per-seed macro differences. Returns (estimate, low, high), percentile interval.
-    """
-    rng = np.random.default_rng(seed)
-    d = np.asarray(a, float) - np.asarray(b, float)
-    idx = [np.flatnonzero(np.asarray(groups) == g) for g in dict.fromkeys(groups)]
-    est = float(np.mean([np.mean([row[i].mean() for i in idx]) for row in d]))
-    S = d.shape[0]
-    reps = np.empty(n_boot)
-    for r in range(n_boot):
-        seeds = rng.integers(0, S, S)
-        reps[r] = np.mean([np.mean([d[s, rng.choice(i, i.size)].mean() for i in idx]) for s in seeds])
-    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
-    return est, float(lo), float(hi)
-
-
-def seed_only_ci(a_avg: np.ndarray, b_avg: np.ndarray, n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of the mean per-seed difference, resampling seeds only."""
-    rng = np.random.default_rng(seed)
-    d = np.asarray(a_avg) - np.asarray(b_avg)
-    reps = d[rng.integers(0, d.size, (n_boot, d.size))].mean(axis=1)
-    lo, hi = np.quantile(reps, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
 def report(paths: list[str], tag: str | None = None) -> None:
-    from laser.compare.stats import hierarchical_bootstrap
+    from laser.bench.compare.stats import hierarchical_bootstrap, paired_bootstrap
 
     rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
     tags = sorted({r["tag"] for r in rows}) if tag is None else [tag]
@@ -227,22 +175,17 @@ def report(paths: list[str], tag: str | None = None) -> None:
             if x in by and y in by and len(seeds) > 1:
                 a = np.array([by[x][s]["items"] for s in seeds])
                 b = np.array([by[y][s]["items"] for s in seeds])
-                est, lo, hi = two_level_ci(a, b, by[x][seeds[0]]["groups"])
-                slo, shi = seed_only_ci(
+                # the mean over all items: the macro average here (equal domain sizes per seed)
+                two = hierarchical_bootstrap(a, b)
+                one = paired_bootstrap(
                     [by[x][s]["accuracy"]["average"] for s in seeds], [by[y][s]["accuracy"]["average"] for s in seeds]
                 )
                 per_seed = [100 * (by[x][s]["accuracy"]["average"] - by[y][s]["accuracy"]["average"]) for s in seeds]
                 print(
-                    f"  {x} - {y}: {100 * est:+.1f} points, 95% two-level [{100 * lo:+.1f}, {100 * hi:+.1f}], "
-                    f"seeds-only [{100 * slo:+.1f}, {100 * shi:+.1f}]; per seed "
-                    + " ".join(f"{v:+.1f}" for v in per_seed)
-                )
-                # its statistic is the mean over all items: the macro average here (equal domain sizes)
-                lib = hierarchical_bootstrap(a, b)
-                print(
-                    f"    laser.compare.stats.hierarchical_bootstrap: {100 * lib['mean_diff']:+.1f} "
-                    f"[{100 * lib['ci_low']:+.1f}, {100 * lib['ci_high']:+.1f}], p = {lib['p_value']:.3g} "
-                    f"({lib['test']}, df {lib['df']:.1f})"
+                    f"  {x} - {y}: {100 * two['mean_diff']:+.1f} points, 95% two-level "
+                    f"[{100 * two['ci_low']:+.1f}, {100 * two['ci_high']:+.1f}] p = {two['p_value']:.3g} "
+                    f"({two['test']}, df {two['df']:.1f}), seeds-only [{100 * one['ci_low']:+.1f}, "
+                    f"{100 * one['ci_high']:+.1f}]; per seed " + " ".join(f"{v:+.1f}" for v in per_seed)
                 )
 
 

@@ -1,7 +1,7 @@
 """LASeR inside TRL: GRPO on the embedded benchmark with a bandit routing each round to one RM.
 
 Runs offline on CPU (about a minute or two at OMP_NUM_THREADS=1): the tiny SFT policy
-(``laser.policy.tiny``), the embedded benchmark with every generation round drawn from one domain,
+(``laser.bench.policy``), the embedded benchmark with every generation round drawn from one domain,
 and the five demo RMs (two domain experts, a noisy generalist, a length lover, pure noise). It
 then repeats the run with TRL's plain multi-reward set-up (every RM scores every completion, the
 scores are summed) and prints the router's selection per domain over the last third of rounds,
@@ -26,7 +26,7 @@ def grouped_dataset(rounds: int, prompts_per_round: int, seed: int):
     cycle in a fresh random order every four rounds (GRPOTrainer reads it with shuffle off)."""
     from datasets import Dataset
 
-    from laser.tasks.synthetic import DOMAINS, make_benchmark
+    from laser.bench.tasks import DOMAINS, make_benchmark
 
     rng = np.random.default_rng(seed)
     per_domain = -(-rounds // len(DOMAINS)) * prompts_per_round + prompts_per_round
@@ -145,9 +145,9 @@ def main(argv=None) -> dict:
 
     import torch
 
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.rms import make_demo_rms
     from laser.integrations.trl import RMRouter, require_trl
-    from laser.policy.tiny import build_tiny_policy
-    from laser.rewards.synthetic import make_demo_rms
 
     require_trl()
     torch.set_num_threads(1)

@@ -5,8 +5,9 @@ modes) all wire their runs here, and method names (``laser``, ``laser_per_prompt
 ``laser:<feedback>``, ``laser@<selector>``, ``single:<rm>``, ``oracle``, any strategy or
 selector name) become config sections in :func:`method_config` only.
 
-Package order (nothing imports upward): bandits, rewards, tasks -> routing, policy -> training -> config
--> build -> demo / compare / integrations -> cli.
+Package order (nothing imports upward): bandits, tasks -> rewards, hub -> routing, policy -> training
+-> config -> build -> bench (demo, compare) / integrations -> cli. One named exception: the ``demo``
+reward-model type's registry entry names ``laser.bench.rms:demo_rm`` (imported when a config uses it).
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def method_config(
 def check_method(method: str, rm_names: list[str], extra: tuple[str, ...] = ()) -> str | None:
     """A problem with a method name, or None when it is valid (``extra``: names the caller adds)."""
     from laser.bandits import SELECTORS
-    from laser.config import FEEDBACKS, SELECTOR_ENSEMBLES
+    from laser.config import FEEDBACKS
+    from laser.routing.strategies import STRATEGIES
 
-    if method in PLAIN or method in extra or method in SELECTOR_ENSEMBLES or method == RELIABILITY:
+    named = list(dict.fromkeys([*PLAIN, *STRATEGIES, *extra]))  # PLAIN holds the two score ensembles too
+    if method in named or method == RELIABILITY:
         return None
     if method.startswith("laser@"):
         name = method.split("@", 1)[1]
@@ -76,10 +79,7 @@ def check_method(method: str, rm_names: list[str], extra: tuple[str, ...] = ()) 
     if method.startswith("single:"):
         rm = method.split(":", 1)[1]
         return None if rm in rm_names else f"{method}: unknown reward model {rm!r} (valid: {', '.join(rm_names)})"
-    return (
-        f"unknown method {method!r}; valid: {', '.join([*PLAIN, *SELECTOR_ENSEMBLES, *extra])}, "
-        "laser@<selector>, laser:<feedback>, single:<rm>"
-    )
+    return f"unknown method {method!r}; valid: {', '.join(named)}, laser@<selector>, laser:<feedback>, single:<rm>"
 
 
 def load_run(config: str, overrides: list[str]):

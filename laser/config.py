@@ -17,14 +17,12 @@ from typing import Any, Literal
 
 import yaml
 
+# config sits above laser.routing: it reads the routing core's registries (no torch), never the reverse
+from laser.routing.feedback import FEEDBACKS as _FEEDBACK_REGISTRY
 from laser.routing.pairs import PAIRING_RULES
+from laser.routing.strategies import STRATEGIES, check_strategy
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML reads "1e-5" as a string
-# config sits above laser.routing: it reads the routing core's registries (no torch), never the reverse
-from laser.routing.feedback import FEEDBACKS as _FEEDBACK_REGISTRY  # noqa: E402
-from laser.routing.strategies import STRATEGIES as _STRATEGIES  # noqa: E402
-
-SELECTOR_ENSEMBLES = tuple(_STRATEGIES)  # the selection strategies that are not a plain bandit
 
 FEEDBACKS = ("auto", "auto_label_free", *_FEEDBACK_REGISTRY)
 
@@ -326,7 +324,7 @@ def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
     from laser.bandits import SELECTORS
 
     s, p = cfg.selector, []
-    valid = sorted([*SELECTORS, *SELECTOR_ENSEMBLES])
+    valid = sorted([*SELECTORS, *STRATEGIES])
     if s.name not in valid:
         p.append(f"selector.name: {s.name!r} is not one of {', '.join(valid)}")
     if s.name == "fixed":
@@ -334,22 +332,7 @@ def _check_selector(cfg: RunConfig, rm_names: list[str]) -> list[str]:
             p.append("selector.arm: required with selector.name=fixed (an RM name)")
         elif rm_names and s.arm not in rm_names:
             p.append(f"selector.arm: {s.arm!r} is not a reward model name ({', '.join(rm_names)})")
-    if s.name == "online_ensemble" and cfg.train.feedback in ("loss_decrease", "margin_gain"):
-        p.append(
-            f"train.feedback: {cfg.train.feedback} is not computed per pair; selector.name=online_ensemble "
-            "needs neg_loss or an answer-based feedback"
-        )
-    if s.name == "oracle":
-        mapping = s.kwargs.get("arms_by_group")
-        if not isinstance(mapping, dict) or not mapping:
-            p.append("selector.kwargs.arms_by_group: required with selector.name=oracle ({group: reward model name})")
-        elif rm_names and (bad := sorted({str(v) for v in mapping.values() if v not in rm_names})):
-            p.append(f"selector.kwargs.arms_by_group: unknown reward model(s) {bad} (valid: {', '.join(rm_names)})")
-    if s.per_prompt and s.name == "oracle":
-        p.append("selector.per_prompt: not meaningful with the oracle (it picks each prompt's RM by its group)")
-    elif s.per_prompt and s.name in SELECTOR_ENSEMBLES:
-        p.append("selector.per_prompt: not meaningful with an ensemble (every RM scores every prompt)")
-    return p
+    return p + check_strategy(cfg, rm_names)  # the strategies check their own kwargs and feedback
 
 
 def _check_rewards(rewards: list[Any]) -> tuple[list[str], list[str]]:

@@ -1,16 +1,7 @@
-"""Task accuracy of a policy, and best-of-n selection with a bandit over reward models.
-
-Best-of-n (the paper's long-context variant, no training): for each prompt the policy samples
-n responses; the bandit picks one RM from the prompt's context; that RM's highest-scored
-response is the answer. Every RM scores every response once so that the same samples also give
-each single RM's, random's and the score ensemble's answer: the comparison is paired, and the
-RM calls each method would have needed on its own are reported separately.
-
-Bandit feedback in best-of-n: with labelled prompts (an ``answer`` field) the reward is the task
-metric of the picked response (1 correct, 0 wrong): the bandit learns which RM finds correct
-answers for which prompts, which is what best-of-n is for. Without labels it is 1 when the
-picked RM's choice equals the score ensemble's choice (a consensus proxy), else 0. An RM's own
-score is never the reward: every RM would then reward itself for scoring high.
+"""Task accuracy of a policy (``laser eval``): load it (a Hub name, a folder, a GGUF file or a
+LoRA adapter folder), answer greedily and judge each answer with ``Example.correct``, per group
+and macro-averaged; and :func:`best_index`, the argmax over finite scores that ``laser bon``
+(:mod:`laser.bon`) picks its responses with.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import json
 
 def make_tiny_policy(seed: int = 0, hidden: int = 32, layers: int = 1):
     """A randomly initialised character-level Llama policy (left padding for generation)."""
+    from laser.bench.policy import make_char_tokenizer, make_tiny_model
     from laser.policy.model import Policy
-    from laser.policy.tiny import make_char_tokenizer, make_tiny_model
 
     tok = make_char_tokenizer("left")
     return Policy(make_tiny_model(tok, hidden=hidden, layers=layers, heads=2, seed=seed), tok)
@@ -21,3 +21,14 @@ def write_prompts(path, n: int = 8):
         for i in range(n):
             f.write(json.dumps({"id": f"p{i}", "prompt": f"{i}+{i % 3}=", "answer": str(i + i % 3)}) + "\n")
     return path
+
+
+def two_cpu_processes(port: str | int | None = "0") -> list[str]:
+    """The command that starts a script as 2 gloo processes on CPU: ``python -m accelerate.commands.launch``
+    with ``--multi_gpu`` (without CUDA it starts torchrun on gloo); append the script and its arguments.
+    ``port``: ``--main_process_port`` ("0": a free one; None: Accelerate's default)."""
+    import sys
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return cmd if port is None else [*cmd, "--main_process_port", str(port)]

@@ -9,11 +9,11 @@ import typing
 
 import pytest
 
-from laser.benchmark import DemoSettings
+from laser.bench.compare import add_compare_parser, compare_main
+from laser.bench.compare.runner import CompareConfig, load_compare_config
+from laser.bench.compare.user import UserConfig
+from laser.bench.runs import DemoSettings
 from laser.cli.main import main
-from laser.compare import add_compare_parser, compare_main
-from laser.compare.runner import CompareConfig, load_compare_config
-from laser.compare.user import UserConfig
 from laser.config import ConfigError, RunConfig, check_fields, explain, load_config, validate
 
 
@@ -27,7 +27,7 @@ def test_compare_type_errors_are_named_before_any_work(tmp_path, monkeypatch, ca
     """seeds: "3" (a string) and settings.iterations: "2" used to end in a TypeError traceback, the
     second only after the SFT start was built. Now: exit 2, both keys named, several problems in one
     message, and nothing runs (run_compare is never called, the out folder is not created)."""
-    import laser.compare.runner as runner
+    import laser.bench.compare.runner as runner
 
     called = []
     monkeypatch.setattr(runner, "run_compare", lambda cfg: called.append(cfg))
@@ -115,9 +115,9 @@ def test_validate_explain_prints_every_key(capsys):
 
 
 def test_sft_target_choices_are_the_tiny_policy_presets():
-    """DemoSettings declares the SFT recipes as a Literal (laser.benchmark loads no torch); they must
-    stay the keys of laser.policy.tiny.PRESETS."""
-    from laser.policy.tiny import PRESETS
+    """DemoSettings declares the SFT recipes as a Literal (laser.bench.runs loads no torch); they must
+    stay the keys of laser.bench.policy.PRESETS."""
+    from laser.bench.policy import PRESETS
 
     hint = typing.get_type_hints(DemoSettings)["sft_target"]
     assert set(typing.get_args(hint)) == set(PRESETS)

@@ -4,7 +4,7 @@ Wu & Lu (arXiv 2510.02850, "BayesianRouter") route each prompt to a reward model
 Thompson sampling, starting every RM's Gaussian prior at what an offline router learned from
 labelled preference data (the prior mean is that router's weight vector for the RM; the prior
 precision a multiple of the identity). Here the offline router is the closed-form one that the
-labelled split of :mod:`laser.compare.labels` supports: per arm, a ridge regression of
+labelled split of :mod:`laser.bench.compare.labels` supports: per arm, a ridge regression of
 ``1[label == k]`` on the context (the same labels :class:`~laser.bandits.ClassifierSelector`
 is fitted on), whose Bayesian posterior also supplies the prior's precision.
 """

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from laser.build import build_rms, load_examples, load_run  # noqa: F401 (re-exported for scripts)
+from laser.build import build_rms, load_run
 from laser.config import ConfigError
 
 log = logging.getLogger("laser")
@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", required=True)
     b.add_argument("overrides", nargs="*")
 
-    from laser.compare import add_compare_parser
+    from laser.bench.compare import add_compare_parser
 
     add_compare_parser(sub)
 
@@ -166,7 +166,7 @@ def cmd_bon(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from laser.demo import run_demo
+    from laser.bench.demo import run_demo
 
     feedbacks = [f for f in args.feedbacks.split(",") if f]
     methods = [m for m in args.methods.split(",") if m] or None
@@ -175,7 +175,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from laser.compare import compare_main
+    from laser.bench.compare import compare_main
 
     return compare_main(args)
 

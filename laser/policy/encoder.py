@@ -92,7 +92,7 @@ class SentenceEncoder:
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        from laser.rewards._hfutil import resolve_device
+        from laser.hub import resolve_device
 
         path = minilm_path() if model == "auto" else str(model)
         local = os.path.isdir(path)

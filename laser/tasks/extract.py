@@ -17,7 +17,7 @@ final statement is the one they commit to). The tiers are documented on ``_extra
 ``None`` when nothing answer-like is found, and ``is_correct`` counts ``None`` as wrong.
 
 ``tests/data/smollm2_answer_outputs.jsonl`` holds 200 real replies of SmolLM2-135M-Instruct with
-hand labels; ``tests/test_extract.py::test_real_replies`` lists the ones still misread.
+hand labels; ``tests/tasks/test_extract.py::test_real_replies`` lists the ones still misread.
 """
 
 from __future__ import annotations

@@ -182,6 +182,3 @@ def truncate_log(path: Path, global_step: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-_truncate_log = truncate_log  # the name the reliability suite imports

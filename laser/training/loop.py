@@ -9,8 +9,9 @@ Selection (decide, score through the reward pool, pairs, feedback, learn) is the
 ensembles lives in its strategy (:mod:`laser.routing.strategies`). The Trainer owns the policy:
 contexts, sampling, the update (:mod:`laser.training.update`), checkpoint files and the log.
 Under several processes (Accelerate) each process takes a shard of every batch; contexts are
-gathered, every process computes the decision on its identical copy of the strategy and process
-0's is checked and applied.
+gathered and every process decides on its own copy of the strategy (same seed, same updates, so
+a selector that draws random numbers draws the same ones); process 0's arms are broadcast and a
+process whose arms differ stops the run (:meth:`~laser.routing.Router.decide`).
 """
 
 from __future__ import annotations

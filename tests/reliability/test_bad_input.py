@@ -210,7 +210,7 @@ def test_resume_refuses_another_setup(trained, other_model, what, figures):
     difference, and check_resume_config names the config key without loading anything."""
     from pathlib import Path
 
-    from laser.cli.main import load_run
+    from laser.build import load_run
     from laser.policy.model import Policy, load_model_and_tokenizer
     from laser.rewards.factory import build_reward_models
     from laser.routing.checkpoint import find_latest

@@ -337,15 +337,15 @@ def test_rewriting_a_step_killed_between_the_renames_keeps_a_complete_copy(tmp_p
 
 
 def test_a_log_line_cut_by_a_kill_does_not_block_resume(tmp_path):
-    from laser.training.checkpoint import _truncate_log
+    from laser.training.checkpoint import truncate_log
 
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"global_step": s}) + "\n" for s in (1, 2, 3)) + '{"global_step": 4, "lo')
-    _truncate_log(log, 2)
+    truncate_log(log, 2)
     assert [json.loads(x)["global_step"] for x in log.read_text().splitlines()] == [1, 2]
     log.write_text('{"global_step": 1}\n{"glo\n{"global_step": 3}\n')
     with pytest.raises(ValueError, match=r"log.jsonl:2: log record is not valid JSON"):
-        _truncate_log(log, 3)
+        truncate_log(log, 3)
 
 
 def test_a_crash_in_the_first_checkpoint_write_leaves_no_duplicate_log_records(tmp_path, monkeypatch):

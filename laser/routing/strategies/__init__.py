@@ -2,10 +2,12 @@
 
 ``make_strategy`` maps ``selector.name`` to a strategy: the names in :data:`STRATEGIES` have
 their own class; every other name is a :mod:`laser.bandits` selector run per batch (or per
-prompt with ``selector.per_prompt``).
+prompt with ``selector.per_prompt``). ``check_strategy`` is what the config loader asks of them.
 """
 
 from __future__ import annotations
+
+import re
 
 from laser.routing.strategies.bandit import CONTEXT_FREE, BanditPerBatch, BanditPerPrompt
 from laser.routing.strategies.base import Strategy, Unit
@@ -46,15 +48,41 @@ def make_strategy(cfg, names: list[str], dim_fn, selector=None, per_prompt: bool
         kwargs = dict(s.kwargs)
         if s.name == "fixed":
             kwargs["arm"] = names.index(s.arm)
-        if s.name in ("linucb", "discounted_linucb", "sliding_linucb"):
+        if s.name in ("linucb", "sliding_linucb"):
             kwargs.setdefault("alpha", s.alpha)
         selector = make_selector(s.name, len(names), dim_fn() if needs_context else 1, seed=cfg.seed, **kwargs)
     cls = BanditPerPrompt if (s.per_prompt if per_prompt is None else per_prompt) else BanditPerBatch
     return cls(selector, s.name, needs_context)
 
 
+def check_strategy(cfg, names: list[str]) -> list[str]:
+    """The problems of a strategy's config, one line each (none for a bandit selector).
+
+    The strategy is built as the run will build it, so its own factory checks its kwargs and its
+    ``check`` the feedback; nothing is repeated in the config loader.
+
+    Args:
+        cfg: the run config. names: the RM names (empty: the rewards section is broken and
+            already reported, so nothing is built).
+    """
+    s, problems, strategy = cfg.selector, [], Strategy
+    if s.name not in STRATEGIES:
+        return problems
+    if names:
+        try:
+            strategy = STRATEGIES[s.name](names, cfg)
+            if cfg.train.feedback not in ("auto", "auto_label_free"):  # those resolve against the data later
+                strategy.check(cfg.train.feedback, 1)
+        except ValueError as exc:  # named by its key; a message that names none is the selector's
+            problems.append(str(exc) if re.match(r"[\w.\[\]]+[:=]", str(exc)) else f"selector.name={s.name}: {exc}")
+    if s.per_prompt:
+        problems.append(f"selector.per_prompt: {strategy.per_prompt_refused.format(name=s.name)}")
+    return problems
+
+
 __all__ = [
     "STRATEGIES",
+    "check_strategy",
     "Strategy",
     "Unit",
     "make_strategy",

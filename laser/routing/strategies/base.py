@@ -48,11 +48,14 @@ class Strategy:
             resolved config carry it.
         selector: the learned state (a bandit, or the online ensemble's weights), or None.
         needs_context: whether decisions use the prompts' context vectors.
+        per_prompt_refused: why ``selector.per_prompt`` does not apply (the strategies of
+            ``STRATEGIES``; ``{name}`` is filled in).
     """
 
     name = "strategy"
     needs_context = True
     selector = None
+    per_prompt_refused = "not meaningful with selector.name={name} (it decides how each prompt is scored itself)"
 
     def check(self, feedback: str, n_processes: int) -> None:
         """Refuse a feedback or a process count the strategy cannot work with (ValueError)."""

@@ -28,6 +28,7 @@ class ScoreEnsemble(Strategy):
     """Every RM scores; the mean standardised score ranks the responses."""
 
     name = "score_ensemble"
+    per_prompt_refused = "not meaningful with an ensemble (every RM scores every prompt)"
     needs_context = False
 
     def decide(self, batch, coll) -> list[int]:

@@ -37,8 +37,8 @@ class OnlineEnsembleStrategy(ScoreEnsemble):
     def check(self, feedback: str, n_processes: int) -> None:
         if feedback not in PAIR_FEEDBACKS:
             raise ValueError(
-                f"selector.name=online_ensemble needs a feedback computed from the pairs alone "
-                f"({', '.join(PAIR_FEEDBACKS)}), got {feedback!r}"
+                f"train.feedback: {feedback} is not computed per pair; selector.name=online_ensemble needs "
+                f"a feedback computed from the pairs alone ({', '.join(PAIR_FEEDBACKS)})"
             )
         if n_processes > 1:
             raise ValueError("selector.name=online_ensemble runs on a single process")

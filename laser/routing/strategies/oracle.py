@@ -15,6 +15,7 @@ class Oracle(Strategy):
     """Args: arms_by_group: group name -> arm index."""
 
     name = "oracle"
+    per_prompt_refused = "not meaningful with the oracle (it picks each prompt's RM by its group)"
     needs_context = False
 
     def __init__(self, arms_by_group: dict[str, int]):
@@ -43,7 +44,9 @@ def make_oracle(names: list[str], cfg) -> Oracle:
     """
     mapping = cfg.selector.kwargs.get("arms_by_group")
     if not isinstance(mapping, dict) or not mapping:
-        raise ValueError("selector.name=oracle needs selector.kwargs.arms_by_group: {group: reward model name}")
+        raise ValueError(
+            "selector.kwargs.arms_by_group: required with selector.name=oracle ({group: reward model name})"
+        )
     unknown = sorted({rm for rm in mapping.values() if rm not in names})
     if unknown:
         raise ValueError(

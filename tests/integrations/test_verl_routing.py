@@ -1,0 +1,226 @@
+"""The verl reward manager's per-row work, in-process and without verl or Ray.
+
+``RoutedScoring.score_row`` is what ``LaserRewardManager.run_single`` runs. The rows here are built
+like verl's: a one-row batch whose item has ``batch["prompts"]`` (left-padded), ``batch["responses"]``
+(right-padded), ``batch["attention_mask"]`` over both, and ``non_tensor_batch`` with ``uid``,
+``data_source`` and ``reward_model.ground_truth``. The only stand-in is that container (verl's
+DataProto); the tokenizer is a real one, the router is the real :class:`SharedRouter` called
+directly instead of through Ray. tests/integrations/test_verl_ray.py runs the same code in verl's real
+RewardLoopManager with Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from laser.bench.policy import make_char_tokenizer
+from laser.integrations.grouped import GroupRouter, RoutingSpec, SharedRouter, load_spec, row_task
+from laser.integrations.verl import RoutedScoring
+from laser.routing import AllRewardModelsDown
+
+try:
+    from tests.verl_rms import _error, read_log, rm_spec
+except ImportError:  # pytest's rootdir import mode puts tests/ itself on sys.path
+    from verl_rms import _error, read_log, rm_spec
+
+TOK = make_char_tokenizer()
+OFFSETS = (0, 1, 3, 7)  # each prompt's 4 responses: the truth, then wrong by 1, 3 and 7
+
+
+class Rows:
+    """verl's one-row DataProto as ``run_single`` reads it: ``len(data)`` and ``data[i]``."""
+
+    def __init__(self, item):
+        self.item = item
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        assert i == 0
+        return self.item
+
+
+def make_row(
+    prompt: str, response: str, uid: str, gold: str | None = None, data_source: str = "openai/gsm8k", width: int = 40
+) -> Rows:
+    p = TOK(prompt, add_special_tokens=False)["input_ids"]
+    r = TOK(response, add_special_tokens=False)["input_ids"] + [TOK.eos_token_id]
+    prompts = torch.tensor([TOK.pad_token_id] * (width - len(p)) + p)
+    responses = torch.tensor(r + [TOK.pad_token_id] * (width - len(r)))
+    mask = torch.tensor([0] * (width - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (width - len(r)))
+    extra = {"uid": uid, "data_source": data_source}
+    if gold is not None:
+        extra["reward_model"] = {"ground_truth": gold, "style": "rule"}
+    return Rows(
+        SimpleNamespace(
+            batch={"prompts": prompts, "responses": responses, "attention_mask": mask}, non_tensor_batch=extra
+        )
+    )
+
+
+def group_rows(i: int, gold: bool = True, data_source: str = "openai/gsm8k") -> list[Rows]:
+    a, b = 10 + i % 7, 3 + i % 5
+    prompt = f"What is {a}+{b}?"
+    return [
+        make_row(prompt, f"The answer is {a + b + d}.", f"u{i}", str(a + b) if gold else None, data_source)
+        for d in OFFSETS
+    ]
+
+
+def scoring(tmp_path, names=("good", "bad"), monkeypatch=None, **router) -> RoutedScoring:
+    router.setdefault("group_size", len(OFFSETS))
+    specs, spec = load_spec({"rewards": [rm_spec(n) for n in names], "router": router})
+    actor = SharedRouter(list(names), asdict(spec))
+    return RoutedScoring(specs, spec, actor, TOK)
+
+
+def run(scorer: RoutedScoring, rows: list[Rows]) -> list[dict]:
+    async def all_rows():
+        return [await scorer.score_row(r) for r in rows]
+
+    return asyncio.run(all_rows())
+
+
+@pytest.fixture
+def rm_log(tmp_path, monkeypatch):
+    path = tmp_path / "rm_calls.tsv"
+    monkeypatch.setenv("LASER_VERL_RM_LOG", str(path))
+    return path
+
+
+def prompt_of(row: Rows) -> str:
+    ids, mask = row.item.batch["prompts"], row.item.batch["attention_mask"][: len(row.item.batch["prompts"])]
+    return TOK.decode(ids[mask.bool()], skip_special_tokens=True)
+
+
+def interleaved(groups: list[list[Rows]]) -> list[Rows]:
+    """Rows of consecutive groups interleaved, as verl's workers return them out of order."""
+    out = []
+    for a, b in zip(groups[::2], groups[1::2], strict=True):
+        out += [x for pair in zip(a, b, strict=True) for x in pair]
+    return out
+
+
+def test_each_row_is_scored_by_its_groups_rm_only_and_the_router_learns_the_right_one(tmp_path, rm_log):
+    """40 GSM8K-style groups, gold answers in reward_model.ground_truth. ``good`` ranks the true
+    answer first (pair_accuracy of a group: 3 of its 6 ranked pairs put the right response over a
+    wrong one, the other 3 compare two wrong ones: (3 * 1 + 3 * 0) / 6 = 0.5); ``bad`` ranks it last
+    (-0.5). One RM call per row, all rows of a uid on one arm, and the bandit ends on ``good``."""
+    scorer = scoring(tmp_path, selector="epsilon_greedy", selector_options={"epsilon": 0.1})
+    groups = [group_rows(i) for i in range(40)]
+    out = run(scorer, interleaved(groups))
+    calls = read_log(rm_log)
+    assert len(calls) == len(out) == 160  # exactly one RM call per row
+    arms = {}
+    for row, res, (name, _, response) in zip(interleaved(groups), out, calls, strict=True):
+        uid = row.item.non_tensor_batch["uid"]
+        arms.setdefault(uid, set()).add(res["reward_extra_info"]["laser_arm"])
+        assert name == scorer.names[res["reward_extra_info"]["laser_arm"]]  # the chosen RM, no other
+        assert response == TOK.decode(row.item.batch["responses"], skip_special_tokens=True)
+        err = _error(prompt_of(row), response)  # |X - (A + B)|, computed here without the RMs
+        assert res["reward_score"] == (-err if name == "good" else err)
+    assert all(len(a) == 1 for a in arms.values())  # one arm per prompt group
+    good_rows = [r for r in out if r["reward_extra_info"]["laser_arm"] == 0]
+    assert sorted({r["reward_score"] for r in good_rows}) == [-7.0, -3.0, -1.0, 0.0]  # good's own scores
+    stats = scorer.router.stats()
+    assert stats["learned"] == 40 and stats["pending"] == 0
+    assert sum(stats["counts"]) == 40  # one bandit update per finished group
+    last = [next(iter(arms[f"u{i}"])) for i in range(30, 40)]
+    assert last.count(0) >= 8, last  # epsilon 0.1 explores about 1 in 10 (x 1/2 picks bad)
+
+
+def test_without_gold_the_majority_answer_teaches_and_chat_prompts_teach_nothing(tmp_path, rm_log):
+    """No ground_truth: majority_pair_accuracy. The 4 answers differ, so each is its own
+    majority candidate and the first (the truth, offset 0) is the majority (ties: first seen): the
+    same sign as against gold. A data_source with no answer format (chat) is routed and scored but
+    not learned from: the bandit's counts stay 0."""
+    scorer = scoring(tmp_path)
+    run(scorer, [r for i in range(6) for r in group_rows(i, gold=False)])
+    stats = scorer.router.stats()
+    assert stats["learned"] + stats["tied"] == 6 and sum(stats["counts"]) == 6
+    chat = scoring(tmp_path)
+    out = run(chat, [r for i in range(3) for r in group_rows(i, gold=False, data_source="lmsys/chat")])
+    assert len(out) == 12 and chat.router.stats()["unlabelled"] == 3 and sum(chat.router.stats()["counts"]) == 0
+
+
+def test_state_survives_a_restart_and_decides_like_the_uninterrupted_router(tmp_path, rm_log):
+    """save_every=10: saves after groups 10, 20, 30. A new actor on the same state_dir resumes from
+    the newest save with the same selector state, and routes 8 new prompts exactly as the first
+    actor does. Negative control: an actor on an empty folder starts from zero counts."""
+    state = tmp_path / "state"
+    first = scoring(tmp_path, state_dir=str(state), save_every=10, selector="linucb")
+    run(first, [r for i in range(30) for r in group_rows(i)])
+    assert first.router.saves == 3 and sorted(p.name for p in state.iterdir()) == ["ckpt-00000020", "ckpt-00000030"]
+    again = SharedRouter(first.names, asdict(first.spec))
+    assert again.resumed_from is not None and again.resumed_from.name == "ckpt-00000030"
+    a, b = first.router.router.core.selector.state_dict(), again.router.core.selector.state_dict()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    prompts = [f"What is {x}+{x + 2}?" for x in range(40, 48)]
+    assert [first.router.route(f"n{i}", p) for i, p in enumerate(prompts)] == [
+        again.route(f"n{i}", p) for i, p in enumerate(prompts)
+    ]
+    fresh = SharedRouter(first.names, {**asdict(first.spec), "state_dir": str(tmp_path / "empty")})
+    assert fresh.resumed_from is None and sum(fresh.stats()["counts"]) == 0 < sum(again.stats()["counts"])
+
+
+def test_a_failing_rm_is_masked_and_its_rows_go_to_another(tmp_path, rm_log):
+    scorer = scoring(tmp_path, names=("broken", "good"), selector="round_robin")
+    out = run(scorer, group_rows(0))
+    assert [r["reward_extra_info"]["laser_arm"] for r in out] == [1, 1, 1, 1]
+    assert [r["reward_score"] for r in out] == [0.0, -1.0, -3.0, -7.0]
+    assert [n for n, _, _ in read_log(rm_log)] == ["broken", "good", "good", "good", "good"]
+    assert "broken" in scorer.router.stats()["down"]
+    assert scorer.router.stats()["skipped"] == 0 and scorer.router.stats()["learned"] == 1
+    dead = scoring(tmp_path, names=("broken", "unscorable"), selector="fixed", selector_options={"arm": 0})
+    dead.router.router.fail("x", 1, "ConnectionError: down too")
+    with pytest.raises(
+        AllRewardModelsDown, match=r"every reward model is down: broken: .*ConnectionError.*; unscorable: "
+    ):
+        run(dead, group_rows(0)[:1])
+
+
+def test_an_unscorable_response_is_an_error_unless_a_reward_is_configured(tmp_path, rm_log):
+    scorer = scoring(tmp_path, names=("unscorable", "good"), selector="fixed", selector_options={"arm": 0})
+    with pytest.raises(ValueError, match="reward model 'unscorable' could not score a response of prompt uid u0"):
+        run(scorer, group_rows(0)[:1])
+    lenient = scoring(
+        tmp_path, names=("unscorable", "good"), selector="fixed", selector_options={"arm": 0}, unscorable=-1.0
+    )
+    assert [r["reward_score"] for r in run(lenient, group_rows(0))] == [-1.0] * 4
+
+
+def test_load_spec_names_every_problem_at_once():
+    bad = {
+        "rewards": [rm_spec("good"), {"name": "x", "type": "nope"}],
+        "bogus": 3,
+        "router": {"selector": "best", "group_size": 1, "task": "poetry", "colour": "red", "unscorable": "zero"},
+    }
+    with pytest.raises(ValueError) as err:
+        load_spec(bad)
+    msg = str(err.value)
+    for part in (
+        "bogus: unknown top-level key",
+        "rewards[1].type: 'nope'",
+        "router.colour: unknown key",
+        "router.selector: 'best'",
+        "router.group_size: 1",
+        "router.task: 'poetry'",
+        "router.unscorable: 'zero'",
+    ):
+        assert part in msg, part
+    specs, spec = load_spec({"rewards": [rm_spec("good"), rm_spec("bad")]}, group_size=8, state_dir="/ckpt")
+    assert spec.group_size == 8 and spec.state_dir == "/ckpt" and len(specs) == 2
+    assert isinstance(GroupRouter(["good", "bad"], spec).core.selector.state_dict(), dict)
+    assert (row_task("auto", "openai/gsm8k"), row_task("auto", "lmsys/chat"), row_task("mmlu", "x")) == (
+        "gsm8k",
+        None,
+        "mmlu",
+    )
+    assert RoutingSpec().feedback == "auto"
