@@ -204,6 +204,29 @@ class ReliabilityRouter:
         st.clusters = (st.clusters + [st.observed] * v.shape[1])[-self.window :]
         st.observed += 1
 
+    def regroup(self, records: list[tuple]) -> None:
+        """Rebuild every group from kept probe votes after the prompts' groups changed (e.g. a
+        k-means refit), then refit.
+
+        Args:
+            records: ``(new group, votes (K, m), old group)`` per kept probe prompt, in the order
+                they were observed. A new group inherits the last trusted fit of the old group
+                most of its votes come from, so the sign-continuity rule survives the regrouping
+                (without it a group whose anchor is near chance would stay in fallback).
+        """
+        old, self.groups_ = self.groups_, {}
+        origin: dict[str, dict[str, int]] = {}
+        for g, votes, was in records:
+            st = self.groups_.setdefault(g, GroupFit())
+            st.prompts_seen, st.probes = st.prompts_seen + 1, st.probes + 1
+            self.observe(g, votes)
+            origin.setdefault(g, {})[was] = origin.get(g, {}).get(was, 0) + votes.shape[1]
+        for g, st in self.groups_.items():
+            parent = old.get(max(origin[g], key=origin[g].get))
+            if parent is not None and parent.ok and parent.acc is not None:
+                st.acc, st.ok, st.reason = list(parent.acc), True, "inherited"
+            self.refit(g)
+
     def refit(self, group: str) -> GroupFit:
         """Fit the group's label model on its window; a fit that fails leaves the group on its fallback."""
         t0 = time.perf_counter()
