@@ -62,7 +62,7 @@ def _sq_dist(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.maximum(d2, 0.0)
 
 
-def kmeans(x, k: int, seed: int = 0, n_init: int = 4, iters: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(x, k: int, seed: int = 0, n_init: int = 10, iters: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """``(centers (k, d), labels (n,))``: the best of ``n_init`` k-means++ starts (lowest inertia).
 
     Raises:

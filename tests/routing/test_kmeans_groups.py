@@ -167,3 +167,21 @@ def test_grouping_config_errors(tmp_path, kwargs, match):
     cfg, _, _, _ = kmeans_setup(tmp_path, **kwargs)
     with pytest.raises(ValueError, match=match):
         make_strategy(cfg, ["ones", "long", "twos"], lambda: 1)
+
+
+def test_regroup_passes_the_sign_only_to_the_group_that_inherits_most_of_the_old_one():
+    """The anchor (RM 2) is at chance in both new groups, so only sign continuity can orient their
+    fits. The old group's trusted fit says RM 0 is right: group "a" (10 of the old group's 13
+    prompts) inherits it and routes to RM 0 by continuity; group "b" (3 prompts, carved out of
+    the old group) inherits nothing and falls back to the anchor."""
+    from laser.routing.reliability import GroupFit
+
+    rng = np.random.default_rng(1)
+    acc = [0.95, 0.1, 0.5, 0.7, 0.65]
+    records = [(g, vote_matrix(acc, 24, rng), "old") for g in ["a"] * 10 + ["b"] * 3]
+    r = ReliabilityRouter(5, anchor=2, seed=0)
+    r.groups_["old"] = GroupFit(acc=[0.9, 0.2, 0.6, 0.6, 0.6], ok=True, reason="")
+    r.regroup(records)
+    assert r.groups_["a"].sign_source == "continuity" and r.best("a") == (0, "estimate")
+    arm, status = r.best("b")
+    assert arm == 2 and "near chance" in status
