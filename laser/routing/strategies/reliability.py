@@ -12,7 +12,9 @@ texts. The run's feedback is not used: the router learns from the RMs' agreement
 
 Configured with ``selector.name: reliability`` and ``selector.kwargs`` (``anchor``: an RM name;
 ``probe_share``, ``warmup``, ``window``, ``max_pairs``, ``min_votes``, ``method``: see
-:class:`~laser.routing.reliability.ReliabilityRouter`). Single process.
+:class:`~laser.routing.reliability.ReliabilityRouter`). Several processes: the prompts, groups and
+probes' score matrices are gathered through the run's collectives, so every rank holds the same
+router (the core checks the arms are equal on every rank).
 
 Groups without a group column (``groups: kmeans``, ``n_groups``, ``cluster_context``): the prompts'
 k-means clusters (:class:`~laser.routing.kmeans.ContextGroups`) over the sentence encoder's
@@ -66,31 +68,43 @@ class ReliabilityStrategy(Strategy):
         self.needs_context = grouping is not None and embed is None
         self.kept_: list[tuple[str, np.ndarray, str]] = []  # k-means mode: (prompt key, votes, group) per probe
 
-    def check(self, feedback: str, n_processes: int) -> None:
-        if n_processes > 1:
-            raise ValueError("selector.name=reliability runs on a single process for now")
-
     def decide(self, batch, coll) -> list[int]:
-        groups = self._groups(batch)
+        """Arms of the whole batch; under several processes every rank plans the same whole batch
+        (prompts and groups gathered in whole-batch order), so the routers stay identical."""
+        prompts, groups = self._whole(batch, coll)
+        groups = self._groups(prompts, groups, batch.contexts, coll)
         batch.extra["group"] = groups
         arms, probes = self.selector.plan(groups)
         batch.extra["probe"] = probes
         return arms
 
-    def _groups(self, batch) -> list[str]:
+    @staticmethod
+    def _index(batch) -> list[int]:
+        return list(range(len(batch.prompts))) if batch.index is None else list(batch.index)
+
+    def _whole(self, batch, coll) -> tuple[list[str], list[str]]:
+        mine = list(zip(self._index(batch), batch.prompts, [str(g) for g in batch.groups], strict=True))
+        if coll is None or coll.world == 1:
+            return [p for _, p, _ in mine], [g for _, _, g in mine]
+        table = {i: (p, g) for part in coll.all_gather(mine) for i, p, g in part}
+        return [table[i][0] for i in sorted(table)], [table[i][1] for i in sorted(table)]
+
+    def _groups(self, prompts: list[str], column: list[str], contexts, coll) -> list[str]:
         if self.grouping is None:
-            return [str(g) for g in batch.groups]
+            return column
         if self.embed is None:
-            if batch.contexts is None:
+            if contexts is None:
                 raise ValueError("selector.kwargs.groups=kmeans with cluster_context=run needs the run's contexts")
-            contexts = list(np.asarray(batch.contexts))
+            contexts = list(np.asarray(contexts))
         else:
-            new = [i for i, s in enumerate(self.grouping.seen(batch.prompts)) if not s]
-            rows = np.asarray(self.embed([batch.prompts[i] for i in new])) if new else []
-            contexts = [None] * len(batch.prompts)
+            new = [i for i, s in enumerate(self.grouping.seen(prompts)) if not s]
+            several = coll is not None and coll.world > 1
+            rows = np.asarray(self.embed([prompts[i] for i in new])) if new and (not several or coll.is_main) else []
+            rows = coll.broadcast(rows) if several else rows  # the main process's embedding on every rank
+            contexts = [None] * len(prompts)
             for i, row in zip(new, rows, strict=True):
                 contexts[i] = row
-        groups, refit = self.grouping.assign(batch.prompts, contexts)
+        groups, refit = self.grouping.assign(prompts, contexts)
         if refit and self.kept_:
             new = [self.grouping.group_of_key(k) for k, _, _ in self.kept_]
             self.selector.regroup([(g, v, was) for g, (_, v, was) in zip(new, self.kept_, strict=True)])
@@ -101,7 +115,7 @@ class ReliabilityStrategy(Strategy):
         """Probe prompts' responses by every RM that is up, the others by their prompt's arm."""
         prompts, texts = batch.response_prompts(), batch.texts
         owner = np.asarray(batch.prompt_index)
-        probe = np.asarray(batch.extra["probe"], bool)[owner]
+        probe = np.asarray(batch.extra["probe"], bool)[self._index(batch)][owner]
         arm = np.asarray(batch.my_arms)[owner]
         matrix = np.full((len(pool.rms), len(texts)), np.nan)
         off = pool.off(batch.step)
@@ -113,22 +127,23 @@ class ReliabilityStrategy(Strategy):
         return matrix[arm, np.arange(len(texts))], None
 
     def units(self, batch, outcome, coll, reference):
-        """Feed the probes' votes to the router and refit the groups that got new votes (no bandit unit)."""
+        """Feed the probes' votes to the router and refit the groups that got new votes (no bandit
+        unit). Under several processes the probes' score matrices are gathered and every rank
+        forms the votes of the whole batch in whole-batch order (the same draws as one process)."""
         t0, matrix, router = time.perf_counter(), batch.extra.pop("matrix"), self.selector
-        touched = {}
+        index, probes = self._index(batch), []
         for i, prompt in enumerate(batch.prompts):
-            if not batch.extra["probe"][i]:
-                continue
-            idx = batch.responses_of(i)
-            mine = [batch.texts[j] for j in idx]
-            group = batch.extra["group"][i]
-            votes = pair_votes(
-                matrix[:, idx],
-                answers_of(batch.tasks[i], prompt, batch.options[i], mine),
-                mine,
-                router.rng_,
-                router.max_pairs,
-            )
+            if batch.extra["probe"][index[i]]:
+                idx = batch.responses_of(i)
+                mine = [batch.texts[j] for j in idx]
+                answers = answers_of(batch.tasks[i], prompt, batch.options[i], mine)
+                probes.append((index[i], prompt, matrix[:, idx], answers, mine))
+        if coll is not None and coll.world > 1:
+            probes = sorted((p for part in coll.all_gather(probes) for p in part), key=lambda p: p[0])
+        touched = {}
+        for whole, prompt, scores, answers, texts in probes:
+            group = batch.extra["group"][whole]
+            votes = pair_votes(scores, answers, texts, router.rng_, router.max_pairs)
             router.observe(group, votes)
             touched[group] = touched.get(group, 0) + votes.shape[1]
             if self.grouping is not None:
