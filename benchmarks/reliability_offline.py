@@ -26,7 +26,10 @@ the pick vs the best; plus the label model's time.
 
 Usage: ``python benchmarks/reliability_offline.py [--seeds 5] [--scenarios v2,above_chance,...]``;
 with ``--train laser:reliability,random,oracle`` it trains those methods with each scenario's RMs
-instead (the demo's settings) and prints greedy test accuracy.
+instead (the demo's settings) and prints greedy test accuracy. Groups without a column:
+``--purity`` (k-means purity of the domains on the sentence encoder vs the policy's last-token
+state), ``--simulate column,kmeans4`` (the strategy routing the fixed SFT samples, no training),
+``--groupings column,kmeans4,kmeans4-run`` (training runs per grouping).
 """
 
 from __future__ import annotations
@@ -131,15 +134,22 @@ def shared_error_checks(v: np.ndarray, cl: np.ndarray, anchor: int, res, gold_ac
     fit's chi-square z; whether one-coin EM picks the spectral fit's best RM; whether the anchor's
     own agreements ``Q[anchor, j]`` (untouched by errors shared among the other RMs) rank the
     fit's best non-anchor RM first; and whether the fit's pick is a gold-best RM."""
-    from laser.routing.labelmodel import second_moments
+    from laser.routing.labelmodel import moment_se, second_moments
 
     em = fit_label_model(v, cl, anchor=anchor, method="em")
-    q, _ = second_moments(v)
+    q, n = second_moments(v)
+    se = moment_se(v, q, n, cl)
     others = [k for k in range(len(v)) if k != anchor and res.used[k]]
     fit_best = max(others, key=lambda k: res.acc[k])
     row_best = max(others, key=lambda k: q[anchor, k])
+    # how far (in standard errors) the anchor's agreements prefer another RM to the fit's best
+    row_z = max(
+        ((q[anchor, j] - q[anchor, fit_best]) / np.hypot(se[anchor, j], se[anchor, fit_best]) for j in others),
+        default=0.0,
+    )
     pick = res.ranking()[0]
     return {
+        "row_z": float(row_z),
         "z": res.gof["z"],
         "em_same": em.ranking()[0] == pick,
         "row_same": row_best == fit_best,
@@ -212,7 +222,8 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
             f"{len(wrong)}): chi2 z max {max(c['z'] for c in checks):.1f} (wrong picks: "
             f"{max((c['z'] for c in wrong), default=float('nan')):.1f}); EM picks the same RM in "
             f"{count('em_same', checks)} ({count('em_same', wrong)} wrong); the anchor's agreements rank the "
-            f"fit's best non-anchor RM first in {count('row_same', checks)} ({count('row_same', wrong)} wrong)"
+            f"fit's best non-anchor RM first in {count('row_same', checks)} ({count('row_same', wrong)} wrong), "
+            f"their preference for another RM at most {max(c['row_z'] for c in checks):.1f} standard errors"
         )
     if fit_times:
         print(

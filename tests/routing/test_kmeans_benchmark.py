@@ -39,8 +39,8 @@ def test_kmeans_router_routes_each_domain_to_its_best_rm(embed):
     """The reliability strategy with groups from the encoder's k-means (k = 4), driven over seed 0's
     fixed SFT samples (12 per prompt, the demo RMs, 3 passes, batches of one domain; no training).
     Measured (`benchmarks/reliability_offline.py --simulate column,kmeans4 --seeds 5`): seed 0 routes
-    75% of the prompts after the first pass to their domain's best RM (random: 20%; the domain
-    column: 75%); the final clusters are the domains."""
+    87.5% of the prompts after the first pass to their domain's best RM (random: 20%; the domain
+    column: 75.0%; seeds 0-4 mean 75.0% against 78.8%); the final clusters are the domains."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from reliability_offline import sample_sft, simulate_routing
 
@@ -51,6 +51,6 @@ def test_kmeans_router_routes_each_domain_to_its_best_rm(embed):
     grouping = ContextGroups(4, seed=0)
     _, late, calls, strat = simulate_routing(train, samples, make_demo_rms(seed=0, version="v2"), grouping, embed, 0)
     assert purity([grouping.group_of_key(prompt_key(ex.prompt)) for ex in train], [ex.group for ex in train]) == 1.0
-    assert late >= 0.6  # measured 0.75; 3x random
+    assert late >= 0.6  # measured 0.875; 3x random
     assert calls < 1.7  # probes included; every RM on every response would be 5
     assert set(strat.selector.groups_) == {"c0", "c1", "c2", "c3"}
