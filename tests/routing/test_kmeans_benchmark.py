@@ -24,7 +24,7 @@ def embed():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_encoder_kmeans_separates_the_benchmark_domains(embed, seed):
     """k = 4 on the 128 training prompts' unit-norm embeddings: every cluster is one domain (purity
-    1.0; `benchmarks/reliability_offline.py --purity`: 1.000 on seeds 0-4, against 0.54 for the SFT
+    1.0; `benchmarks/reliability_groups.py --purity`: 1.000 on seeds 0-4, against 0.545 for the SFT
     policy's last-token state)."""
     from laser.benchmark import DemoSettings, benchmark_sets
     from laser.routing.kmeans import kmeans, purity
@@ -38,11 +38,12 @@ def test_encoder_kmeans_separates_the_benchmark_domains(embed, seed):
 def test_kmeans_router_routes_each_domain_to_its_best_rm(embed):
     """The reliability strategy with groups from the encoder's k-means (k = 4), driven over seed 0's
     fixed SFT samples (12 per prompt, the demo RMs, 3 passes, batches of one domain; no training).
-    Measured (`benchmarks/reliability_offline.py --simulate column,kmeans4 --seeds 5`): seed 0 routes
+    Measured (`benchmarks/reliability_groups.py --simulate column,kmeans4 --seeds 5`): seed 0 routes
     87.5% of the prompts after the first pass to their domain's best RM (random: 20%; the domain
     column: 75.0%; seeds 0-4 mean 75.0% against 78.8%); the final clusters are the domains."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from reliability_offline import sample_sft, simulate_routing
+    from reliability_groups import simulate_routing
+    from reliability_offline import sample_sft
 
     from laser.rewards.synthetic import make_demo_rms
     from laser.routing.kmeans import ContextGroups, prompt_key, purity
