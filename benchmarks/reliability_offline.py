@@ -26,7 +26,8 @@ the pick vs the best; plus the label model's time.
 
 Usage: ``python benchmarks/reliability_offline.py [--seeds 5] [--scenarios v2,above_chance,...]``;
 with ``--train laser:reliability,random,oracle`` it trains those methods with each scenario's RMs
-instead (the demo's settings) and prints greedy test accuracy.
+instead (the demo's settings) and prints greedy test accuracy. Groups without a column (k-means):
+``benchmarks/reliability_groups.py``.
 """
 
 from __future__ import annotations
@@ -126,7 +127,37 @@ def votes_by_domain(train, samples, matrix: np.ndarray, seed: int, different_ans
     return {d: (np.hstack(a), np.concatenate(b), np.concatenate(c)) for d, (a, b, c) in out.items()}
 
 
+def shared_error_checks(v: np.ndarray, cl: np.ndarray, anchor: int, res, gold_acc: np.ndarray) -> dict:
+    """Cheap candidate detections of a ranking the votes mislead, on one anchored fit: the rank-one
+    fit's chi-square z; whether one-coin EM picks the spectral fit's best RM; whether the anchor's
+    own agreements ``Q[anchor, j]`` (untouched by errors shared among the other RMs) rank the
+    fit's best non-anchor RM first; and whether the fit's pick is a gold-best RM."""
+    from laser.routing.labelmodel import moment_se, second_moments
+
+    em = fit_label_model(v, cl, anchor=anchor, method="em")
+    q, n = second_moments(v)
+    se = moment_se(v, q, n, cl)
+    others = [k for k in range(len(v)) if k != anchor and res.used[k]]
+    fit_best = max(others, key=lambda k: res.acc[k])
+    row_best = max(others, key=lambda k: q[anchor, k])
+    # how far (in standard errors) the anchor's agreements prefer another RM to the fit's best
+    row_z = max(
+        ((q[anchor, j] - q[anchor, fit_best]) / np.hypot(se[anchor, j], se[anchor, fit_best]) for j in others),
+        default=0.0,
+    )
+    pick = res.ranking()[0]
+    return {
+        "row_z": float(row_z),
+        "z": res.gof["z"],
+        "em_same": em.ranking()[0] == pick,
+        "row_same": row_best == fit_best,
+        "right": bool(gold_acc[pick] >= np.nanmax(gold_acc) - 1e-9),
+        "ok": res.ok,
+    }
+
+
 def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
+    checks: list[dict] = []
     stats = defaultdict(list)
     fit_times = []
     for seed in seeds:
@@ -161,6 +192,8 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
                     pick = res.ranking()[0] if res.ok else (anchor if label == "anchor" else -1)
                     status = "estimate" if res.ok else "fallback"
                     stats[(variant, label, d)].append((status, best, gold_acc, pick, res.twins))
+                    if label == "anchor" and diff:
+                        checks.append(shared_error_checks(v, cl, anchor, res, gold_acc))
     print(f"\n== scenario {name}: RMs {names} (anchor: generalist), seeds {seeds}, {n} samples per prompt")
     print(
         f"{'pairs':<18}{'sign':<12}{'domain':<9}{'right pick':>11}{'fallback':>9}{'gold acc pick':>14}"
@@ -178,6 +211,17 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
         print(
             f"{variant:<18}{label:<12}{d:<9}{right:>6}/{len(rows):<4}{fallback:>9}{pick_acc:>14.3f}{best_acc:>14.3f}"
             f"  {picks}{f' twins in {len(twins)}/{len(rows)}, e.g. {twins[0]}' if twins else ''}"
+        )
+    if checks:
+        wrong = [c for c in checks if not c["right"]]
+        count = lambda key, rows: f"{sum(c[key] for c in rows)}/{len(rows)}"  # noqa: E731
+        print(
+            f"shared-error checks (different answers, anchor; {len(checks)} domain-seeds, the fit's pick wrong in "
+            f"{len(wrong)}): chi2 z max {max(c['z'] for c in checks):.1f} (wrong picks: "
+            f"{max((c['z'] for c in wrong), default=float('nan')):.1f}); EM picks the same RM in "
+            f"{count('em_same', checks)} ({count('em_same', wrong)} wrong); the anchor's agreements rank the "
+            f"fit's best non-anchor RM first in {count('row_same', checks)} ({count('row_same', wrong)} wrong), "
+            f"their preference for another RM at most {max(c['row_z'] for c in checks):.1f} standard errors"
         )
     if fit_times:
         print(

@@ -204,6 +204,32 @@ class ReliabilityRouter:
         st.clusters = (st.clusters + [st.observed] * v.shape[1])[-self.window :]
         st.observed += 1
 
+    def regroup(self, records: list[tuple]) -> None:
+        """Rebuild every group from kept probe votes after the prompts' groups changed (e.g. a
+        k-means refit), then refit.
+
+        Args:
+            records: ``(new group, votes (K, m), old group)`` per kept probe prompt, in the order
+                they were observed. A new group inherits the last trusted fit of the old group
+                most of its votes come from when it also holds most of that old group's votes
+                (the old group became this one), so the sign-continuity rule survives the
+                regrouping; a group carved out of another domain's cluster inherits nothing.
+        """
+        old, self.groups_ = self.groups_, {}
+        flow: dict[tuple[str, str], int] = {}  # (old group, new group) -> votes
+        for g, votes, was in records:
+            st = self.groups_.setdefault(g, GroupFit())
+            st.prompts_seen, st.probes = st.prompts_seen + 1, st.probes + 1
+            self.observe(g, votes)
+            flow[(was, g)] = flow.get((was, g), 0) + votes.shape[1]
+        heir = {w: max((g for v, g in flow if v == w), key=lambda g: flow[(w, g)]) for w, _ in flow}
+        for g, st in self.groups_.items():
+            was = max((w for w, n in flow if n == g), key=lambda w: flow[(w, g)])
+            parent = old.get(was)
+            if heir[was] == g and parent is not None and parent.ok and parent.acc is not None:
+                st.acc, st.ok, st.reason = list(parent.acc), True, "inherited"
+            self.refit(g)
+
     def refit(self, group: str) -> GroupFit:
         """Fit the group's label model on its window; a fit that fails leaves the group on its fallback."""
         t0 = time.perf_counter()

