@@ -22,14 +22,14 @@ from collections import defaultdict
 import numpy as np
 from reliability_offline import sample_sft
 
-from laser.rewards.synthetic import make_demo_rms
+from laser.bench.rms import make_demo_rms
 
 
 def simulate_routing(train, samples, rms, grouping=None, embed=None, seed: int = 0, passes: int = 3, bs: int = 16):
     """Drive the ``reliability`` strategy over the fixed SFT samples (no training: the policy does
     not move), batches of one domain in shuffled order as in the demo; returns (best-RM share
     over all passes, after the first pass, RM scorings per response, the strategy)."""
-    from laser.benchmark import oracle_map
+    from laser.bench.runs import oracle_map
     from laser.routing.batch import Batch
     from laser.routing.pool import RewardPool
     from laser.routing.reliability import ReliabilityRouter
@@ -94,7 +94,8 @@ def train_groupings(groupings: list[str], seeds: list[int]) -> None:
     import tempfile
     from pathlib import Path
 
-    from laser.benchmark import (
+    from laser.bench.policy import build_tiny_policy, evaluate_accuracy
+    from laser.bench.runs import (
         DEFAULT_FEEDBACK,
         RELIABILITY_ANCHOR,
         DemoSettings,
@@ -105,7 +106,6 @@ def train_groupings(groupings: list[str], seeds: list[int]) -> None:
         oracle_map,
     )
     from laser.build import build
-    from laser.policy.tiny import build_tiny_policy, evaluate_accuracy
     from laser.routing.kmeans import prompt_key, purity
 
     s, out = DemoSettings(), Path(tempfile.mkdtemp(prefix="reliability_groups_"))
@@ -154,9 +154,9 @@ def train_groupings(groupings: list[str], seeds: list[int]) -> None:
 def cluster_purity(seeds: list[int], ks: list[int]) -> None:
     """k-means purity of the training prompts' domains (:func:`laser.routing.kmeans.purity`) on the
     sentence encoder's embedding and on the SFT policy's last-token state, per k (mean over seeds)."""
-    from laser.benchmark import DemoSettings, benchmark_sets, load_sft_policy
+    from laser.bench.policy import build_tiny_policy
+    from laser.bench.runs import DemoSettings, benchmark_sets, load_sft_policy
     from laser.policy.encoder import SentenceEncoder
-    from laser.policy.tiny import build_tiny_policy
     from laser.routing.kmeans import kmeans, purity
 
     s, enc = DemoSettings(), SentenceEncoder("auto")

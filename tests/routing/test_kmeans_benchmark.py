@@ -26,7 +26,7 @@ def test_encoder_kmeans_separates_the_benchmark_domains(embed, seed):
     """k = 4 on the 128 training prompts' unit-norm embeddings: every cluster is one domain (purity
     1.0; `benchmarks/reliability_groups.py --purity`: 1.000 on seeds 0-4, against 0.545 for the SFT
     policy's last-token state)."""
-    from laser.benchmark import DemoSettings, benchmark_sets
+    from laser.bench.runs import DemoSettings, benchmark_sets
     from laser.routing.kmeans import kmeans, purity
 
     train, _ = benchmark_sets(DemoSettings(), seed)
@@ -45,7 +45,7 @@ def test_kmeans_router_routes_each_domain_to_its_best_rm(embed):
     from reliability_groups import simulate_routing
     from reliability_offline import sample_sft
 
-    from laser.rewards.synthetic import make_demo_rms
+    from laser.bench.rms import make_demo_rms
     from laser.routing.kmeans import ContextGroups, prompt_key, purity
 
     train, samples = sample_sft(0, 12)
