@@ -162,11 +162,12 @@ def test_kmeans_strategy_groups_by_the_runs_context_and_resumes_exactly(tmp_path
     ],
 )
 def test_grouping_config_errors(tmp_path, kwargs, match):
-    from laser.routing.strategies import make_strategy
+    """The strategy checks its own kwargs when the config loads (laser.routing.strategies.check_strategy),
+    so a bad grouping option is a ConfigError before any model is built."""
+    from laser.config import ConfigError
 
-    cfg, _, _, _ = kmeans_setup(tmp_path, **kwargs)
-    with pytest.raises(ValueError, match=match):
-        make_strategy(cfg, ["ones", "long", "twos"], lambda: 1)
+    with pytest.raises(ConfigError, match=match):
+        kmeans_setup(tmp_path, **kwargs)
 
 
 def test_regroup_passes_the_sign_only_to_the_group_that_inherits_most_of_the_old_one():
