@@ -12,7 +12,10 @@ texts. The run's feedback is not used: the router learns from the RMs' agreement
 
 Configured with ``selector.name: reliability`` and ``selector.kwargs`` (``anchor``: an RM name;
 ``probe_share``, ``warmup``, ``window``, ``max_pairs``, ``min_votes``, ``method``: see
-:class:`~laser.routing.reliability.ReliabilityRouter`). Single process.
+:class:`~laser.routing.reliability.ReliabilityRouter`). A label-free strategy (``label_free``): a
+:class:`~laser.routing.Router` built without a feedback learns through it. Decisions gather the
+whole batch's groups over the processes; learning needs the whole batch's probe scores on every
+process, which the TRL router gathers (its rounds); the training loop refuses several processes.
 """
 
 from __future__ import annotations
@@ -42,11 +45,25 @@ def answers_of(task: str | None, prompt: str, options, texts: list[str]) -> list
     return [extract_answer(task, t, options) for t in texts]
 
 
+def whole_groups(batch, coll) -> list[str]:
+    """The group key of every prompt of the whole batch: this process's ``batch.groups`` gathered
+    by ``batch.index`` over the processes (a prompt held by two processes counted once)."""
+    mine = [str(g) for g in batch.groups]
+    if coll is None or coll.world == 1:
+        return mine
+    table: dict[int, str] = {}
+    for part in coll.all_gather(list(zip(batch.index, mine, strict=True))):
+        for i, g in part:
+            table.setdefault(int(i), g)
+    return [table[i] for i in sorted(table)]
+
+
 class ReliabilityStrategy(Strategy):
     """Args: names: the RM names; router: a :class:`ReliabilityRouter` over them."""
 
     name = "reliability"
     needs_context = False
+    label_free = True  # learns in units() from the RMs' agreement: the engine's feedback is not read
 
     def __init__(self, names: list[str], router: ReliabilityRouter):
         self.names, self.selector = list(names), router
@@ -56,23 +73,29 @@ class ReliabilityStrategy(Strategy):
             raise ValueError("selector.name=reliability runs on a single process for now")
 
     def decide(self, batch, coll) -> list[int]:
-        arms, probes = self.selector.plan([str(g) for g in batch.groups])
-        batch.extra["probe"] = probes
+        """Arms and probe flags of the whole batch (``batch.extra["probe"]``); an engine that will
+        not learn from the batch (an evaluation round) sets ``batch.extra["learn"] = False``: no probes."""
+        arms, probes = self.selector.plan(whole_groups(batch, coll))
+        batch.extra["probe"] = probes if batch.extra.get("learn", True) else [False] * len(probes)
         return arms
 
     def score(self, batch, pool):
-        """Probe prompts' responses by every RM that is up, the others by their prompt's arm."""
+        """Probe prompts' responses by every RM that is up, the others by their prompt's arm
+        (``batch.extra``: ``matrix`` (K, N) the scores, ``scored`` (K, N) which RM scored what)."""
         prompts, texts = batch.response_prompts(), batch.texts
         owner = np.asarray(batch.prompt_index)
-        probe = np.asarray(batch.extra["probe"], bool)[owner]
+        whole = np.asarray(batch.index if batch.index is not None else range(len(batch.prompts)), np.int64)
+        probe = np.asarray(batch.extra["probe"], bool)[whole[owner]]
         arm = np.asarray(batch.my_arms)[owner]
         matrix = np.full((len(pool.rms), len(texts)), np.nan)
+        scored = np.zeros(matrix.shape, bool)
         off = pool.off(batch.step)
         for k in range(len(pool.rms)):
             idx = np.flatnonzero((probe & (k not in off)) | (arm == k))
             if len(idx):
                 matrix[k, idx] = pool.score(k, [prompts[i] for i in idx], [texts[i] for i in idx])
-        batch.extra["matrix"] = matrix
+                scored[k, idx] = True
+        batch.extra["matrix"], batch.extra["scored"] = matrix, scored
         return matrix[arm, np.arange(len(texts))], None
 
     def units(self, batch, outcome, coll, reference):
