@@ -170,6 +170,7 @@ class RMRouter(RouterCore, TrainerCallback):
             )
             if needed and c not in columns
         ]
+        missing = list(dict.fromkeys(missing))
         if missing:
             why = (
                 "selector 'reliability' reads the group and tag columns"
@@ -181,9 +182,10 @@ class RMRouter(RouterCore, TrainerCallback):
                     else "a task per row (its answer extractor)"
                 )
             )
+            fix = "group_column= / tag_column=" if self.feedback is None else "answer_column= / task_column= / task="
             raise ValueError(
                 f"RMRouter: dataset has no column(s) {missing} (columns: {sorted(columns)}); {why}; "
-                "set answer_column= / task_column= / task= or add the column"
+                f"set {fix} or add the column"
             )
         if not hasattr(dataset, "__len__") or self.feedback is None:
             return  # an iterable dataset: rows are checked as they come; reliability reads no answer
