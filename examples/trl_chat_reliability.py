@@ -38,9 +38,9 @@ TOPICS = {
 ANCHOR = "generalist"
 #: RM -> (weight of the hidden preference per domain, its sign); the rest of the score is noise
 RM_SPECS = {
-    "helpful_advice": ({"advice": 0.85, "code": 0.3}, 1.0),
-    "helpful_code": ({"advice": 0.3, "code": 0.85}, 1.0),
-    "generalist": ({"advice": 0.6, "code": 0.6}, 1.0),
+    "helpful_advice": ({"advice": 0.9, "code": 0.4}, 1.0),
+    "helpful_code": ({"advice": 0.4, "code": 0.9}, 1.0),
+    "generalist": ({"advice": 0.55, "code": 0.55}, 1.0),
     "contrarian": ({"advice": 0.6, "code": 0.6}, -1.0),
 }
 CHAT_TEMPLATE = (
