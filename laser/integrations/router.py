@@ -9,6 +9,10 @@ maps TRL's rows to a :class:`~laser.routing.Batch` (one prompt per group of ``nu
 completions) and keeps the round's bookkeeping. :class:`laser.integrations.trl.RMRouter` adds the
 trainer hooks (set-up, checkpoints).
 
+``selector="reliability"`` (label-free, :mod:`laser.integrations.reliability`): the core's
+reliability strategy decides per prompt by group; the round keeps every RM's scores of the probe
+rows, and the gathered round carries them to the strategy's learning step.
+
 Several processes: each process sees only its rows (a group may straddle two). Every process
 gathers the round's contexts, computes the decision on its identical strategy, and the core
 checks process 0's; feedback is learned from the gathered round on every process (the core with

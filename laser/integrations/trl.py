@@ -21,7 +21,10 @@ choice and never update the bandit. The router's state is written into every TRL
 folder (``laser_router/ckpt-<step>/``, the loop's atomic writer: manifest with sha256) and read
 back by ``trainer.train(resume_from_checkpoint=...)``. Selection itself is the routing core's
 (:mod:`laser.routing`): the same rules as ``laser train`` for ties, failing RMs and counters.
-See docs/trl.md.
+
+Prompts without answers (chat): ``RMRouter(rms, selector="reliability", selector_options={"anchor":
+name}, group_column="domain")`` learns each RM's reliability per group from the RMs' agreement on
+probe prompts (:mod:`laser.integrations.reliability`). See docs/trl.md.
 """
 
 from __future__ import annotations
