@@ -81,7 +81,7 @@ def add_labelled_pairs(core, labelled_pairs: dict) -> None:
     to the router's groups; several processes use the main process's votes. An RM that fails is
     masked and abstains."""
     pool, coll, router = core.pool, core.coll, core.strategy.selector
-    votes = {}
+    votes, failed = {}, {}
     if coll.is_main:
         for group, pairs in labelled_pairs.items():
             prompts = [p for p, _, _ in pairs]
@@ -91,13 +91,18 @@ def add_labelled_pairs(core, labelled_pairs: dict) -> None:
                 try:
                     s = pool.score(k, prompts + prompts, chosen + rejected)
                 except RewardModelError as exc:
-                    pool.mark_down(k, exc, router)
+                    failed[k] = f"{exc.__class__.__name__}: {exc}"
+                    pool.mark_down(k, failed[k], router)
                     continue
                 with np.errstate(invalid="ignore"):
                     diff = s[: len(pairs)] - s[len(pairs) :]
                 v[k] = np.where(np.isfinite(diff), np.sign(diff), 0)
             votes[str(group)] = v.tolist()
-    for group, v in coll.broadcast(votes).items():
+    votes, failed = coll.broadcast((votes, failed))
+    for k, error in failed.items():  # every process masks what failed on the main one
+        if k not in pool.down:
+            pool.mark_down(k, error, router)
+    for group, v in votes.items():
         router.add_labelled(group, np.asarray(v, np.int8))
 
 

@@ -385,7 +385,7 @@ class RouterCore:
             log_metric(f"laser/share/{name}", float(shares[k]))
             if ucb is not None and np.isfinite(ucb[k]):
                 log_metric(f"laser/score/{name}", float(ucb[k]))
-        if self.granularity == "round":
+        if self.granularity == "round" and not self.reliability:  # reliability routes per prompt
             log_metric("laser/arm", float(group_arms[0]))
 
     # ------------------------------------------------------------------ a round's end

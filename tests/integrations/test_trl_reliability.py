@@ -193,6 +193,40 @@ def test_state_survives_a_checkpoint_and_continues_identically(tmp_path):
     assert str(second.state_dict()["strategy"]["router"]) == str(first.state_dict()["strategy"]["router"])
 
 
+class Breaks:
+    """Wraps an RM; raises from its ``after``-th call on (an outage)."""
+
+    def __init__(self, rm, after):
+        self.rm, self.name, self.after, self.calls = rm, rm.name, after, 0
+
+    def score(self, prompts, responses):
+        self.calls += 1
+        if self.calls >= self.after:
+            raise RuntimeError("connection refused")
+        return self.rm.score(prompts, responses)
+
+
+def test_a_failing_rm_is_masked_and_the_others_keep_routing_and_learning():
+    """helpful_code fails from its 4th call (round 3, a warm-up round): it is masked (an event),
+    the round is routed again without it with the same probes (the warm-up is not cut short),
+    its later votes abstain, and the code domain goes to the best RM that is up (the generalist;
+    helpful_advice is weak there); advice keeps its expert."""
+    rms = ex.make_rms()
+    rms[1] = Breaks(rms[1], after=4)
+    router = make_router(rms)
+    for rows in rounds(40, seed=4):
+        out = serve(router, rows)
+        assert all(sum(col[i] is not None for col in out) == 1 for i in range(len(out[0])))
+    assert router.down_ and 1 in router.down_ and "connection refused" in router.down_[1]
+    rel = router.selector
+    assert rel.best("advice") == (0, "estimate")
+    assert router.names[rel.best("code")[0]] == "generalist"
+    before = sum(rec["votes"].get("code", 0) for rec in router.history_[:3])
+    assert [rec["probes"] for rec in router.history_[:4]] == [4, 4, 4, 4]  # warm-up: 8 per domain
+    votes = rel.groups_["code"].votes[1]
+    assert all(votes[:before]) and len(votes) > before + 30 and not any(votes[before:])  # abstains once masked
+
+
 class ThreadCollectives:
     """In-memory collectives for two threads (torch.distributed's semantics)."""
 

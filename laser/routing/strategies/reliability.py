@@ -74,8 +74,13 @@ class ReliabilityStrategy(Strategy):
 
     def decide(self, batch, coll) -> list[int]:
         """Arms and probe flags of the whole batch (``batch.extra["probe"]``); an engine that will
-        not learn from the batch (an evaluation round) sets ``batch.extra["learn"] = False``: no probes."""
-        arms, probes = self.selector.plan(whole_groups(batch, coll))
+        not learn from the batch (an evaluation round) sets ``batch.extra["learn"] = False``: no probes.
+        Decided again after an RM failed: the same probes, each group's best RM among those up (the
+        plan's counters and draws are not repeated)."""
+        groups = whole_groups(batch, coll)
+        if "probe" in batch.extra:
+            return [self.selector.best(g)[0] for g in groups]
+        arms, probes = self.selector.plan(groups)
         batch.extra["probe"] = probes if batch.extra.get("learn", True) else [False] * len(probes)
         return arms
 
