@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     p.add_argument("--prompts", type=int, default=4, help="prompts per round (all from one domain)")
     p.add_argument("--generations", type=int, default=8, help="completions per prompt")
     p.add_argument("--context", default="hashed", help="auto | policy | hashed | encoder")
-    p.add_argument("--selector", default="linucb")
+    p.add_argument("--selector", default="linucb", help="a laser.bandits name, or reliability (label-free)")
     p.add_argument("--alpha", type=float, default=1.0, help="LinUCB exploration weight")
     p.add_argument("--feedback", default="pair_accuracy", help="pair_accuracy | majority_pair_accuracy")
     p.add_argument("--lr", type=float, default=1e-5)
@@ -154,15 +154,20 @@ def main(argv=None) -> dict:
     args.policy = build_tiny_policy(seed=args.seed)
     options = {"alpha": args.alpha} if args.selector in ("linucb", "sliding_linucb") else {}
     routed = [Counted(rm) for rm in make_demo_rms(args.seed)]
-    router = RMRouter(
-        routed,
-        selector=args.selector,
-        selector_options=options,
-        context=args.context,
-        feedback=args.feedback,
-        tag_column="domain",
-        seed=args.seed,
-    )
+    if args.selector == "reliability":  # label-free: the RMs' agreement per domain, the generalist as anchor
+        router = RMRouter(
+            routed, selector="reliability", selector_options={"anchor": "generalist"}, group_column="domain"
+        )
+    else:
+        router = RMRouter(
+            routed,
+            selector=args.selector,
+            selector_options=options,
+            context=args.context,
+            feedback=args.feedback,
+            tag_column="domain",
+            seed=args.seed,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         router_step = run(args, router.reward_funcs, [router], tmp)
         plain = [Counted(rm) for rm in make_demo_rms(args.seed)]
@@ -177,6 +182,10 @@ def report(args, router, routed, plain, router_step, plain_step) -> dict:
     print(f"{'domain':<9}" + "".join(f"{n:>14}" for n in names))
     for domain, shares in table.items():
         print(f"{domain:<9}" + "".join(f"{shares[n]:>14.2f}" for n in names))
+    if hasattr(router.selector, "groups_"):  # reliability: each domain's routed RM now and why
+        for domain in sorted(router.selector.groups_):
+            arm, status = router.selector.best(domain)
+            print(f"reliability: {domain} -> {names[arm]} ({status})")
     print("\nRM calls (completions scored / score() calls)")
     print(f"{'RM':<14}{'router':>16}" + ("" if plain_step is None else f"{'plain TRL':>16}"))
     for i, rm in enumerate(routed):

@@ -6,11 +6,15 @@ prompt's responses with that RM only (an RM that fails is masked and the batch d
 in training), and the picked RM's best response is kept. The bandit's reward is whether that
 response is correct (with gold answers) or agrees with the score ensemble's pick (without).
 
+With ``selector.name: reliability`` (label-free) the probe prompts are scored by every RM that is
+up and the others by their group's best RM only (groups: ``Example.group``); the probes' votes
+teach the router after each mini-batch (:mod:`laser.routing.strategies.reliability`).
+
 For comparison (``single:<rm>``, ``random``, ``score_ensemble``, ``oracle``) every other RM
-scores the same responses once: RM k scores only the prompts the bandit did not route to k, so
-every response is scored exactly once per RM and no call is repeated. Each method's
-``responses_scored`` is what it would cost on its own (n per prompt per RM it uses); the pool's
-actual totals are in ``pool``.
+scores the same responses once: RM k scores only the responses the routing did not already have
+it score, so every response is scored exactly once per RM and no call is repeated. Each method's
+``responses_scored`` is what it would cost on its own: n per prompt per RM it uses, and for
+``bandit`` the routing's measured work (probes included); the pool's actual totals are in ``pool``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 from laser.evaluation import best_index
 from laser.rewards.base import RewardModelError
 from laser.routing import Batch, RewardPool, Router, Unit, make_strategy
+from laser.routing.outcome import Outcome
 from laser.routing.pairs import ensemble_scores
 from laser.training.records import step_seed
 
@@ -32,15 +37,20 @@ def _every_rm(router: Router, batch: Batch) -> np.ndarray:
     is masked and its row NaN."""
     pool = router.pool
     matrix = batch.extra.get("matrix")
-    if matrix is not None:  # an ensemble strategy already had every RM score
+    if matrix is not None and "scored" not in batch.extra:  # an ensemble strategy had every RM score
         return matrix
-    matrix = np.full((len(pool.rms), len(batch.texts)), np.nan)
-    routed = batch.response_arms()
+    if matrix is not None:  # reliability: probes by every RM, the rest by one
+        matrix, done = matrix.copy(), batch.extra["scored"]
+    else:
+        matrix, done = (
+            np.full((len(pool.rms), len(batch.texts)), np.nan),
+            np.zeros((len(pool.rms), len(batch.texts)), bool),
+        )
+        cells = batch.response_arms(), np.arange(len(batch.texts))
+        done[cells], matrix[cells] = True, batch.scores
     prompts = batch.response_prompts()
     for k in range(len(pool.rms)):
-        mine = routed == k
-        matrix[k, mine] = batch.scores[mine]
-        rest = np.flatnonzero(~mine)
+        rest = np.flatnonzero(~done[k])
         if k in pool.off(batch.step) or not len(rest):
             continue
         try:
@@ -78,13 +88,13 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
     from tqdm.auto import tqdm
 
     t = cfg.train
-    contexts_of = context_fn or policy.context
+    contexts_of = context_fn or getattr(policy, "context", None)  # a context-free strategy needs none
     router = bon_router(cfg, rms, lambda: int(np.asarray(contexts_of([examples[0].prompt])).shape[1]))
     names, n = router.names, t.n_samples
     labelled = all(ex.answer for ex in examples)
     rng = np.random.default_rng([cfg.seed, 17])
     picks = {m: [] for m in ["bandit", "random", "score_ensemble", "first_sample", *[f"single:{x}" for x in names]]}
-    oracle, arms, events = [], [], []
+    oracle, arms, events, routed_cost = [], [], [], 0
     for step, start in enumerate(
         tqdm(range(0, len(examples), t.batch_size), desc="best-of-n", disable=not show_progress)
     ):
@@ -101,7 +111,9 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
             prompts, n, t.temperature, t.top_p, t.max_new_tokens, seed=step_seed(cfg.seed, 0, step, 0)
         )
         batch.add_responses(samples.texts, samples.prompt_index)
+        before = int(router.pool.responses_scored.sum())
         router.route(batch)
+        routed_cost += int(router.pool.responses_scored.sum()) - before
         matrix = _every_rm(router, batch)
         units, raw = [], []
         for j, ex in enumerate(chunk):
@@ -122,10 +134,27 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
             units.append(Unit(batch.my_arms[j], batch.contexts[j], None, [j]))
             raw.append(float(picks["bandit"][-1]))  # metric of the picked response (or consensus)
         arms += batch.my_arms
-        if router.selector is not None and min(batch.my_arms) >= 0:
+        if getattr(router.strategy, "label_free", False):  # learns from its probes' votes
+            router.learn(batch, Outcome())
+        elif router.selector is not None and min(batch.my_arms) >= 0:
             router.apply(units, raw)
         events += batch.events
-    return _result(cfg, picks, oracle, arms, names, labelled, len(examples), events, router.pool)
+    result = _result(cfg, picks, oracle, arms, names, labelled, len(examples), events, router.pool, routed_cost)
+    if getattr(router.strategy, "label_free", False):
+        result["routing"] = _reliability_summary(router)
+        _write(cfg, result)
+    return result
+
+
+def _reliability_summary(router: Router) -> dict:
+    """Per group: the routed RM, why (estimate / warm-up / fallback), the estimated accuracies
+    and the sign's source."""
+    rel, out = router.selector, {}
+    for group, st in sorted(rel.groups_.items()):
+        arm, status = rel.best(group)
+        out[group] = {"arm": router.names[arm], "status": status, "acc": st.acc, "sign": st.sign_source}
+        out[group]["probes"] = st.probes
+    return out
 
 
 def _seed_torch(seed: int) -> None:
@@ -134,9 +163,10 @@ def _seed_torch(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _result(cfg, picks, oracle, arms, names, labelled, n, events, pool) -> dict:
+def _result(cfg, picks, oracle, arms, names, labelled, n, events, pool, routed_cost) -> dict:
     per_rm = n * cfg.train.n_samples
-    cost = {m: per_rm for m in picks if m.startswith("single:") or m in ("bandit", "random")}
+    cost = {m: per_rm for m in picks if m.startswith("single:") or m == "random"}
+    cost["bandit"] = routed_cost
     cost["score_ensemble"] = per_rm * len(names)
     cost["first_sample"] = 0
     metric = "accuracy" if labelled else "agreement_with_ensemble"
@@ -144,16 +174,23 @@ def _result(cfg, picks, oracle, arms, names, labelled, n, events, pool) -> dict:
         "metric": metric,
         "n": n,
         "n_samples": cfg.train.n_samples,
-        "methods": {m: {metric: float(np.mean(v)), "responses_scored": cost[m]} for m, v in picks.items()},
+        "methods": {
+            m: {metric: float(np.mean(v)), "responses_scored": cost[m], "per_response": cost[m] / per_rm}
+            for m, v in picks.items()
+        },
         "selection": {names[k]: arms.count(k) / n for k in range(len(names))},
         "events": events,
         "pool": {"responses_scored": pool.responses_scored.tolist(), "score_calls": pool.score_calls.tolist()},
     }
     if labelled:
-        result["methods"]["oracle"] = {metric: float(np.mean(oracle)), "responses_scored": 0}
+        result["methods"]["oracle"] = {metric: float(np.mean(oracle)), "responses_scored": 0, "per_response": 0.0}
+    _write(cfg, result)
+    return result
+
+
+def _write(cfg, result: dict) -> None:
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.output_dir) / "bon_results.json").write_text(json.dumps(result, indent=1))
-    return result
 
 
 def format_bon(result: dict) -> str:
@@ -161,13 +198,17 @@ def format_bon(result: dict) -> str:
     metric, methods = result["metric"], result["methods"]
     rnd, orc = (methods.get(k, {}).get(metric) for k in ("random", "oracle"))
     room = orc - rnd if rnd is not None and orc is not None and orc > rnd else None
-    lines = [f"{'method':<28}{metric:>26}{'responses_scored':>18}" + (f"{'headroom %':>12}" if room else "")]
+    head = f"{'method':<28}{metric:>26}{'responses_scored':>18}{'per response':>14}"
+    lines = [head + (f"{'headroom %':>12}" if room else "")]
     for m, e in methods.items():
+        per = e.get("per_response", float("nan"))
         lines.append(
-            f"{m:<28}{100 * e[metric]:>25.1f}%{e['responses_scored']:>18}"
+            f"{m:<28}{100 * e[metric]:>25.1f}%{e['responses_scored']:>18}{per:>14.2f}"
             + (f"{100 * (e[metric] - rnd) / room:>12.0f}" if room else "")
         )
     lines.append("bandit selection share: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in result["selection"].items()))
+    for group, g in result.get("routing", {}).items():
+        lines.append(f"reliability: group {group}: RM {g['arm']} ({g['status']}, sign {g['sign'] or '-'})")
     if "pool" in result:
         lines.append(
             f"RM work in this run (every RM once per response): responses_scored "

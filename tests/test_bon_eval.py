@@ -136,3 +136,53 @@ def test_bon_never_picks_an_unscorable_response(tmp_path):
     )
     result = run_bon(cfg, ScriptedPolicy(), [nan4], examples, show_progress=False)
     assert result["methods"]["bandit"]["accuracy"] == 1.0  # the best scorable response is 3, the gold answer
+
+
+def test_bon_reliability_probes_with_every_rm_and_routes_the_rest_to_the_groups_best(tmp_path):
+    """Free-form prompts of two domains (no task, no answer) and examples/trl_chat_reliability.py's
+    four RMs (a hidden preference; each domain's best RM known by construction). 160 prompts x 4
+    random completions in mini-batches of 8: the probe prompts' votes teach the router, which
+    routes each domain to its built expert; the routed work is every response once plus
+    (K - 1) x 4 per probe prompt (under K = 4 per response); the comparison still has every RM
+    score every response exactly once."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "trl_chat_reliability.py"
+    spec = importlib.util.spec_from_file_location("trl_chat_reliability", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+
+    class RandomTexts:
+        def sample(self, prompts, n, temperature, top_p, max_new_tokens, seed):
+            rng = np.random.default_rng(seed)
+            texts = [f"{int(x):x}" for x in rng.integers(0, 2**40, len(prompts) * n)]
+            return Samples(
+                [i for i in range(len(prompts)) for _ in range(n)], texts, [[0]] * len(texts), [[0]] * len(prompts)
+            )
+
+    examples = [
+        Example(id=str(i), prompt=ex.chat_prompt(d, ex.TOPICS[d][i % 5]), answer="", task="", domain=d)
+        for i in range(160)
+        for d in [ex.DOMAINS[i % 2]]
+    ]
+    cfg = load_config(
+        data={
+            "output_dir": str(tmp_path),
+            "rewards": [{"name": "a", "type": "length"}],
+            "selector": {"name": "reliability", "kwargs": {"anchor": "generalist", "warmup": 8, "min_votes": 20}},
+            "train": {"n_samples": 4, "batch_size": 8},
+        },
+        require_data=False,
+    )
+    rms = ex.make_rms()
+    result = run_bon(cfg, RandomTexts(), rms, examples, show_progress=False)
+    routing, m = result["routing"], result["methods"]
+    assert {d: routing[d]["arm"] for d in ex.DOMAINS} == {"advice": "helpful_advice", "code": "helpful_code"}
+    assert all(routing[d]["status"] == "estimate" and routing[d]["sign"] == "anchor" for d in ex.DOMAINS)
+    probes = sum(routing[d]["probes"] for d in ex.DOMAINS)
+    assert probes >= 16  # the warm-up: 8 probe prompts per domain
+    assert m["bandit"]["responses_scored"] == 160 * 4 + 3 * 4 * probes
+    assert 1 < m["bandit"]["per_response"] < len(rms) == m["score_ensemble"]["per_response"]
+    assert result["pool"]["responses_scored"] == [160 * 4] * 4  # each RM scored each response once
+    assert "reliability: group advice: RM helpful_advice (estimate, sign anchor)" in format_bon(result)

@@ -9,6 +9,10 @@ maps TRL's rows to a :class:`~laser.routing.Batch` (one prompt per group of ``nu
 completions) and keeps the round's bookkeeping. :class:`laser.integrations.trl.RMRouter` adds the
 trainer hooks (set-up, checkpoints).
 
+``selector="reliability"`` (label-free, :mod:`laser.integrations.reliability`): the core's
+reliability strategy decides per prompt by group; the round keeps every RM's scores of the probe
+rows, and the gathered round carries them to the strategy's learning step.
+
 Several processes: each process sees only its rows (a group may straddle two). Every process
 gathers the round's contexts, computes the decision on its identical strategy, and the core
 checks process 0's; feedback is learned from the gathered round on every process (the core with
@@ -25,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from laser.bandits import QuantileNormalizer, Selector, make_selector
+from laser.integrations import reliability as rel
 from laser.integrations.context import HashedNgramEmbedder, completion_text, prompt_text
 from laser.integrations.dist import TorchCollectives
 from laser.routing import FEEDBACKS, Batch, Local, RewardPool, Router
@@ -54,6 +59,8 @@ class _Round:
     contexts: np.ndarray  # (n_groups, d) context of each group's prompt
     group_arms: np.ndarray  # (n_groups,) arm of each group
     called: set = field(default_factory=set)
+    probes: list | None = None  # reliability: (n_groups,) probe flags
+    matrix: np.ndarray | None = None  # reliability: (K, local rows) every RM's score (NaN: not scored)
 
 
 def _check_feedback(feedback: str) -> tuple[str, ...]:
@@ -88,19 +95,34 @@ class RouterCore:
         selector_options: dict | None = None,
         context: Any = "auto",
         context_dim: int = 256,
-        feedback: str = "pair_accuracy",
+        feedback: str | None = None,
         granularity: str = "round",
         answer_column: str = "answer",
         task_column: str = "task",
         task: str | None = None,
         tag_column: str | None = None,
+        group_column: str | None = None,
+        labelled_pairs: dict | None = None,
         normalizer: QuantileNormalizer | None = None,
         seed: int = 0,
     ) -> None:
         self.rms = check_reward_models(reward_models, "RMRouter", "TRL logs rewards/<name>/mean per function")
         self.names = [rm.name for rm in self.rms]
-        self.needs = _check_feedback(feedback)
+        self.reliability = selector == rel.RELIABILITY
         problems = []
+        if self.reliability:
+            if feedback is not None:
+                problems.append(
+                    f"feedback {feedback!r} is not used by selector='reliability' (it learns from the RMs' "
+                    "agreement on probe prompts); leave feedback unset"
+                )
+            problems += rel.check_options(self.names, dict(selector_options or {}), group_column, labelled_pairs)
+            self.needs: tuple[str, ...] = ()
+        else:
+            if group_column is not None or labelled_pairs is not None:
+                problems.append("group_column and labelled_pairs only apply to selector='reliability'")
+            feedback = "pair_accuracy" if feedback is None else feedback
+            self.needs = _check_feedback(feedback)
         if granularity not in GRANULARITIES:
             problems.append(f"granularity {granularity!r} is not one of {GRANULARITIES}")
         if isinstance(context, str) and context not in CONTEXTS:
@@ -117,6 +139,8 @@ class RouterCore:
                 )
             if selector_options:
                 problems.append("selector_options only apply when the selector is given by name")
+        elif self.reliability:
+            pass
         elif not isinstance(selector, str):
             problems.append(f"selector must be a name or a laser.bandits Selector, got {type(selector).__name__}")
         if problems:
@@ -124,7 +148,9 @@ class RouterCore:
         self.selector_spec, self.selector_options = selector, dict(selector_options or {})
         self.context, self.context_dim = context, int(context_dim)
         self.feedback, self.granularity = feedback, granularity
-        self.answer_column, self.task_column, self.task, self.tag_column = answer_column, task_column, task, tag_column
+        self.answer_column, self.task_column, self.task = answer_column, task_column, task
+        self.group_column, self.labelled_pairs = group_column, labelled_pairs
+        self.tag_column = tag_column if tag_column is not None else group_column
         self.seed = int(seed)
         self.pool = RewardPool(self.rms)
         self._normalizer = normalizer if normalizer is not None else QuantileNormalizer()
@@ -198,6 +224,13 @@ class RouterCore:
             )
         self._group_size = {"train": int(num_generations), "eval": int(num_generations_eval or num_generations)}
         self._model = model
+        if self.reliability:  # no context: groups come from a column
+            if self.core is None:
+                strategy = rel.make_strategy(self.names, self.selector_options, self.seed)
+                self.core = Router(strategy, self.pool, None, collectives=self._coll, pairing="all")
+                if self.labelled_pairs:
+                    rel.add_labelled_pairs(self.core, self.labelled_pairs)
+            return
         if self.embedder is None:
             self.embedder = self._make_embedder(model, tokenizer)
         if self._selector is None:
@@ -297,17 +330,20 @@ class RouterCore:
         if total % g:
             raise RuntimeError(f"RMRouter: {total} completions in the round are not groups of {g}")
         groups = (offset + np.arange(len(prompts))) // g
-        if self.selector.contextual:
+        if getattr(self.selector, "contextual", False):
             contexts = self._group_contexts(prompts, groups, total // g)
         else:  # a context-free selector: skip the embedding work
             contexts = np.zeros((total // g, 0))
         local = sorted(set(groups.tolist()))  # the groups with rows here (one may straddle two processes)
         first = {int(gid): i for i, gid in reversed(list(enumerate(groups)))}
+        keys = self._group_keys(kw, len(prompts))
         batch = Batch(
             [prompt_text(prompts[first[gid]]) for gid in local],
+            groups=[keys[first[gid]] for gid in local],
             contexts=contexts,
             index=local,
             step=self.rounds_ + self.eval_rounds_ + 1,
+            extra={"learn": mode == "train"},
         )
         batch.add_responses([completion_text(c) for c in completions], np.searchsorted(local, groups))
         start = time.perf_counter()
@@ -315,7 +351,16 @@ class RouterCore:
         self.seconds_["score"] += time.perf_counter() - start
         group_arms = np.asarray(batch.arms, dtype=np.int64)
         self._log_decision(kw.get("log_metric"), group_arms, batch.extra.get("ucb"))
-        return _Round(completions, mode, groups, group_arms[groups], batch.scores, contexts, group_arms)
+        r = _Round(completions, mode, groups, group_arms[groups], batch.scores, contexts, group_arms)
+        if self.reliability:
+            r.probes, r.matrix = list(batch.extra["probe"]), batch.extra["matrix"]
+        return r
+
+    def _group_keys(self, kw: dict, n: int) -> list[str]:
+        """Each row's routing group: its ``group_column`` value, else :data:`rel.ONE_GROUP`."""
+        if self.group_column is None:
+            return [rel.ONE_GROUP] * n
+        return [str(g) for g in kw.get(self.group_column, [rel.ONE_GROUP] * n)]
 
     def _group_contexts(self, prompts: list, groups: np.ndarray, n_groups: int) -> np.ndarray:
         """(n_groups, d): each group's prompt embedded by the process holding its first local row."""
@@ -340,7 +385,7 @@ class RouterCore:
             log_metric(f"laser/share/{name}", float(shares[k]))
             if ucb is not None and np.isfinite(ucb[k]):
                 log_metric(f"laser/score/{name}", float(ucb[k]))
-        if self.granularity == "round":
+        if self.granularity == "round" and not self.reliability:  # reliability routes per prompt
             log_metric("laser/arm", float(group_arms[0]))
 
     # ------------------------------------------------------------------ a round's end
@@ -369,10 +414,13 @@ class RouterCore:
                 "raw": raws,
                 "reward": rewards,
                 **{key: (v if np.isfinite(v) else None) for key, v in outcome.items()},
+                **(rel.round_record(self.core.strategy, batch) if self.reliability else {}),
             }
         )
         self.rounds_ += 1
         self._log_outcome(kw.get("log_metric"), outcome, raws, rewards)
+        if self.reliability:
+            rel.log_round(kw.get("log_metric"), self.history_[-1], self.names)
 
     def _gathered(self, r: _Round, prompts: list, completions: list, kw: dict) -> tuple[Batch, list]:
         """The whole round as one :class:`~laser.routing.Batch` (one prompt per group, every
@@ -381,6 +429,7 @@ class RouterCore:
         tasks = [self.task] * n if self.task is not None else kw.get(self.task_column, [None] * n)
         golds = kw.get(self.answer_column, [None] * n)
         tags = kw.get(self.tag_column, [None] * n) if self.tag_column else [None] * n
+        keys = self._group_keys(kw, n)
         mine = [
             (
                 int(r.groups[i]),
@@ -390,6 +439,8 @@ class RouterCore:
                 tasks[i],
                 golds[i],
                 tags[i],
+                keys[i],
+                None if r.matrix is None else r.matrix[:, i].tolist(),
             )
             for i in range(n)
         ]
@@ -404,7 +455,7 @@ class RouterCore:
             tasks=[_task(first[g][4]) for g in gids],
             answers=[first[g][5] for g in gids],
             options=[parse_options(first[g][3]) for g in gids],
-            groups=[first[g][6] for g in gids],
+            groups=[first[g][7] if self.reliability else first[g][6] for g in gids],
             contexts=r.contexts,
             index=list(range(len(gids))),
             arms=r.group_arms.tolist(),
@@ -412,11 +463,17 @@ class RouterCore:
         )
         batch.add_responses([row[2] for row in rows], [gids.index(row[0]) for row in rows])
         batch.scores = np.array([row[1] for row in rows], dtype=np.float64)
+        if r.matrix is not None:  # the round's probe scores, whole, for the label model on every process
+            batch.extra.update(probe=list(r.probes), matrix=np.array([row[8] for row in rows], dtype=np.float64).T)
         return batch, [first[g][6] for g in gids]
 
     def _check_columns(self, rows: list) -> None:
         """The feedback's reference must be computable on every row (``check_dataset`` checks it before training)."""
-        if not all(_task(row[4]) for row in rows) or ("labels" in self.needs and not all(_has(row[5]) for row in rows)):
+        if (
+            self.feedback is not None
+            and not all(_task(row[4]) for row in rows)
+            or ("labels" in self.needs and not all(_has(row[5]) for row in rows))
+        ):
             raise ValueError(
                 f"RMRouter: feedback {self.feedback!r} needs a task on every row"
                 f"{' and a gold answer' if 'labels' in self.needs else ''} (columns "
@@ -425,6 +482,8 @@ class RouterCore:
 
     def _log_references(self, batch: Batch) -> list[str]:
         """The references logged besides the feedback's own: gold where every group has an answer, and majority."""
+        if not any(batch.tasks):  # free-form prompts: no answer to check a pair against
+            return []
         refs = ["majority"]
         if all(_has(a) for a in batch.answers):
             refs.insert(0, "gold")
@@ -440,7 +499,7 @@ class RouterCore:
         if finite:
             log_metric("laser/feedback_raw", float(np.mean(finite)))
             log_metric("laser/feedback", float(np.mean(rewards)))
-        if raws is not None:
+        if raws is not None and hasattr(self.selector, "counts_"):
             for k, name in enumerate(self.names):
                 log_metric(f"laser/count/{name}", float(self.selector.counts_[k]))
 

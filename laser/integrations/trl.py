@@ -21,7 +21,10 @@ choice and never update the bandit. The router's state is written into every TRL
 folder (``laser_router/ckpt-<step>/``, the loop's atomic writer: manifest with sha256) and read
 back by ``trainer.train(resume_from_checkpoint=...)``. Selection itself is the routing core's
 (:mod:`laser.routing`): the same rules as ``laser train`` for ties, failing RMs and counters.
-See docs/trl.md.
+
+Prompts without answers (chat): ``RMRouter(rms, selector="reliability", selector_options={"anchor":
+name}, group_column="domain")`` learns each RM's reliability per group from the RMs' agreement on
+probe prompts (:mod:`laser.integrations.reliability`). See docs/trl.md.
 """
 
 from __future__ import annotations
@@ -70,22 +73,33 @@ class RMRouter(RouterCore, TrainerCallback):
     Args:
         reward_models: objects with a ``name`` and ``score(prompts, responses)`` (laser RMs,
             ``RemoteRM``, HF adapters); names must be unique. Arm k is ``reward_models[k]``.
-        selector: a ``laser.bandits`` name (``"linucb"``, ``"exp3"``, ...) or a Selector with one
-            arm per RM.
-        selector_options: constructor options when ``selector`` is a name (e.g. ``{"alpha": 0.1}``).
+        selector: a ``laser.bandits`` name (``"linucb"``, ``"exp3"``, ...), a Selector with one
+            arm per RM, or ``"reliability"``: label-free routing by each RM's reliability per group
+            of prompts, estimated from the RMs' agreement on probe prompts (needs no gold answer and
+            no task: chat prompts; see :mod:`laser.integrations.reliability` and docs/trl.md).
+        selector_options: constructor options when ``selector`` is a name (e.g. ``{"alpha": 0.1}``;
+            for ``"reliability"``: ``anchor`` (an RM name), ``probe_share``, ``warmup``, ``window``,
+            ``max_pairs``, ``min_votes``, ``method``, ``n_boot``, ``min_uncertainty``).
         context: ``"auto"`` (the policy's last-token hidden states when the trainer gives the
             model, else ``"hashed"``), ``"policy"``, ``"hashed"`` (hashed n-grams),
             ``"encoder"`` (sentence encoder), or an object with ``embed(texts)`` and ``dim``.
         context_dim: dimension of the hashed n-gram context.
-        feedback: ``"pair_accuracy"`` (gold answers), ``"majority_pair_accuracy"`` (label-free)
-            or ``"mixed_pair_accuracy"`` (gold where given), from ``laser.routing.FEEDBACKS``.
+        feedback: ``"pair_accuracy"`` (gold answers; the default for a bandit),
+            ``"majority_pair_accuracy"`` (label-free, needs an answer extractor) or
+            ``"mixed_pair_accuracy"`` (gold where given), from ``laser.routing.FEEDBACKS``; unset
+            for ``"reliability"``, which learns from the RMs' agreement.
         granularity: ``"round"`` (one RM per round, context = mean prompt embedding) or
             ``"prompt"`` (one RM per prompt group, one update per group).
         answer_column: dataset column holding gold answers.
         task_column: dataset column holding each row's task (answer format).
         task: one task for every row (overrides ``task_column``).
         tag_column: optional column recorded per group in ``history_`` (e.g. ``"domain"``) for
-            :meth:`selection_table`.
+            :meth:`selection_table` (default: ``group_column``).
+        group_column: ``"reliability"`` only: the column naming each prompt's routing group
+            (domain, dataset, task); without it every prompt is in one group, ``"all"``.
+        labelled_pairs: ``"reliability"`` only: ``{group: [(prompt, chosen, rejected), ...]}``, a
+            few pairs per group with a known preference; every RM scores them once at set-up and
+            they fix the sign of the group's label model when no anchor is named.
         normalizer: reward normaliser (default: the paper's 20/80 quantile rule).
         seed: seed of a selector built by name.
         strict_resume: refuse ``save_steps`` that put a checkpoint inside a generation round (TRL
@@ -105,12 +119,14 @@ class RMRouter(RouterCore, TrainerCallback):
         selector_options: dict | None = None,
         context: Any = "auto",
         context_dim: int = 256,
-        feedback: str = "pair_accuracy",
+        feedback: str | None = None,
         granularity: str = "round",
         answer_column: str = "answer",
         task_column: str = "task",
         task: str | None = None,
         tag_column: str | None = None,
+        group_column: str | None = None,
+        labelled_pairs: dict | None = None,
         normalizer: QuantileNormalizer | None = None,
         seed: int = 0,
         strict_resume: bool = True,
@@ -128,6 +144,8 @@ class RMRouter(RouterCore, TrainerCallback):
             task_column=task_column,
             task=task,
             tag_column=tag_column,
+            group_column=group_column,
+            labelled_pairs=labelled_pairs,
             normalizer=normalizer,
             seed=seed,
         )
@@ -144,26 +162,36 @@ class RMRouter(RouterCore, TrainerCallback):
                 unparseable gold answer (the first five named, with the total).
         """
         columns = _columns(dataset)
-        need_task = self.task is None
+        need_task = self.task is None and self.feedback is not None
         missing = [
             c
             for c, needed in (
                 (self.answer_column, "labels" in self.needs),
                 (self.task_column, need_task),
                 (self.tag_column, self.tag_column is not None),
+                (self.group_column, self.group_column is not None),
             )
             if needed and c not in columns
         ]
+        missing = list(dict.fromkeys(missing))
         if missing:
-            why = f"feedback {self.feedback!r} needs " + (
-                "gold answers and a task per row" if "labels" in self.needs else "a task per row (its answer extractor)"
+            why = (
+                "selector 'reliability' reads the group and tag columns"
+                if self.feedback is None
+                else f"feedback {self.feedback!r} needs "
+                + (
+                    "gold answers and a task per row"
+                    if "labels" in self.needs
+                    else "a task per row (its answer extractor)"
+                )
             )
+            fix = "group_column= / tag_column=" if self.feedback is None else "answer_column= / task_column= / task="
             raise ValueError(
                 f"RMRouter: dataset has no column(s) {missing} (columns: {sorted(columns)}); {why}; "
-                "set answer_column= / task_column= / task= or add the column"
+                f"set {fix} or add the column"
             )
-        if not hasattr(dataset, "__len__"):
-            return  # an iterable dataset: rows are checked as they come
+        if not hasattr(dataset, "__len__") or self.feedback is None:
+            return  # an iterable dataset: rows are checked as they come; reliability reads no answer
         tasks = [self.task] * len(dataset) if self.task is not None else _column(dataset, self.task_column)
         golds = _column(dataset, self.answer_column) if "labels" in self.needs else [None] * len(tasks)
         bad = [

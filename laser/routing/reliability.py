@@ -24,6 +24,8 @@ Rules:
 * Routing: the group's RM with the highest estimated accuracy, when the fit is trusted and that
   accuracy is above 0.5; otherwise the fallback: the anchor RM when one is named, else a random
   arm (flagged ``fallback``). A probe prompt trains on the same RM as the others.
+* Sign: the anchor's, else the group's labelled pairs' (:meth:`ReliabilityRouter.add_labelled`),
+  else the label-free majority rule (reported as ``sign_source``).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class GroupFit:
     sign_source: str = ""
     twins: dict = field(default_factory=dict)
     uncertainty: float = 1.0
+    labelled: list[list[int]] = field(default_factory=list)  # K rows: votes on labelled pairs, chosen first
 
 
 class ReliabilityRouter:
@@ -194,6 +197,20 @@ class ReliabilityRouter:
         return int(up[zlib.crc32(f"{group}/{st.prompts_seen if st else 0}".encode()) % len(up)]), why
 
     # ----- learning ---------------------------------------------------------------------
+    def add_labelled(self, group: str, votes: np.ndarray) -> None:
+        """Add the RMs' votes ``(K, L)`` on ``L`` labelled pairs of ``group``, each oriented with the
+        preferred response first (label +1). They fix the sign of the group's label model when no
+        anchor is named (``sign_source="labels"``); they are not part of the vote window.
+        """
+        v = np.asarray(votes, np.int8)
+        if v.ndim != 2 or v.shape[0] != self.n_arms:
+            raise ValueError(
+                f"labelled pairs of group {group!r}: votes of shape {v.shape}, expected ({self.n_arms}, L)"
+            )
+        st = self.groups_.setdefault(group, GroupFit())
+        rows = st.labelled or [[] for _ in range(self.n_arms)]
+        st.labelled = [row + v[k].tolist() for k, row in enumerate(rows)]
+
     def observe(self, group: str, votes: np.ndarray) -> None:
         """Add a probe prompt's votes ``(K, m)`` to its group's window (masked RMs abstain)."""
         st = self.groups_.setdefault(group, GroupFit())
@@ -239,8 +256,17 @@ class ReliabilityRouter:
             prev = (
                 None if st.acc is None or not st.ok else 2 * np.array([np.nan if a is None else a for a in st.acc]) - 1
             )
+            labelled = None
+            if st.labelled and st.labelled[0]:
+                labelled = (np.asarray(st.labelled, np.int8), np.ones(len(st.labelled[0])))
             res = fit_label_model(
-                v, st.clusters, anchor=self.anchor, method=self.method, min_votes=self.min_votes, previous=prev
+                v,
+                st.clusters,
+                anchor=self.anchor,
+                labelled=labelled,
+                method=self.method,
+                min_votes=self.min_votes,
+                previous=prev,
             )
         except ValueError as exc:
             st.acc, st.ok, st.reason, st.uncertainty = None, False, f"not enough votes ({exc})", 1.0

