@@ -169,7 +169,8 @@ def test_bon_reliability_probes_with_every_rm_and_routes_the_rest_to_the_groups_
     cfg = load_config(
         data={
             "output_dir": str(tmp_path),
-            "rewards": [{"name": "a", "type": "length"}],
+            # the config names the example's RMs (the strategy checks its anchor at load); run_bon gets them built
+            "rewards": [{"name": rm.name, "type": "length"} for rm in ex.make_rms()],
             "selector": {"name": "reliability", "kwargs": {"anchor": "generalist", "warmup": 8, "min_votes": 20}},
             "train": {"n_samples": 4, "batch_size": 8},
         },
