@@ -51,6 +51,7 @@ class RoutingSpec:
     save_every: int = 64  # learned groups between saves
     max_pending: int = 4096  # groups in flight kept; older ones (never completed) are dropped
     unscorable: str | float = "error"  # what verl gets for a NaN score: error, or this number
+    group_key: str = "data_source"  # selector reliability: the row column / request field naming the group
     seed: int = 0
 
 
@@ -110,7 +111,38 @@ def check_config(
     if not routed:
         return specs, None, problems
     spec, found = _router_spec(cfg.get("router") or {}, group_size, state_dir)
+    if spec.selector == "reliability" and isinstance(spec.selector_options, dict) and specs:
+        found += _reliability_problems(spec, [s.get("name") for s in specs if isinstance(s, dict)])
     return specs, spec, problems + found
+
+
+def _reliability_problems(spec: RoutingSpec, names: list) -> list[str]:
+    """``selector: reliability``: its options, its anchor, at least three RMs, no bandit feedback."""
+    from laser.routing.strategies.reliability import KWARGS
+
+    opts = spec.selector_options
+    problems = [
+        f"router.selector_options.{k}: unknown option of selector reliability (valid: {', '.join(KWARGS)})"
+        for k in opts
+        if k not in KWARGS
+    ]
+    if "anchor" in opts and opts["anchor"] not in names:
+        problems.append(f"router.selector_options.anchor: {opts['anchor']!r} is not a reward model name ({names})")
+    if len(names) < 3:
+        problems.append(
+            f"rewards: selector reliability needs at least three reward models (the label model is not "
+            f"identified with fewer), got {len(names)}"
+        )
+    if spec.feedback != "auto":
+        problems.append(f"router.feedback: {spec.feedback!r}; selector reliability learns from the RMs' agreement")
+    if not problems:
+        from laser.routing.reliability import ReliabilityRouter
+
+        try:  # a bad value (probe_share 2, method "x") named now rather than when the first row arrives
+            ReliabilityRouter(len(names), **{k: v for k, v in opts.items() if k != "anchor"})
+        except (TypeError, ValueError) as exc:
+            problems.append(f"router.selector_options: {exc}")
+    return problems
 
 
 def _router_spec(section: Any, group_size: int | None, state_dir: str | None) -> tuple[RoutingSpec, list[str]]:
@@ -126,8 +158,8 @@ def _router_spec(section: Any, group_size: int | None, state_dir: str | None) ->
 
     checks = [
         (
-            spec.selector in SELECTORS,
-            f"router.selector: {spec.selector!r} is not one of {', '.join(sorted(SELECTORS))}",
+            spec.selector in SELECTORS or spec.selector == "reliability",
+            f"router.selector: {spec.selector!r} is not one of reliability, {', '.join(sorted(SELECTORS))}",
         ),
         (
             spec.feedback in FEEDBACK_NAMES,
@@ -151,6 +183,7 @@ def _router_spec(section: Any, group_size: int | None, state_dir: str | None) ->
             f"router.unscorable: {spec.unscorable!r}; use error or a finite number",
         ),
         (isinstance(spec.selector_options, dict), "router.selector_options: expected a mapping"),
+        (isinstance(spec.group_key, str) and spec.group_key != "", f"router.group_key: {spec.group_key!r}"),
         (spec.context == "hashed", f"router.context: {spec.context!r}; only hashed (n-grams of the prompt) is served"),
         (
             spec.granularity == "prompt",
@@ -245,6 +278,10 @@ class GroupRouter:
         batch = Batch([prompt], contexts=context[None, :], index=[0])
         return int(self.core.decide(batch)[0])  # AllRewardModelsDown names every RM when none is left
 
+    def plan(self, uid: str, prompt: str, group: str | None = None) -> list[int]:
+        """The arms that score ``uid``'s rows: its group's arm alone (``group`` is not used)."""
+        return [self.route(uid, prompt)]
+
     def route(self, uid: str, prompt: str) -> int:
         """The arm of ``uid``'s group (decided when its first row arrives)."""
         group = self.pending.get(uid)
@@ -268,9 +305,14 @@ class GroupRouter:
             group.arm = self._decide(group.prompt, group.context)
         return group.arm
 
-    def report(self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None) -> str | None:
+    COUNTED = ("learned", "tied")  # finished groups that count towards a save
+
+    def report(
+        self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None, probe_scores=None
+    ) -> str | None:
         """One row scored by ``arm``; learns when its group is complete. Returns what happened to the
-        group when it completed (``learned``, ``tied``, ``skipped``, ``unlabelled``), else None."""
+        group when it completed (``learned``, ``tied``, ``skipped``, ``unlabelled``), else None.
+        ``probe_scores`` (other arms' scores) never comes: a bandit plans one arm per group."""
         self.core.pool.responses_scored[arm] += 1  # one score() call per row, one response each
         self.core.pool.score_calls[arm] += 1
         group = self.pending.get(uid)
@@ -317,6 +359,13 @@ class GroupRouter:
         outcome = "learned" if raw[0] is not None else ("tied" if applied[0] is not None else "skipped")
         setattr(self, f"{outcome}_", getattr(self, f"{outcome}_") + 1)
         return outcome
+
+    def finished(self) -> int:
+        """Groups finished (the save step)."""
+        return self.learned_ + self.tied_ + self.skipped_ + self.unlabelled_
+
+    def summary(self) -> dict:
+        return {"counts": self.core.selector.counts_.tolist()}
 
     def counters(self) -> dict:
         pool = self.core.pool
@@ -379,7 +428,12 @@ class SharedRouter:
 
     def __init__(self, names: list[str], spec: dict):
         self.spec = RoutingSpec(**spec)
-        self.router = GroupRouter(names, self.spec)
+        if self.spec.selector == "reliability":
+            from laser.integrations.grouped_reliability import ReliabilityGroups
+
+            self.router = ReliabilityGroups(names, self.spec)
+        else:
+            self.router = GroupRouter(names, self.spec)
         self.root = Path(self.spec.state_dir) if self.spec.state_dir else None
         self.resumed_from = load_router(self.root, self.router) if self.root else None
         if self.resumed_from:
@@ -389,13 +443,18 @@ class SharedRouter:
     def route(self, uid: str, prompt: str) -> int:
         return self.router.route(uid, prompt)
 
+    def plan(self, uid: str, prompt: str, group: str | None = None) -> list[int]:
+        return self.router.plan(uid, prompt, group)
+
     def fail(self, uid: str, arm: int, error: str) -> int:
         return self.router.fail(uid, arm, error)
 
-    def report(self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None) -> str | None:
-        outcome = self.router.report(uid, arm, text, score, gold, task)
-        done = self.router.learned_ + self.router.tied_
-        if outcome in ("learned", "tied") and self.root and done % self.spec.save_every == 0:
+    def report(
+        self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None, probe_scores=None
+    ) -> str | None:
+        outcome = self.router.report(uid, arm, text, score, gold, task, probe_scores)
+        done = sum(getattr(self.router, f"{c}_") for c in self.router.COUNTED)
+        if outcome in self.router.COUNTED and self.root and done % self.spec.save_every == 0:
             self.save()
         return outcome
 
@@ -403,11 +462,7 @@ class SharedRouter:
         """Write the state now (also called on the schedule); returns the folder (None: no state_dir)."""
         if self.root is None:
             return None
-        folder = save_router(
-            self.root,
-            self.router,
-            self.router.learned_ + self.router.tied_ + self.router.skipped_ + self.router.unlabelled_,
-        )
+        folder = save_router(self.root, self.router, self.router.finished())
         self.saves += 1
         (log.warning if self.saves == 1 else log.info)("laser router: state saved to %s", folder)
         return str(folder)
@@ -418,7 +473,7 @@ class SharedRouter:
     def stats(self) -> dict:
         return {
             **self.router.counters(),
-            "counts": self.router.core.selector.counts_.tolist(),
+            **self.router.summary(),
             "saves": self.saves,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
         }

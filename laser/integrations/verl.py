@@ -80,15 +80,22 @@ class RoutedScoring:
         uid = str(extra.get("uid", prompt))
         gold = (extra.get("reward_model") or {}).get("ground_truth")
         task = row_task(self.spec.task, extra.get("data_source"))
+        group = extra.get(self.spec.group_key)
         loop = asyncio.get_running_loop()
-        arm = await self._ask("route", uid, prompt)
-        while True:
-            try:
-                score = await loop.run_in_executor(None, self._score, arm, prompt, response)
-                break
-            except Exception as exc:  # any RM failure: masked by the router, the row re-routed
-                arm = await self._ask("fail", uid, arm, f"{type(exc).__name__}: {exc}")
-        await self._ask("report", uid, arm, response, score, None if gold is None else str(gold), task)
+        plan = await self._ask("plan", uid, prompt, None if group is None else str(group))
+        arm, scores = plan[0], {}
+        for k in [arm, *plan[1:]]:  # the group's arm, then (a reliability probe) every other RM up
+            while k not in scores:
+                try:
+                    scores[k] = await loop.run_in_executor(None, self._score, k, prompt, response)
+                except Exception as exc:  # any RM failure: masked by the router, the row re-routed
+                    new = await self._ask("fail", uid, k, f"{type(exc).__name__}: {exc}")
+                    if k != arm:
+                        break  # a probe's other RM: it abstains
+                    arm = k = new
+        score = scores[arm]
+        probe = scores if len(scores) > 1 else None
+        await self._ask("report", uid, arm, response, score, None if gold is None else str(gold), task, probe)
         if not math.isfinite(score):
             if self.spec.unscorable == "error":
                 raise ValueError(

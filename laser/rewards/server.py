@@ -119,29 +119,40 @@ class RMServer(ThreadingHTTPServer):
         arr = check_scores(raw, len(responses), name)
         return [None if np.isnan(v) else float(v) for v in arr]
 
-    def score_routed(self, prompts: list[str], responses: list[str], labels: list) -> tuple[list, list[str]]:
-        """Each response scored by the RM the router picks for its prompt; the router learns from
-        every group this request completes. Returns (scores with None for NaN, RM name per response)."""
+    def score_routed(
+        self, prompts: list[str], responses: list[str], labels: list, groups: list | None = None
+    ) -> tuple[list, list[str]]:
+        """Each response scored by the RM the router picks for its prompt (a probe of the reliability
+        router: by every RM that is up, the reward being the picked RM's score); the router learns
+        from every group this request completes. Returns (scores with None for NaN, RM name per response)."""
         from laser.integrations.grouped import row_task
 
-        names, shared = list(self.rms), self.router
-        task = row_task(shared.spec.task, None)
+        names, shared, n = list(self.rms), self.router, len(responses)
+        groups = groups or [None] * n
         with self.lock:  # the router's state and the models: one request at a time
-            arms = [shared.route(p, p) for p in prompts]
-            scores = np.full(len(responses), np.nan)
-            todo = set(range(len(responses)))
-            while todo:
-                for k in sorted({arms[i] for i in todo}):
-                    idx = [i for i in sorted(todo) if arms[i] == k]
+            plans = [shared.plan(p, p, g) for p, g in zip(prompts, groups, strict=True)]
+            arms = [plan[0] for plan in plans]
+            got: list[dict] = [{} for _ in range(n)]
+            failed: set[int] = set()
+            while True:
+                todo = [(i, k) for i in range(n) for k in {arms[i], *plans[i]} if k not in got[i] and k not in failed]
+                if not todo:
+                    break
+                for k in sorted({k for _, k in todo}):
+                    idx = [i for i, kk in todo if kk == k]
                     try:
                         raw = self.rms[names[k]].score([prompts[i] for i in idx], [responses[i] for i in idx])
-                        scores[idx] = check_scores(raw, len(idx), names[k])
-                        todo -= set(idx)
+                        for i, v in zip(idx, check_scores(raw, len(idx), names[k]), strict=True):
+                            got[i][k] = float(v)
                     except Exception as exc:  # masked by the core's rule; the rows go to another RM
+                        failed.add(k)
                         for i in idx:
                             arms[i] = shared.fail(prompts[i], k, f"{type(exc).__name__}: {exc}")
+            scores = np.array([got[i][arms[i]] for i in range(n)])
             for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-                shared.report(p, arms[i], r, float(scores[i]), labels[i], task)
+                task = row_task(shared.spec.task, groups[i])
+                probe = got[i] if len(got[i]) > 1 else None
+                shared.report(p, arms[i], r, float(scores[i]), labels[i], task, probe)
         return [None if np.isnan(v) else float(v) for v in scores], [names[k] for k in arms]
 
 
@@ -207,12 +218,13 @@ class _Handler(BaseHTTPRequestHandler):
                     f"{len(responses)} responses exceed max_batch {self.server.max_batch}; send smaller batches", 413
                 )
             labels = _labels(body, len(responses)) if name is None else None
+            groups = _groups(body, self.server.router, len(responses)) if name is None else None
         except _BadRequest as exc:
             self._send(exc.status, {"error": str(exc)})
             return
         try:
             if name is None:
-                scores, name = self.server.score_routed(prompts, responses, labels)
+                scores, name = self.server.score_routed(prompts, responses, labels, groups)
             else:
                 scores = self.server.score(name, prompts, responses)
         except Exception as exc:  # the RM's failure is the client's 500, the server lives on
@@ -278,6 +290,23 @@ def _labels(body: dict, n: int) -> list:
             f'field "labels"[{bad[0]}] must be a string, a number or null, got {type(labels[bad[0]]).__name__}'
         )
     return [None if x is None else str(x) for x in labels]
+
+
+def _groups(body: dict, router, n: int) -> list | None:
+    """The group of each response: the body field ``router.group_key`` (one string for the request,
+    or one string or null per response); absent: None (one group)."""
+    key = router.spec.group_key
+    value = body.get(key)
+    if value is None or router.spec.selector != "reliability":
+        return None
+    if isinstance(value, (str, int)):
+        return [str(value)] * n
+    if not isinstance(value, list) or len(value) != n:
+        raise _BadRequest(f'field "{key}" (router.group_key) must be a string or a list of {n} strings or nulls')
+    bad = [i for i, x in enumerate(value) if x is not None and not isinstance(x, (str, int))]
+    if bad:
+        raise _BadRequest(f'field "{key}"[{bad[0]}] must be a string or null, got {type(value[bad[0]]).__name__}')
+    return [None if x is None else str(x) for x in value]
 
 
 def _split_queries(body: dict) -> tuple[list[str], list[str]]:
@@ -363,7 +392,7 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
     routed = isinstance(cfg, dict) and "router" in cfg
     default_dir = str(Path(config_path).resolve().with_name(Path(config_path).stem + "_router"))
     specs, spec, problems = check_config(cfg, routed, state_dir=default_dir)
-    if spec is not None and spec.task in (None, "auto"):
+    if spec is not None and spec.task in (None, "auto") and spec.selector != "reliability":
         problems.append(
             "router.task: required by serve-rm: the answer format (gsm8k, mmlu, ...) that labels "
             "and majority answers are checked in"
