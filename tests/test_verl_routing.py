@@ -368,3 +368,17 @@ def test_reliability_config_problems_are_named():
         load_spec(
             {"rewards": rewards, "router": {"selector": "reliability", "selector_options": {"probe_share": 2}}}, 4
         )
+
+
+def test_reliability_probe_goes_on_without_an_rm_that_fails(tmp_path, rm_log):
+    """A warm-up probe group with ``broken`` among the RMs: broken is called once, masked, and the
+    group's other rows skip it; the reward is the anchor's score (the arm before any estimate)."""
+    scorer = scoring(
+        tmp_path, names=(*EXPERTS, "broken"), selector="reliability", selector_options={"anchor": "generalist"}
+    )
+    out = run(scorer, domain_rows(0, False, "openai/gsm8k"))
+    names = [n for n, _, _ in read_log(rm_log)]
+    assert names.count("broken") == 1 and names.count("generalist") == 4 and len(names) == 17
+    assert {r["reward_extra_info"]["laser_arm"] for r in out} == {2}
+    stats = scorer.router.stats()
+    assert "broken" in stats["down"] and stats["learned"] == 1 and stats["votes"] == 6
