@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from laser.integrations.grouped import GroupRouter, RoutingSpec, SharedRouter, load_spec, row_task
+from laser.integrations.grouped import GroupRouter, SharedRouter
+from laser.integrations.routing_spec import RoutingSpec, load_spec, row_task
 from laser.integrations.verl import RoutedScoring
 from laser.policy.tiny import make_char_tokenizer
 from laser.routing import AllRewardModelsDown

@@ -46,7 +46,7 @@ class ReliabilityGroups:
 
     Args:
         names: the RM names (arm k = ``names[k]``; at least three).
-        spec: the :class:`~laser.integrations.grouped.RoutingSpec` (``selector: reliability``;
+        spec: the :class:`~laser.integrations.routing_spec.RoutingSpec` (``selector: reliability``;
             ``selector_options``: the strategy's kwargs, ``anchor`` by RM name).
 
     Attributes:

@@ -16,7 +16,10 @@ model, built on first use) or over HTTP (``type: remote``, e.g. ``laser serve-rm
 then reports the score; when a group's ``group_size`` rows are in, the actor turns the group into
 bandit feedback: ``pair_accuracy`` against ``reward_model.ground_truth`` when the rows carry one,
 else ``majority_pair_accuracy`` (the group's own majority answer) when the task has an answer
-extractor; a group with neither (chat prompts) is routed but teaches nothing. The actor saves its
+extractor; a group with neither (chat prompts) is routed but teaches a bandit nothing. With
+``router.selector: reliability`` the actor holds the label-free reliability router instead
+(:mod:`laser.integrations.grouped_reliability`): a probe group's rows are scored by every RM that is
+up, its rollouts' pairs become votes, and every prompt, chat included, teaches it. The actor saves its
 state atomically every ``save_every`` learned groups under ``state_dir`` and loads the newest
 verified save when it starts (verl has no checkpoint hook for reward managers).
 
@@ -34,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from laser.integrations.context import prompt_text
-from laser.integrations.grouped import RoutingSpec, SharedRouter, load_spec, row_task
+from laser.integrations.grouped import SharedRouter
+from laser.integrations.routing_spec import RoutingSpec, load_spec, row_task
 
 
 class RoutedScoring:

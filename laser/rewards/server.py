@@ -17,8 +17,11 @@ routed reward: ``/score`` and ``/get_reward`` without an RM name score each prom
 routing core picks for it (every response of one prompt, across requests, with the same RM while
 its group is open), answer ``"rm": [name per response]``, and learn from each finished group of
 ``router.group_size`` responses: against the request's ``labels`` (OpenRLHF's gold answers) where
-given, else the group's majority answer, for the configured ``router.task``. The router's state is
-saved atomically every ``router.save_every`` finished groups and restored at start.
+given, else the group's majority answer, for the configured ``router.task``. With ``router.selector:
+reliability`` a group is instead a probe (scored by every RM that is up) or scored by the best RM of
+its group (the request field ``router.group_key``), and probes teach the label model from the RMs'
+agreement (docs/remote_rm.md). The router's state is saved atomically every ``router.save_every``
+finished groups and restored at start.
 
 Every served RM also has its own URLs: ``/score?rm=NAME`` and ``/get_reward?rm=NAME`` pick the RM
 from the query string, because OpenRLHF addresses a remote RM by URL alone and sends only
@@ -125,7 +128,7 @@ class RMServer(ThreadingHTTPServer):
         """Each response scored by the RM the router picks for its prompt (a probe of the reliability
         router: by every RM that is up, the reward being the picked RM's score); the router learns
         from every group this request completes. Returns (scores with None for NaN, RM name per response)."""
-        from laser.integrations.grouped import row_task
+        from laser.integrations.routing_spec import row_task
 
         names, shared, n = list(self.rms), self.router, len(responses)
         groups = groups or [None] * n
@@ -372,7 +375,7 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
 
     The YAML holds a top-level ``rewards:`` list of RM specs, built by
     ``laser.rewards.factory.build_reward_models``, and optionally a ``router:`` section
-    (:class:`laser.integrations.grouped.RoutingSpec`; ``task`` is required, ``group_size`` is the
+    (:class:`laser.integrations.routing_spec.RoutingSpec`; ``task`` is required for a bandit, ``group_size`` is the
     trainer's samples per prompt, ``state_dir`` defaults to ``<config stem>_router/`` beside the
     config). The whole file is checked before any model loads.
 
@@ -385,7 +388,8 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
     import yaml
 
     from laser.config import ConfigError
-    from laser.integrations.grouped import SharedRouter, check_config
+    from laser.integrations.grouped import SharedRouter
+    from laser.integrations.routing_spec import check_config
 
     with open(config_path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
