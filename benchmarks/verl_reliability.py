@@ -24,46 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 NAMES = ("alpha_expert", "beta_expert", "generalist", "noise")
 OFFSETS = (0, 1, 3, 7)
-
-
-def make_batch(tok, first: int, n_groups: int):
-    """verl's batch after rollout: groups of 4 rows sharing a uid, a ``domain`` column."""
-    import torch
-    from tensordict import TensorDict
-    from verl import DataProto
-
-    width, rows = 48, []
-    extra = {"uid": [], "data_source": [], "domain": []}
-    for g in range(first, first + n_groups):
-        domain, a, b = ("alpha", "beta")[g % 2], 10 + g % 7, 3 + g % 5
-        for d in OFFSETS:
-            p = tok(f"{domain}: What is {a}+{b}?", add_special_tokens=False)["input_ids"]
-            r = tok(f"The answer is {a + b + d}.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            rows.append((p, r))
-            extra["uid"].append(f"g{g}")
-            extra["data_source"].append("openai/gsm8k")
-            extra["domain"].append(domain)
-    pad = tok.pad_token_id
-    prompts = torch.tensor([[pad] * (width - len(p)) + p for p, _ in rows])
-    responses = torch.tensor([r + [pad] * (width - len(r)) for _, r in rows])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(r)) + [0] * (width - len(r)) for p, r in rows])
-    batch = TensorDict(
-        {
-            "prompts": prompts,
-            "responses": responses,
-            "attention_mask": mask,
-            "input_ids": torch.cat([prompts, responses], 1),
-        },
-        batch_size=len(rows),
-    )
-    return DataProto(batch=batch, non_tensor_batch={k: np.array(v, dtype=object) for k, v in extra.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
     import yaml
-    from test_verl_ray import compose, example_reward_overrides, start_ray
+    from test_verl_ray import compose, example_reward_overrides, make_batch, start_ray
     from verl.experimental.reward_loop import RewardLoopManager
     from verl_rms import read_log, rm_spec
 
@@ -104,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.get([w.__ray_ready__.remote() for w in manager.reward_loop_workers])
             seconds, rows, timed = 0.0, 0, 0
             for b in range(args.batches):
-                data = make_batch(tok, b * args.groups, args.groups)
+                data, _ = make_batch(tok, b * args.groups, args.groups, domains=True)
                 t0 = time.perf_counter()
                 manager.compute_rm_score(data)
                 if b > 0:  # the first batch builds the RMs and imports in the workers: not timed

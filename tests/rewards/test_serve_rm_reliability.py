@@ -10,14 +10,12 @@ as a request field (``router.group_key: domain``), as a client that knows its da
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 
 import pytest
 import yaml
+from helpers import Served, post
 from verl_rms import read_log, rm_spec  # tests/ is on sys.path (tests/conftest.py)
-
-from laser.rewards.server import server_from_config
 
 EXPERTS = ("alpha_expert", "beta_expert", "generalist", "noise")
 OFFSETS = (0, 1, 3, 7)
@@ -35,28 +33,6 @@ def write_config(tmp_path, **router) -> str:
     }
     path.write_text(yaml.safe_dump({"rewards": [rm_spec(n) for n in EXPERTS], "router": section}))
     return str(path)
-
-
-class Served:
-    def __init__(self, config: str):
-        self.server = server_from_config(config)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-        self.url = self.server.url
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def post(url: str, payload: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def health(url: str) -> dict:
