@@ -119,11 +119,11 @@ def _reliability_problems(spec: RoutingSpec, names: list) -> list[str]:
         )
     if spec.feedback != "auto":
         problems.append(f"router.feedback: {spec.feedback!r}; selector reliability learns from the RMs' agreement")
-    if not problems:
+    if all(k in KWARGS for k in opts):
         from laser.routing.reliability import ReliabilityRouter
 
-        try:  # a bad value (probe_share 2, method "x") named now rather than when the first row arrives
-            ReliabilityRouter(len(names), **{k: v for k, v in opts.items() if k != "anchor"})
+        try:  # a bad value (probe_share 2) named now rather than when the first row arrives
+            ReliabilityRouter(max(len(names), 3), **{k: v for k, v in opts.items() if k != "anchor"})
         except (TypeError, ValueError) as exc:
             problems.append(f"router.selector_options: {exc}")
     return problems

@@ -431,8 +431,13 @@ def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
     )
     if server.router is not None:
         r = server.router
+        learns = (
+            f"groups by request field {r.spec.group_key!r}"
+            if r.spec.selector == "reliability"
+            else f"feedback {r.spec.feedback}"
+        )
         print(
-            f"  routed ({r.spec.selector}, feedback {r.spec.feedback}, groups of {r.spec.group_size}): "
+            f"  routed ({r.spec.selector}, {learns}, groups of {r.spec.group_size}): "
             f"{server.url}/get_reward  state: {r.root}"
             f"{f' (resumed from {r.resumed_from.name})' if r.resumed_from else ''}",
             flush=True,
