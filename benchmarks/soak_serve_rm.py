@@ -14,7 +14,12 @@ with its gold label), first through one RM's own URL (``/get_reward?rm=math_expe
 then through the routed URL (``/get_reward``), on the same server; then the server is killed with
 SIGKILL and restarted on the same config, and what it remembers is printed next to what it knew.
 
-    python benchmarks/soak_serve_rm.py --routed --concurrency 4 --groups 300
+    python benchmarks/soak_serve_rm.py --routed --concurrency 4 --groups 300 --strategy bandit reliability
+
+``--strategy`` names the routed servers to measure, one after another in this process: ``bandit``
+(epsilon-greedy, learns from the gold labels) and ``reliability`` (label-free: a request group is a
+probe scored by every RM, or goes to its group's best RM; the group is the request's
+``data_source`` field, the demo domain). Each prints its RM calls per response (probes included).
 
 Exit status 1 when any request failed.
 """
@@ -167,20 +172,26 @@ rewards:
   - {name: generalist, type: demo}
   - {name: length_lover, type: demo}
   - {name: noise, type: demo}
-router: {selector: epsilon_greedy, selector_options: {epsilon: 0.1}, group_size: 4, task: number, save_every: 16,
-         state_dir: %s}
+router: {%s, group_size: 4, task: number, save_every: 16, state_dir: %s}
 """
 
+#: --strategy -> the router section's selector
+STRATEGIES = {
+    "bandit": "selector: epsilon_greedy, selector_options: {epsilon: 0.1}",
+    "reliability": "selector: reliability, selector_options: {anchor: generalist}, group_key: data_source",
+}
 
-def rollout_groups(n: int, seed: int = 0) -> list[tuple[str, list[str], str]]:
-    """``n`` (prompt, 4 responses, gold) of the demo benchmark's number domains: the worked answer
-    and three wrong ones, as a GRPO-style group of rollouts."""
+
+def rollout_groups(n: int, seed: int = 0) -> list[tuple[str, list[str], str, str]]:
+    """``n`` (prompt, 4 responses, gold, domain) of the demo benchmark's number domains: the worked
+    answer and three wrong ones, as a GRPO-style group of rollouts."""
     from laser.bench.tasks import make_benchmark, worked_response, wrong_response
 
     rng = np.random.default_rng(seed)
     examples = make_benchmark(n_per_domain=(n + 1) // 2, seed=seed, domains=("arith", "count"))[:n]
     return [
-        (e.prompt, [worked_response(e.prompt)] + [wrong_response(e, rng) for _ in range(3)], e.answer) for e in examples
+        (e.prompt, [worked_response(e.prompt)] + [wrong_response(e, rng) for _ in range(3)], e.answer, e.domain)
+        for e in examples
     ]
 
 
@@ -190,9 +201,10 @@ def drive_groups(url: str, groups: list, concurrency: int, rm: str | None) -> di
 
     def client(c: int) -> None:
         for g in range(c, len(groups), concurrency):
-            prompt, responses, gold = groups[g]
+            prompt, responses, gold, domain = groups[g]
             for r in responses:
-                body = json.dumps({"query": [prompt + r], "prompts": [prompt], "labels": [gold]}).encode()
+                body = {"query": [prompt + r], "prompts": [prompt], "labels": [gold], "data_source": [domain]}
+                body = json.dumps(body).encode()
                 req = urllib.request.Request(
                     url + "/get_reward" + (f"?rm={rm}" if rm else ""),
                     data=body,
@@ -238,54 +250,65 @@ def get_health(url: str) -> dict:
 
 
 def routed_main(args) -> int:
-    """Routed vs one fixed RM on one server, then SIGKILL and restart: the figures of docs/remote_rm.md."""
+    """One RM's URL, then each ``--strategy``'s routed URL, each strategy on its own server (the
+    fixed URL on the first), then SIGKILL and restart: the figures of docs/remote_rm.md."""
     import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="laser_routed_soak_"))
-    config = folder / "rm.yaml"
-    config.write_text(ROUTED_CONFIG % (folder / "state"))
     groups = rollout_groups(args.groups)
-    proc, url = start_server(str(config))
-    try:
-        print(
-            f"server pid {proc.pid} at {url}: 5 demo RMs, {len(groups)} groups x 4 rollouts, one query per "
-            f"request, {args.concurrency[0]} clients"
-        )
-        rows = {}
-        for label, rm in (("fixed (?rm=math_expert)", "math_expert"), ("routed (/get_reward)", None)):
-            r = rows[label] = drive_groups(url, groups, args.concurrency[0], rm)
+    print(f"5 demo RMs, {len(groups)} groups x 4 rollouts, one query per request, {args.concurrency[0]} clients")
+    rows = {}
+    for n, strategy in enumerate(args.strategy):
+        folder = Path(tempfile.mkdtemp(prefix=f"laser_routed_soak_{strategy}_"))
+        config = folder / "rm.yaml"
+        config.write_text(ROUTED_CONFIG % (STRATEGIES[strategy], folder / "state"))
+        proc, url = start_server(str(config))
+        try:
+            runs = [("fixed (?rm=math_expert)", "math_expert")] if n == 0 else []
+            for label, rm in [*runs, (f"routed {strategy}", None)]:
+                r = rows[label] = drive_groups(url, groups, args.concurrency[0], rm)
+                before = get_health(url)["router"]
+                calls = 1.0 if rm else sum(before["rows_scored"]) / r["requests"]
+                print(
+                    f"{label:<24} {r['requests']:>6} requests {r['seconds']:>6.1f} s {r['req_per_s']:>8.1f} req/s "
+                    f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
+                    f"RM calls/response {calls:.2f}",
+                    flush=True,
+                )
+            report_routed(strategy, rows, before)
+        finally:
+            proc.kill()  # SIGKILL: no shutdown code runs
+            proc.wait(timeout=10)
+        proc, url = start_server(str(config))
+        try:
+            after = get_health(url)["router"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        done = ("learned", "tied") if strategy == "bandit" else ("learned", "routed", "empty")
+        state = "counts" if strategy == "bandit" else "groups"
+        short = (lambda g: {k: v["rm"] for k, v in g.items()}) if state == "groups" else (lambda c: c)
+        for when, h in (("before kill -9", before), ("after restart ", after)):
             print(
-                f"{label:<24} {r['requests']:>6} requests {r['seconds']:>6.1f} s {r['req_per_s']:>8.1f} req/s "
-                f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']}",
-                flush=True,
+                f"{when}: {sum(h[k] for k in done)} groups, {state} {short(h[state])}, saves {h['saves']}, "
+                f"resumed from {Path(h['resumed_from'] or 'none').name}"
             )
-        ratio = rows["routed (/get_reward)"]["req_per_s"] / rows["fixed (?rm=math_expert)"]["req_per_s"]
-        print(f"routed / fixed throughput: {ratio:.2f}")
-        picks = rows["routed (/get_reward)"]["picks"]
-        mixed = sum(len(p) > 1 for p in picks.values())
-        last = [next(iter(picks[g])) for g in sorted(picks)[-len(picks) // 3 :]]
-        share = {n: round(last.count(n) / len(last), 2) for n in sorted(set(last))}
-        print(f"groups answered by more than one RM: {mixed}; RM shares over the last third of groups: {share}")
-        before = get_health(url)["router"]
-    finally:
-        proc.kill()  # SIGKILL: no shutdown code runs
-        proc.wait(timeout=10)
-    proc, url = start_server(str(config))
-    try:
-        after = get_health(url)["router"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    print(
-        "before kill -9: learned+tied %d groups, bandit counts %s, saves %d"
-        % (before["learned"] + before["tied"], before["counts"], before["saves"])
-    )
-    print(
-        "after restart : learned+tied %d groups, bandit counts %s, resumed from %s"
-        % (after["learned"] + after["tied"], after["counts"], Path(after["resumed_from"] or "none").name)
-    )
     errors = sum(r["errors"] for r in rows.values())
     return 1 if errors else 0
+
+
+def report_routed(strategy: str, rows: dict, health: dict) -> None:
+    """Throughput against the fixed URL, groups answered by two RMs, RM shares in the last third."""
+    fixed, routed = rows.get("fixed (?rm=math_expert)"), rows[f"routed {strategy}"]
+    if fixed:
+        print(f"routed {strategy} / fixed throughput: {routed['req_per_s'] / fixed['req_per_s']:.2f}")
+    picks = routed["picks"]
+    mixed = sum(len(p) > 1 for p in picks.values())
+    last = [next(iter(picks[g])) for g in sorted(picks)[-len(picks) // 3 :]]
+    share = {n: round(last.count(n) / len(last), 2) for n in sorted(set(last))}
+    print(f"groups answered by more than one RM: {mixed}; RM shares over the last third of groups: {share}")
+    if strategy == "reliability":
+        probes = {g: (v["rm"], v["status"], v["probes"], v["prompts"]) for g, v in health["groups"].items()}
+        print(f"per group (RM, status, probe groups, groups): {probes}; label model {health['label_model_s']} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="also print each level as a JSON line")
     ap.add_argument("--routed", action="store_true", help="routed vs fixed RM, then kill -9 and restart")
     ap.add_argument("--groups", type=int, default=300, help="--routed: prompt groups of 4 rollouts")
+    ap.add_argument(
+        "--strategy",
+        nargs="+",
+        choices=sorted(STRATEGIES),
+        default=["bandit", "reliability"],
+        help="--routed: the routed servers to measure, in this order",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # child process
     ap.add_argument("--serve-config", default=None, help=argparse.SUPPRESS)  # child process, from a config
     args = ap.parse_args(argv)

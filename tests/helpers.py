@@ -32,3 +32,35 @@ def two_cpu_processes(port: str | int | None = "0") -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return cmd if port is None else [*cmd, "--main_process_port", str(port)]
+
+
+class Served:
+    """A server of ``laser serve-rm``'s config in a thread of this process (``close()`` stops it)."""
+
+    def __init__(self, config: str):
+        import threading
+
+        from laser.rewards.server import server_from_config
+
+        self.server = server_from_config(config)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+        self.url = self.server.url
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def post(url: str, payload: dict) -> tuple[int, dict]:
+    """POST ``payload`` as JSON; returns (HTTP status, the JSON answer), error statuses included."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -7,177 +7,26 @@ prompt) decides its RM through the routing core, the other rows get the same RM,
 ``group_size`` rows are in, the group is learned from with the core's feedback and rules.
 :class:`SharedRouter` adds the state's atomic saves on a schedule and its restore at start. Both
 are framework-free: verl runs a :class:`SharedRouter` as a named Ray actor, the server in-process
-under a lock.
+under a lock. With ``selector: reliability`` the :class:`SharedRouter` holds a
+:class:`~laser.integrations.grouped_reliability.ReliabilityGroups` instead, with the same calls.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from laser.integrations.context import HashedNgramEmbedder
-from laser.tasks.extract import TASK_FORMATS
+from laser.integrations.routing_spec import RoutingSpec
 
 log = logging.getLogger("laser")
 
-FEEDBACK_NAMES = ("auto", "pair_accuracy", "majority_pair_accuracy", "mixed_pair_accuracy")
 STATE_FILES = ("strategy.npz", "normalizer.npz", "verl.json")
-
-
-@dataclass
-class RoutingSpec:
-    """The ``router:`` section of a routing config (verl's LaserRewardManager, a routed ``laser serve-rm``).
-
-    Every field is optional for verl (``group_size`` and ``state_dir`` default from verl's config);
-    serve-rm needs ``task`` and ``group_size``. ``actor_name`` and ``unscorable`` are read by verl only.
-    """
-
-    selector: str = "linucb"
-    selector_options: dict = field(default_factory=dict)
-    feedback: str = "auto"  # auto: gold answer when the rows carry one, else the majority answer
-    context: str = "hashed"  # the prompt's context: hashed n-grams (no model)
-    context_dim: int = 256
-    granularity: str = "prompt"  # one RM per prompt group
-    task: str | None = "auto"  # answer format; auto: the row's data_source if it names one
-    group_size: int | None = None  # rows per prompt; default actor_rollout_ref.rollout.n
-    actor_name: str = "laser_router"
-    state_dir: str | None = None  # default <trainer.default_local_dir>/laser_router
-    save_every: int = 64  # learned groups between saves
-    max_pending: int = 4096  # groups in flight kept; older ones (never completed) are dropped
-    unscorable: str | float = "error"  # what verl gets for a NaN score: error, or this number
-    seed: int = 0
-
-
-def load_spec(source: Any, group_size: int | None = None, state_dir: str | None = None) -> tuple[list, RoutingSpec]:
-    """The RM specs and routing spec of a LASeR routing config (a YAML path or a mapping).
-
-    Args:
-        source: path of a YAML file, or a mapping, with ``rewards:`` (RM specs) and ``router:``
-            (optional here: every router key has a default).
-        group_size: default for ``router.group_size`` (verl's ``actor_rollout_ref.rollout.n``).
-        state_dir: default for ``router.state_dir``.
-
-    Raises:
-        ValueError: every problem found, each naming its key.
-    """
-    where = str(source) if isinstance(source, (str, Path)) else "reward.reward_kwargs.laser"
-    if isinstance(source, (str, Path)):
-        import yaml
-
-        with open(source, encoding="utf-8") as f:
-            source = yaml.safe_load(f)
-    if hasattr(source, "items") and not isinstance(source, dict):  # an OmegaConf node
-        from omegaconf import OmegaConf
-
-        source = OmegaConf.to_container(source, resolve=True)
-    specs, spec, problems = check_config(source, routed=True, group_size=group_size, state_dir=state_dir)
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
-    return specs, spec
-
-
-def check_config(
-    cfg: Any, routed: bool, group_size: int | None = None, state_dir: str | None = None
-) -> tuple[list, RoutingSpec | None, list[str]]:
-    """Every problem of a config with ``rewards:`` and (``routed``) ``router:``, by dotted key.
-
-    Returns:
-        ``(rm specs, routing spec or None, problems)``; RM specs are checked against their
-        adapters' signatures (nothing is loaded).
-    """
-    if not isinstance(cfg, dict):
-        return [], None, [f"expected a mapping with `rewards:` and `router:`, got {type(cfg).__name__}"]
-    problems = [
-        f"{key}: unknown top-level key (valid: rewards, router)" for key in cfg if key not in ("rewards", "router")
-    ]
-    specs, least = cfg.get("rewards"), 2 if routed else 1
-    if not isinstance(specs, list) or len(specs) < least:
-        found = f"found: {', '.join(map(str, cfg)) or 'nothing'}" if "rewards" not in cfg else f"got {specs!r:.60}"
-        problems.append(f"rewards: expected a list of at least {least} reward model spec(s) ({found})")
-        specs = []
-    else:
-        from laser.rewards.factory import check_specs
-
-        problems += check_specs(specs)
-        names = [s.get("name") for s in specs if isinstance(s, dict)]
-        problems += [f"rewards: name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
-    if not routed:
-        return specs, None, problems
-    spec, found = _router_spec(cfg.get("router") or {}, group_size, state_dir)
-    return specs, spec, problems + found
-
-
-def _router_spec(section: Any, group_size: int | None, state_dir: str | None) -> tuple[RoutingSpec, list[str]]:
-    if not isinstance(section, dict):
-        return RoutingSpec(), [f"router: expected a mapping, got {type(section).__name__}"]
-    known = {f.name for f in fields(RoutingSpec)}
-    problems = [f"router.{k}: unknown key (valid: {', '.join(sorted(known))})" for k in section if k not in known]
-    values = {k: v for k, v in section.items() if k in known}
-    values.setdefault("group_size", group_size)
-    values.setdefault("state_dir", state_dir)
-    spec = RoutingSpec(**values)
-    from laser.bandits import SELECTORS
-
-    checks = [
-        (
-            spec.selector in SELECTORS,
-            f"router.selector: {spec.selector!r} is not one of {', '.join(sorted(SELECTORS))}",
-        ),
-        (
-            spec.feedback in FEEDBACK_NAMES,
-            f"router.feedback: {spec.feedback!r} is not one of {', '.join(FEEDBACK_NAMES)}",
-        ),
-        (
-            spec.task in (None, "auto") or str(spec.task).lower() in TASK_FORMATS,
-            f"router.task: {spec.task!r} has no answer extractor (valid: auto, {', '.join(TASK_FORMATS)})",
-        ),
-        (
-            isinstance(spec.group_size, int) and spec.group_size >= 2,
-            f"router.group_size: {spec.group_size!r}; need an integer >= 2, the responses sampled per prompt "
-            "(verl: actor_rollout_ref.rollout.n; OpenRLHF: n_samples_per_prompt)",
-        ),
-        (isinstance(spec.context_dim, int) and spec.context_dim >= 2, f"router.context_dim: {spec.context_dim!r} < 2"),
-        (isinstance(spec.save_every, int) and spec.save_every >= 1, f"router.save_every: {spec.save_every!r} < 1"),
-        (isinstance(spec.max_pending, int) and spec.max_pending >= 1, f"router.max_pending: {spec.max_pending!r} < 1"),
-        (
-            spec.unscorable == "error"
-            or (isinstance(spec.unscorable, (int, float)) and math.isfinite(spec.unscorable)),
-            f"router.unscorable: {spec.unscorable!r}; use error or a finite number",
-        ),
-        (isinstance(spec.selector_options, dict), "router.selector_options: expected a mapping"),
-        (spec.context == "hashed", f"router.context: {spec.context!r}; only hashed (n-grams of the prompt) is served"),
-        (
-            spec.granularity == "prompt",
-            f"router.granularity: {spec.granularity!r}; rows arrive one group at a time, "
-            "so only prompt (one RM per prompt group) is served",
-        ),
-    ]
-    problems += [msg for ok, msg in checks if not ok]
-    if spec.selector in SELECTORS and isinstance(spec.selector_options, dict):
-        from laser.bandits import make_selector
-
-        try:  # an option the selector does not take, or a bad value, named now rather than at the first row
-            make_selector(spec.selector, 2, 2, 0, **spec.selector_options)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"router.selector_options: {exc}")
-    return spec, problems
-
-
-def row_task(spec_task: str | None, data_source: Any) -> str | None:
-    """The answer format of a row: the configured task, or (``auto``) the last part of the row's
-    ``data_source`` when it names a known format (``openai/gsm8k`` -> ``gsm8k``), else None."""
-    if spec_task not in (None, "auto"):
-        return str(spec_task).lower()
-    if spec_task == "auto" and isinstance(data_source, str):
-        name = data_source.rstrip("/").rsplit("/", 1)[-1].lower()
-        return name if name in TASK_FORMATS else None
-    return None
 
 
 @dataclass
@@ -245,6 +94,10 @@ class GroupRouter:
         batch = Batch([prompt], contexts=context[None, :], index=[0])
         return int(self.core.decide(batch)[0])  # AllRewardModelsDown names every RM when none is left
 
+    def plan(self, uid: str, prompt: str, group: str | None = None) -> list[int]:
+        """The arms that score ``uid``'s rows: its group's arm alone (``group`` is not used)."""
+        return [self.route(uid, prompt)]
+
     def route(self, uid: str, prompt: str) -> int:
         """The arm of ``uid``'s group (decided when its first row arrives)."""
         group = self.pending.get(uid)
@@ -268,9 +121,14 @@ class GroupRouter:
             group.arm = self._decide(group.prompt, group.context)
         return group.arm
 
-    def report(self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None) -> str | None:
+    COUNTED = ("learned", "tied")  # finished groups that count towards a save
+
+    def report(
+        self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None, probe_scores=None
+    ) -> str | None:
         """One row scored by ``arm``; learns when its group is complete. Returns what happened to the
-        group when it completed (``learned``, ``tied``, ``skipped``, ``unlabelled``), else None."""
+        group when it completed (``learned``, ``tied``, ``skipped``, ``unlabelled``), else None.
+        ``probe_scores`` (other arms' scores) never comes: a bandit plans one arm per group."""
         self.core.pool.responses_scored[arm] += 1  # one score() call per row, one response each
         self.core.pool.score_calls[arm] += 1
         group = self.pending.get(uid)
@@ -317,6 +175,13 @@ class GroupRouter:
         outcome = "learned" if raw[0] is not None else ("tied" if applied[0] is not None else "skipped")
         setattr(self, f"{outcome}_", getattr(self, f"{outcome}_") + 1)
         return outcome
+
+    def finished(self) -> int:
+        """Groups finished (the save step)."""
+        return self.learned_ + self.tied_ + self.skipped_ + self.unlabelled_
+
+    def summary(self) -> dict:
+        return {"counts": self.core.selector.counts_.tolist()}
 
     def counters(self) -> dict:
         pool = self.core.pool
@@ -379,7 +244,12 @@ class SharedRouter:
 
     def __init__(self, names: list[str], spec: dict):
         self.spec = RoutingSpec(**spec)
-        self.router = GroupRouter(names, self.spec)
+        if self.spec.selector == "reliability":
+            from laser.integrations.grouped_reliability import ReliabilityGroups
+
+            self.router = ReliabilityGroups(names, self.spec)
+        else:
+            self.router = GroupRouter(names, self.spec)
         self.root = Path(self.spec.state_dir) if self.spec.state_dir else None
         self.resumed_from = load_router(self.root, self.router) if self.root else None
         if self.resumed_from:
@@ -389,13 +259,18 @@ class SharedRouter:
     def route(self, uid: str, prompt: str) -> int:
         return self.router.route(uid, prompt)
 
+    def plan(self, uid: str, prompt: str, group: str | None = None) -> list[int]:
+        return self.router.plan(uid, prompt, group)
+
     def fail(self, uid: str, arm: int, error: str) -> int:
         return self.router.fail(uid, arm, error)
 
-    def report(self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None) -> str | None:
-        outcome = self.router.report(uid, arm, text, score, gold, task)
-        done = self.router.learned_ + self.router.tied_
-        if outcome in ("learned", "tied") and self.root and done % self.spec.save_every == 0:
+    def report(
+        self, uid: str, arm: int, text: str, score: float, gold: Any, task: str | None, probe_scores=None
+    ) -> str | None:
+        outcome = self.router.report(uid, arm, text, score, gold, task, probe_scores)
+        done = sum(getattr(self.router, f"{c}_") for c in self.router.COUNTED)
+        if outcome in self.router.COUNTED and self.root and done % self.spec.save_every == 0:
             self.save()
         return outcome
 
@@ -403,11 +278,7 @@ class SharedRouter:
         """Write the state now (also called on the schedule); returns the folder (None: no state_dir)."""
         if self.root is None:
             return None
-        folder = save_router(
-            self.root,
-            self.router,
-            self.router.learned_ + self.router.tied_ + self.router.skipped_ + self.router.unlabelled_,
-        )
+        folder = save_router(self.root, self.router, self.router.finished())
         self.saves += 1
         (log.warning if self.saves == 1 else log.info)("laser router: state saved to %s", folder)
         return str(folder)
@@ -418,7 +289,7 @@ class SharedRouter:
     def stats(self) -> dict:
         return {
             **self.router.counters(),
-            "counts": self.router.core.selector.counts_.tolist(),
+            **self.router.summary(),
             "saves": self.saves,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
         }

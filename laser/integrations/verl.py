@@ -16,7 +16,10 @@ model, built on first use) or over HTTP (``type: remote``, e.g. ``laser serve-rm
 then reports the score; when a group's ``group_size`` rows are in, the actor turns the group into
 bandit feedback: ``pair_accuracy`` against ``reward_model.ground_truth`` when the rows carry one,
 else ``majority_pair_accuracy`` (the group's own majority answer) when the task has an answer
-extractor; a group with neither (chat prompts) is routed but teaches nothing. The actor saves its
+extractor; a group with neither (chat prompts) is routed but teaches a bandit nothing. With
+``router.selector: reliability`` the actor holds the label-free reliability router instead
+(:mod:`laser.integrations.grouped_reliability`): a probe group's rows are scored by every RM that is
+up, its rollouts' pairs become votes, and every prompt, chat included, teaches it. The actor saves its
 state atomically every ``save_every`` learned groups under ``state_dir`` and loads the newest
 verified save when it starts (verl has no checkpoint hook for reward managers).
 
@@ -34,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from laser.integrations.context import prompt_text
-from laser.integrations.grouped import RoutingSpec, SharedRouter, load_spec, row_task
+from laser.integrations.grouped import SharedRouter
+from laser.integrations.routing_spec import RoutingSpec, load_spec, row_task
 
 
 class RoutedScoring:
@@ -80,15 +84,22 @@ class RoutedScoring:
         uid = str(extra.get("uid", prompt))
         gold = (extra.get("reward_model") or {}).get("ground_truth")
         task = row_task(self.spec.task, extra.get("data_source"))
+        group = extra.get(self.spec.group_key)
         loop = asyncio.get_running_loop()
-        arm = await self._ask("route", uid, prompt)
-        while True:
-            try:
-                score = await loop.run_in_executor(None, self._score, arm, prompt, response)
-                break
-            except Exception as exc:  # any RM failure: masked by the router, the row re-routed
-                arm = await self._ask("fail", uid, arm, f"{type(exc).__name__}: {exc}")
-        await self._ask("report", uid, arm, response, score, None if gold is None else str(gold), task)
+        plan = await self._ask("plan", uid, prompt, None if group is None else str(group))
+        arm, scores = plan[0], {}
+        for k in [arm, *plan[1:]]:  # the group's arm, then (a reliability probe) every other RM up
+            while k not in scores:
+                try:
+                    scores[k] = await loop.run_in_executor(None, self._score, k, prompt, response)
+                except Exception as exc:  # any RM failure: masked by the router, the row re-routed
+                    new = await self._ask("fail", uid, k, f"{type(exc).__name__}: {exc}")
+                    if k != arm:
+                        break  # a probe's other RM: it abstains
+                    arm = k = new
+        score = scores[arm]
+        probe = scores if len(scores) > 1 else None
+        await self._ask("report", uid, arm, response, score, None if gold is None else str(gold), task, probe)
         if not math.isfinite(score):
             if self.spec.unscorable == "error":
                 raise ValueError(

@@ -17,8 +17,11 @@ routed reward: ``/score`` and ``/get_reward`` without an RM name score each prom
 routing core picks for it (every response of one prompt, across requests, with the same RM while
 its group is open), answer ``"rm": [name per response]``, and learn from each finished group of
 ``router.group_size`` responses: against the request's ``labels`` (OpenRLHF's gold answers) where
-given, else the group's majority answer, for the configured ``router.task``. The router's state is
-saved atomically every ``router.save_every`` finished groups and restored at start.
+given, else the group's majority answer, for the configured ``router.task``. With ``router.selector:
+reliability`` a group is instead a probe (scored by every RM that is up) or scored by the best RM of
+its group (the request field ``router.group_key``), and probes teach the label model from the RMs'
+agreement (docs/remote_rm.md). The router's state is saved atomically every ``router.save_every``
+finished groups and restored at start.
 
 Every served RM also has its own URLs: ``/score?rm=NAME`` and ``/get_reward?rm=NAME`` pick the RM
 from the query string, because OpenRLHF addresses a remote RM by URL alone and sends only
@@ -119,29 +122,40 @@ class RMServer(ThreadingHTTPServer):
         arr = check_scores(raw, len(responses), name)
         return [None if np.isnan(v) else float(v) for v in arr]
 
-    def score_routed(self, prompts: list[str], responses: list[str], labels: list) -> tuple[list, list[str]]:
-        """Each response scored by the RM the router picks for its prompt; the router learns from
-        every group this request completes. Returns (scores with None for NaN, RM name per response)."""
-        from laser.integrations.grouped import row_task
+    def score_routed(
+        self, prompts: list[str], responses: list[str], labels: list, groups: list | None = None
+    ) -> tuple[list, list[str]]:
+        """Each response scored by the RM the router picks for its prompt (a probe of the reliability
+        router: by every RM that is up, the reward being the picked RM's score); the router learns
+        from every group this request completes. Returns (scores with None for NaN, RM name per response)."""
+        from laser.integrations.routing_spec import row_task
 
-        names, shared = list(self.rms), self.router
-        task = row_task(shared.spec.task, None)
+        names, shared, n = list(self.rms), self.router, len(responses)
+        groups = groups or [None] * n
         with self.lock:  # the router's state and the models: one request at a time
-            arms = [shared.route(p, p) for p in prompts]
-            scores = np.full(len(responses), np.nan)
-            todo = set(range(len(responses)))
-            while todo:
-                for k in sorted({arms[i] for i in todo}):
-                    idx = [i for i in sorted(todo) if arms[i] == k]
+            plans = [shared.plan(p, p, g) for p, g in zip(prompts, groups, strict=True)]
+            arms = [plan[0] for plan in plans]
+            got: list[dict] = [{} for _ in range(n)]
+            failed: set[int] = set()
+            while True:
+                todo = [(i, k) for i in range(n) for k in {arms[i], *plans[i]} if k not in got[i] and k not in failed]
+                if not todo:
+                    break
+                for k in sorted({k for _, k in todo}):
+                    idx = [i for i, kk in todo if kk == k]
                     try:
                         raw = self.rms[names[k]].score([prompts[i] for i in idx], [responses[i] for i in idx])
-                        scores[idx] = check_scores(raw, len(idx), names[k])
-                        todo -= set(idx)
+                        for i, v in zip(idx, check_scores(raw, len(idx), names[k]), strict=True):
+                            got[i][k] = float(v)
                     except Exception as exc:  # masked by the core's rule; the rows go to another RM
+                        failed.add(k)
                         for i in idx:
                             arms[i] = shared.fail(prompts[i], k, f"{type(exc).__name__}: {exc}")
+            scores = np.array([got[i][arms[i]] for i in range(n)])
             for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-                shared.report(p, arms[i], r, float(scores[i]), labels[i], task)
+                task = row_task(shared.spec.task, groups[i])
+                probe = got[i] if len(got[i]) > 1 else None
+                shared.report(p, arms[i], r, float(scores[i]), labels[i], task, probe)
         return [None if np.isnan(v) else float(v) for v in scores], [names[k] for k in arms]
 
 
@@ -207,12 +221,13 @@ class _Handler(BaseHTTPRequestHandler):
                     f"{len(responses)} responses exceed max_batch {self.server.max_batch}; send smaller batches", 413
                 )
             labels = _labels(body, len(responses)) if name is None else None
+            groups = _groups(body, self.server.router, len(responses)) if name is None else None
         except _BadRequest as exc:
             self._send(exc.status, {"error": str(exc)})
             return
         try:
             if name is None:
-                scores, name = self.server.score_routed(prompts, responses, labels)
+                scores, name = self.server.score_routed(prompts, responses, labels, groups)
             else:
                 scores = self.server.score(name, prompts, responses)
         except Exception as exc:  # the RM's failure is the client's 500, the server lives on
@@ -280,6 +295,23 @@ def _labels(body: dict, n: int) -> list:
     return [None if x is None else str(x) for x in labels]
 
 
+def _groups(body: dict, router, n: int) -> list | None:
+    """The group of each response: the body field ``router.group_key`` (one string for the request,
+    or one string or null per response); absent: None (one group)."""
+    key = router.spec.group_key
+    value = body.get(key)
+    if value is None or router.spec.selector != "reliability":
+        return None
+    if isinstance(value, (str, int)):
+        return [str(value)] * n
+    if not isinstance(value, list) or len(value) != n:
+        raise _BadRequest(f'field "{key}" (router.group_key) must be a string or a list of {n} strings or nulls')
+    bad = [i for i, x in enumerate(value) if x is not None and not isinstance(x, (str, int))]
+    if bad:
+        raise _BadRequest(f'field "{key}"[{bad[0]}] must be a string or null, got {type(value[bad[0]]).__name__}')
+    return [None if x is None else str(x) for x in value]
+
+
 def _split_queries(body: dict) -> tuple[list[str], list[str]]:
     """OpenRLHF sends ``query`` = prompt + response (some versions say ``queries``)."""
     field = "query" if "query" in body or "queries" not in body else "queries"
@@ -343,7 +375,7 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
 
     The YAML holds a top-level ``rewards:`` list of RM specs, built by
     ``laser.rewards.factory.build_reward_models``, and optionally a ``router:`` section
-    (:class:`laser.integrations.grouped.RoutingSpec`; ``task`` is required, ``group_size`` is the
+    (:class:`laser.integrations.routing_spec.RoutingSpec`; ``task`` is required for a bandit, ``group_size`` is the
     trainer's samples per prompt, ``state_dir`` defaults to ``<config stem>_router/`` beside the
     config). The whole file is checked before any model loads.
 
@@ -356,14 +388,15 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
     import yaml
 
     from laser.config import ConfigError
-    from laser.integrations.grouped import SharedRouter, check_config
+    from laser.integrations.grouped import SharedRouter
+    from laser.integrations.routing_spec import check_config
 
     with open(config_path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
     routed = isinstance(cfg, dict) and "router" in cfg
     default_dir = str(Path(config_path).resolve().with_name(Path(config_path).stem + "_router"))
     specs, spec, problems = check_config(cfg, routed, state_dir=default_dir)
-    if spec is not None and spec.task in (None, "auto"):
+    if spec is not None and spec.task in (None, "auto") and spec.selector != "reliability":
         problems.append(
             "router.task: required by serve-rm: the answer format (gsm8k, mmlu, ...) that labels "
             "and majority answers are checked in"
@@ -398,8 +431,13 @@ def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
     )
     if server.router is not None:
         r = server.router
+        learns = (
+            f"groups by request field {r.spec.group_key!r}"
+            if r.spec.selector == "reliability"
+            else f"feedback {r.spec.feedback}"
+        )
         print(
-            f"  routed ({r.spec.selector}, feedback {r.spec.feedback}, groups of {r.spec.group_size}): "
+            f"  routed ({r.spec.selector}, {learns}, groups of {r.spec.group_size}): "
             f"{server.url}/get_reward  state: {r.root}"
             f"{f' (resumed from {r.resumed_from.name})' if r.resumed_from else ''}",
             flush=True,

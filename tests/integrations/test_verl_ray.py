@@ -63,22 +63,27 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="ppo_trainer", overrides=overrides)
 
 
-def make_batch(tok, first: int, n_groups: int):
-    """verl's batch after rollout: GRPO groups of 4 rows sharing a uid, gold answers attached."""
+def make_batch(tok, first: int, n_groups: int, domains: bool = False):
+    """verl's batch after rollout: GRPO groups of 4 rows sharing a uid, gold answers attached;
+    ``domains``: group g's prompt starts with its domain (alpha for even g, beta for odd), also in
+    a ``domain`` column (benchmarks/verl_reliability.py)."""
     from tensordict import TensorDict
     from verl import DataProto
 
     width = 40
-    rows, extra = [], {"uid": [], "data_source": [], "reward_model": []}
+    rows, extra = [], {"uid": [], "data_source": [], "reward_model": [], **({"domain": []} if domains else {})}
     for g in range(first, first + n_groups):
         a, b = 10 + g % 7, 3 + g % 5
+        domain = ("alpha", "beta")[g % 2]
         for d in OFFSETS:
-            p = tok(f"What is {a}+{b}?", add_special_tokens=False)["input_ids"]
+            p = tok(f"{domain}: " * domains + f"What is {a}+{b}?", add_special_tokens=False)["input_ids"]
             r = tok(f"The answer is {a + b + d}.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append((p, r))
             extra["uid"].append(f"g{g}")
             extra["data_source"].append("openai/gsm8k")
             extra["reward_model"].append({"ground_truth": str(a + b), "style": "rule"})
+            if domains:
+                extra["domain"].append(domain)
     pad = tok.pad_token_id
     prompts = torch.tensor([[pad] * (width - len(p)) + p for p, _ in rows])
     responses = torch.tensor([r + [pad] * (width - len(r)) for _, r in rows])

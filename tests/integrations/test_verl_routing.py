@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from laser.bench.policy import make_char_tokenizer
-from laser.integrations.grouped import GroupRouter, RoutingSpec, SharedRouter, load_spec, row_task
+from laser.integrations.grouped import GroupRouter, SharedRouter
+from laser.integrations.routing_spec import RoutingSpec, load_spec, row_task
 from laser.integrations.verl import RoutedScoring
 from laser.routing import AllRewardModelsDown
 
@@ -224,3 +225,161 @@ def test_load_spec_names_every_problem_at_once():
         "mmlu",
     )
     assert RoutingSpec().feedback == "auto"
+
+
+# ---------------------------------------------------------------- selector: reliability (label-free)
+EXPERTS = ("alpha_expert", "beta_expert", "generalist", "noise")  # tests/verl_rms.py derives their accuracies
+
+
+def domain_rows(i: int, gold: bool, data_source: str, repeat: bool = False) -> list[Rows]:
+    """Group i of domain alpha (even i) or beta (odd i): prompt ``<domain>: What is A+B?``, a
+    ``domain`` column, the 4 answers A+B+{0, 1, 3, 7}; ``repeat``: the second response repeats the
+    first answer in other words (A+B+{0, 0, 3, 7})."""
+    domain, a, b = ("alpha", "beta")[i % 2], 10 + i % 7, 3 + i % 5
+    texts = [f"The answer is {a + b + d}." for d in OFFSETS]
+    if repeat:
+        texts[1] = f"Surely the answer is {a + b}."
+    rows = [
+        make_row(f"{domain}: What is {a}+{b}?", t, f"d{i}", str(a + b) if gold else None, data_source, width=48)
+        for t in texts
+    ]
+    for r in rows:
+        r.item.non_tensor_batch["domain"] = domain
+    return rows
+
+
+def reliability_scoring(tmp_path, **router) -> RoutedScoring:
+    options = {"anchor": "generalist", "warmup": 8}
+    return scoring(tmp_path, names=EXPERTS, selector="reliability", selector_options=options, **router)
+
+
+def calls_per_row(rows: list[Rows], calls: list) -> list[list[str]]:
+    """The RMs that scored each row, from the RM log: rows are scored one after another, so each
+    row's calls are the next run of log lines with its response. Two consecutive rows never share
+    a response here (within a group the answers differ; the next group's first answer A'+B' is never
+    the last one's A+B+7, since A+B changes by +2, -3, -5 or -10 between groups)."""
+    out, pos = [], 0
+    for row in rows:
+        response = TOK.decode(row.item.batch["responses"], skip_special_tokens=True)
+        names = []
+        while pos < len(calls) and calls[pos][2] == response and len(names) < len(EXPERTS):
+            names.append(calls[pos][0])
+            pos += 1
+        out.append(names)
+    assert pos == len(calls)
+    return out
+
+
+def test_reliability_learns_each_domains_best_rm_from_agreement_alone(tmp_path, rm_log):
+    """80 GSM8K-style groups grouped by the ``domain`` column, alpha and beta alternating. Each
+    domain's expert orders about 0.99 of the pairs, the other domain's expert about 0.01, the
+    anchor (generalist) 0.83, noise 0.5 (tests/verl_rms.py): the label model must name each domain's
+    expert, and the groups that are not probes must be scored by it alone. Votes: a probe group's
+    pairs with different extracted answers: 6 for 4 distinct answers, 5 for group 0 whose two first
+    responses give the same answer in other words (the rule of routing/reliability.py). The gold
+    answers are not used: the same rows without them leave the same state."""
+    scorer = reliability_scoring(tmp_path, group_key="domain")
+    rows = [r for i in range(80) for r in domain_rows(i, True, "openai/gsm8k", repeat=i == 0)]
+    out = run(scorer, rows)
+    stats = scorer.router.stats()
+    assert stats["rows"] == 320 and stats["pending"] == 0 and stats["learned"] + stats["routed"] == 80
+    for domain, other in (("alpha", "beta"), ("beta", "alpha")):
+        g = stats["groups"][domain]
+        assert (g["rm"], g["status"], g["sign"]) == (f"{domain}_expert", "estimate", "anchor"), g
+        acc = g["acc"]
+        assert acc[f"{domain}_expert"] > acc["generalist"] > acc["noise"] > acc[f"{other}_expert"], acc
+    assert stats["votes"] == 6 * stats["learned"] - 1
+
+    per_row = calls_per_row(rows, read_log(rm_log))
+    probes = sum(len(names) == 4 for names in per_row)
+    assert probes == 4 * stats["learned"] and all(len(names) in (1, 4) for names in per_row)
+    assert stats["calls_per_response"] == round(sum(map(len, per_row)) / 320, 4)  # the cost, counted twice
+    tail = list(zip(rows, out, per_row, strict=True))[-80:]  # the last 20 groups
+    assert sum(len(names) == 1 for _, _, names in tail) >= 60  # at most 5 of them are probes
+    for row, res, names in tail:
+        expert = f"{row.item.non_tensor_batch['domain']}_expert"
+        assert EXPERTS[res["reward_extra_info"]["laser_arm"]] == expert and names[0] == expert
+        err = _error(prompt_of(row), TOK.decode(row.item.batch["responses"], skip_special_tokens=True))
+        assert -err <= res["reward_score"] < -err + 1.5  # the expert's own score: -|err| + 1.5 u
+
+    label_free = reliability_scoring(tmp_path / "b", group_key="domain")
+    run(label_free, [r for i in range(80) for r in domain_rows(i, False, "openai/gsm8k", repeat=i == 0)])
+    a, b = scorer.router.state_dict()["strategy"], label_free.router.state_dict()["strategy"]
+    assert str(a["router"]) == str(b["router"])  # gold answers changed nothing
+
+
+def test_reliability_learns_from_chat_prompts_grouped_by_data_source(tmp_path, rm_log):
+    """Chat rows (a data_source with no answer format, no ground truth): the bandit path learns
+    nothing from them; the reliability router votes on every pair of distinct texts (the free-form
+    rule: 6 votes per probe group, group 0's reworded answer included) and finds each data
+    source's expert. Groups default to the ``data_source`` column."""
+    scorer = reliability_scoring(tmp_path)
+    rows = [r for i in range(80) for r in domain_rows(i, False, f"chat/{('alpha', 'beta')[i % 2]}", repeat=i == 0)]
+    run(scorer, rows)
+    stats = scorer.router.stats()
+    assert stats["learned"] >= 16 and stats["votes"] == 6 * stats["learned"]
+    assert {g: v["rm"] for g, v in stats["groups"].items()} == {
+        "chat/alpha": "alpha_expert",
+        "chat/beta": "beta_expert",
+    }
+
+
+def test_reliability_state_is_restored_and_routes_like_the_uninterrupted_router(tmp_path, rm_log):
+    """save_every=10: the newest save is after group 40. A new actor on the same state_dir has the
+    same estimates and counters, and plans 8 new groups (probe or not, arms) as the first one does;
+    other selector options are refused naming the option."""
+    state = tmp_path / "state"
+    first = reliability_scoring(tmp_path, group_key="domain", state_dir=str(state), save_every=10)
+    run(first, [r for i in range(40) for r in domain_rows(i, False, "openai/gsm8k")])
+    again = SharedRouter(first.names, asdict(first.spec))
+    assert again.resumed_from is not None and again.resumed_from.name == "ckpt-00000040"
+    before, after = first.router.stats(), again.stats()
+    for key in ("groups", "rows_scored", "learned", "routed", "votes", "rows"):
+        assert before[key] == after[key], key
+    assert before["groups"]["alpha"]["acc"] is not None
+    new = [(f"n{i}", f"{('alpha', 'beta')[i % 2]}: What is {i}+{i + 2}?", ("alpha", "beta")[i % 2]) for i in range(8)]
+    assert [first.router.plan(*x) for x in new] == [again.plan(*x) for x in new]
+    other = {**asdict(first.spec), "selector_options": {"anchor": "generalist", "warmup": 9}}
+    with pytest.raises(ValueError, match="hyper-parameters differ.*warmup"):
+        SharedRouter(first.names, other)
+
+
+def test_reliability_config_problems_are_named():
+    rewards = [rm_spec(n) for n in EXPERTS]
+    bad = {
+        "rewards": rewards[:2],
+        "router": {
+            "selector": "reliability",
+            "selector_options": {"anchor": "oracle", "alpha": 1},
+            "feedback": "pair_accuracy",
+            "group_key": "",
+        },
+    }
+    with pytest.raises(ValueError) as err:
+        load_spec(bad, group_size=4)
+    for part in (
+        "router.selector_options.alpha: unknown option of selector reliability",
+        "router.selector_options.anchor: 'oracle' is not a reward model name",
+        "rewards: selector reliability needs at least three reward models",
+        "router.feedback: 'pair_accuracy'",
+        "router.group_key: ''",
+    ):
+        assert part in str(err.value), part
+    with pytest.raises(ValueError, match=r"router.selector_options: probe_share: must be in \[0, 1\]"):
+        load_spec(
+            {"rewards": rewards, "router": {"selector": "reliability", "selector_options": {"probe_share": 2}}}, 4
+        )
+
+
+def test_reliability_probe_goes_on_without_an_rm_that_fails(tmp_path, rm_log):
+    """A warm-up probe group with ``broken`` among the RMs: broken is called once, masked, and the
+    group's other rows skip it; the reward is the anchor's score (the arm before any estimate)."""
+    scorer = scoring(
+        tmp_path, names=(*EXPERTS, "broken"), selector="reliability", selector_options={"anchor": "generalist"}
+    )
+    out = run(scorer, domain_rows(0, False, "openai/gsm8k"))
+    names = [n for n, _, _ in read_log(rm_log)]
+    assert names.count("broken") == 1 and names.count("generalist") == 4 and len(names) == 17
+    assert {r["reward_extra_info"]["laser_arm"] for r in out} == {2}
+    stats = scorer.router.stats()
+    assert "broken" in stats["down"] and stats["learned"] == 1 and stats["votes"] == 6

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 import yaml
+from helpers import Served, post
 
 from laser.cli.main import main as cli_main
 from laser.config import ConfigError
@@ -41,28 +42,6 @@ def write_config(tmp_path, **router) -> str:
     }
     path.write_text(yaml.safe_dump({"rewards": [rm_spec("good"), rm_spec("bad")], "router": section}))
     return str(path)
-
-
-class Served:
-    def __init__(self, config: str):
-        self.server = server_from_config(config)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-        self.url = self.server.url
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def post(url: str, payload: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def health(url: str) -> dict:
