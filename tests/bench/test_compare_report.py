@@ -164,3 +164,15 @@ def test_step_cost_table_divides_by_laser_with_the_same_placement():
     assert rows["score_ensemble"][3] == "1.50"  # 0.3 / 0.2
     assert rows["score_ensemble/offload"][3] == "1.25"  # 0.5 / 0.4, not / 0.2
     assert step_cost_table(None) == []
+
+
+def test_paired_tests_use_laser_reliability_when_laser_is_listed_by_that_name():
+    """On the embedded benchmark `laser` runs as `laser:reliability`; a comparison that lists the
+    method by that name still gets the paired "LASeR against each baseline" tests, and they equal
+    the ones computed with the same runs named `laser` (same resampling seeds)."""
+    named, _ = _results({"laser:reliability": 0.6, "random": 0.4}, seeds=3)
+    plain, _ = _results({"laser": 0.6, "random": 0.4}, seeds=3)
+    v, w = named["methods"]["random"]["vs_laser"], plain["methods"]["random"]["vs_laser"]
+    assert "vs_laser" not in named["methods"]["laser:reliability"]
+    assert v["n"] == w["n"] > 0 and v["diff"] == pytest.approx(w["diff"]) and v["diff"] > 0
+    assert "## LASeR against each baseline" in render(named)

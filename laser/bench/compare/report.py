@@ -10,6 +10,7 @@ import numpy as np
 
 from laser.bench.compare import analyses as A
 from laser.bench.compare.methods import selects_arms
+from laser.bench.runs import LASER
 
 TESTS = (
     "Paired comparison of `laser` against each baseline on the same (seed, test prompt) items. Primary "
@@ -94,6 +95,8 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
     best_rm = _best_rm(cfg, rm_names)
     s = cfg.settings
     n_responses = s.iterations * s.n_train_per_domain * len(domains) * s.n_samples
+    # the paired tests' reference: `laser`, else its embedded-benchmark name when listed as such
+    ref = next((m for m in ("laser", LASER) if m in main), None)
     for m, runs in main.items():
         entry = {
             "accuracy": A.method_summary(runs, domains, cfg.n_boot),
@@ -104,8 +107,8 @@ def build_results(cfg, jobs: dict, data: dict, rm_names: list[str], wall_time_s:
             "feedback": runs[0].get("feedback"),
         }
         entry["mechanism"] = A.mechanism(runs, best_rm, n_responses)
-        if m != "laser" and "laser" in main:
-            entry["vs_laser"] = A.paired_test(main["laser"], runs)
+        if ref is not None and m != ref:
+            entry["vs_laser"] = A.paired_test(main[ref], runs)
         res["methods"][m] = entry
         if selects_arms(m):
             res["selection"][m] = A.selection_shares(runs, rm_names)
