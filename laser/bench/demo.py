@@ -49,6 +49,54 @@ def selection_matrix(log_path: Path, domain_of: dict[str, str], rm_names: list[s
     return {d: {n: c[n] / max(sum(c.values()), 1) for n in rm_names} for d, c in sorted(counts.items())}
 
 
+def _worker_setup() -> None:
+    """A worker (and the main process): one torch thread, no per-method weight-loading bars."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-method weight-loading bars would drown the table
+    torch.set_num_threads(1)  # tiny model: one thread is faster than two on a shared 2-core machine
+
+
+def _run_one(method: str, seed: int, policy_dir, train, test, rm_names, s: DemoSettings, out_dir: Path) -> dict:
+    """Train one method from the SFT start and evaluate it (in this process or a worker's)."""
+    from laser.bench.policy import evaluate_accuracy
+
+    t = time.perf_counter()
+    summary, policy, run_dir = run_method(method, seed, policy_dir, train, rm_names, s, out_dir)
+    wall = time.perf_counter() - t
+    acc = evaluate_accuracy(policy.model, policy.tokenizer, test, max_new_tokens=s.max_new_tokens)
+    domain_of = {ex.id: ex.group for ex in train}
+    return {
+        "entry": {"accuracy": acc, "responses_scored": int(sum(summary["responses_scored"])), "wall_time_s": wall},
+        "selection": selection_matrix(run_dir / "log.jsonl", domain_of, rm_names)
+        if method.startswith("laser")
+        else None,
+    }
+
+
+def _run_methods(methods: list[str], workers: int, on_done, *args) -> dict[str, dict]:
+    """Every method's result, run ``workers`` at a time (spawned processes when more than one;
+    each method seeds itself, so the results do not depend on the order or the worker);
+    ``on_done(method, result)`` as each one finishes."""
+    out: dict[str, dict] = {}
+    if workers <= 1:
+        for m in methods:
+            out[m] = _run_one(m, *args)
+            on_done(m, out[m])
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_setup) as pool:
+        futures = {pool.submit(_run_one, m, *args): m for m in methods}
+        for f in as_completed(futures):
+            out[futures[f]] = f.result()
+            on_done(futures[f], out[futures[f]])
+    return out
+
+
 def run_demo(
     out: str = "demo_out",
     seeds: int = 1,
@@ -56,16 +104,19 @@ def run_demo(
     feedbacks: list[str] | None = None,
     methods: list[str] | None = None,
     settings: DemoSettings | None = None,
+    workers: int = 1,
 ) -> dict:
-    """Run the demo, print the tables, write ``out/results.json``; returns the results dict."""
-    import torch
-    from transformers.utils import logging as hf_logging
+    """Run the demo, print the tables, write ``out/results.json``; returns the results dict.
 
+    ``workers``: methods trained at once, each in its own process with one torch thread (the
+    CLI's default is 2 where the machine has 2 cores); the results equal a one-process run.
+    """
     from laser.bench.policy import build_tiny_policy, evaluate_accuracy
     from laser.bench.rms import make_demo_rms
 
-    hf_logging.disable_progress_bar()  # per-method weight-loading bars would drown the table
-    torch.set_num_threads(1)  # tiny model: one thread is faster than two on a shared 2-core machine
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    _worker_setup()
     s, out_dir = settings or (QUICK if quick else DemoSettings()), Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rm_names = [rm.name for rm in make_demo_rms(seed=0)]
@@ -76,7 +127,6 @@ def run_demo(
         policy_dir = build_tiny_policy(seed=seed, target=s.sft_target)
         print(f"[seed {seed}] SFT policy ready in {time.perf_counter() - t0:.1f}s: {policy_dir}", flush=True)
         train, test = benchmark_sets(s, seed)
-        domain_of = {ex.id: ex.group for ex in train}
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         sft = evaluate_accuracy(
@@ -85,24 +135,25 @@ def run_demo(
             test,
             max_new_tokens=s.max_new_tokens,
         )
-        result = {"sft": sft, "methods": {}, "selection": {}}
-        for i, method in enumerate(methods, 1):
-            t = time.perf_counter()
-            summary, policy, run_dir = run_method(method, seed, policy_dir, train, rm_names, s, out_dir)
-            wall = time.perf_counter() - t
-            acc = evaluate_accuracy(policy.model, policy.tokenizer, test, max_new_tokens=s.max_new_tokens)
-            result["methods"][method] = {
-                "accuracy": acc,
-                "responses_scored": int(sum(summary["responses_scored"])),
-                "wall_time_s": wall,
-            }
-            if method.startswith("laser"):
-                result["selection"][method] = selection_matrix(run_dir / "log.jsonl", domain_of, rm_names)
+        if workers > 1:
+            print(f"[seed {seed}] {len(methods)} methods on {workers} worker processes", flush=True)
+        finished = []
+
+        def on_done(method: str, res: dict, seed=seed, sft=sft, finished=finished) -> None:
+            finished.append(method)
+            acc, wall = res["entry"]["accuracy"], res["entry"]["wall_time_s"]
             print(
-                f"[seed {seed}] {i:2d}/{len(methods)} {method:<28} avg acc {acc['average']:.3f} "
+                f"[seed {seed}] {len(finished):2d}/{len(methods)} {method:<28} avg acc {acc['average']:.3f} "
                 f"(SFT {sft['average']:.3f})  {wall:5.1f}s",
                 flush=True,
             )
+
+        done = _run_methods(methods, workers, on_done, seed, policy_dir, train, test, rm_names, s, out_dir)
+        result = {"sft": sft, "methods": {}, "selection": {}}
+        for method in methods:  # the table keeps the methods' order, whatever order they finished in
+            result["methods"][method] = done[method]["entry"]
+            if done[method]["selection"] is not None:
+                result["selection"][method] = done[method]["selection"]
         per_seed.append(result)
     results = aggregate(per_seed, rm_names, list(range(seeds)))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))

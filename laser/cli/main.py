@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from laser.build import build_rms, load_run
@@ -42,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         "loss_decrease,margin_gain (each adds a method laser:<feedback>)",
     )
     d.add_argument("--methods", default="", help="comma-separated subset of methods to run")
+    d.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="methods trained at once, one process and one torch thread each (default: 2 where there are "
+        "2 cores; 1 runs them in this process); the results do not depend on it",
+    )
 
     e = sub.add_parser("eval", help="greedy accuracy of a policy on a task split, as JSON")
     e.add_argument("--model", required=True, help="Hub name, local folder, or a run's final/ folder")
@@ -170,7 +178,9 @@ def cmd_demo(args) -> int:
 
     feedbacks = [f for f in args.feedbacks.split(",") if f]
     methods = [m for m in args.methods.split(",") if m] or None
-    run_demo(out=args.out, seeds=args.seeds, quick=args.quick, feedbacks=feedbacks, methods=methods)
+    run_demo(
+        out=args.out, seeds=args.seeds, quick=args.quick, feedbacks=feedbacks, methods=methods, workers=args.workers
+    )
     return 0
 
 

@@ -84,3 +84,20 @@ def test_headroom_share_is_the_place_between_random_and_oracle():
     shares = headroom_shares(res)
     assert shares["laser"] == pytest.approx(0.25) and shares["random"] == 0.0 and shares["oracle"] == 1.0
     assert headroom_shares({"methods": {"laser": {"accuracy": {"average": 0.5}}}}) == {}
+
+
+def test_demo_on_two_worker_processes_equals_one_process(tmp_path, monkeypatch):
+    """`--workers 2` trains methods in two spawned processes; every method seeds itself, so each
+    method's accuracies, RM counts and selection equal the one-process run's (only wall times
+    differ), and the table keeps the methods' order."""
+    monkeypatch.setenv("LASER_CACHE_DIR", str(tmp_path / "cache"))
+    methods = ["laser", "random", "single:generalist"]
+    one = run_demo(out=str(tmp_path / "one"), quick=True, methods=methods, workers=1)
+    two = run_demo(out=str(tmp_path / "two"), quick=True, methods=methods, workers=2)
+    assert list(two["methods"]) == methods
+    for m in methods:
+        a, b = one["methods"][m], two["methods"][m]
+        assert a["accuracy"] == b["accuracy"] and a["responses_scored"] == b["responses_scored"], m
+    assert one["selection"] == two["selection"] and one["selection_by_method"] == two["selection_by_method"]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_demo(out=str(tmp_path / "zero"), quick=True, methods=methods, workers=0)
