@@ -15,7 +15,7 @@ Usage (TRL >= 1.16, ``pip install 'laser-rm[trl]'``)::
 bandit picks one RM (or one per prompt with ``granularity="prompt"``); only that RM scores, and
 every other function returns None for every row, which TRL's weighted nansum drops. When the
 round is scored, the chosen RM's ranking of each group is compared with correctness (gold
-answers, or the group's majority answer; see :mod:`laser.integrations.outcome`), normalised with
+answers, or the group's majority answer; see :mod:`laser.routing.outcome`), normalised with
 the paper's quantile rule and fed to the selector. Evaluation rounds are scored by the current
 choice and never update the bandit. The router's state is written into every TRL checkpoint
 folder (``laser_router/ckpt-<step>/``, the loop's atomic writer: manifest with sha256) and read
