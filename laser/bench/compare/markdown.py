@@ -97,6 +97,26 @@ def step_cost_table(sc: dict | None) -> list[str]:
     ]
 
 
+def cost_table(methods: dict) -> list[str]:
+    """The "Cost" section: each method's bandit feedback, RM scorings and training wall time."""
+    return [
+        "## Cost",
+        "",
+        *_table(
+            ["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
+            [
+                [
+                    m,
+                    str(e.get("feedback") or ""),
+                    f"{e['responses_scored']:.0f}",
+                    f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}",
+                ]
+                for m, e in methods.items()
+            ],
+        ),
+    ]
+
+
 def headroom_table(res: dict) -> list[str]:
     """Where each method lies between `random` and `oracle` (only when both ran)."""
     o = res.get("oracle_vs_random")
@@ -175,19 +195,7 @@ def render(res: dict) -> str:
     lines += paired_table(res["methods"], res["tests"])
     lines += headroom_table(res)
     lines += ["## Mechanism", "", "```", *_mechanism(res), "```", ""]
-    lines += ["## Cost", ""]
-    lines += _table(
-        ["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
-        [
-            [
-                m,
-                str(e.get("feedback") or ""),
-                f"{e['responses_scored']:.0f}",
-                f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}",
-            ]
-            for m, e in res["methods"].items()
-        ],
-    )
+    lines += cost_table(res["methods"])
     lines += ["![training time](training_time.png)", ""]
     lines += step_cost_table(res.get("step_cost"))
     lines += [

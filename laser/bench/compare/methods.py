@@ -67,22 +67,12 @@ def train(
     """
     from laser.bench.runs import run_method
 
-    if method == "classifier":  # LinUCB's strategy with the fitted classifier as its selector
+    if method in ("classifier", "bayes_router"):
+        # classifier: LinUCB's strategy with the fitted classifier as its selector;
+        # bayes_router: per-prompt LinTS with priors fitted on the labelled split
+        name = "laser:auto_label_free" if method == "classifier" else method
         return run_method(
-            "laser:auto_label_free",
-            seed,
-            policy_dir,
-            train_set,
-            rm_names,
-            settings,
-            out,
-            rms=rms,
-            selector=classifier,
-            reward_specs=reward_specs,
-        )
-    if method == "bayes_router":  # per-prompt LinTS with priors fitted on the labelled split
-        return run_method(
-            method,
+            name,
             seed,
             policy_dir,
             train_set,

@@ -285,7 +285,7 @@ def run_user_compare(cfg) -> dict:
 
 def render_user(res: dict) -> str:
     """The Markdown report of a user compare run."""
-    from laser.bench.compare.markdown import _p, _table, headroom_table, paired_table
+    from laser.bench.compare.markdown import _p, _table, cost_table, headroom_table, paired_table
 
     doms, u = res["domains"], res["user"]
     lines = [
@@ -319,19 +319,7 @@ def render_user(res: dict) -> str:
     lines += _table(["method", *doms, "average"], rows)
     lines += paired_table(res["methods"], res["tests"])
     lines += headroom_table(res)
-    lines += ["## Cost", ""]
-    lines += _table(
-        ["method", "bandit feedback", "responses_scored", "training wall time s (mean +- std)"],
-        [
-            [
-                m,
-                str(e.get("feedback") or ""),
-                f"{e['responses_scored']:.0f}",
-                f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}",
-            ]
-            for m, e in res["methods"].items()
-        ],
-    )
+    lines += cost_table(res["methods"])
     if res["selection"]:
         lines += [
             "## Which RM each selecting method used",
