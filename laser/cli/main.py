@@ -14,6 +14,17 @@ from laser.config import ConfigError
 log = logging.getLogger("laser")
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1 (``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="laser",
@@ -45,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--methods", default="", help="comma-separated subset of methods to run")
     d.add_argument(
         "--workers",
-        type=int,
+        type=_at_least_one,
         default=min(2, os.cpu_count() or 1),
         help="methods trained at once, one process and one torch thread each (default: 2 where there are "
         "2 cores; 1 runs them in this process); the results do not depend on it",

@@ -239,3 +239,13 @@ def test_feedback_the_prompts_cannot_support_is_refused_before_loading(tmp_path,
     )
     assert main(["validate", "--config", str(path)]) == 2
     assert "train.feedback: loss_decrease is not computed per pair" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_demo_workers_must_be_a_positive_integer(value, capsys, tmp_path):
+    """`laser demo --workers` is checked by argparse before anything is built: exit 2, the flag named."""
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--quick", "--out", str(tmp_path), "--workers", value])
+    assert exc.value.code == 2
+    assert "argument --workers: expected an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
