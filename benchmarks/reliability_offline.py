@@ -21,10 +21,13 @@ Scenarios (each a list of RMs; the anchor is the RM named ``generalist``):
   ``math_expert_2`` (math_expert's score plus small noise).
 
 Prints, per scenario and domain, how often the label model's pick is a gold-best RM (ties count),
-how often it falls back (the anchor with an anchor; a random arm label-free), and the gold accuracy of
-the pick vs the best; plus the label model's time.
+how often it falls back (the anchor with an anchor; with labelled pairs and no anchor the RM right on
+most of them; a random arm label-free), and the gold accuracy of the pick vs the best; plus the label
+model's time. ``--labelled L`` adds fits given L labelled pairs per domain (``--draws`` draws of
+them from the pairs with a gold preference), with and without the anchor: the pairs fix the sign
+and veto a pick they contradict.
 
-Usage: ``python benchmarks/reliability_offline.py [--seeds 5] [--scenarios v2,above_chance,...]``;
+Usage: ``python benchmarks/reliability_offline.py [--seeds 5] [--scenarios v2,above_chance,...] [--labelled 20]``;
 with ``--train laser:reliability,random,oracle`` it trains those methods with each scenario's RMs
 instead (the demo's settings) and prints greedy test accuracy. Groups without a column (k-means):
 ``benchmarks/reliability_groups.py``.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import zlib
 from collections import defaultdict
 
 import numpy as np
@@ -156,7 +160,34 @@ def shared_error_checks(v: np.ndarray, cl: np.ndarray, anchor: int, res, gold_ac
     }
 
 
-def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
+def sign_variants(anchor: int, v: np.ndarray, gold: np.ndarray, seed: int, domain: str, labelled: int, draws: int):
+    """``(label, fit kwargs)``: the anchor, label-free, and with ``labelled`` > 0 ``draws`` draws of
+    that many gold-decided pairs (votes oriented chosen-first, as the router stores them) with and
+    without the anchor."""
+    yield "anchor", {"anchor": anchor}
+    yield "label-free", {}
+    decided = np.flatnonzero(gold != 0)
+    if labelled <= 0 or len(decided) < labelled:
+        return
+    for r in range(draws):
+        idx = np.random.default_rng([seed, r, labelled, zlib.crc32(domain.encode())]).choice(decided, labelled, False)
+        pairs = (v[:, idx] * gold[idx][None, :], np.ones(labelled))
+        yield f"anchor+{labelled}L", {"anchor": anchor, "labelled": pairs}
+        yield f"{labelled} labels", {"labelled": pairs}
+
+
+def fallback_arm(kw: dict, k: int) -> int:
+    """The router's fallback (:meth:`ReliabilityRouter._fallback`): the anchor, else the RM right on
+    most labelled pairs, else -1 (one arm per group drawn from its name: scored as chance)."""
+    if "anchor" in kw:
+        return kw["anchor"]
+    if "labelled" in kw:
+        right = np.sum(kw["labelled"][0] == 1, axis=1)
+        return max(range(k), key=lambda j: (right[j], -j))
+    return -1
+
+
+def evaluate(name: str, seeds: list[int], n: int, cache: dict, labelled: int = 0, draws: int = 10) -> None:
     checks: list[dict] = []
     stats = defaultdict(list)
     fit_times = []
@@ -181,7 +212,7 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
                     ]
                 )
                 best = int(np.nanargmax(gold_acc))
-                for label, kw in (("anchor", {"anchor": anchor}), ("label-free", {})):
+                for label, kw in sign_variants(anchor, v, gold, seed, d, labelled, draws):
                     t0 = time.perf_counter()
                     try:
                         res = fit_label_model(v, cl, **kw)
@@ -189,7 +220,7 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
                     except ValueError as exc:
                         stats[(variant, label, d)].append(("refused", best, gold_acc, str(exc)[:60], {}))
                         continue
-                    pick = res.ranking()[0] if res.ok else (anchor if label == "anchor" else -1)
+                    pick = res.ranking()[0] if res.ok else fallback_arm(kw, len(rms))
                     status = "estimate" if res.ok else "fallback"
                     stats[(variant, label, d)].append((status, best, gold_acc, pick, res.twins))
                     if label == "anchor" and diff:
@@ -211,6 +242,20 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict) -> None:
         print(
             f"{variant:<18}{label:<12}{d:<9}{right:>6}/{len(rows):<4}{fallback:>9}{pick_acc:>14.3f}{best_acc:>14.3f}"
             f"  {picks}{f' twins in {len(twins)}/{len(rows)}, e.g. {twins[0]}' if twins else ''}"
+        )
+    totals = defaultdict(lambda: [0, 0, 0, 0])  # (pairs, sign) -> right, fallback, trusted wrong, fits
+    for (variant, label, _), rows in stats.items():
+        t = totals[(variant, label)]
+        for st, best, ga, pick, _ in rows:
+            right = isinstance(pick, int) and pick >= 0 and ga[pick] >= ga[best] - 1e-9
+            t[0] += right
+            t[1] += st != "estimate"
+            t[2] += st == "estimate" and not right
+            t[3] += 1
+    for (variant, label), (right, fb, wrong, fits) in sorted(totals.items()):
+        print(
+            f"  total {variant:<18}{label:<14} routed to a gold-best RM {right}/{fits}; fallbacks {fb}; "
+            f"trusted a wrong pick {wrong}"
         )
     if checks:
         wrong = [c for c in checks if not c["right"]]
@@ -271,6 +316,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--n", type=int, default=12, help="samples per prompt (the demo's n_samples)")
     ap.add_argument("--scenarios", default="v2,above_chance,shared_error,near_duplicate")
+    ap.add_argument("--labelled", type=int, default=0, help="also fit with this many labelled pairs per group")
+    ap.add_argument("--draws", type=int, default=10, help="draws of the labelled pairs per domain-seed")
     ap.add_argument(
         "--train",
         default="",
@@ -286,7 +333,7 @@ def main() -> None:
         return
     cache: dict = {}
     for name in args.scenarios.split(","):
-        evaluate(name, list(range(args.seeds)), args.n, cache)
+        evaluate(name, list(range(args.seeds)), args.n, cache, args.labelled, args.draws)
 
 
 if __name__ == "__main__":

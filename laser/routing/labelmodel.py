@@ -22,6 +22,12 @@ What the votes cannot say, and how it is handled:
   (:func:`goodness_of_fit`) reports the group as unexplained (``ok=False``) so the caller can fall
   back to a safe choice instead of trusting a wrong ranking. With three RMs the model is exactly
   identified and the fit cannot be tested (``gof["df"] == 0``).
+* a shared error the votes cannot show: when several RMs share one error component and the others
+  are weak, ``Q`` stays rank one and looks like several accurate RMs that agree (the second
+  moments of the two worlds are equal; tests/routing/test_labelmodel_limits.py builds both). No
+  label-free rule separates them. Labelled pairs do: the fit's pick must be right on at least as
+  many of the labelled pairs the two disagree on as the comparator (the anchor, else the RM right
+  on most labelled pairs); otherwise the group is reported unexplained (``ok=False``, the veto).
 
 Pure numpy; float64 throughout.
 """
@@ -57,6 +63,7 @@ class LabelModelResult:
         gof: the goodness-of-fit figures (:func:`goodness_of_fit`).
         ok: False when the votes are not explained by the model (``reason`` says why).
         n_votes: ``(K,)`` non-abstaining votes per RM; n_items: pairs with at least one vote.
+        labelled_right: ``(K,)`` labelled pairs each RM votes right on (None: no labelled pairs).
     """
 
     acc: np.ndarray
@@ -69,6 +76,7 @@ class LabelModelResult:
     reason: str = ""
     n_votes: np.ndarray | None = None
     n_items: int = 0
+    labelled_right: np.ndarray | None = None
 
     def ranking(self) -> list[int]:
         """Arms by decreasing estimated accuracy (non-estimable last)."""
@@ -283,8 +291,8 @@ def fit_label_model(
         clusters: ``(M,)`` the group each pair comes from (its prompt), for the standard errors of
             the fit checks (:func:`moment_se`); None: pairs are independent.
         anchor: an RM believed better than chance everywhere: its accuracy is made >= 0.5.
-        labelled: ``(votes_l (K, L), y (L,) in {-1, +1})``, a few labelled pairs that fix the sign
-            (used when no anchor is given).
+        labelled: ``(votes_l (K, L), y (L,) in {-1, +1})``, a few labelled pairs: they fix the sign
+            when no anchor is given, and veto a pick they contradict (see the module docstring).
         method: ``"spectral"`` (rank-one fit) or ``"em"`` (one-coin Dawid-Skene started from it).
         min_votes: an RM with fewer non-abstaining votes is not usable.
         dup_excess, dup_z: a pair agreeing ``dup_excess`` above the fit of the others and by
@@ -349,6 +357,9 @@ def fit_label_model(
     shared = _cliques(twins)
     if shared:
         ok, reason = False, f"RMs {shared} agree far above their accuracies: a shared error component"
+    right = _labelled_right(labelled, k)
+    if ok and right is not None:
+        ok, reason = _veto(right, acc, anchor)
     return LabelModelResult(
         acc=acc,
         mu=2 * acc - 1,
@@ -360,6 +371,7 @@ def fit_label_model(
         reason=reason,
         n_votes=n_votes,
         n_items=int((np.abs(v).sum(0) > 0).sum()),
+        labelled_right=None if right is None else right.sum(axis=1),
     )
 
 
@@ -414,6 +426,34 @@ def _cliques(twins: dict[int, int]) -> list[list[int]]:
             groups[x] = merged
     out = {tuple(sorted(g)) for g in groups.values() if len(g) >= 3}
     return [list(g) for g in sorted(out)]
+
+
+def _labelled_right(labelled: tuple | None, k: int) -> np.ndarray | None:
+    """``(K, L)`` bool: RM k votes the label of labelled pair l (None: no labelled pairs)."""
+    if labelled is None:
+        return None
+    vl, y = check_votes(labelled[0]), np.asarray(labelled[1])
+    if vl.shape[0] != k or vl.ndim != 2 or vl.shape[1] != len(y):
+        raise ValueError(f"labelled pairs: votes {vl.shape} and labels {y.shape} do not match K = {k}")
+    return vl == y[None, :] if len(y) else None
+
+
+def _veto(right: np.ndarray, acc: np.ndarray, anchor: int | None) -> tuple[bool, str]:
+    """``(ok, reason)``: the fit's pick against the comparator (the anchor, else the RM right on
+    most labelled pairs) on the labelled pairs where exactly one of the two is right; the pick
+    stands unless the comparator wins more of them."""
+    pick = int(np.argmax(np.where(np.isfinite(acc), acc, -np.inf)))
+    comp = anchor if anchor is not None else int(np.argmax(right.sum(axis=1)))
+    if comp == pick:
+        return True, ""
+    b, c = int((right[comp] & ~right[pick]).sum()), int((right[pick] & ~right[comp]).sum())
+    if b <= c:
+        return True, ""
+    who = "the anchor" if comp == anchor else "the RM best on labelled pairs"
+    return False, (
+        f"labelled pairs contradict the fit: of the {b + c} labelled pairs RM {pick} (the fit's pick) and "
+        f"RM {comp} ({who}) disagree on, RM {comp} is right on {b}, RM {pick} on {c}"
+    )
 
 
 def _fix_sign(mu: np.ndarray, anchor: int | None, labelled: tuple | None) -> tuple[np.ndarray, str]:

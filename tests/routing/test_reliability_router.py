@@ -114,10 +114,26 @@ def test_shared_error_group_falls_back_to_the_anchor():
     assert arm == 2 and status.startswith("fallback")
 
 
-def test_without_an_anchor_a_failed_group_is_routed_at_random_and_flagged():
+def test_without_an_anchor_a_group_without_a_fit_keeps_one_arm_drawn_from_its_name():
+    """No anchor, no labelled pairs: every prompt of a group goes to the same RM (a per-prompt draw
+    would mix several RMs' scales in one group); different groups spread over the arms."""
     r = ReliabilityRouter(3, anchor=None, seed=0)
     arms = {r.plan(["g"])[0][0] for _ in range(30)}
-    assert len(arms) > 1 and r.best("g")[1] == "warm-up"
+    assert len(arms) == 1 and r.best("g")[1] == "warm-up"
+    spread = {r.plan([f"group-{i}"])[0][0] for i in range(30)}
+    assert spread == {0, 1, 2}
+    r.mask_arm(next(iter(arms)))  # the group's arm is down: another one, still the same for every prompt
+    assert len({r.best("g")[0] for _ in range(5)}) == 1 and r.best("g")[0] not in arms
+
+
+def test_without_an_anchor_the_fallback_is_the_rm_best_on_labelled_pairs():
+    """Labelled pairs (chosen first): RM 1 votes +1 on 9 of 10, RM 0 on 6, RM 2 on 3, so a group
+    without a trusted fit falls back to RM 1."""
+    r = ReliabilityRouter(3, anchor=None, seed=0)
+    v = -np.ones((3, 10), np.int8)
+    v[0, :6], v[1, :9], v[2, :3] = 1, 1, 1
+    r.add_labelled("g", v)
+    assert r.best("g") == (1, "warm-up")
 
 
 def test_state_round_trip_is_exact_and_continues_identically():
