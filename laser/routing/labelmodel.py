@@ -28,6 +28,10 @@ What the votes cannot say, and how it is handled:
   label-free rule separates them. Labelled pairs do: the fit's pick must be right on at least as
   many of the labelled pairs the two disagree on as the comparator (the anchor, else the RM right
   on most labelled pairs); otherwise the group is reported unexplained (``ok=False``, the veto).
+* two informative RMs: when no third RM agrees with either of the two best beyond chance
+  (``|Q_pk| <= ident_z`` standard errors for every other k), only the product of their ``mu`` is
+  seen and their order is a guess. The fit is kept (either is far better than the chance-level
+  rest) but reported: ``identified=False`` with a ``note``.
 
 Pure numpy; float64 throughout.
 """
@@ -64,6 +68,7 @@ class LabelModelResult:
         ok: False when the votes are not explained by the model (``reason`` says why).
         n_votes: ``(K,)`` non-abstaining votes per RM; n_items: pairs with at least one vote.
         labelled_right: ``(K,)`` labelled pairs each RM votes right on (None: no labelled pairs).
+        identified: False when the order of the two best RMs rests on no third RM (``note`` says which).
     """
 
     acc: np.ndarray
@@ -77,6 +82,8 @@ class LabelModelResult:
     n_votes: np.ndarray | None = None
     n_items: int = 0
     labelled_right: np.ndarray | None = None
+    identified: bool = True
+    note: str = ""
 
     def ranking(self) -> list[int]:
         """Arms by decreasing estimated accuracy (non-estimable last)."""
@@ -283,6 +290,7 @@ def fit_label_model(
     gof_tol: float = 0.15,
     anchor_min: float = 0.15,
     previous: np.ndarray | None = None,
+    ident_z: float = 3.0,
 ) -> LabelModelResult:
     """Each RM's pairwise accuracy from unlabelled votes (see the module docstring).
 
@@ -302,6 +310,8 @@ def fit_label_model(
         anchor_min: the anchor fixes the sign only when its ``|mu|`` is at least this; otherwise
             the sign follows ``previous`` (``sign_source="continuity"``) or the fit fails.
         previous: ``(K,)`` the previous fit's ``mu`` for the same group, or None.
+        ident_z: a third RM tells the two best apart when it agrees with one of them by more
+            than this many standard errors.
 
     Raises:
         ValueError: bad votes or method, or fewer than three usable RMs (the model needs three
@@ -360,6 +370,7 @@ def fit_label_model(
     right = _labelled_right(labelled, k)
     if ok and right is not None:
         ok, reason = _veto(right, acc, anchor)
+    identified, note = _order_identified(q, se, acc, used, ident_z)
     return LabelModelResult(
         acc=acc,
         mu=2 * acc - 1,
@@ -372,6 +383,8 @@ def fit_label_model(
         n_votes=n_votes,
         n_items=int((np.abs(v).sum(0) > 0).sum()),
         labelled_right=None if right is None else right.sum(axis=1),
+        identified=identified,
+        note=note,
     )
 
 
@@ -426,6 +439,20 @@ def _cliques(twins: dict[int, int]) -> list[list[int]]:
             groups[x] = merged
     out = {tuple(sorted(g)) for g in groups.values() if len(g) >= 3}
     return [list(g) for g in sorted(out)]
+
+
+def _order_identified(q, se, acc, used, z: float) -> tuple[bool, str]:
+    """Whether some third RM agrees with one of the two best by more than ``z`` standard errors
+    (then ``mu_p / mu_r = Q_pk / Q_rk`` is seen); ``(identified, note)``."""
+    order = [int(i) for i in np.argsort(-np.where(np.isfinite(acc), acc, -np.inf), kind="stable")]
+    p, r = order[0], order[1]
+    with np.errstate(invalid="ignore"):
+        sig = np.abs(np.nan_to_num(q)) > z * se
+    if any(sig[p, j] or sig[r, j] for j in np.flatnonzero(used) if j not in (p, r)):
+        return True, ""
+    return False, (
+        f"RMs {p} and {r} lead but no other RM agrees with either beyond chance: their order is not identified"
+    )
 
 
 def _labelled_right(labelled: tuple | None, k: int) -> np.ndarray | None:

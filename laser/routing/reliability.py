@@ -98,6 +98,7 @@ class GroupFit:
     twins: dict = field(default_factory=dict)
     uncertainty: float = 1.0
     labelled: list[list[int]] = field(default_factory=list)  # K rows: votes on labelled pairs, chosen first
+    note: str = ""  # the fit's caveat, e.g. the two best RMs' order not identified
 
 
 class ReliabilityRouter:
@@ -288,7 +289,7 @@ class ReliabilityRouter:
             st.acc, st.ok, st.reason, st.uncertainty = None, False, f"not enough votes ({exc})", 1.0
         else:
             st.acc = [None if not np.isfinite(a) else float(a) for a in res.acc]
-            st.ok, st.reason, st.sign_source = res.ok, res.reason, res.sign_source
+            st.ok, st.reason, st.sign_source, st.note = res.ok, res.reason, res.sign_source, res.note
             st.twins = {str(d): int(t) for d, t in res.twins.items()}
             st.uncertainty = self._bootstrap_uncertainty(v, np.asarray(st.clusters), res, group) if res.ok else 1.0
         self.fit_seconds_ += time.perf_counter() - t0

@@ -98,3 +98,23 @@ def test_the_router_routes_world_b_to_the_anchor_once_labelled_pairs_are_given()
     r.add_labelled("g", labelled_from(vb, yb, 40, np.random.default_rng(4))[0])
     st = r.refit("g")
     assert not st.ok and r.best("g") == (3, f"fallback: {st.reason}")
+
+
+def test_two_informative_rms_are_reported_as_not_identified():
+    """RMs 0 and 1 carry signal (accuracy 0.85, 0.75), RMs 2-4 vote at chance: only
+    ``Q_01 = mu_0 mu_1`` differs from 0, so the split of that product between the two is a guess.
+    With a third informative RM (accuracy 0.7) the order is seen through it."""
+    rng = np.random.default_rng(5)
+    y = rng.choice([-1, 1], 3000)
+    clusters = np.repeat(np.arange(100), 30)
+    two = np.array([one_coin(rng, mu, y) for mu in (0.7, 0.5, 0.0, 0.0, 0.0)], np.int8)
+    res = fit_label_model(two, clusters)
+    assert res.ok and not res.identified and "order is not identified" in res.note
+    assert set(res.ranking()[:2]) == {0, 1}
+    three = np.array([one_coin(rng, mu, y) for mu in (0.7, 0.5, 0.4, 0.0, 0.0)], np.int8)
+    res3 = fit_label_model(three, clusters)
+    assert res3.identified and res3.note == "" and res3.ranking()[0] == 0
+    r = ReliabilityRouter(5, seed=0)
+    for start in range(0, 3000, 30):
+        r.observe("g", two[:, start : start + 30])
+    assert "order is not identified" in r.refit("g").note and r.best("g")[1] == "estimate"

@@ -190,6 +190,7 @@ class ReliabilityStrategy(Strategy):
                     "uncertainty": router.groups_[g].uncertainty,
                     "sign": router.groups_[g].sign_source,
                     "twins": router.groups_[g].twins,
+                    **({"note": router.groups_[g].note} if router.groups_[g].note else {}),
                 }
                 for g in groups
                 if g in router.groups_
