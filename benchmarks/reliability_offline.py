@@ -275,9 +275,34 @@ def evaluate(name: str, seeds: list[int], n: int, cache: dict, labelled: int = 0
         )
 
 
-def train_scenarios(scenarios: list[str], seeds: list[int], methods: list[str]) -> None:
+def write_labelled(train, samples, per_domain: int, seed: int, path) -> int:
+    """A labelled-pairs JSONL (docs/reliability_routing.md, "Labelled pairs"): per domain,
+    ``per_domain`` pairs (a correct SFT sample of a training prompt, a wrong one of the same
+    prompt), drawn at random; returns the pairs written."""
+    import json
+
+    rng = np.random.default_rng([seed, 7])
+    owner = np.asarray(samples.prompt_index)
+    by_domain = defaultdict(list)
+    for i, ex in enumerate(train):
+        texts = [samples.texts[j] for j in np.flatnonzero(owner == i)]
+        good = [t for t in texts if extract_answer(ex.task, t) == ex.answer]
+        bad = [t for t in texts if extract_answer(ex.task, t) != ex.answer]
+        by_domain[ex.group] += [(ex.prompt, g, b) for g in good[:2] for b in bad[:2]]
+    rows = []
+    for group, pairs in sorted(by_domain.items()):
+        for k in rng.choice(len(pairs), min(per_domain, len(pairs)), replace=False):
+            p, c, r = pairs[k]
+            rows.append({"prompt": p, "chosen": c, "rejected": r, "group": group})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
+
+
+def train_scenarios(scenarios: list[str], seeds: list[int], methods: list[str], labelled: int = 20) -> None:
     """Train each method from the SFT start with a scenario's RMs (the demo's settings) and print
-    the greedy test accuracy and, for the router, its last routing per domain."""
+    the greedy test accuracy and, for the router, its last routing per domain. The method
+    ``laser:reliability+labels`` is the router given ``labelled`` labelled pairs per domain
+    (:func:`write_labelled`), with the anchor; ``laser:reliability+labels-anchor`` without it."""
     import json
     import tempfile
     from pathlib import Path
@@ -297,11 +322,28 @@ def train_scenarios(scenarios: list[str], seeds: list[int], methods: list[str]) 
             names = [rm.name for rm in rms]
             for m in methods:
                 t0 = time.perf_counter()
-                summary, policy, run_dir = run_method(m, seed, policy_dir, train, names, s, out / name, rms=rms)
+                base, extra_kw = m, None
+                if m.startswith("laser:reliability+labels"):
+                    path = out / f"{name}_seed{seed}_labelled.jsonl"
+                    write_labelled(train, sample_sft(seed, s.n_samples)[1], labelled, seed, path)
+                    base, extra_kw = "laser:reliability", {"labelled_pairs": str(path)}
+                    if m.endswith("-anchor"):
+                        extra_kw["anchor"] = None
+                summary, policy, run_dir = run_method(
+                    base,
+                    seed,
+                    policy_dir,
+                    train,
+                    names,
+                    s,
+                    out / name / m.replace("+", "_"),
+                    rms=rms,
+                    reliability=extra_kw,
+                )
                 a = evaluate_accuracy(policy.model, policy.tokenizer, test, max_new_tokens=s.max_new_tokens)["average"]
                 acc[m].append(a)
                 extra = ""
-                if m == "laser:reliability":
+                if base == "laser:reliability":
                     last = json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])
                     calls = sum(summary["responses_scored"]) / (s.iterations * len(train) * s.n_samples)
                     routes = {g: f"{names[r['arm']]} ({r['status'][:8]})" for g, r in last["routing"].items()}
@@ -322,14 +364,15 @@ def main() -> None:
         "--train",
         default="",
         help="comma-separated methods to also train per scenario "
-        "(e.g. laser:reliability,random,oracle,single:generalist); offline analysis skipped",
+        "(e.g. laser:reliability,laser:reliability+labels,random,oracle,single:generalist; +labels: "
+        "--labelled pairs per domain, default 20); offline analysis skipped",
     )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     if args.train:
-        train_scenarios(args.scenarios.split(","), list(range(args.seeds)), args.train.split(","))
+        train_scenarios(args.scenarios.split(","), list(range(args.seeds)), args.train.split(","), args.labelled or 20)
         return
     cache: dict = {}
     for name in args.scenarios.split(","):

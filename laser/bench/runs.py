@@ -101,6 +101,7 @@ def run_method(
     reward_specs: list[dict] | None = None,
     eta: float = 0.5,
     feedback: str | None = None,
+    reliability: dict | None = None,
 ) -> tuple[dict, object, Path]:
     """Train one method from the SFT start; returns (trainer summary, policy, run folder).
 
@@ -110,6 +111,7 @@ def run_method(
         selector: a pre-built selector object (e.g. a fitted classifier) for the Trainer.
         reward_specs: extra keys per RM spec (same order), e.g. ``{"add_at_step": 10}``.
         eta: the online ensemble's step size; feedback: the feedback of ``laser`` (default: the demo's).
+        reliability: extra ``selector.kwargs`` of ``laser:reliability`` (e.g. ``labelled_pairs``).
     """
     from laser.build import build, method_config
 
@@ -127,7 +129,7 @@ def run_method(
             "online_ensemble": {"eta": eta},
             "sliding_linucb": {"window": SLIDING_WINDOW},
             "oracle": {"arms_by_group": oracle_map(rms)},
-            "reliability": {"anchor": RELIABILITY_ANCHOR},
+            "reliability": {"anchor": RELIABILITY_ANCHOR, **(reliability or {})},
         },
     )
     cfg = demo_run_config(seed, run_dir, rm_names, s, selector_conf, train_conf["feedback"], reward_specs)
