@@ -279,3 +279,31 @@ def test_config_reads_the_file_at_load_naming_key_file_and_line(tmp_path):
     from laser.routing.strategies import make_strategy
 
     assert make_strategy(cfg, ["a", "b", "c"], lambda: 1).labelled_pairs == {"": [("p", "good", "bad")]}
+
+
+@pytest.mark.slow
+def test_two_processes_score_the_pairs_on_the_main_one_and_hold_the_same_router(tmp_path):
+    """The loop test's run as 2 gloo processes (labelled_two_process_run.py): rank 0 scores every
+    labelled text once per RM, rank 1 none; both ranks hold the same router, whose labelled votes
+    are those of one process (the same run in this process)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from helpers import two_cpu_processes
+
+    script = Path(__file__).with_name("labelled_two_process_run.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run(
+        [*two_cpu_processes(), str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2 and r0["router"] == r1["router"]
+    assert len(r0["labelled_calls"]) == 5 * 16 and r1["labelled_calls"] == []
+    (tmp_path / "one").mkdir()
+    path, _ = labelled_file(tmp_path / "one")
+    one = benchmark_run(tmp_path / "one", 1, [], path)
+    one.score_labelled()
+    assert r0["labelled"] == {g: st.labelled for g, st in one.strategy.selector.groups_.items()}
+    assert set(r0["signs"].values()) == {"labels"}
