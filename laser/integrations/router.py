@@ -216,8 +216,18 @@ class RouterCore:
         return {k: self.pool.last_errors.get(k, "unavailable") for k in sorted(self.pool.down)}
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, num_generations: int, num_generations_eval: int | None = None, model=None, tokenizer=None) -> None:
+    def setup(
+        self,
+        num_generations: int,
+        num_generations_eval: int | None = None,
+        model=None,
+        tokenizer=None,
+        score_labelled: bool = True,
+    ) -> None:
         """Bind to a run: group sizes, the policy (train/eval mode and its embedding), the selector.
+
+        ``score_labelled``: score ``labelled_pairs`` when the reliability core is built (False when
+        a checkpoint, which holds their votes, is loaded next).
 
         Raises:
             ValueError: fewer than 2 generations per prompt (no pair to learn from), or a context or
@@ -233,7 +243,7 @@ class RouterCore:
             if self.core is None:
                 strategy = rel.make_strategy(self.names, self.selector_options, self.seed)
                 self.core = Router(strategy, self.pool, None, collectives=self._coll, pairing="all")
-                if self.labelled_pairs:
+                if self.labelled_pairs and score_labelled:
                     log.info("%s", describe(add_labelled_pairs(self.core, self.labelled_pairs)))
             return
         if self.embedder is None:

@@ -247,11 +247,14 @@ class RMRouter(RouterCore, TrainerCallback):
     # ------------------------------------------------------------------ trainer hooks
     def on_train_begin(self, args, state, control, model=None, processing_class=None, train_dataloader=None, **kwargs):
         self.check_args(args, save_steps=getattr(state, "save_steps", None))
-        self.setup(args.num_generations, getattr(args, "num_generations_eval", None), model, processing_class)
+        resuming = state.global_step > 0  # the checkpoint's router state holds the labelled pairs' votes
+        self.setup(
+            args.num_generations, getattr(args, "num_generations_eval", None), model, processing_class, not resuming
+        )
         dataset = getattr(train_dataloader, "dataset", None)
         if dataset is not None:
             self.check_dataset(dataset)
-        if state.global_step > 0:
+        if resuming:
             path = self._resume_from or os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             self.load(path, expect_step=state.global_step)
         elif self.rounds_:

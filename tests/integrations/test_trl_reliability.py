@@ -381,3 +381,29 @@ def test_labelled_pairs_from_a_jsonl_path(tmp_path):
     path.write_text(json.dumps({"prompt": "p", "chosen": "x", "rejected": "y"}) + "\n{}\n")
     with pytest.raises(ValueError, match=r"RMRouter: labelled_pairs: .*pairs.jsonl:2: field 'prompt' is missing"):
         RMRouter(ex.make_rms(), selector="reliability", labelled_pairs=str(path))
+
+
+def test_a_resumed_run_does_not_score_the_labelled_pairs_again(tmp_path):
+    """``on_train_begin`` at step 3 of a checkpoint: the router loads the state (which holds the
+    labelled votes) and none of its RMs scores anything; the state equals the saved one."""
+    labelled = {d: [(ex.chat_prompt(d, ex.TOPICS[d][0]), "a1", "b2")] for d in ex.DOMAINS}
+    first = make_router(ex.make_rms(), labelled_pairs=labelled)
+    for rows in rounds(3):
+        serve(first, rows)
+    first.save(str(tmp_path / "checkpoint-3"), 3)
+    rms = ex.make_rms()
+    second = RMRouter(
+        rms, selector="reliability", group_column="domain", selector_options=OPTIONS, labelled_pairs=labelled
+    )
+    args = SimpleNamespace(
+        num_generations=G,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        save_strategy="no",
+        save_steps=0,
+        output_dir=str(tmp_path),
+    )
+    second.on_train_begin(args, SimpleNamespace(global_step=3), None, model=SimpleNamespace(training=True))
+    assert [rm.rows for rm in rms] == [0] * 4
+    assert str(second.state_dict()["strategy"]["router"]) == str(first.state_dict()["strategy"]["router"])
+    assert second.selector.groups_["advice"].labelled == first.selector.groups_["advice"].labelled != []
