@@ -134,15 +134,12 @@ def _reliability_problems(spec: RoutingSpec, names: list) -> list[str]:
 def _labelled_problems(path: Any) -> list[str]:
     """``router.selector_options.labelled_pairs``: the JSONL file is read and checked now."""
     from laser.integrations.grouped_reliability import DEFAULT_GROUP
-    from laser.routing.labelled import LabelledPairsError, load_labelled_pairs
+    from laser.routing.strategies.reliability import read_labelled
 
-    key = "router.selector_options.labelled_pairs"
-    if not isinstance(path, str) or not path:
-        return [f"{key}: the path of a JSONL file of labelled pairs, got {path!r}"]
     try:
-        load_labelled_pairs(path, DEFAULT_GROUP)
-    except LabelledPairsError as exc:
-        return [f"{key}: {exc}"]
+        read_labelled(path, "column", DEFAULT_GROUP, "router.selector_options")
+    except ValueError as exc:
+        return [str(exc)]
     return []
 
 

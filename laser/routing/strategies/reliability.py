@@ -251,7 +251,7 @@ def make_reliability(
     unknown = sorted(set(kw) - set(valid))
     if unknown:
         raise ValueError(f"{key}: unknown key(s) {unknown} for selector.name=reliability (valid: {', '.join(valid)})")
-    labelled = _labelled(kw.pop(LABELLED, None), kw.get("groups", "column"), default_group, key)
+    labelled = read_labelled(kw.pop(LABELLED, None), kw.get("groups", "column"), default_group, key)
     grouping, embed = make_grouping({k: kw.pop(k) for k in GROUP_KWARGS if k in kw}, cfg)
     anchor = kw.pop("anchor", None)
     if anchor is not None and anchor not in names:
@@ -260,8 +260,16 @@ def make_reliability(
     return ReliabilityStrategy(names, router, grouping, embed, labelled)
 
 
-def _labelled(path, groups, default_group: str, key: str) -> dict | None:
-    """The ``labelled_pairs`` file's pairs by group, or None when none is named."""
+def read_labelled(path, groups: str, default_group: str, key: str) -> dict | None:
+    """The pairs of the ``labelled_pairs`` kwarg's file by group (None when none is named).
+
+    Args:
+        path: the kwarg's value; groups: the ``groups`` kwarg; default_group: the group of a line
+            without one; key: the kwargs' dotted key, for the errors.
+
+    Raises:
+        ValueError: not a path, ``groups: kmeans``, or the file's problems (file:line: field).
+    """
     from laser.routing.labelled import LabelledPairsError, load_labelled_pairs
 
     if path is None:
