@@ -175,17 +175,16 @@ def add_labelled_pairs(core, pairs: Pairs, rms: list | None = None) -> dict:
                 scored[k] = scored.get(k, 0) + len(texts)
                 try:
                     s = scorer.score(k, prompts + prompts, texts)
-                except RewardModelError as exc:
+                except RewardModelError as exc:  # masked below, on every process at once
                     failed[k] = f"{exc.__class__.__name__}: {exc}"
-                    pool.mark_down(k, failed[k], router)
                     continue
                 with np.errstate(invalid="ignore"):
                     diff = s[: len(group_pairs)] - s[len(group_pairs) :]
                 v[k] = np.where(np.isfinite(diff), np.sign(diff), 0)
             votes[str(group)] = v.tolist()
     votes, failed, scored = coll.broadcast((votes, failed, scored))
-    for k, error in failed.items():  # every process masks what failed on the main one
-        if k not in pool.down:
+    for k, error in failed.items():  # every process masks what failed on the main one (and raises
+        if k not in pool.down:  # AllRewardModelsDown together when none is left)
             pool.mark_down(k, error, router)
     for group, v in votes.items():
         router.add_labelled(group, np.asarray(v, np.int8))

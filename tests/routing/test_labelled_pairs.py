@@ -130,6 +130,20 @@ def test_every_rm_up_scores_each_pair_once_a_failing_rm_is_masked_and_abstains()
     assert list(summary["failed"]) == ["broken"] and "server down" in summary["failed"]["broken"]
 
 
+def test_every_rm_failing_on_the_pairs_is_all_rms_down_after_the_broadcast():
+    """Every RM raises: each is tried once; the error is raised once the failures are shared (every
+    process masks together), naming every RM."""
+    from laser.routing.pool import AllRewardModelsDown
+
+    sent = []
+    rms = [Table(n, {}, fail=True) for n in ("x", "y", "z")]
+    coll = SimpleNamespace(is_main=True, rank=0, world=2, broadcast=lambda obj: sent.append(obj) or obj)
+    with pytest.raises(AllRewardModelsDown, match="x.*y.*z"):
+        add_labelled_pairs(core_of(rms, coll), {"g": [("p", "a", "b")], "h": [("q", "a", "b")]})
+    assert len(sent) == 1 and sorted(sent[0][1]) == [0, 1, 2]  # broadcast before raising
+    assert [len(rm.calls) for rm in rms] == [1, 1, 1]
+
+
 def test_a_non_main_process_scores_nothing_and_takes_the_main_process_votes():
     """The second rank of two: no RM call, the broadcast votes (what rank 0 sent) added, an RM that
     failed on rank 0 masked here too (a stand-in for the collectives: its broadcast returns rank 0's)."""
