@@ -8,7 +8,9 @@ response is correct (with gold answers) or agrees with the score ensemble's pick
 
 With ``selector.name: reliability`` (label-free) the probe prompts are scored by every RM that is
 up and the others by their group's best RM only (groups: ``Example.group``); the probes' votes
-teach the router after each mini-batch (:mod:`laser.routing.strategies.reliability`).
+teach the router after each mini-batch (:mod:`laser.routing.strategies.reliability`). Labelled
+pairs (``selector.kwargs.labelled_pairs``) are scored once by every RM before the first prompt
+(their cost is in ``pool``, not in ``bandit``'s routed cost).
 
 For comparison (``single:<rm>``, ``random``, ``score_ensemble``, ``oracle``) every other RM
 scores the same responses once: RM k scores only the responses the routing did not already have
@@ -27,6 +29,7 @@ import numpy as np
 from laser.evaluation import best_index
 from laser.rewards.base import RewardModelError
 from laser.routing import Batch, RewardPool, Router, Unit, make_strategy
+from laser.routing.labelled import score_strategy_pairs
 from laser.routing.outcome import Outcome
 from laser.routing.pairs import ensemble_scores
 from laser.training.records import step_seed
@@ -90,6 +93,7 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
     t = cfg.train
     contexts_of = context_fn or getattr(policy, "context", None)  # a context-free strategy needs none
     router = bon_router(cfg, rms, lambda: int(np.asarray(contexts_of([examples[0].prompt])).shape[1]))
+    pair_summary = score_strategy_pairs(router, {ex.group for ex in examples})  # reliability: once, before any prompt
     names, n = router.names, t.n_samples
     labelled = all(ex.answer for ex in examples)
     rng = np.random.default_rng([cfg.seed, 17])
@@ -142,6 +146,8 @@ def run_bon(cfg, policy, rms: list, examples: list, context_fn=None, show_progre
     result = _result(cfg, picks, oracle, arms, names, labelled, len(examples), events, router.pool, routed_cost)
     if getattr(router.strategy, "label_free", False):
         result["routing"] = _reliability_summary(router)
+        if pair_summary is not None:
+            result["labelled_pairs"] = pair_summary
         _write(cfg, result)
     return result
 

@@ -187,3 +187,70 @@ def test_bon_reliability_probes_with_every_rm_and_routes_the_rest_to_the_groups_
     assert 1 < m["bandit"]["per_response"] < len(rms) == m["score_ensemble"]["per_response"]
     assert result["pool"]["responses_scored"] == [160 * 4] * 4  # each RM scored each response once
     assert "reliability: group advice: RM helpful_advice (estimate, sign anchor)" in format_bon(result)
+
+
+def test_bon_reliability_with_labelled_pairs_and_no_anchor(tmp_path):
+    """examples/trl_chat_reliability.py's RMs plus two strong contrarians (weight 0.85 on -q), which
+    turn the label-free majority sign (the documented failure, as in the TRL router's test); no
+    anchor. ``selector.kwargs.labelled_pairs``: 3 pairs per domain (the higher-``q`` text chosen),
+    scored once by each of the 6 RMs before the first prompt (2 x 6 = 12 responses each, in
+    ``pool``, not in the bandit's routed cost): every group's sign comes from them and each domain
+    is routed to its built expert (without the pairs: a contrarian)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "trl_chat_reliability.py"
+    spec = importlib.util.spec_from_file_location("trl_chat_reliability", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+
+    class RandomTexts:
+        def sample(self, prompts, n, temperature, top_p, max_new_tokens, seed):
+            rng = np.random.default_rng(seed)
+            texts = [f"{int(x):x}" for x in rng.integers(0, 2**40, len(prompts) * n)]
+            return Samples(
+                [i for i in range(len(prompts)) for _ in range(n)], texts, [[0]] * len(texts), [[0]] * len(prompts)
+            )
+
+    def rms():
+        extra = [ex.HiddenPreferenceRM(f"contrarian{i}", {"advice": 0.85, "code": 0.85}, -1.0) for i in (2, 3)]
+        return [*ex.make_rms(), *extra]
+
+    rng, rows = np.random.default_rng(5), []
+    for d in ex.DOMAINS:
+        prompt = ex.chat_prompt(d, ex.TOPICS[d][0])
+        for _ in range(3):
+            a, b = (f"{int(x):x}" for x in rng.integers(0, 2**40, 2))
+            better, worse = (a, b) if ex.quality(prompt, a) > ex.quality(prompt, b) else (b, a)
+            rows.append({"prompt": prompt, "chosen": better, "rejected": worse, "group": d})
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = [
+        Example(id=str(i), prompt=ex.chat_prompt(d, ex.TOPICS[d][i % 5]), answer="", task="", domain=d)
+        for i in range(96)
+        for d in [ex.DOMAINS[i % 2]]
+    ]
+    cfg = load_config(
+        data={
+            "output_dir": str(tmp_path),
+            "rewards": [{"name": rm.name, "type": "length"} for rm in rms()],
+            "selector": {
+                "name": "reliability",
+                "kwargs": {"warmup": 8, "min_votes": 20, "labelled_pairs": str(pairs)},
+            },
+            "train": {"n_samples": 4, "batch_size": 8},
+        },
+        require_data=False,
+    )
+    result = run_bon(cfg, RandomTexts(), rms(), examples, show_progress=False)
+    routing, m = result["routing"], result["methods"]
+    assert {d: routing[d]["arm"] for d in ex.DOMAINS} == {"advice": "helpful_advice", "code": "helpful_code"}
+    assert all(routing[d]["sign"] == "labels" for d in ex.DOMAINS)
+    assert result["labelled_pairs"]["pairs"] == {"advice": 3, "code": 3}
+    assert result["labelled_pairs"]["scored"] == {rm.name: 12 for rm in rms()}
+    probes = sum(routing[d]["probes"] for d in ex.DOMAINS)
+    assert m["bandit"]["responses_scored"] == 96 * 4 + 5 * 4 * probes  # the routing's work only
+    assert result["pool"]["responses_scored"] == [96 * 4 + 12] * 6  # every response once, the pairs once
+    cfg.selector.kwargs.pop("labelled_pairs")  # the control: the majority sign picks a contrarian
+    free = run_bon(cfg, RandomTexts(), rms(), examples, show_progress=False)["routing"]
+    assert all(free[d]["sign"] == "majority" and free[d]["arm"].startswith("contrarian") for d in ex.DOMAINS)

@@ -240,9 +240,15 @@ class SharedRouter:
     Args:
         names: the RM names.
         spec: :class:`RoutingSpec` fields as a dict (what crosses to a Ray actor).
+        rms: the RMs themselves (arm order) where they run beside the router (a routed ``laser
+            serve-rm``): they score ``selector_options.labelled_pairs`` once, unless a saved state
+            (which holds their votes) is restored. verl's actor holds none, so verl refuses the key.
+
+    Raises:
+        ValueError: labelled pairs configured without ``rms``.
     """
 
-    def __init__(self, names: list[str], spec: dict):
+    def __init__(self, names: list[str], spec: dict, rms: list | None = None):
         self.spec = RoutingSpec(**spec)
         if self.spec.selector == "reliability":
             from laser.integrations.grouped_reliability import ReliabilityGroups
@@ -250,10 +256,18 @@ class SharedRouter:
             self.router = ReliabilityGroups(names, self.spec)
         else:
             self.router = GroupRouter(names, self.spec)
+        labelled = getattr(self.router.core.strategy, "labelled_pairs", None)
+        if labelled and rms is None:
+            raise ValueError(
+                "router.selector_options.labelled_pairs: the routing state holds no reward model to score "
+                "them (verl's routing actor); use a routed laser serve-rm"
+            )
         self.root = Path(self.spec.state_dir) if self.spec.state_dir else None
         self.resumed_from = load_router(self.root, self.router) if self.root else None
         if self.resumed_from:
             log.info("laser router: resumed from %s", self.resumed_from)
+        elif labelled:  # a restored state already holds their votes
+            self.router.score_labelled(rms)
         self.saves = 0
 
     def route(self, uid: str, prompt: str) -> int:

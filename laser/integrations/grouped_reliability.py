@@ -66,9 +66,23 @@ class ReliabilityGroups:
 
         self.names, self.spec = list(names), spec
         cfg = SimpleNamespace(selector=SimpleNamespace(kwargs=dict(spec.selector_options)), seed=spec.seed)
-        self.core = Router(make_reliability(self.names, cfg), [_Arm(n) for n in names], feedback=None)
+        strategy = make_reliability(self.names, cfg, DEFAULT_GROUP, "router.selector_options")
+        self.core = Router(strategy, [_Arm(n) for n in names], feedback=None)
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.learned_ = self.routed_ = self.empty_ = self.dropped_ = self.rows_ = self.votes_ = 0
+
+    def score_labelled(self, rms: list) -> dict | None:
+        """Score the labelled pairs of ``selector_options.labelled_pairs`` once with ``rms`` (the
+        served RMs, arm order; this router's pool holds placeholders and counts the calls).
+        Returns the summary (None without labelled pairs)."""
+        from laser.routing.labelled import add_labelled_pairs, describe
+
+        pairs = self.core.strategy.labelled_pairs
+        if not pairs:
+            return None
+        summary = add_labelled_pairs(self.core, pairs, rms=rms)
+        log.info("%s", describe(summary))
+        return summary
 
     @property
     def reliability(self):

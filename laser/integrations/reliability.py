@@ -15,15 +15,14 @@ the training loop:
   whose extracted answers differ when the row's task has an answer extractor; an RM whose two
   scores tie abstains;
 * sign: the ``anchor`` RM (``selector_options={"anchor": name}``), else the group's labelled pairs
-  (``labelled_pairs={group: [(prompt, chosen, rejected), ...]}``, scored once by every RM at
-  set-up), else the label-free majority rule (flagged in ``history_`` as ``sign``).
+  (``labelled_pairs={group: [(prompt, chosen, rejected), ...]}`` or the path of a JSONL file,
+  :mod:`laser.routing.labelled`; scored once by every RM at set-up), else the label-free majority
+  rule (flagged in ``history_`` as ``sign``).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from laser.rewards.base import RewardModelError
+from laser.routing.labelled import LabelledPairsError, labelled_pairs_of
 from laser.routing.reliability import ReliabilityRouter
 from laser.routing.strategies.reliability import KWARGS, ReliabilityStrategy
 
@@ -46,26 +45,21 @@ def check_options(names: list[str], options: dict, group_column, labelled_pairs)
     if group_column is not None and not isinstance(group_column, str):
         problems.append(f"group_column must be a column name, got {type(group_column).__name__}")
     if labelled_pairs is not None:
-        problems += _check_labelled(labelled_pairs)
+        try:  # a path is read now: its problems named by file and line before any model loads
+            labelled_of(labelled_pairs)
+        except LabelledPairsError as exc:
+            problems.append(f"labelled_pairs: {exc}" if not str(exc).startswith("labelled_pairs") else str(exc))
     return problems
 
 
-def _check_labelled(labelled_pairs) -> list[str]:
-    if not isinstance(labelled_pairs, dict):
-        return [
-            f"labelled_pairs must map a group to [(prompt, chosen, rejected), ...], got {type(labelled_pairs).__name__}"
-        ]
-    bad = [
-        f"labelled_pairs[{g!r}][{i}]"
-        for g, pairs in labelled_pairs.items()
-        for i, p in enumerate(pairs)
-        if not (isinstance(p, (tuple, list)) and len(p) == 3 and all(isinstance(x, str) for x in p) and p[1] != p[2])
-    ]
-    return (
-        [f"{', '.join(bad[:5])}: each labelled pair is (prompt, chosen, rejected), three strings, chosen != rejected"]
-        if bad
-        else []
-    )
+def labelled_of(labelled_pairs) -> dict:
+    """The TRL router's labelled pairs (a mapping or a JSONL path; a line without ``group`` is in
+    :data:`ONE_GROUP`), validated.
+
+    Raises:
+        LabelledPairsError: see :func:`laser.routing.labelled.labelled_pairs_of`.
+    """
+    return labelled_pairs_of(labelled_pairs, ONE_GROUP)
 
 
 def make_strategy(names: list[str], options: dict, seed: int) -> ReliabilityStrategy:
@@ -74,36 +68,6 @@ def make_strategy(names: list[str], options: dict, seed: int) -> ReliabilityStra
     anchor = kw.pop("anchor", None)
     router = ReliabilityRouter(len(names), anchor=None if anchor is None else names.index(anchor), seed=seed, **kw)
     return ReliabilityStrategy(names, router)
-
-
-def add_labelled_pairs(core, labelled_pairs: dict) -> None:
-    """Score every labelled pair once with every RM that is up and give the votes (chosen first)
-    to the router's groups; several processes use the main process's votes. An RM that fails is
-    masked and abstains."""
-    pool, coll, router = core.pool, core.coll, core.strategy.selector
-    votes, failed = {}, {}
-    if coll.is_main:
-        for group, pairs in labelled_pairs.items():
-            prompts = [p for p, _, _ in pairs]
-            chosen, rejected = [c for _, c, _ in pairs], [r for _, _, r in pairs]
-            v = np.zeros((len(pool.rms), len(pairs)), np.int8)
-            for k in sorted(set(range(len(pool.rms))) - pool.off(1)):
-                try:
-                    s = pool.score(k, prompts + prompts, chosen + rejected)
-                except RewardModelError as exc:
-                    failed[k] = f"{exc.__class__.__name__}: {exc}"
-                    pool.mark_down(k, failed[k], router)
-                    continue
-                with np.errstate(invalid="ignore"):
-                    diff = s[: len(pairs)] - s[len(pairs) :]
-                v[k] = np.where(np.isfinite(diff), np.sign(diff), 0)
-            votes[str(group)] = v.tolist()
-    votes, failed = coll.broadcast((votes, failed))
-    for k, error in failed.items():  # every process masks what failed on the main one
-        if k not in pool.down:
-            pool.mark_down(k, error, router)
-    for group, v in votes.items():
-        router.add_labelled(group, np.asarray(v, np.int8))
 
 
 def round_record(strategy: ReliabilityStrategy, batch) -> dict:

@@ -22,6 +22,7 @@ update.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -33,11 +34,14 @@ from laser.integrations import reliability as rel
 from laser.integrations.context import HashedNgramEmbedder, completion_text, prompt_text
 from laser.integrations.dist import TorchCollectives
 from laser.routing import FEEDBACKS, Batch, Local, RewardPool, Router
+from laser.routing.labelled import add_labelled_pairs, describe
 from laser.routing.outcome import correctness
 from laser.routing.pool import check_reward_models
 from laser.routing.strategies import BanditPerBatch, BanditPerPrompt
 from laser.tasks.choice import parse_options
 from laser.tasks.extract import TASK_FORMATS
+
+log = logging.getLogger("laser")
 
 GRANULARITIES = ("round", "prompt")
 CONTEXTS = ("auto", "policy", "hashed", "encoder")
@@ -102,7 +106,7 @@ class RouterCore:
         task: str | None = None,
         tag_column: str | None = None,
         group_column: str | None = None,
-        labelled_pairs: dict | None = None,
+        labelled_pairs: dict | str | None = None,
         normalizer: QuantileNormalizer | None = None,
         seed: int = 0,
     ) -> None:
@@ -149,7 +153,8 @@ class RouterCore:
         self.context, self.context_dim = context, int(context_dim)
         self.feedback, self.granularity = feedback, granularity
         self.answer_column, self.task_column, self.task = answer_column, task_column, task
-        self.group_column, self.labelled_pairs = group_column, labelled_pairs
+        self.group_column = group_column
+        self.labelled_pairs = None if labelled_pairs is None else rel.labelled_of(labelled_pairs)  # a path: read
         self.tag_column = tag_column if tag_column is not None else group_column
         self.seed = int(seed)
         self.pool = RewardPool(self.rms)
@@ -211,8 +216,18 @@ class RouterCore:
         return {k: self.pool.last_errors.get(k, "unavailable") for k in sorted(self.pool.down)}
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, num_generations: int, num_generations_eval: int | None = None, model=None, tokenizer=None) -> None:
+    def setup(
+        self,
+        num_generations: int,
+        num_generations_eval: int | None = None,
+        model=None,
+        tokenizer=None,
+        score_labelled: bool = True,
+    ) -> None:
         """Bind to a run: group sizes, the policy (train/eval mode and its embedding), the selector.
+
+        ``score_labelled``: score ``labelled_pairs`` when the reliability core is built (False when
+        a checkpoint, which holds their votes, is loaded next).
 
         Raises:
             ValueError: fewer than 2 generations per prompt (no pair to learn from), or a context or
@@ -228,8 +243,8 @@ class RouterCore:
             if self.core is None:
                 strategy = rel.make_strategy(self.names, self.selector_options, self.seed)
                 self.core = Router(strategy, self.pool, None, collectives=self._coll, pairing="all")
-                if self.labelled_pairs:
-                    rel.add_labelled_pairs(self.core, self.labelled_pairs)
+                if self.labelled_pairs and score_labelled:
+                    log.info("%s", describe(add_labelled_pairs(self.core, self.labelled_pairs)))
             return
         if self.embedder is None:
             self.embedder = self._make_embedder(model, tokenizer)

@@ -102,13 +102,13 @@ def check_config(
 
 def _reliability_problems(spec: RoutingSpec, names: list) -> list[str]:
     """``selector: reliability``: its options, its anchor, at least three RMs, no bandit feedback."""
-    from laser.routing.strategies.reliability import KWARGS
+    from laser.routing.strategies.reliability import KWARGS, LABELLED
 
-    opts = spec.selector_options
+    opts, valid = spec.selector_options, (*KWARGS, LABELLED)
     problems = [
-        f"router.selector_options.{k}: unknown option of selector reliability (valid: {', '.join(KWARGS)})"
+        f"router.selector_options.{k}: unknown option of selector reliability (valid: {', '.join(valid)})"
         for k in opts
-        if k not in KWARGS
+        if k not in valid
     ]
     if "anchor" in opts and opts["anchor"] not in names:
         problems.append(f"router.selector_options.anchor: {opts['anchor']!r} is not a reward model name ({names})")
@@ -119,14 +119,28 @@ def _reliability_problems(spec: RoutingSpec, names: list) -> list[str]:
         )
     if spec.feedback != "auto":
         problems.append(f"router.feedback: {spec.feedback!r}; selector reliability learns from the RMs' agreement")
-    if all(k in KWARGS for k in opts):
+    if all(k in valid for k in opts):
         from laser.routing.reliability import ReliabilityRouter
 
         try:  # a bad value (probe_share 2) named now rather than when the first row arrives
-            ReliabilityRouter(max(len(names), 3), **{k: v for k, v in opts.items() if k != "anchor"})
+            ReliabilityRouter(max(len(names), 3), **{k: v for k, v in opts.items() if k not in ("anchor", LABELLED)})
         except (TypeError, ValueError) as exc:
             problems.append(f"router.selector_options: {exc}")
+    if LABELLED in opts:
+        problems += _labelled_problems(opts[LABELLED])
     return problems
+
+
+def _labelled_problems(path: Any) -> list[str]:
+    """``router.selector_options.labelled_pairs``: the JSONL file is read and checked now."""
+    from laser.integrations.grouped_reliability import DEFAULT_GROUP
+    from laser.routing.strategies.reliability import read_labelled
+
+    try:
+        read_labelled(path, "column", DEFAULT_GROUP, "router.selector_options")
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 def _router_spec(section: Any, group_size: int | None, state_dir: str | None) -> tuple[RoutingSpec, list[str]]:

@@ -97,9 +97,11 @@ class RMRouter(RouterCore, TrainerCallback):
             :meth:`selection_table` (default: ``group_column``).
         group_column: ``"reliability"`` only: the column naming each prompt's routing group
             (domain, dataset, task); without it every prompt is in one group, ``"all"``.
-        labelled_pairs: ``"reliability"`` only: ``{group: [(prompt, chosen, rejected), ...]}``, a
-            few pairs per group with a known preference; every RM scores them once at set-up and
-            they fix the sign of the group's label model when no anchor is named.
+        labelled_pairs: ``"reliability"`` only: ``{group: [(prompt, chosen, rejected), ...]}`` or
+            the path of a JSONL file of them (:mod:`laser.routing.labelled`; a line without
+            ``group`` is in ``"all"``), a few pairs per group with a known preference; every RM
+            scores them once at set-up; they fix the sign of the group's label model when no
+            anchor is named and can veto the fit's pick (docs/reliability_routing.md).
         normalizer: reward normaliser (default: the paper's 20/80 quantile rule).
         seed: seed of a selector built by name.
         strict_resume: refuse ``save_steps`` that put a checkpoint inside a generation round (TRL
@@ -126,7 +128,7 @@ class RMRouter(RouterCore, TrainerCallback):
         task: str | None = None,
         tag_column: str | None = None,
         group_column: str | None = None,
-        labelled_pairs: dict | None = None,
+        labelled_pairs: dict | str | None = None,
         normalizer: QuantileNormalizer | None = None,
         seed: int = 0,
         strict_resume: bool = True,
@@ -245,11 +247,14 @@ class RMRouter(RouterCore, TrainerCallback):
     # ------------------------------------------------------------------ trainer hooks
     def on_train_begin(self, args, state, control, model=None, processing_class=None, train_dataloader=None, **kwargs):
         self.check_args(args, save_steps=getattr(state, "save_steps", None))
-        self.setup(args.num_generations, getattr(args, "num_generations_eval", None), model, processing_class)
+        resuming = state.global_step > 0  # the checkpoint's router state holds the labelled pairs' votes
+        self.setup(
+            args.num_generations, getattr(args, "num_generations_eval", None), model, processing_class, not resuming
+        )
         dataset = getattr(train_dataloader, "dataset", None)
         if dataset is not None:
             self.check_dataset(dataset)
-        if state.global_step > 0:
+        if resuming:
             path = self._resume_from or os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             self.load(path, expect_step=state.global_step)
         elif self.rounds_:

@@ -133,7 +133,23 @@ def _verl_spec(config: Any) -> tuple[list, RoutingSpec]:
         )
     n = config.actor_rollout_ref.rollout.get("n")
     ckpt = config.trainer.get("default_local_dir")
-    return load_spec(source, group_size=n, state_dir=str(Path(ckpt) / "laser_router") if ckpt else None)
+    specs, spec = load_spec(source, group_size=n, state_dir=str(Path(ckpt) / "laser_router") if ckpt else None)
+    check_no_labelled(spec)
+    return specs, spec
+
+
+def check_no_labelled(spec: RoutingSpec) -> None:
+    """verl's routing actor holds no reward model (they run in the reward workers), so it cannot
+    score labelled pairs at start: ``router.selector_options.labelled_pairs`` is refused by key.
+
+    Raises:
+        ValueError: the key is set.
+    """
+    if isinstance(spec.selector_options, dict) and "labelled_pairs" in spec.selector_options:
+        raise ValueError(
+            "reward.reward_kwargs.laser: router.selector_options.labelled_pairs is not supported under verl "
+            "(the routing actor holds no reward model to score them; a routed laser serve-rm does)"
+        )
 
 
 def _make_manager_class():

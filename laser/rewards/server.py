@@ -406,7 +406,7 @@ def server_from_config(config_path: str, port: int = 0, host: str = "127.0.0.1")
     from laser.rewards.factory import build_reward_models  # heavy backends load only here
 
     rms = build_reward_models(specs)
-    router = SharedRouter([rm.name for rm in rms], asdict(spec)) if spec is not None else None
+    router = SharedRouter([rm.name for rm in rms], asdict(spec), rms=rms) if spec is not None else None
     return make_server(rms, host=host, port=port, router=router)
 
 

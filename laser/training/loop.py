@@ -150,13 +150,22 @@ class Trainer:
         batches = [g[j : j + b] for _, g in sorted(groups.items()) for j in range(0, len(g), b)]
         return [batches[i] for i in rng.permutation(len(batches))] if self.cfg.data.shuffle else batches
 
+    def score_labelled(self) -> dict | None:
+        """Every RM scores the reliability strategy's labelled pairs (``selector.kwargs.labelled_pairs``)
+        once, before the first batch (every process: the main one scores and broadcasts); a
+        labelled group no training prompt is in is named in a warning. None without labelled pairs."""
+        from laser.routing.labelled import score_strategy_pairs
+
+        return score_strategy_pairs(self.router, {ex.group for ex in self.examples})
+
     # ----- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
         """Train for ``train.iterations`` passes over the prompts, resuming if a checkpoint exists."""
         from tqdm.auto import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
-        self.resume()
+        if not self.resume():  # a checkpoint's router state already holds the labelled votes
+            self.score_labelled()
         total = self.cfg.train.iterations * self.steps_per_iter
         bar = tqdm(
             total=total,

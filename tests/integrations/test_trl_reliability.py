@@ -351,3 +351,59 @@ def test_grpo_resume_from_a_checkpoint_repeats_the_run(tmp_path):
     assert resumed.history_ == full.history_ and len(full.history_) == 24
     assert str(resumed.state_dict()["strategy"]["router"]) == str(full.state_dict()["strategy"]["router"])
     assert resumed.responses_scored_.tolist() == full.responses_scored_.tolist()
+
+
+def test_labelled_pairs_from_a_jsonl_path(tmp_path):
+    """``labelled_pairs`` as the path of a JSONL file: the same votes as the mapping form (a line
+    without ``group`` is in ``"all"``), each RM scores each text once; a bad line is named by file
+    and line when the router is built."""
+    import json
+
+    rng = np.random.default_rng(5)
+    labelled = {}
+    for d in ex.DOMAINS:
+        prompt = ex.chat_prompt(d, ex.TOPICS[d][0])
+        a, b = (f"{int(x):x}" for x in rng.integers(0, 2**40, 2))
+        labelled[d] = [(prompt, a, b), (prompt, b, a)]
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": p, "chosen": c, "rejected": r, "group": g} for g, v in labelled.items() for p, c, r in v]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    by_path = make_router(ex.make_rms(), labelled_pairs=str(path))
+    by_dict = make_router(ex.make_rms(), labelled_pairs=labelled)
+    for d in ex.DOMAINS:
+        assert by_path.selector.groups_[d].labelled == by_dict.selector.groups_[d].labelled
+        assert all(row[0] == -row[1] for row in by_path.selector.groups_[d].labelled)  # the same pair, swapped
+    assert by_path.responses_scored_.tolist() == [2 * 2 * 2] * 4
+    path.write_text(json.dumps({"prompt": "p", "chosen": "x", "rejected": "y"}) + "\n")
+    assert RMRouter(ex.make_rms(), selector="reliability", labelled_pairs=str(path)).labelled_pairs == {
+        "all": [("p", "x", "y")]
+    }
+    path.write_text(json.dumps({"prompt": "p", "chosen": "x", "rejected": "y"}) + "\n{}\n")
+    with pytest.raises(ValueError, match=r"RMRouter: labelled_pairs: .*pairs.jsonl:2: field 'prompt' is missing"):
+        RMRouter(ex.make_rms(), selector="reliability", labelled_pairs=str(path))
+
+
+def test_a_resumed_run_does_not_score_the_labelled_pairs_again(tmp_path):
+    """``on_train_begin`` at step 3 of a checkpoint: the router loads the state (which holds the
+    labelled votes) and none of its RMs scores anything; the state equals the saved one."""
+    labelled = {d: [(ex.chat_prompt(d, ex.TOPICS[d][0]), "a1", "b2")] for d in ex.DOMAINS}
+    first = make_router(ex.make_rms(), labelled_pairs=labelled)
+    for rows in rounds(3):
+        serve(first, rows)
+    first.save(str(tmp_path / "checkpoint-3"), 3)
+    rms = ex.make_rms()
+    second = RMRouter(
+        rms, selector="reliability", group_column="domain", selector_options=OPTIONS, labelled_pairs=labelled
+    )
+    args = SimpleNamespace(
+        num_generations=G,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        save_strategy="no",
+        save_steps=0,
+        output_dir=str(tmp_path),
+    )
+    second.on_train_begin(args, SimpleNamespace(global_step=3), None, model=SimpleNamespace(training=True))
+    assert [rm.rows for rm in rms] == [0] * 4
+    assert str(second.state_dict()["strategy"]["router"]) == str(first.state_dict()["strategy"]["router"])
+    assert second.selector.groups_["advice"].labelled == first.selector.groups_["advice"].labelled != []

@@ -383,3 +383,34 @@ def test_reliability_probe_goes_on_without_an_rm_that_fails(tmp_path, rm_log):
     assert {r["reward_extra_info"]["laser_arm"] for r in out} == {2}
     stats = scorer.router.stats()
     assert "broken" in stats["down"] and stats["learned"] == 1 and stats["votes"] == 6
+
+
+def test_verl_refuses_labelled_pairs_by_key(tmp_path):
+    """verl's routing actor holds no RM (they run in the reward workers), so it cannot score
+    ``router.selector_options.labelled_pairs`` at start: refused by key when the manager reads its
+    config, and a SharedRouter given the key without RMs refuses too (a routed serve-rm passes its RMs)."""
+    import yaml
+
+    from laser.integrations.verl import _verl_spec
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        '{"prompt": "alpha: What is 1+1?", "chosen": "The answer is 2.", "rejected": "The answer is 3."}\n'
+    )
+    router = {"selector": "reliability", "selector_options": {"labelled_pairs": str(pairs)}}
+    path = tmp_path / "laser_verl.yaml"
+    path.write_text(yaml.safe_dump({"rewards": [rm_spec(n) for n in EXPERTS], "router": router}))
+
+    class Node(dict):  # verl's config: attribute access and get()
+        __getattr__ = dict.__getitem__
+
+    config = Node(
+        reward=Node(reward_kwargs={"laser": str(path)}),
+        actor_rollout_ref=Node(rollout=Node(n=4)),
+        trainer=Node(default_local_dir=str(tmp_path / "ckpt")),
+    )
+    with pytest.raises(ValueError, match=r"router.selector_options.labelled_pairs is not supported under verl"):
+        _verl_spec(config)
+    _, spec = load_spec(str(path), group_size=4)  # the key itself is valid (serve-rm takes it)
+    with pytest.raises(ValueError, match=r"labelled_pairs: the routing state holds no reward model"):
+        SharedRouter([s["name"] for s in [rm_spec(n) for n in EXPERTS]], asdict(spec))

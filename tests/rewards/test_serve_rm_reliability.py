@@ -129,3 +129,68 @@ def test_an_rm_that_fails_during_a_probe_is_masked_and_the_probe_goes_on(tmp_pat
     assert status == 200 and body["rm"] == ["generalist"] * 4
     assert "broken" in stats["down"] and stats["learned"] == 1 and stats["votes"] == 6
     assert sorted({n for n, _, _ in read_log(rm_log)}) == sorted((*EXPERTS, "broken"))
+
+
+def labelled_pairs_file(tmp_path, bad: bool = False) -> str:
+    """Two pairs per domain on a prompt no request sends (answers 42 and 45 never occur in
+    :func:`group`): the right answer chosen, a wrong one rejected."""
+    rows = [
+        {"prompt": f"{d}: What is 40+2?", "chosen": "The answer is 42.", "rejected": f"The answer is {w}.", "group": d}
+        for d in ("alpha", "beta")
+        for w in (45, 49)
+    ]
+    if bad:
+        rows[1] = {"prompt": "alpha: What is 40+2?", "chosen": "The answer is 42."}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_labelled_pairs_are_scored_once_at_start_fix_the_sign_and_survive_a_restart(tmp_path, rm_log):
+    """No anchor, ``router.selector_options.labelled_pairs``: at start each of the 4 RMs scores the
+    2 x 4 labelled texts once (in the RMs' own log and the router's counters), every group's sign
+    comes from them and each domain ends on its expert; a restart restores the state (which holds
+    their votes) and scores none of them again."""
+    options = {"warmup": 8, "labelled_pairs": labelled_pairs_file(tmp_path)}
+    config = write_config(tmp_path, selector_options=options, task="gsm8k", save_every=4)
+    labelled = {"The answer is 42.", "The answer is 45.", "The answer is 49."}
+    served = Served(config)
+    try:
+        at_start = read_log(rm_log)
+        for i in range(24):
+            domain, prompt, responses, _ = group(i)
+            status, body = post(
+                served.url + "/score", {"prompts": [prompt] * 4, "responses": responses, "domain": [domain] * 4}
+            )
+            assert status == 200, body
+        stats = health(served.url)
+    finally:
+        served.close()
+    assert sorted((n, r) for n, _, r in at_start) == sorted(
+        (n, f"The answer is {a}.") for n in EXPERTS for a in (42, 45, 42, 49, 42, 45, 42, 49)
+    )
+    calls = read_log(rm_log)
+    assert stats["rows_scored"] == [sum(n == name for n, _, _ in calls) for name in EXPERTS]
+    for domain in ("alpha", "beta"):
+        assert stats["groups"][domain]["sign"] == "labels"
+        assert stats["groups"][domain]["rm"] == f"{domain}_expert"
+
+    again = Served(config)
+    try:
+        restored = health(again.url)
+    finally:
+        again.close()
+    assert restored["resumed_from"] and restored["groups"] == stats["groups"]
+    assert not [r for _, _, r in read_log(rm_log)[len(calls) :] if r in labelled]
+
+
+def test_a_bad_labelled_pairs_file_is_a_config_error_by_key_before_any_rm_loads(tmp_path, rm_log):
+    from laser.config import ConfigError
+    from laser.rewards.server import server_from_config
+
+    options = {"labelled_pairs": labelled_pairs_file(tmp_path, bad=True)}
+    with pytest.raises(ConfigError, match=r"router.selector_options.labelled_pairs: .*pairs.jsonl:2: field 'rejected'"):
+        server_from_config(write_config(tmp_path, selector_options=options))
+    with pytest.raises(ConfigError, match=r"router.selector_options.labelled_pairs: the path of a JSONL file"):
+        server_from_config(write_config(tmp_path, selector_options={"labelled_pairs": ["a"]}))
+    assert read_log(rm_log) == []

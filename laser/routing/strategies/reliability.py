@@ -12,7 +12,9 @@ texts. The run's feedback is not used: the router learns from the RMs' agreement
 
 Configured with ``selector.name: reliability`` and ``selector.kwargs`` (``anchor``: an RM name;
 ``probe_share``, ``warmup``, ``window``, ``max_pairs``, ``min_votes``, ``method``: see
-:class:`~laser.routing.reliability.ReliabilityRouter`). Several processes: the prompts, groups and
+:class:`~laser.routing.reliability.ReliabilityRouter`; ``labelled_pairs``: a JSONL file of
+labelled preference pairs, read when the config loads, scored once when the run starts:
+:mod:`laser.routing.labelled`). Several processes: the prompts, groups and
 probes' score matrices are gathered through the run's collectives, so every rank holds the same
 router (the core checks the arms are equal on every rank).
 
@@ -41,6 +43,8 @@ from laser.routing.strategies.base import Strategy
 KWARGS = ("anchor", "probe_share", "warmup", "window", "max_pairs", "min_votes", "method", "n_boot", "min_uncertainty")
 #: selector.kwargs of the grouping: ``groups`` (column | kmeans), ``n_groups``, ``cluster_context``
 GROUP_KWARGS = ("groups", "n_groups", "cluster_context")
+#: selector.kwargs naming a JSONL file of labelled preference pairs (:mod:`laser.routing.labelled`)
+LABELLED = "labelled_pairs"
 
 
 def answers_of(task: str | None, prompt: str, options, texts: list[str]) -> list | None:
@@ -60,14 +64,23 @@ def answers_of(task: str | None, prompt: str, options, texts: list[str]) -> list
 class ReliabilityStrategy(Strategy):
     """Args: names: the RM names; router: a :class:`ReliabilityRouter` over them; grouping: k-means
     groups (None: the batch's group column); embed: ``texts -> (n, d)`` for the clusters (None with
-    a grouping: the run's contexts, ``batch.contexts``)."""
+    a grouping: the run's contexts, ``batch.contexts``); labelled_pairs: ``{group: [(prompt, chosen,
+    rejected), ...]}`` the engine scores once at start (:func:`laser.routing.labelled.score_strategy_pairs`)."""
 
     name = "reliability"
     needs_context = False
     label_free = True  # learns in units() from the RMs' agreement: the engine's feedback is not read
 
-    def __init__(self, names: list[str], router: ReliabilityRouter, grouping: ContextGroups | None = None, embed=None):
+    def __init__(
+        self,
+        names: list[str],
+        router: ReliabilityRouter,
+        grouping: ContextGroups | None = None,
+        embed=None,
+        labelled_pairs: dict | None = None,
+    ):
         self.names, self.selector = list(names), router
+        self.labelled_pairs = labelled_pairs
         self.grouping, self.embed = grouping, embed
         self.needs_context = grouping is not None and embed is None
         self.kept_: list[tuple[str, np.ndarray, str]] = []  # k-means mode: (prompt key, votes, group) per probe
@@ -220,25 +233,59 @@ class ReliabilityStrategy(Strategy):
             self.kept_ = [(key, votes[:, e - n : e], g) for key, n, e, g in zip(keys, sizes, ends, groups, strict=True)]
 
 
-def make_reliability(names: list[str], cfg) -> ReliabilityStrategy:
-    """The strategy of ``cfg.selector.kwargs`` (the anchor by RM name).
+def make_reliability(
+    names: list[str], cfg, default_group: str = "", key: str = "selector.kwargs"
+) -> ReliabilityStrategy:
+    """The strategy of ``cfg.selector.kwargs`` (the anchor by RM name; ``labelled_pairs``: a JSONL
+    file read and checked now, a line without ``group`` in ``default_group``).
+
+    Args:
+        key: the kwargs' dotted key in the engine's config, for the errors (``selector.kwargs`` in
+            a run config, ``router.selector_options`` in a routing spec).
 
     Raises:
-        ValueError: an unknown kwarg, an unknown anchor, or fewer than three RMs.
+        ValueError: an unknown kwarg, an unknown anchor, fewer than three RMs, or a labelled-pairs
+            file that is missing or bad (named by file, line and field) or used with ``groups: kmeans``.
     """
     kw = dict(cfg.selector.kwargs)
-    unknown = sorted(set(kw) - set(KWARGS) - set(GROUP_KWARGS))
+    valid = (*KWARGS, *GROUP_KWARGS, LABELLED)
+    unknown = sorted(set(kw) - set(valid))
     if unknown:
-        raise ValueError(
-            f"selector.kwargs: unknown key(s) {unknown} for selector.name=reliability "
-            f"(valid: {', '.join(KWARGS + GROUP_KWARGS)})"
-        )
+        raise ValueError(f"{key}: unknown key(s) {unknown} for selector.name=reliability (valid: {', '.join(valid)})")
+    labelled = read_labelled(kw.pop(LABELLED, None), kw.get("groups", "column"), default_group, key)
     grouping, embed = make_grouping({k: kw.pop(k) for k in GROUP_KWARGS if k in kw}, cfg)
     anchor = kw.pop("anchor", None)
     if anchor is not None and anchor not in names:
-        raise ValueError(f"selector.kwargs.anchor: unknown reward model {anchor!r} (valid: {', '.join(names)})")
+        raise ValueError(f"{key}.anchor: unknown reward model {anchor!r} (valid: {', '.join(names)})")
     router = ReliabilityRouter(len(names), anchor=None if anchor is None else names.index(anchor), seed=cfg.seed, **kw)
-    return ReliabilityStrategy(names, router, grouping, embed)
+    return ReliabilityStrategy(names, router, grouping, embed, labelled)
+
+
+def read_labelled(path, groups: str, default_group: str, key: str) -> dict | None:
+    """The pairs of the ``labelled_pairs`` kwarg's file by group (None when none is named).
+
+    Args:
+        path: the kwarg's value; groups: the ``groups`` kwarg; default_group: the group of a line
+            without one; key: the kwargs' dotted key, for the errors.
+
+    Raises:
+        ValueError: not a path, ``groups: kmeans``, or the file's problems (file:line: field).
+    """
+    from laser.routing.labelled import LabelledPairsError, load_labelled_pairs
+
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{key}.{LABELLED}: the path of a JSONL file of labelled pairs, got {path!r}")
+    if groups == "kmeans":
+        raise ValueError(
+            f"{key}.{LABELLED}: needs groups from the prompts' group column; with groups: kmeans the "
+            "clusters have no name a labelled pair could give"
+        )
+    try:
+        return load_labelled_pairs(path, default_group)
+    except LabelledPairsError as exc:
+        raise ValueError(f"{key}.{LABELLED}: {exc}") from exc
 
 
 def make_grouping(kw: dict, cfg) -> tuple[ContextGroups | None, object]:
