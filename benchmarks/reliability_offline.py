@@ -344,9 +344,11 @@ def train_scenarios(scenarios: list[str], seeds: list[int], methods: list[str], 
                 acc[m].append(a)
                 extra = ""
                 if base == "laser:reliability":
-                    last = json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])
+                    last = {}  # each group's routing at its last step (a step logs the groups of its batch)
+                    for line in (run_dir / "log.jsonl").read_text().splitlines():
+                        last.update(json.loads(line).get("routing") or {})
                     calls = sum(summary["responses_scored"]) / (s.iterations * len(train) * s.n_samples)
-                    routes = {g: f"{names[r['arm']]} ({r['status'][:8]})" for g, r in last["routing"].items()}
+                    routes = {g: f"{names[r['arm']]} ({r['status'][:8]})" for g, r in sorted(last.items())}
                     extra = f"  calls/response {calls:.2f}; last routing {routes}"
                 print(f"  seed {seed} {m:<20} {100 * a:5.1f}  {time.perf_counter() - t0:5.1f}s{extra}", flush=True)
         for m, v in acc.items():
