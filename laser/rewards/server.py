@@ -83,6 +83,19 @@ class RMServer(ThreadingHTTPServer):
         self.request_timeout = request_timeout
         self.lock = threading.Lock()
         super().__init__((host, port), _Handler)
+        self.refits = None  # reliability routing: the label model's refits, outside self.lock
+        if router is not None and router.spec.selector == "reliability":
+            from laser.integrations.background_refit import BackgroundRefits
+
+            self.refits = BackgroundRefits(router.router, self.lock)
+            with self.lock:  # a refit pending when the state was saved is redone (a no-op for the others)
+                self.refits.mark([g for g, st in router.router.reliability.groups_.items() if st.observed])
+
+    def server_close(self) -> None:
+        """Stop the refit worker (its current refit finishes), then free the port."""
+        if self.refits is not None:
+            self.refits.stop()
+        super().server_close()
 
     @property
     def port(self) -> int:
@@ -188,6 +201,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.router is not None:
                 with self.server.lock:
                     reply["router"] = self.server.router.stats()
+                    if self.server.refits is not None:
+                        reply["router"]["refits"] = self.server.refits.counters()
             if url_rm is not None:
                 reply = {"status": "ok", "rm": self.server.pick(None, url_rm)}
         except _BadRequest as exc:

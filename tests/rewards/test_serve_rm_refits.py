@@ -1,0 +1,236 @@
+"""A routed ``laser serve-rm`` with ``selector: reliability`` refits the label model in a background
+thread, outside the request lock (laser/integrations/background_refit.py).
+
+RMs and prompts of tests/rewards/test_serve_rm_reliability.py (tests/verl_rms.py): on ``alpha``
+prompts ``alpha_expert`` orders about 0.99 of a group's pairs, ``generalist`` (the anchor) about
+0.83, ``beta_expert`` about 0.01, ``noise`` 0.5. Each request is one whole prompt group (``/score``
+with its 4 responses), so every request finishes a group. A slow refit is made slow by an Event
+(no wall time is measured).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import yaml
+from helpers import Served, post
+from verl_rms import rm_spec  # tests/ is on sys.path (tests/conftest.py)
+
+import laser.routing.reliability as reliability
+
+EXPERTS = ("alpha_expert", "beta_expert", "generalist", "noise")
+OFFSETS = (0, 1, 3, 7)
+OPTIONS = {"anchor": "generalist", "warmup": 4, "min_votes": 12, "n_boot": 5}
+
+
+def config(folder, **options) -> str:
+    folder.mkdir(exist_ok=True)
+    router = {
+        "selector": "reliability",
+        "selector_options": {**OPTIONS, **options},
+        "group_size": 4,
+        "group_key": "domain",
+        "save_every": 1,
+    }
+    path = folder / "rm.yaml"
+    path.write_text(yaml.safe_dump({"rewards": [rm_spec(n) for n in EXPERTS], "router": router}))
+    return str(path)
+
+
+def request(url: str, i: int, domain: str | None = None) -> dict:
+    """Prompt group ``i`` (alternating domains unless ``domain`` is given) in one /score request."""
+    domain = domain or ("alpha", "beta")[i % 2]
+    a, b = 10 + i % 7, 3 + i % 5
+    prompt = f"{domain}: What is {a}+{b}?"
+    status, body = post(
+        url + "/score",
+        {"prompts": [prompt] * 4, "responses": [f"The answer is {a + b + d}." for d in OFFSETS], "domain": domain},
+    )
+    assert status == 200, body
+    return body
+
+
+def fits(served: Served) -> dict:
+    """Per group: the routed RM, its status, accuracies, uncertainty, probes (under the lock)."""
+    with served.server.lock:
+        groups = served.server.router.stats()["groups"]
+    return {g: (v["rm"], v["status"], v["acc"], v["uncertainty"], v["probes"]) for g, v in groups.items()}
+
+
+def synchronous(served: Served) -> Served:
+    """The same server refitting in the request (the path verl's actor keeps): worker stopped."""
+    served.server.refits.stop()
+    served.server.router.router.defer_refit = None
+    served.server.refits = None
+    return served
+
+
+def same_fits(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for g in a:
+        (rm, status, acc, u, probes), (rm2, status2, acc2, u2, probes2) = a[g], b[g]
+        assert (rm, status, u, probes) == (rm2, status2, u2, probes2), g
+        assert acc2 == pytest.approx(acc, abs=1e-12), g
+
+
+@pytest.fixture
+def block_fit(monkeypatch):
+    """``fit_label_model`` that waits for ``release`` (``entered`` says a fit is waiting)."""
+    entered, release, real = threading.Event(), threading.Event(), reliability.fit_label_model
+
+    def slow(*args, **kwargs):
+        entered.set()
+        assert release.wait(60), "the test never released the refit"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reliability, "fit_label_model", slow)
+    yield entered, release
+    release.set()
+
+
+def test_background_refits_reach_the_synchronous_fits(tmp_path):
+    """30 groups sent one at a time to a server refitting in the background (draining its queue
+    after each request, so each plan sees the fits the synchronous path had) and to one refitting
+    in the request: the same routed RM, status, probes, uncertainty and accuracies per group; both
+    domains end on their expert (the fits are not all fallbacks)."""
+    background, sync = Served(config(tmp_path / "bg")), synchronous(Served(config(tmp_path / "sync")))
+    try:
+        for i in range(30):
+            assert request(background.url, i) == request(sync.url, i)
+            assert background.server.refits.drain(60)
+        with background.server.lock:
+            assert background.server.refits.counters()["done"] > 0
+        got, want = fits(background), fits(sync)
+    finally:
+        background.close()
+        sync.close()
+    same_fits(got, want)
+    assert {g: v[:2] for g, v in want.items()} == {
+        "alpha": ("alpha_expert", "estimate"),
+        "beta": ("beta_expert", "estimate"),
+    }
+
+
+def test_without_draining_in_between_the_drained_fits_equal_the_synchronous_ones(tmp_path):
+    """Every group a probe (warm-up 40 > the 12 groups per domain), so the votes do not depend on
+    when a refit lands; the background server's requests do not wait for refits (some may coalesce
+    into one), yet after the queue drains each group's fit is the synchronous one (the anchor fixes
+    the sign, so a fit depends on its window alone)."""
+    background, sync = (
+        Served(config(tmp_path / "bg", warmup=40)),
+        synchronous(Served(config(tmp_path / "s", warmup=40))),
+    )
+    try:
+        for i in range(24):
+            request(background.url, i)
+            request(sync.url, i)
+        assert background.server.refits.drain(60)
+        got, want = fits(background), fits(sync)
+    finally:
+        background.close()
+        sync.close()
+    same_fits(got, want)
+    assert {g: v[4] for g, v in want.items()} == {"alpha": 12, "beta": 12}
+    assert want["alpha"][2]["alpha_expert"] > 0.9
+
+
+def test_a_request_is_answered_while_a_refit_is_running(tmp_path, block_fit):
+    """The first alpha group (a warm-up probe) queues a refit that blocks in the label model; the
+    request that queued it and the next ones (other groups, and /health) are answered while it
+    waits; once released the refit is written."""
+    entered, release = block_fit
+    served = Served(config(tmp_path))
+    try:
+        request(served.url, 0, "alpha")  # answered though its refit is queued
+        assert entered.wait(60)  # the worker is inside the label model now
+        for i in range(1, 4):
+            request(served.url, i, "beta")  # queued refits of beta: the worker is busy with alpha
+        with served.server.lock:
+            assert served.server.refits.counters() == {"pending": 2, "done": 0, "failed": 0}
+            assert served.server.refits.running == "alpha"
+        release.set()
+        assert served.server.refits.drain(60)
+        with served.server.lock:
+            counters = served.server.refits.counters()
+            alpha = served.server.router.router.reliability.groups_["alpha"]
+    finally:
+        served.close()
+    assert counters["pending"] == 0 and counters["done"] >= 2  # alpha, then beta coalesced
+    assert alpha.reason.startswith("not enough votes")  # 6 votes < min_votes 12: the fit's own ValueError
+    assert not served.server.refits.thread.is_alive()  # close() stopped the worker
+
+
+def test_a_failing_refit_leaves_the_group_on_its_fallback_and_the_worker_serves_on(tmp_path, monkeypatch):
+    """``fit_label_model`` raises a RuntimeError (not the label model's ValueError) for the first
+    four refits: those groups stay on the anchor with the error as the reason, the error is
+    counted, and the requests after it are answered; later refits (the real fit) succeed in the
+    same worker."""
+    calls, real = [0], reliability.fit_label_model
+
+    def flaky(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] <= 4:
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reliability, "fit_label_model", flaky)
+    served = Served(config(tmp_path))
+    try:
+        for i in range(4):
+            request(served.url, i, "alpha")
+            assert served.server.refits.drain(60)
+        with served.server.lock:
+            failed = served.server.refits.counters()["failed"]
+        st = fits(served)["alpha"]
+        for i in range(4, 30):
+            request(served.url, i)
+            assert served.server.refits.drain(60)
+        final = fits(served)
+        alive = served.server.refits.thread.is_alive()
+    finally:
+        served.close()
+    assert failed == 4 and st[:2] == ("generalist", "fallback: refit failed (RuntimeError: boom)")
+    assert alive and final["alpha"][:2] == ("alpha_expert", "estimate")
+
+
+def test_a_state_saved_while_a_refit_is_pending_restores_and_the_refit_is_redone(tmp_path, block_fit):
+    """Three alpha probes are fitted; the fourth's refit blocks, and the save of that finished group
+    (``save_every: 1``) holds its votes with the previous fit. A restart on the same config loads
+    that save and refits every restored group: it reaches the fit the first server wrote once the
+    refit was released."""
+    from dataclasses import asdict
+
+    from laser.integrations.grouped import SharedRouter
+
+    entered, release = block_fit
+    release.set()
+    path = config(tmp_path)
+    served = Served(path)
+    try:
+        for i in range(3):
+            request(served.url, i, "alpha")
+            assert served.server.refits.drain(60)
+        before = fits(served)["alpha"]
+        release.clear()
+        entered.clear()
+        request(served.url, 3, "alpha")  # its finished group is saved, its refit blocks
+        assert entered.wait(60)
+        spec = asdict(served.server.router.spec)
+        saved = SharedRouter(list(EXPERTS), spec).router.reliability.groups_["alpha"]  # the newest save
+        release.set()
+        assert served.server.refits.drain(60)
+        after = fits(served)["alpha"]
+    finally:
+        served.close()
+    assert saved.observed == 4 and len(saved.votes[0]) == 24  # the fourth probe's votes are saved
+    assert dict(zip(EXPERTS, saved.acc, strict=True)) == pytest.approx(before[2]) and after[2] != pytest.approx(
+        before[2]
+    )  # its fit is not
+    again = Served(path)
+    try:
+        assert again.server.refits.drain(60)
+        restored = fits(again)["alpha"]
+    finally:
+        again.close()
+    same_fits({"alpha": restored}, {"alpha": after})
