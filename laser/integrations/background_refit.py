@@ -1,4 +1,4 @@
-"""The reliability router's refits in one background thread, outside the routed server's lock.
+"""The reliability router's refits in the background, outside the routed server's lock.
 
 A routed ``laser serve-rm`` serialises its requests with one lock (the models are not thread-safe
 and the router's state is shared). With ``selector: reliability`` the request that completes a probe
@@ -12,6 +12,12 @@ under that lock while every other request waited. :class:`BackgroundRefits` move
   the lock (:meth:`~laser.routing.reliability.ReliabilityRouter.refit_compute`, a pure function
   of the copy) and writes it under the lock (:meth:`~laser.routing.reliability.ReliabilityRouter.refit_apply`),
   so a request sees the group's previous fit or its new one, never half of one;
+* the compute runs in one spawned child process (``process=True``, the server's default): in a
+  thread of the server it would hold the interpreter lock for most of its ~10^2 ms (the label
+  model works on K x K matrices, Python-bound), which slows every request as much as the server
+  lock did (benchmarks/soak_serve_rm.py: throughput unchanged, only p99 lower). The child holds
+  a router with the same hyper-parameters, is started on first use, again once if it died, and
+  exits when its parent does (SIGKILL included);
 * one refit per group at a time, coalesced: a group marked again while its refit runs is refitted
   once more afterwards (with every vote that arrived meanwhile);
 * an error in a refit (the label model's ValueError: too few votes; anything else: logged with its
@@ -41,14 +47,16 @@ class BackgroundRefits:
     Args:
         groups: the routed server's reliability adapter; its ``defer_refit`` is set to :meth:`mark`.
         lock: the lock every other call into ``groups`` holds (the server's).
+        process: compute the fits in a child process (else in the worker thread itself).
 
     Attributes:
         done_, failed_: refits written, and those among them that ended on the fallback because of
             an error other than the label model's ValueError.
     """
 
-    def __init__(self, groups: Any, lock: threading.Lock):
+    def __init__(self, groups: Any, lock: threading.Lock, process: bool = True):
         self.router = groups.reliability
+        self.process, self.pool = process, None
         self.lock, self.cond = lock, threading.Condition(lock)
         self.stale: dict[str, None] = {}  # groups waiting for a refit, oldest first
         self.running: str | None = None
@@ -83,6 +91,9 @@ class BackgroundRefits:
             self.cond.notify_all()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
+        if self.pool is not None and not self.thread.is_alive():
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     def _run(self) -> None:
         with self.cond:
@@ -119,12 +130,68 @@ class BackgroundRefits:
     def _compute(self, snap: dict) -> dict:
         t0 = time.perf_counter()
         try:
-            return self.router.refit_compute(snap)
+            return self._child(snap) if self.process else self.router.refit_compute(snap)
         except Exception as exc:  # the worker lives on; the group stays on its fallback
             log.exception("laser router: refit of group %r failed", snap["group"])
             error = f"{type(exc).__name__}: {exc}"
             return {"error": error, "reason": f"refit failed ({error})", "seconds": time.perf_counter() - t0}
 
+    def _child(self, snap: dict) -> dict:
+        """``refit_compute(snap)`` in the child process (started on first use; started again once
+        when it died, e.g. killed for memory)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        for attempt in (0, 1):
+            if self.pool is None:
+                self.pool = _start_pool(self.router)
+            try:
+                return self.pool.submit(_child_compute, snap).result()
+            except BrokenProcessPool:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = None
+                if attempt:
+                    raise
+                log.warning("laser router: the refit process died; starting another")
+        raise AssertionError("unreachable")
+
     def counters(self) -> dict:
         """``pending``, ``done``, ``failed`` (the caller holds the lock)."""
         return {"pending": self.pending(), "done": self.done_, "failed": self.failed_}
+
+
+def _start_pool(router):
+    """One spawned process (no fork under threads) holding a router with ``router``'s
+    hyper-parameters: :meth:`refit_compute` reads nothing else."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        1, multiprocessing.get_context("spawn"), initializer=_child_init, initargs=(router._hparams(),)
+    )
+
+
+_CHILD: dict = {}
+
+
+def _child_init(hparams: dict) -> None:
+    """In the child: the router that computes, and a thread that ends the child when its parent
+    ends (a server killed with SIGKILL leaves no process behind)."""
+    import multiprocessing
+    import os
+    from multiprocessing.connection import wait
+
+    from laser.routing.reliability import ReliabilityRouter
+
+    _CHILD["router"] = ReliabilityRouter(**hparams)
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(0)
+
+    if parent is not None:
+        threading.Thread(target=watch, name="laser-refit-parent", daemon=True).start()
+
+
+def _child_compute(snap: dict) -> dict:
+    return _CHILD["router"].refit_compute(snap)

@@ -65,6 +65,9 @@ class RMServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True  # a stuck client connection never blocks shutdown
+    #: reliability routing: the label model's refits compute in one child process (True) or in the
+    #: refit thread of this process (False: they then share the interpreter lock with the requests)
+    refit_process = True
     request_queue_size = 128  # listen backlog: the default 5 drops bursts of concurrent clients
 
     def __init__(
@@ -87,7 +90,7 @@ class RMServer(ThreadingHTTPServer):
         if router is not None and router.spec.selector == "reliability":
             from laser.integrations.background_refit import BackgroundRefits
 
-            self.refits = BackgroundRefits(router.router, self.lock)
+            self.refits = BackgroundRefits(router.router, self.lock, self.refit_process)
             with self.lock:  # a refit pending when the state was saved is redone (a no-op for the others)
                 self.refits.mark([g for g, st in router.router.reliability.groups_.items() if st.observed])
 

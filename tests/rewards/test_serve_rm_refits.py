@@ -10,7 +10,12 @@ with its 4 responses), so every request finishes a group. A slow refit is made s
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import yaml
@@ -18,6 +23,7 @@ from helpers import Served, post
 from verl_rms import rm_spec  # tests/ is on sys.path (tests/conftest.py)
 
 import laser.routing.reliability as reliability
+from laser.rewards.server import RMServer
 
 EXPERTS = ("alpha_expert", "beta_expert", "generalist", "noise")
 OFFSETS = (0, 1, 3, 7)
@@ -75,7 +81,14 @@ def same_fits(a: dict, b: dict) -> None:
 
 
 @pytest.fixture
-def block_fit(monkeypatch):
+def in_thread(monkeypatch):
+    """Refits computed in the server's refit thread (not its child process), so a monkeypatched
+    label model is the one called."""
+    monkeypatch.setattr(RMServer, "refit_process", False)
+
+
+@pytest.fixture
+def block_fit(monkeypatch, in_thread):
     """``fit_label_model`` that waits for ``release`` (``entered`` says a fit is waiting)."""
     entered, release, real = threading.Event(), threading.Event(), reliability.fit_label_model
 
@@ -90,10 +103,11 @@ def block_fit(monkeypatch):
 
 
 def test_background_refits_reach_the_synchronous_fits(tmp_path):
-    """30 groups sent one at a time to a server refitting in the background (draining its queue
-    after each request, so each plan sees the fits the synchronous path had) and to one refitting
-    in the request: the same routed RM, status, probes, uncertainty and accuracies per group; both
-    domains end on their expert (the fits are not all fallbacks)."""
+    """30 groups sent one at a time to a server refitting in the background (in its child process;
+    draining its queue after each request, so each plan sees the fits the synchronous path had)
+    and to one refitting in the request: the same routed RM, status, probes, uncertainty and
+    accuracies per group; both domains end on their expert (the fits are not all fallbacks). The
+    child process ends with the server."""
     background, sync = Served(config(tmp_path / "bg")), synchronous(Served(config(tmp_path / "sync")))
     try:
         for i in range(30):
@@ -102,9 +116,12 @@ def test_background_refits_reach_the_synchronous_fits(tmp_path):
         with background.server.lock:
             assert background.server.refits.counters()["done"] > 0
         got, want = fits(background), fits(sync)
+        child = background.server.refits.pool
+        assert child is not None and len(multiprocessing.active_children()) == 1
     finally:
         background.close()
         sync.close()
+    assert background.server.refits.pool is None and multiprocessing.active_children() == []
     same_fits(got, want)
     assert {g: v[:2] for g, v in want.items()} == {
         "alpha": ("alpha_expert", "estimate"),
@@ -112,11 +129,11 @@ def test_background_refits_reach_the_synchronous_fits(tmp_path):
     }
 
 
-def test_without_draining_in_between_the_drained_fits_equal_the_synchronous_ones(tmp_path):
-    """Every group a probe (warm-up 40 > the 12 groups per domain), so the votes do not depend on
-    when a refit lands; the background server's requests do not wait for refits (some may coalesce
-    into one), yet after the queue drains each group's fit is the synchronous one (the anchor fixes
-    the sign, so a fit depends on its window alone)."""
+def test_without_draining_in_between_the_drained_fits_equal_the_synchronous_ones(tmp_path, in_thread):
+    """Refits in the server's refit thread. Every group a probe (warm-up 40 > the 12 groups per
+    domain), so the votes do not depend on when a refit lands; the background server's requests do
+    not wait for refits (some may coalesce into one), yet after the queue drains each group's fit
+    is the synchronous one (the anchor fixes the sign, so a fit depends on its window alone)."""
     background, sync = (
         Served(config(tmp_path / "bg", warmup=40)),
         synchronous(Served(config(tmp_path / "s", warmup=40))),
@@ -161,7 +178,7 @@ def test_a_request_is_answered_while_a_refit_is_running(tmp_path, block_fit):
     assert not served.server.refits.thread.is_alive()  # close() stopped the worker
 
 
-def test_a_failing_refit_leaves_the_group_on_its_fallback_and_the_worker_serves_on(tmp_path, monkeypatch):
+def test_a_failing_refit_leaves_the_group_on_its_fallback_and_the_worker_serves_on(tmp_path, monkeypatch, in_thread):
     """``fit_label_model`` raises a RuntimeError (not the label model's ValueError) for the first
     four refits: those groups stay on the anchor with the error as the reason, the error is
     counted, and the requests after it are answered; later refits (the real fit) succeed in the
@@ -234,3 +251,49 @@ def test_a_state_saved_while_a_refit_is_pending_restores_and_the_refit_is_redone
     finally:
         again.close()
     same_fits({"alpha": restored}, {"alpha": after})
+
+
+CHILD_OF_A_KILLED_SERVER = """
+import threading, numpy as np
+from types import SimpleNamespace
+from laser.integrations.background_refit import BackgroundRefits
+from laser.routing.reliability import ReliabilityRouter
+
+router, lock = ReliabilityRouter(3), threading.Lock()
+refits = BackgroundRefits(SimpleNamespace(reliability=router), lock)
+with lock:
+    router.observe("g", np.ones((3, 6), np.int8))
+    refits.mark(["g"])
+assert refits.drain(120)
+print(*refits.pool._processes, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_the_refit_process_ends_when_its_server_is_killed(tmp_path):
+    """A process holding a :class:`BackgroundRefits` (a refit done, so its child runs) is killed
+    with SIGKILL: the child notices its parent's end and exits (polled for up to 60 s; no speed
+    is asserted)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_OF_A_KILLED_SERVER], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        child = int(proc.stdout.readline())
+        assert running(child)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    deadline = time.monotonic() + 60
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child)
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (a container's init may not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
