@@ -19,7 +19,9 @@ SIGKILL and restarted on the same config, and what it remembers is printed next 
 ``--strategy`` names the routed servers to measure, one after another in this process: ``bandit``
 (epsilon-greedy, learns from the gold labels) and ``reliability`` (label-free: a request group is a
 probe scored by every RM, or goes to its group's best RM; the group is the request's
-``data_source`` field, the demo domain). Each prints its RM calls per response (probes included).
+``data_source`` field, the demo domain; the label model refits outside the request lock, in the
+server's child process), ``reliability-thread`` (the same, the refits computed in a thread of the
+server process). Each prints its RM calls per response (probes included).
 
 Exit status 1 when any request failed.
 """
@@ -68,10 +70,11 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
 
 
-def serve_config_child(config: str) -> None:
+def serve_config_child(config: str, refit_in_thread: bool = False) -> None:
     """Child-process entry: ``server_from_config(config)`` on a free loopback port."""
-    from laser.rewards.server import server_from_config
+    from laser.rewards.server import RMServer, server_from_config
 
+    RMServer.refit_process = not refit_in_thread
     server = server_from_config(config)
     print(f"PORT {server.port}", flush=True)
     try:
@@ -80,8 +83,9 @@ def serve_config_child(config: str) -> None:
         server.server_close()
 
 
-def start_server(config: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(config: str | None = None, refit_in_thread: bool = False) -> tuple[subprocess.Popen, str]:
     args = ["--serve"] if config is None else ["--serve-config", config]
+    args += ["--refit-in-thread"] if refit_in_thread else []
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("PORT "):
@@ -180,6 +184,8 @@ STRATEGIES = {
     "bandit": "selector: epsilon_greedy, selector_options: {epsilon: 0.1}",
     "reliability": "selector: reliability, selector_options: {anchor: generalist}, group_key: data_source",
 }
+#: reliability with the label model's refits computed in the server's refit thread, not its child process
+STRATEGIES["reliability-thread"] = STRATEGIES["reliability"]
 
 
 def rollout_groups(n: int, seed: int = 0) -> list[tuple[str, list[str], str, str]]:
@@ -261,7 +267,7 @@ def routed_main(args) -> int:
         folder = Path(tempfile.mkdtemp(prefix=f"laser_routed_soak_{strategy}_"))
         config = folder / "rm.yaml"
         config.write_text(ROUTED_CONFIG % (STRATEGIES[strategy], folder / "state"))
-        proc, url = start_server(str(config))
+        proc, url = start_server(str(config), strategy.endswith("-thread"))
         try:
             runs = [("fixed (?rm=math_expert)", "math_expert")] if n == 0 else []
             for label, rm in [*runs, (f"routed {strategy}", None)]:
@@ -278,7 +284,7 @@ def routed_main(args) -> int:
         finally:
             proc.kill()  # SIGKILL: no shutdown code runs
             proc.wait(timeout=10)
-        proc, url = start_server(str(config))
+        proc, url = start_server(str(config), strategy.endswith("-thread"))
         try:
             after = get_health(url)["router"]
         finally:
@@ -306,7 +312,7 @@ def report_routed(strategy: str, rows: dict, health: dict) -> None:
     last = [next(iter(picks[g])) for g in sorted(picks)[-len(picks) // 3 :]]
     share = {n: round(last.count(n) / len(last), 2) for n in sorted(set(last))}
     print(f"groups answered by more than one RM: {mixed}; RM shares over the last third of groups: {share}")
-    if strategy == "reliability":
+    if strategy.startswith("reliability"):
         probes = {g: (v["rm"], v["status"], v["probes"], v["prompts"]) for g, v in health["groups"].items()}
         print(f"per group (RM, status, probe groups, groups): {probes}; label model {health['label_model_s']} s")
 
@@ -335,12 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # child process
     ap.add_argument("--serve-config", default=None, help=argparse.SUPPRESS)  # child process, from a config
+    ap.add_argument("--refit-in-thread", action="store_true", help=argparse.SUPPRESS)  # child: no refit process
     args = ap.parse_args(argv)
     if args.serve:
         serve_child()
         return 0
     if args.serve_config:
-        serve_config_child(args.serve_config)
+        serve_config_child(args.serve_config, args.refit_in_thread)
         return 0
     if args.routed:
         return routed_main(args)

@@ -16,8 +16,9 @@ under that lock while every other request waited. :class:`BackgroundRefits` move
   thread of the server it would hold the interpreter lock for most of its ~10^2 ms (the label
   model works on K x K matrices, Python-bound), which slows every request as much as the server
   lock did (benchmarks/soak_serve_rm.py: throughput unchanged, only p99 lower). The child holds
-  a router with the same hyper-parameters, is started on first use, again once if it died, and
-  exits when its parent does (SIGKILL included);
+  a router with the same hyper-parameters, talks over one pipe (a snapshot in, a result out), is
+  started on first use, again once if it died, and exits when its parent does (SIGKILL included:
+  its pipe closes);
 * one refit per group at a time, coalesced: a group marked again while its refit runs is refitted
   once more afterwards (with every vote that arrived meanwhile);
 * an error in a refit (the label model's ValueError: too few votes; anything else: logged with its
@@ -56,7 +57,7 @@ class BackgroundRefits:
 
     def __init__(self, groups: Any, lock: threading.Lock, process: bool = True):
         self.router = groups.reliability
-        self.process, self.pool = process, None
+        self.process, self.child = process, None  # the child: (process, its end of the pipe)
         self.lock, self.cond = lock, threading.Condition(lock)
         self.stale: dict[str, None] = {}  # groups waiting for a refit, oldest first
         self.running: str | None = None
@@ -91,9 +92,8 @@ class BackgroundRefits:
             self.cond.notify_all()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
-        if self.pool is not None and not self.thread.is_alive():
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+        if self.child is not None and not self.thread.is_alive():
+            self._end_child()
 
     def _run(self) -> None:
         with self.cond:
@@ -130,68 +130,78 @@ class BackgroundRefits:
     def _compute(self, snap: dict) -> dict:
         t0 = time.perf_counter()
         try:
-            return self._child(snap) if self.process else self.router.refit_compute(snap)
+            return self._in_child(snap) if self.process else self.router.refit_compute(snap)
         except Exception as exc:  # the worker lives on; the group stays on its fallback
             log.exception("laser router: refit of group %r failed", snap["group"])
             error = f"{type(exc).__name__}: {exc}"
             return {"error": error, "reason": f"refit failed ({error})", "seconds": time.perf_counter() - t0}
 
-    def _child(self, snap: dict) -> dict:
-        """``refit_compute(snap)`` in the child process (started on first use; started again once
+    def _in_child(self, snap: dict) -> dict:
+        """``refit_compute(snap)`` in the child process (started on first use, and again once
         when it died, e.g. killed for memory)."""
-        from concurrent.futures.process import BrokenProcessPool
-
         for attempt in (0, 1):
-            if self.pool is None:
-                self.pool = _start_pool(self.router)
+            if self.child is None:
+                self.child = _start_child(self.router._hparams())
             try:
-                return self.pool.submit(_child_compute, snap).result()
-            except BrokenProcessPool:
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = None
+                self.child[1].send(snap)
+                kind, out = self.child[1].recv()
+            except (EOFError, OSError):
+                self._end_child()
                 if attempt:
-                    raise
+                    raise RuntimeError("the refit process died twice in a row") from None
                 log.warning("laser router: the refit process died; starting another")
+                continue
+            if kind == "raise":  # an error other than the label model's ValueError, with its traceback
+                error, tb = out
+                log.error("laser router: refit of group %r failed in the refit process:\n%s", snap["group"], tb)
+                return {"error": error, "reason": f"refit failed ({error})", "seconds": 0.0}
+            return out
         raise AssertionError("unreachable")
+
+    def _end_child(self) -> None:
+        proc, conn = self.child
+        self.child = None
+        conn.close()  # the child reads EOF and returns
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)
 
     def counters(self) -> dict:
         """``pending``, ``done``, ``failed`` (the caller holds the lock)."""
         return {"pending": self.pending(), "done": self.done_, "failed": self.failed_}
 
 
-def _start_pool(router):
-    """One spawned process (no fork under threads) holding a router with ``router``'s
-    hyper-parameters: :meth:`refit_compute` reads nothing else."""
+def _start_child(hparams: dict) -> tuple:
+    """One spawned process (no fork under threads) computing refits with a router of ``hparams``
+    (:meth:`~laser.routing.reliability.ReliabilityRouter.refit_compute` reads nothing else), over a
+    pipe: one snapshot in, one result out."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(
-        1, multiprocessing.get_context("spawn"), initializer=_child_init, initargs=(router._hparams(),)
-    )
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_child_main, args=(theirs, hparams), name="laser-refit", daemon=True)
+    proc.start()
+    theirs.close()  # only the child holds its end: its reads end when this process does
+    return proc, mine
 
 
-_CHILD: dict = {}
-
-
-def _child_init(hparams: dict) -> None:
-    """In the child: the router that computes, and a thread that ends the child when its parent
-    ends (a server killed with SIGKILL leaves no process behind)."""
-    import multiprocessing
-    import os
-    from multiprocessing.connection import wait
+def _child_main(conn, hparams: dict) -> None:
+    """The child's loop: a snapshot in, ``("ok", result)`` or ``("raise", traceback)`` out; returns
+    when the pipe closes (the server stopped, or died: SIGKILL leaves no process behind)."""
+    import traceback
 
     from laser.routing.reliability import ReliabilityRouter
 
-    _CHILD["router"] = ReliabilityRouter(**hparams)
-    parent = multiprocessing.parent_process()
-
-    def watch() -> None:
-        wait([parent.sentinel])
-        os._exit(0)
-
-    if parent is not None:
-        threading.Thread(target=watch, name="laser-refit-parent", daemon=True).start()
-
-
-def _child_compute(snap: dict) -> dict:
-    return _CHILD["router"].refit_compute(snap)
+    router = ReliabilityRouter(**hparams)
+    while True:
+        try:
+            snap = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            out = ("ok", router.refit_compute(snap))
+        except Exception:  # the parent logs it and leaves the group on its fallback
+            tb = traceback.format_exc()
+            out = ("raise", (tb.strip().splitlines()[-1], tb))
+        conn.send(out)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -116,12 +117,12 @@ def test_background_refits_reach_the_synchronous_fits(tmp_path):
         with background.server.lock:
             assert background.server.refits.counters()["done"] > 0
         got, want = fits(background), fits(sync)
-        child = background.server.refits.pool
-        assert child is not None and len(multiprocessing.active_children()) == 1
+        child = background.server.refits.child
+        assert child is not None and multiprocessing.active_children() == [child[0]]
     finally:
         background.close()
         sync.close()
-    assert background.server.refits.pool is None and multiprocessing.active_children() == []
+    assert background.server.refits.child is None and multiprocessing.active_children() == []
     same_fits(got, want)
     assert {g: v[:2] for g, v in want.items()} == {
         "alpha": ("alpha_expert", "estimate"),
@@ -265,7 +266,7 @@ with lock:
     router.observe("g", np.ones((3, 6), np.int8))
     refits.mark(["g"])
 assert refits.drain(120)
-print(*refits.pool._processes, flush=True)
+print(refits.child[0].pid, flush=True)
 threading.Event().wait()
 """
 
@@ -297,3 +298,39 @@ def running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_refit_process_survives_an_error_and_is_started_again_when_it_died():
+    """The child computes what ``refit_compute`` computes here (3 RMs voting right with
+    probabilities 0.9 / 0.8 / 0.7 on 80 pairs of 20 probes: a trusted fit); a snapshot it cannot
+    read (no ``votes``: a KeyError, not the label model's ValueError) comes back as a failed refit
+    and the same child computes the next one; killed, the child is replaced on the next refit."""
+    import numpy as np
+
+    from laser.integrations.background_refit import BackgroundRefits
+    from laser.routing.reliability import ReliabilityRouter
+
+    rng = np.random.default_rng(0)
+    router, lock = ReliabilityRouter(3, anchor=0), threading.Lock()
+    for _ in range(20):
+        truth = rng.choice([-1, 1], 4)
+        right = rng.random((3, 4)) < np.array([[0.9], [0.8], [0.7]])
+        router.observe("g", np.where(right, truth, -truth))
+    snap = router.refit_snapshot("g")
+    want = router.refit_compute(snap)
+    refits = BackgroundRefits(SimpleNamespace(reliability=router), lock)
+    try:
+        bad = refits._compute({"group": "g"})
+        first = refits.child[0]
+        good = refits._compute(snap)
+        same = refits.child[0] is first
+        first.kill()
+        first.join(30)
+        again = refits._compute(snap)
+        second = refits.child[0]
+    finally:
+        refits.stop()
+    assert want["fit"].ok and bad["reason"] == "refit failed (KeyError: 'votes')" and same
+    for got in (good, again):
+        assert got["fit"].acc == pytest.approx(want["fit"].acc) and got["uncertainty"] == want["uncertainty"]
+    assert second is not first and not second.is_alive()  # stop() ended it
