@@ -204,4 +204,7 @@ def _child_main(conn, hparams: dict) -> None:
         except Exception:  # the parent logs it and leaves the group on its fallback
             tb = traceback.format_exc()
             out = ("raise", (tb.strip().splitlines()[-1], tb))
-        conn.send(out)
+        try:
+            conn.send(out)
+        except OSError:  # the parent ended while this refit ran
+            return

@@ -65,9 +65,10 @@ class RMServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True  # a stuck client connection never blocks shutdown
-    #: reliability routing: the label model's refits compute in one child process (True) or in the
-    #: refit thread of this process (False: they then share the interpreter lock with the requests)
-    refit_process = True
+    #: reliability routing, where the label model's refits compute: ``process`` (one child process),
+    #: ``thread`` (the refit thread of this process: it shares the interpreter lock with the
+    #: requests) or ``lock`` (in the request that completes a probe, under the lock: as verl's actor)
+    refit_mode = "process"
     request_queue_size = 128  # listen backlog: the default 5 drops bursts of concurrent clients
 
     def __init__(
@@ -87,10 +88,12 @@ class RMServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         super().__init__((host, port), _Handler)
         self.refits = None  # reliability routing: the label model's refits, outside self.lock
-        if router is not None and router.spec.selector == "reliability":
+        if self.refit_mode not in ("process", "thread", "lock"):
+            raise ValueError(f"RMServer.refit_mode: {self.refit_mode!r} is not 'process', 'thread' or 'lock'")
+        if router is not None and router.spec.selector == "reliability" and self.refit_mode != "lock":
             from laser.integrations.background_refit import BackgroundRefits
 
-            self.refits = BackgroundRefits(router.router, self.lock, self.refit_process)
+            self.refits = BackgroundRefits(router.router, self.lock, self.refit_mode == "process")
             with self.lock:  # a refit pending when the state was saved is redone (a no-op for the others)
                 self.refits.mark([g for g, st in router.router.reliability.groups_.items() if st.observed])
 

@@ -65,11 +65,13 @@ def fits(served: Served) -> dict:
     return {g: (v["rm"], v["status"], v["acc"], v["uncertainty"], v["probes"]) for g, v in groups.items()}
 
 
-def synchronous(served: Served) -> Served:
-    """The same server refitting in the request (the path verl's actor keeps): worker stopped."""
-    served.server.refits.stop()
-    served.server.router.router.defer_refit = None
-    served.server.refits = None
+def synchronous(path: str, monkeypatch) -> Served:
+    """A server refitting in the request, under its lock (``refit_mode = "lock"``, the path verl's
+    actor keeps)."""
+    with monkeypatch.context() as m:
+        m.setattr(RMServer, "refit_mode", "lock")
+        served = Served(path)
+    assert served.server.refits is None and served.server.router.router.defer_refit is None
     return served
 
 
@@ -85,7 +87,7 @@ def same_fits(a: dict, b: dict) -> None:
 def in_thread(monkeypatch):
     """Refits computed in the server's refit thread (not its child process), so a monkeypatched
     label model is the one called."""
-    monkeypatch.setattr(RMServer, "refit_process", False)
+    monkeypatch.setattr(RMServer, "refit_mode", "thread")
 
 
 @pytest.fixture
@@ -103,13 +105,13 @@ def block_fit(monkeypatch, in_thread):
     release.set()
 
 
-def test_background_refits_reach_the_synchronous_fits(tmp_path):
+def test_background_refits_reach_the_synchronous_fits(tmp_path, monkeypatch):
     """30 groups sent one at a time to a server refitting in the background (in its child process;
     draining its queue after each request, so each plan sees the fits the synchronous path had)
     and to one refitting in the request: the same routed RM, status, probes, uncertainty and
     accuracies per group; both domains end on their expert (the fits are not all fallbacks). The
     child process ends with the server."""
-    background, sync = Served(config(tmp_path / "bg")), synchronous(Served(config(tmp_path / "sync")))
+    background, sync = Served(config(tmp_path / "bg")), synchronous(config(tmp_path / "sync"), monkeypatch)
     try:
         for i in range(30):
             assert request(background.url, i) == request(sync.url, i)
@@ -130,14 +132,14 @@ def test_background_refits_reach_the_synchronous_fits(tmp_path):
     }
 
 
-def test_without_draining_in_between_the_drained_fits_equal_the_synchronous_ones(tmp_path, in_thread):
+def test_without_draining_in_between_the_drained_fits_equal_the_synchronous_ones(tmp_path, monkeypatch, in_thread):
     """Refits in the server's refit thread. Every group a probe (warm-up 40 > the 12 groups per
     domain), so the votes do not depend on when a refit lands; the background server's requests do
     not wait for refits (some may coalesce into one), yet after the queue drains each group's fit
     is the synchronous one (the anchor fixes the sign, so a fit depends on its window alone)."""
     background, sync = (
         Served(config(tmp_path / "bg", warmup=40)),
-        synchronous(Served(config(tmp_path / "s", warmup=40))),
+        synchronous(config(tmp_path / "s", warmup=40), monkeypatch),
     )
     try:
         for i in range(24):
