@@ -16,9 +16,9 @@ under that lock while every other request waited. :class:`BackgroundRefits` move
   thread of the server it would hold the interpreter lock for most of its ~10^2 ms (the label
   model works on K x K matrices, Python-bound), which slows every request as much as the server
   lock did (benchmarks/soak_serve_rm.py: throughput unchanged, only p99 lower). The child holds
-  a router with the same hyper-parameters, talks over one pipe (a snapshot in, a result out), is
+  a router with the same hyper-parameters, talks over one socket pair (a snapshot in, a result out), is
   started on first use, again once if it died, and exits when its parent does (SIGKILL included:
-  its pipe closes);
+  its socket closes);
 * one refit per group at a time, coalesced: a group marked again while its refit runs is refitted
   once more afterwards (with every vote that arrived meanwhile);
 * an error in a refit (the label model's ValueError: too few votes; anything else: logged with its
@@ -147,8 +147,8 @@ class BackgroundRefits:
                 kind, out = self.child[1].recv()
             except (EOFError, OSError):
                 self._end_child()
-                if attempt:
-                    raise RuntimeError("the refit process died twice in a row") from None
+                if attempt or self.stopping:
+                    raise RuntimeError("the refit process died" + (" twice in a row" if attempt else "")) from None
                 log.warning("laser router: the refit process died; starting another")
                 continue
             if kind == "raise":  # an error other than the label model's ValueError, with its traceback
@@ -159,13 +159,16 @@ class BackgroundRefits:
         raise AssertionError("unreachable")
 
     def _end_child(self) -> None:
+        import subprocess
+
         proc, conn = self.child
         self.child = None
         conn.close()  # the child reads EOF and returns
-        proc.join(10)
-        if proc.is_alive():
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            proc.join(10)
+            proc.wait(10)
 
     def counters(self) -> dict:
         """``pending``, ``done``, ``failed`` (the caller holds the lock)."""
@@ -173,27 +176,45 @@ class BackgroundRefits:
 
 
 def _start_child(hparams: dict) -> tuple:
-    """One spawned process (no fork under threads) computing refits with a router of ``hparams``
+    """One child Python process computing refits with a router of ``hparams``
     (:meth:`~laser.routing.reliability.ReliabilityRouter.refit_compute` reads nothing else), over a
-    pipe: one snapshot in, one result out."""
-    import multiprocessing
+    socket pair: one snapshot in, one result out. A plain subprocess, not multiprocessing's spawn
+    (which re-imports the server's main module, the CLI, in the child): it imports numpy and the
+    router only, in its own session (a terminal's Ctrl-C reaches the server, which ends it)."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
 
-    ctx = multiprocessing.get_context("spawn")
-    mine, theirs = ctx.Pipe()
-    proc = ctx.Process(target=_child_main, args=(theirs, hparams), name="laser-refit", daemon=True)
-    proc.start()
-    theirs.close()  # only the child holds its end: its reads end when this process does
+    a, b = socket.socketpair()
+    mine, theirs = Connection(a.detach()), b.detach()
+    code = (
+        "import sys; sys.path[:0] = __import__('json').loads(sys.argv[1]); "
+        "from laser.integrations.background_refit import _child_main; _child_main(int(sys.argv[2]))"
+    )
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(sys.path), str(theirs)], pass_fds=[theirs], start_new_session=True
+        )
+    finally:
+        os.close(theirs)  # only the child holds its end: its reads end when this process does
+    mine.send(hparams)
     return proc, mine
 
 
-def _child_main(conn, hparams: dict) -> None:
-    """The child's loop: a snapshot in, ``("ok", result)`` or ``("raise", traceback)`` out; returns
-    when the pipe closes (the server stopped, or died: SIGKILL leaves no process behind)."""
+def _child_main(fd: int) -> None:
+    """The child's loop: the router's hyper-parameters, then per refit a snapshot in and
+    ``("ok", result)`` or ``("raise", (error, traceback))`` out; returns when the socket closes
+    (the server stopped, or died: SIGKILL leaves no process behind)."""
     import traceback
+    from multiprocessing.connection import Connection
 
     from laser.routing.reliability import ReliabilityRouter
 
-    router = ReliabilityRouter(**hparams)
+    conn = Connection(fd)
+    router = ReliabilityRouter(**conn.recv())
     while True:
         try:
             snap = conn.recv()

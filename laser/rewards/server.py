@@ -21,8 +21,8 @@ given, else the group's majority answer, for the configured ``router.task``. Wit
 reliability`` a group is instead a probe (scored by every RM that is up) or scored by the best RM of
 its group (the request field ``router.group_key``), and probes teach the label model from the RMs'
 agreement (docs/remote_rm.md); the label model refits outside the lock below, in a child process
-(:mod:`laser.integrations.background_refit`, ``RMServer.refit_mode``). The router's state is saved atomically every ``router.save_every``
-finished groups and restored at start.
+(:mod:`laser.integrations.background_refit`, ``RMServer.refit_mode``). The router's state is saved
+atomically every ``router.save_every`` finished groups and restored at start.
 
 Every served RM also has its own URLs: ``/score?rm=NAME`` and ``/get_reward?rm=NAME`` pick the RM
 from the query string, because OpenRLHF addresses a remote RM by URL alone and sends only
