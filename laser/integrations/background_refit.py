@@ -213,15 +213,17 @@ def _child_main(fd: int) -> None:
 
     from laser.routing.reliability import ReliabilityRouter
 
-    conn = Connection(fd)
-    router = ReliabilityRouter(**conn.recv())
+    conn, router = Connection(fd), None
     while True:
         try:
-            snap = conn.recv()
-        except (EOFError, OSError):
+            msg = conn.recv()
+        except (EOFError, OSError):  # the server stopped or died
             return
+        if router is None:  # the first message: the hyper-parameters
+            router = ReliabilityRouter(**msg)
+            continue
         try:
-            out = ("ok", router.refit_compute(snap))
+            out = ("ok", router.refit_compute(msg))
         except Exception:  # the parent logs it and leaves the group on its fallback
             tb = traceback.format_exc()
             out = ("raise", (tb.strip().splitlines()[-1], tb))
