@@ -87,10 +87,10 @@ class RMServer(ThreadingHTTPServer):
         self.max_batch, self.max_body_bytes = max_batch, max_body_bytes
         self.request_timeout = request_timeout
         self.lock = threading.Lock()
-        super().__init__((host, port), _Handler)
-        self.refits = None  # reliability routing: the label model's refits, outside self.lock
         if self.refit_mode not in ("process", "thread", "lock"):
             raise ValueError(f"RMServer.refit_mode: {self.refit_mode!r} is not 'process', 'thread' or 'lock'")
+        super().__init__((host, port), _Handler)
+        self.refits = None  # reliability routing: the label model's refits, outside self.lock
         if router is not None and router.spec.selector == "reliability" and self.refit_mode != "lock":
             from laser.integrations.background_refit import BackgroundRefits
 
