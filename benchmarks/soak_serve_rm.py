@@ -19,7 +19,11 @@ SIGKILL and restarted on the same config, and what it remembers is printed next 
 ``--strategy`` names the routed servers to measure, one after another in this process: ``bandit``
 (epsilon-greedy, learns from the gold labels) and ``reliability`` (label-free: a request group is a
 probe scored by every RM, or goes to its group's best RM; the group is the request's
-``data_source`` field, the demo domain). Each prints its RM calls per response (probes included).
+``data_source`` field, the demo domain; the label model refits outside the request lock, in the
+server's child process), ``reliability-thread`` (the same, the refits computed in a thread of the
+server process), ``reliability-lock`` (the refit in the request that completes a probe, under the
+lock: the server before the refits moved out). Each prints its RM calls per response (probes
+included).
 
 Exit status 1 when any request failed.
 """
@@ -68,10 +72,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
 
 
-def serve_config_child(config: str) -> None:
-    """Child-process entry: ``server_from_config(config)`` on a free loopback port."""
-    from laser.rewards.server import server_from_config
+def serve_config_child(config: str, refit: str = "process") -> None:
+    """Child-process entry: ``server_from_config(config)`` on a free loopback port (``refit``: the
+    server's ``refit_mode``)."""
+    from laser.rewards.server import RMServer, server_from_config
 
+    RMServer.refit_mode = refit
     server = server_from_config(config)
     print(f"PORT {server.port}", flush=True)
     try:
@@ -80,8 +86,8 @@ def serve_config_child(config: str) -> None:
         server.server_close()
 
 
-def start_server(config: str | None = None) -> tuple[subprocess.Popen, str]:
-    args = ["--serve"] if config is None else ["--serve-config", config]
+def start_server(config: str | None = None, refit: str = "process") -> tuple[subprocess.Popen, str]:
+    args = ["--serve"] if config is None else ["--serve-config", config, "--refit", refit]
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("PORT "):
@@ -180,6 +186,10 @@ STRATEGIES = {
     "bandit": "selector: epsilon_greedy, selector_options: {epsilon: 0.1}",
     "reliability": "selector: reliability, selector_options: {anchor: generalist}, group_key: data_source",
 }
+#: reliability with the label model's refits computed elsewhere than the server's child process
+#: (RMServer.refit_mode): in its refit thread, or under the request lock (the behaviour before)
+STRATEGIES["reliability-thread"] = STRATEGIES["reliability-lock"] = STRATEGIES["reliability"]
+REFIT = {"thread": "thread", "lock": "lock"}
 
 
 def rollout_groups(n: int, seed: int = 0) -> list[tuple[str, list[str], str, str]]:
@@ -261,7 +271,7 @@ def routed_main(args) -> int:
         folder = Path(tempfile.mkdtemp(prefix=f"laser_routed_soak_{strategy}_"))
         config = folder / "rm.yaml"
         config.write_text(ROUTED_CONFIG % (STRATEGIES[strategy], folder / "state"))
-        proc, url = start_server(str(config))
+        proc, url = start_server(str(config), REFIT.get(strategy.split("-")[-1], "process"))
         try:
             runs = [("fixed (?rm=math_expert)", "math_expert")] if n == 0 else []
             for label, rm in [*runs, (f"routed {strategy}", None)]:
@@ -278,7 +288,7 @@ def routed_main(args) -> int:
         finally:
             proc.kill()  # SIGKILL: no shutdown code runs
             proc.wait(timeout=10)
-        proc, url = start_server(str(config))
+        proc, url = start_server(str(config), REFIT.get(strategy.split("-")[-1], "process"))
         try:
             after = get_health(url)["router"]
         finally:
@@ -306,7 +316,7 @@ def report_routed(strategy: str, rows: dict, health: dict) -> None:
     last = [next(iter(picks[g])) for g in sorted(picks)[-len(picks) // 3 :]]
     share = {n: round(last.count(n) / len(last), 2) for n in sorted(set(last))}
     print(f"groups answered by more than one RM: {mixed}; RM shares over the last third of groups: {share}")
-    if strategy == "reliability":
+    if strategy.startswith("reliability"):
         probes = {g: (v["rm"], v["status"], v["probes"], v["prompts"]) for g, v in health["groups"].items()}
         print(f"per group (RM, status, probe groups, groups): {probes}; label model {health['label_model_s']} s")
 
@@ -335,12 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # child process
     ap.add_argument("--serve-config", default=None, help=argparse.SUPPRESS)  # child process, from a config
+    ap.add_argument("--refit", default="process", help=argparse.SUPPRESS)  # child: RMServer.refit_mode
     args = ap.parse_args(argv)
     if args.serve:
         serve_child()
         return 0
     if args.serve_config:
-        serve_config_child(args.serve_config)
+        serve_config_child(args.serve_config, args.refit)
         return 0
     if args.routed:
         return routed_main(args)

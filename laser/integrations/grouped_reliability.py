@@ -157,8 +157,14 @@ class ReliabilityGroups:
             return "routed"
         return self._learn(p, task)
 
+    #: None: ``_learn`` refits the groups a probe touched (verl's actor, one call at a time); a
+    #: callable (:class:`~laser.integrations.background_refit.BackgroundRefits`): ``_learn`` hands it
+    #: those groups (with the caller's lock held) and the refits run later, outside the lock
+    defer_refit = None
+
     def _learn(self, p: _Pending, task: str | None) -> str:
-        """The probe's votes (the strategy's rule) into its group's window, and a refit."""
+        """The probe's votes (the strategy's rule) into its group's window, and a refit (now, or by
+        ``defer_refit``)."""
         from laser.routing import Batch
 
         matrix = np.full((len(self.names), len(p.texts)), np.nan)
@@ -167,8 +173,10 @@ class ReliabilityGroups:
                 matrix[k, j] = v
         batch = Batch([p.prompt], tasks=[task], groups=[p.group], index=[0])
         batch.add_responses(p.texts, [0] * len(p.texts))
-        batch.extra.update(probe=[True], matrix=matrix)
+        batch.extra.update(probe=[True], matrix=matrix, refit=self.defer_refit is None)
         self.core.strategy.units(batch, None, self.core.coll, None)
+        if self.defer_refit is not None:
+            self.defer_refit(list(batch.extra["votes"]))
         votes = int(batch.extra["votes"].get(p.group, 0))
         self.votes_ += votes
         outcome = "learned" if votes else "empty"

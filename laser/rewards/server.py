@@ -20,8 +20,9 @@ its group is open), answer ``"rm": [name per response]``, and learn from each fi
 given, else the group's majority answer, for the configured ``router.task``. With ``router.selector:
 reliability`` a group is instead a probe (scored by every RM that is up) or scored by the best RM of
 its group (the request field ``router.group_key``), and probes teach the label model from the RMs'
-agreement (docs/remote_rm.md). The router's state is saved atomically every ``router.save_every``
-finished groups and restored at start.
+agreement (docs/remote_rm.md); the label model refits outside the lock below, in a child process
+(:mod:`laser.integrations.background_refit`, ``RMServer.refit_mode``). The router's state is saved
+atomically every ``router.save_every`` finished groups and restored at start.
 
 Every served RM also has its own URLs: ``/score?rm=NAME`` and ``/get_reward?rm=NAME`` pick the RM
 from the query string, because OpenRLHF addresses a remote RM by URL alone and sends only
@@ -65,6 +66,10 @@ class RMServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True  # a stuck client connection never blocks shutdown
+    #: reliability routing, where the label model's refits compute: ``process`` (one child process),
+    #: ``thread`` (the refit thread of this process: it shares the interpreter lock with the
+    #: requests) or ``lock`` (in the request that completes a probe, under the lock: as verl's actor)
+    refit_mode = "process"
     request_queue_size = 128  # listen backlog: the default 5 drops bursts of concurrent clients
 
     def __init__(
@@ -82,7 +87,22 @@ class RMServer(ThreadingHTTPServer):
         self.max_batch, self.max_body_bytes = max_batch, max_body_bytes
         self.request_timeout = request_timeout
         self.lock = threading.Lock()
+        if self.refit_mode not in ("process", "thread", "lock"):
+            raise ValueError(f"RMServer.refit_mode: {self.refit_mode!r} is not 'process', 'thread' or 'lock'")
         super().__init__((host, port), _Handler)
+        self.refits = None  # reliability routing: the label model's refits, outside self.lock
+        if router is not None and router.spec.selector == "reliability" and self.refit_mode != "lock":
+            from laser.integrations.background_refit import BackgroundRefits
+
+            self.refits = BackgroundRefits(router.router, self.lock, self.refit_mode == "process")
+            with self.lock:  # a refit pending when the state was saved is redone (a no-op for the others)
+                self.refits.mark([g for g, st in router.router.reliability.groups_.items() if st.observed])
+
+    def server_close(self) -> None:
+        """Stop the refit worker (its current refit finishes), then free the port."""
+        if self.refits is not None:
+            self.refits.stop()
+        super().server_close()
 
     @property
     def port(self) -> int:
@@ -188,6 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.router is not None:
                 with self.server.lock:
                     reply["router"] = self.server.router.stats()
+                    if self.server.refits is not None:
+                        reply["router"]["refits"] = self.server.refits.counters()
             if url_rm is not None:
                 reply = {"status": "ok", "rm": self.server.pick(None, url_rm)}
         except _BadRequest as exc:

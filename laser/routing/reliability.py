@@ -265,34 +265,65 @@ class ReliabilityRouter:
             self.refit(g)
 
     def refit(self, group: str) -> GroupFit:
-        """Fit the group's label model on its window; a fit that fails leaves the group on its fallback."""
-        t0 = time.perf_counter()
+        """Fit the group's label model on its window; a fit that fails leaves the group on its fallback.
+
+        The three steps in sequence: :meth:`refit_snapshot`, :meth:`refit_compute`,
+        :meth:`refit_apply` (a server runs the middle one outside its lock).
+        """
+        return self.refit_apply(group, self.refit_compute(self.refit_snapshot(group)))
+
+    def refit_snapshot(self, group: str) -> dict:
+        """Copies of what a refit of ``group`` reads (its vote window, clusters, labelled votes and
+        the previous trusted fit), so :meth:`refit_compute` can run while the router changes."""
         st = self.groups_[group]
-        v = np.asarray(st.votes, np.int8)
+        prev = None if st.acc is None or not st.ok else 2 * np.array([np.nan if a is None else a for a in st.acc]) - 1
+        labelled = None
+        if st.labelled and st.labelled[0]:
+            labelled = (np.asarray(st.labelled, np.int8), np.ones(len(st.labelled[0])))
+        votes = np.asarray(st.votes, np.int8)  # a new array: the window's lists are not shared
+        return {
+            "group": group,
+            "votes": votes,
+            "clusters": np.asarray(st.clusters),
+            "labelled": labelled,
+            "previous": prev,
+        }
+
+    def refit_compute(self, snap: dict) -> dict:
+        """The fit of a :meth:`refit_snapshot`: a pure function of the snapshot and the router's
+        fixed hyper-parameters (it reads no group state, so it needs no lock). Returns the result
+        :meth:`refit_apply` writes: ``error`` (the label model's ValueError) or ``fit`` and
+        ``uncertainty``, and the ``seconds`` it took."""
+        t0 = time.perf_counter()
         try:
-            prev = (
-                None if st.acc is None or not st.ok else 2 * np.array([np.nan if a is None else a for a in st.acc]) - 1
-            )
-            labelled = None
-            if st.labelled and st.labelled[0]:
-                labelled = (np.asarray(st.labelled, np.int8), np.ones(len(st.labelled[0])))
             res = fit_label_model(
-                v,
-                st.clusters,
+                snap["votes"],
+                snap["clusters"],
                 anchor=self.anchor,
-                labelled=labelled,
+                labelled=snap["labelled"],
                 method=self.method,
                 min_votes=self.min_votes,
-                previous=prev,
+                previous=snap["previous"],
             )
         except ValueError as exc:
-            st.acc, st.ok, st.reason, st.uncertainty = None, False, f"not enough votes ({exc})", 1.0
+            return {"error": str(exc), "seconds": time.perf_counter() - t0}
+        u = self._bootstrap_uncertainty(snap["votes"], snap["clusters"], res, snap["group"]) if res.ok else 1.0
+        return {"fit": res, "uncertainty": u, "seconds": time.perf_counter() - t0}
+
+    def refit_apply(self, group: str, result: dict) -> GroupFit:
+        """Write a :meth:`refit_compute` result into ``group``'s state: on an ``error`` the group's
+        fallback, with ``reason`` when the result gives one."""
+        st = self.groups_[group]
+        if "error" in result:
+            reason = result.get("reason", f"not enough votes ({result['error']})")
+            st.acc, st.ok, st.reason, st.uncertainty = None, False, reason, 1.0
         else:
+            res = result["fit"]
             st.acc = [None if not np.isfinite(a) else float(a) for a in res.acc]
             st.ok, st.reason, st.sign_source, st.note = res.ok, res.reason, res.sign_source, res.note
             st.twins = {str(d): int(t) for d, t in res.twins.items()}
-            st.uncertainty = self._bootstrap_uncertainty(v, np.asarray(st.clusters), res, group) if res.ok else 1.0
-        self.fit_seconds_ += time.perf_counter() - t0
+            st.uncertainty = result["uncertainty"]
+        self.fit_seconds_ += result["seconds"]
         return st
 
     def _bootstrap_uncertainty(self, v: np.ndarray, clusters: np.ndarray, res, group: str) -> float:

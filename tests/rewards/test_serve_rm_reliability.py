@@ -72,6 +72,7 @@ def test_each_group_ends_on_its_best_rm_probes_are_counted_and_a_restart_restore
                 per_request.append([n for n, _, _ in read_log(rm_log)[seen:]])
                 picks.setdefault(i, set()).add(body["rm"][0])
                 assert per_request[-1][0] == body["rm"][0] or len(per_request[-1]) == 4
+        assert served.server.refits.drain(60)  # the label model refits in the background: its last fits
         stats = health(served.url)
     finally:
         served.close()
@@ -88,6 +89,7 @@ def test_each_group_ends_on_its_best_rm_probes_are_counted_and_a_restart_restore
 
     again = Served(config)  # a restart on the same config: the state folder beside it
     try:
+        assert again.server.refits.drain(60)  # a refit pending at the last save is redone at start
         restored = health(again.url)
         status, body = post(again.url + "/score", {"prompts": ["p"], "responses": ["r"], "domain": {"x": 1}})
     finally:

@@ -154,7 +154,8 @@ class ReliabilityStrategy(Strategy):
 
     def units(self, batch, outcome, coll, reference):
         """Feed the probes' votes to the router and refit the groups that got new votes (no bandit
-        unit). Under several processes the probes' score matrices are gathered and every rank
+        unit; ``batch.extra["refit"] = False`` leaves the refits to the caller, e.g. a server's
+        background thread). Under several processes the probes' score matrices are gathered and every rank
         forms the votes of the whole batch in whole-batch order (the same draws as one process)."""
         t0, matrix, router = time.perf_counter(), batch.extra.pop("matrix"), self.selector
         index, probes = self._index(batch), []
@@ -175,8 +176,9 @@ class ReliabilityStrategy(Strategy):
             touched[group] = touched.get(group, 0) + votes.shape[1]
             if self.grouping is not None:
                 self._keep(prompt, votes, group)
-        for g in touched:
-            router.refit(g)
+        if batch.extra.get("refit", True):  # False: the caller refits the touched groups (batch.extra["votes"])
+            for g in touched:
+                router.refit(g)
         batch.extra["label_model_s"] = time.perf_counter() - t0
         batch.extra["votes"] = touched
         return []
