@@ -165,6 +165,7 @@ def test_labelled_pairs_are_scored_once_at_start_fix_the_sign_and_survive_a_rest
                 served.url + "/score", {"prompts": [prompt] * 4, "responses": responses, "domain": [domain] * 4}
             )
             assert status == 200, body
+        assert served.server.refits.drain(60)  # the label model refits in the background
         stats = health(served.url)
     finally:
         served.close()
@@ -179,6 +180,7 @@ def test_labelled_pairs_are_scored_once_at_start_fix_the_sign_and_survive_a_rest
 
     again = Served(config)
     try:
+        assert again.server.refits.drain(60)  # restored groups are refitted at start
         restored = health(again.url)
     finally:
         again.close()
