@@ -5,7 +5,8 @@ and ``accelerate launch --multi_gpu --num_processes 2 tests/training/engine_upda
 (two gloo processes; ENGINE ``ddp``, ``fsdp2``, ``zero1``, ``zero2`` or ``zero3`` is forced into
 Accelerate's state by tests/training/engine_force.py; ENGINE ``auto`` takes what ``accelerate launch``'s
 config sets up, as on a GPU machine: benchmarks/gpu_engines.py). Options: ``--lora`` trains LoRA adapters instead
-of every weight; ``--bf16`` asks for bf16 mixed precision.
+of every weight; ``--full-and-lora`` runs the full-weight update, then the LoRA one, in the same
+processes (one start-up instead of two: OUT/full and OUT/lora); ``--bf16`` asks for bf16 mixed precision.
 
 Each step has four prompts; with two processes rank 0 holds prompts 0-1 and rank 1 prompts 2-3.
 The pairs per prompt (``STEPS``) give the ranks 6/3, 0/3, 3/8 and 6/0 pairs, so the ranks hold
@@ -119,14 +120,16 @@ def poisoned_step(update, acc) -> dict:
     }
 
 
-def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
+def make_accelerator(engine: str, bf16: bool):
     if engine == "auto":  # whatever `accelerate launch`'s config sets up (the GPU check, on CUDA)
         from accelerate import Accelerator
 
-        acc = Accelerator()
-    else:
-        acc = cpu_engine_accelerator(engine, mixed_precision="bf16" if bf16 else "no")
-    out = Path(out)
+        return Accelerator()
+    return cpu_engine_accelerator(engine, mixed_precision="bf16" if bf16 else "no")
+
+
+def run(acc, out: Path, lora: bool) -> None:
+    """The four steps, the checkpoint, the poisoned step and the resumed step 4; writes OUT/result.pt."""
     update = make_update(acc, seed=5, lora=lora)
     update.freeze_reference()
     steps = []
@@ -162,6 +165,15 @@ def main(engine: str, out: str, lora: bool, bf16: bool) -> None:
     acc.wait_for_everyone()
 
 
+def main(engine: str, out: str, variants: list[bool], bf16: bool) -> None:
+    """``variants``: ``[False]`` (full weights), ``[True]`` (LoRA) or ``[False, True]`` (both, one
+    after the other in this process: OUT/full/result.pt, then OUT/lora/result.pt)."""
+    acc = make_accelerator(engine, bf16)
+    for lora in variants:
+        run(acc, Path(out) / ("lora" if lora else "full") if len(variants) > 1 else Path(out), lora)
+
+
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(args[0], args[1], "--lora" in sys.argv, "--bf16" in sys.argv)
+    variants = [False, True] if "--full-and-lora" in sys.argv else ["--lora" in sys.argv]
+    main(args[0], args[1], variants, "--bf16" in sys.argv)

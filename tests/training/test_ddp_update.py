@@ -24,6 +24,11 @@ def _run(cmd, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+# Slow suite only: tests/training/test_engines.py::test_two_processes_equal_one_under_every_engine[ddp]
+# runs this very step (its step 1 has the same 5/1/0/3 pairs per prompt, micro_batch_pairs=2, on
+# Accelerator(cpu=True) under 2 gloo processes) and three more, and asserts the weights after each
+# step, the gradient norm (a wrong loss scale changes it) and AdamW's moments against 1 process.
+@pytest.mark.slow
 def test_two_process_ddp_update_equals_single_process(tmp_path):
     pytest.importorskip("accelerate")
     _run([sys.executable, str(SCRIPT), str(tmp_path / "one")], tmp_path)

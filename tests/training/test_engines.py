@@ -1,5 +1,5 @@
 """The policy update under every engine Accelerate can run it with: DDP, FSDP2 and DeepSpeed ZeRO
-1, 2 and 3 on 2 gloo processes equal the single-process update, step by step, when the ranks hold
+1 (slow suite), 2 and 3 on 2 gloo processes equal the single-process update, step by step, when the ranks hold
 different numbers of pairs (6/3, 0/3, 3/8 and 6/0) cut into several micro-batches; a checkpoint
 taken under each engine resumes to the same weights; an Accelerate config asking for an engine
 this machine cannot provide is refused.
@@ -26,7 +26,7 @@ PAIRS_PER_STEP = [9, 3, 11, 6]
 TOL = 1e-5
 
 
-def _run(args: list[str], tmp_path: Path, processes: int) -> dict:
+def _launch(args: list[str], tmp_path: Path, processes: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("ACCELERATE_USE_FSDP", None), env.pop("ACCELERATE_USE_DEEPSPEED", None)
     launch = [sys.executable] if processes == 1 else two_cpu_processes()
@@ -39,6 +39,10 @@ def _run(args: list[str], tmp_path: Path, processes: int) -> dict:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _run(args: list[str], tmp_path: Path, processes: int) -> dict:
+    _launch(args, tmp_path, processes)
     return torch.load(Path(args[1]) / "result.pt", weights_only=True)
 
 
@@ -47,12 +51,26 @@ def _maxdiff(a: dict, b: dict) -> float:
     return max(float((a[n].float() - b[n].float()).abs().max()) for n in a)
 
 
+def _run_both(engine: str, tmp: Path, processes: int) -> dict:
+    """The full-weight and the LoRA update, one after the other in the same process(es) (one start-up:
+    importing torch, transformers and DeepSpeed is most of a run's time); each variant builds its own
+    models from its own seeds, so its result equals that of a process running it alone."""
+    _launch([engine, str(tmp), "--full-and-lora"], tmp, processes)
+    return {v: torch.load(tmp / v / "result.pt", weights_only=True) for v in ("full", "lora")}
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """The 1-process runs every engine is compared with (full weights, and LoRA)."""
     pytest.importorskip("deepspeed")
-    tmp = tmp_path_factory.mktemp("single")
-    return {v: _run(["single", str(tmp / v), *(["--lora"] if v == "lora" else [])], tmp, 1) for v in ("full", "lora")}
+    return _run_both("single", tmp_path_factory.mktemp("single"), 1)
+
+
+@pytest.fixture(scope="module")
+def zero3(tmp_path_factory):
+    """The 2-process ZeRO-3 runs (full weights, and LoRA), read by the two tests below."""
+    pytest.importorskip("deepspeed")
+    return _run_both("zero3", tmp_path_factory.mktemp("zero3"), 2)
 
 
 def _compare(one: dict, two: dict, engine: str) -> dict:
@@ -110,18 +128,28 @@ def test_single_process_run_learns_and_its_reference_moves(single):
     assert all(".lora_" in n for n in single["lora"]["final"]["trainable"])
 
 
-@pytest.mark.parametrize("engine", ["ddp", "fsdp2", "zero1", "zero2", "zero3"])
-def test_two_processes_equal_one_under_every_engine(single, engine, tmp_path):
-    two = _run([engine, str(tmp_path / engine)], tmp_path, 2)
+# ZeRO-1 runs in the slow suite only: laser's DeepSpeedEngine (laser/training/engines_ds.py) branches on
+# stage 3 versus not, and DeepSpeed runs stages 1 and 2 with the same optimizer class
+# (DeepSpeedZeroOptimizer, partition_grads=False/True), so ZeRO-2 here covers ZeRO-1's code path.
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2", pytest.param("zero1", marks=pytest.mark.slow), "zero2", "zero3"])
+def test_two_processes_equal_one_under_every_engine(single, engine, tmp_path, request):
+    two = (
+        request.getfixturevalue("zero3")["full"]
+        if engine == "zero3"
+        else _run([engine, str(tmp_path / engine)], tmp_path, 2)
+    )
     _compare(single["full"], two, engine)
     _check_resume(two)
     _check_nonfinite(two)
 
 
 @pytest.mark.parametrize("engine", [pytest.param("fsdp2", marks=pytest.mark.slow), "zero3"])
-def test_lora_two_processes_equal_one(single, engine, tmp_path):
+def test_lora_two_processes_equal_one(single, engine, tmp_path, request):
     """LoRA: only the adapters train; the reference is the adapters as they were at the iteration's start."""
-    two = _run([engine, str(tmp_path / engine), "--lora"], tmp_path, 2)
+    if engine == "zero3":
+        two = request.getfixturevalue("zero3")["lora"]
+    else:
+        two = _run([engine, str(tmp_path / engine), "--lora"], tmp_path, 2)
     _compare(single["lora"], two, engine)
     _check_resume(two)
 
