@@ -37,8 +37,10 @@ authentication, which is why the default host is 127.0.0.1.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
+import signal
 import threading
 import urllib.parse
 from dataclasses import asdict
@@ -444,6 +446,8 @@ def serve_rm_main(config_path: str, port: int, host: str = "127.0.0.1") -> None:
         FileNotFoundError, ValueError: see :func:`server_from_config`.
     """
     server = server_from_config(config_path, port, host)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack to stderr (a server that hangs)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the API has no authentication", host)
     print(

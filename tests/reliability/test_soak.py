@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -46,20 +48,23 @@ def serve_rm(tmp_path):
     cfg.write_text("rewards:\n  - {name: cheap, type: callable, fn: 'soak_serve_rm:cheap_score'}\n")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "laser.cli.main", "serve-rm", "--config", str(cfg), "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    err = tmp_path / "server.stderr"
+    with err.open("w") as err_file:  # a file, not a pipe: a pipe nobody reads can fill and block the server
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "laser.cli.main", "serve-rm", "--config", str(cfg), "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+        )
     line = proc.stdout.readline()
-    assert "serving reward models ['cheap']" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    assert "serving reward models ['cheap']" in line, (line, err.read_text())
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain the rest of stdout
     url = f"http://127.0.0.1:{port}"
     with urllib.request.urlopen(url + "/health", timeout=10) as resp:
         assert json.loads(resp.read()) == {"status": "ok", "rms": ["cheap"]}
-    yield proc, url
+    yield proc, url, err
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -67,12 +72,18 @@ def serve_rm(tmp_path):
 
 def test_serve_rm_soak_has_no_errors_and_flat_memory(serve_rm, figures):
     bench = load_benchmark()
-    proc, url = serve_rm
+    proc, url, err = serve_rm
     rss_start = bench.rss_kib(proc.pid) / 1024
     results = [bench.drive(url, proc.pid, c, n, 30.0, BATCH) for c, n in LEVELS]
     growth = bench.rss_kib(proc.pid) / 1024 - rss_start
     proc.send_signal(signal.SIGINT)  # Ctrl-C: the server closes its socket and exits cleanly
-    assert proc.wait(timeout=10) == 0
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # serve-rm dumps every thread's stack on SIGUSR1: say where it hangs
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        rc = None
+    assert rc == 0, f"serve-rm did not exit 30 s after Ctrl-C (rc {rc}); its stderr:\n{err.read_text()[-6000:]}"
     for (c, _n), r in zip(LEVELS, results, strict=True):
         figures.set(
             ITEM,
