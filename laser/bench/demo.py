@@ -58,6 +58,20 @@ def _worker_setup() -> None:
     torch.set_num_threads(1)  # tiny model: one thread is faster than two on a shared 2-core machine
 
 
+def _worker_init() -> None:
+    """A worker's start: the setup, then the imports of a method's run (transformers' model code,
+    the trainer: seconds), so they happen while the main process prepares the SFT start."""
+    _worker_setup()
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+    import laser.build  # noqa: F401
+    import laser.training.loop  # noqa: F401
+
+
+def _ready() -> None:
+    """A no-op task: submitting one per worker starts the workers (and their imports) now."""
+
+
 def _run_one(method: str, seed: int, policy_dir, train, test, rm_names, s: DemoSettings, out_dir: Path) -> dict:
     """Train one method from the SFT start and evaluate it (in this process or a worker's)."""
     from laser.bench.policy import evaluate_accuracy
@@ -75,25 +89,36 @@ def _run_one(method: str, seed: int, policy_dir, train, test, rm_names, s: DemoS
     }
 
 
-def _run_methods(methods: list[str], workers: int, on_done, *args) -> dict[str, dict]:
-    """Every method's result, run ``workers`` at a time (spawned processes when more than one;
-    each method seeds itself, so the results do not depend on the order or the worker);
-    ``on_done(method, result)`` as each one finishes."""
-    out: dict[str, dict] = {}
+def _start_workers(workers: int):
+    """A pool of ``workers`` spawned processes, started now (None for one worker: this process)."""
     if workers <= 1:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+    for _ in range(workers):
+        pool.submit(_ready)
+    return pool
+
+
+def _run_methods(methods: list[str], pool, on_done, *args) -> dict[str, dict]:
+    """Every method's result, in ``pool`` (from :func:`_start_workers`; None: one at a time in
+    this process); each method seeds itself, so the results do not depend on the order or the
+    worker; ``on_done(method, result)`` as each one finishes."""
+    out: dict[str, dict] = {}
+    if pool is None:
         for m in methods:
             out[m] = _run_one(m, *args)
             on_done(m, out[m])
         return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_setup) as pool:
-        futures = {pool.submit(_run_one, m, *args): m for m in methods}
-        for f in as_completed(futures):
-            out[futures[f]] = f.result()
-            on_done(futures[f], out[futures[f]])
+    futures = {pool.submit(_run_one, m, *args): m for m in methods}
+    for f in as_completed(futures):
+        out[futures[f]] = f.result()
+        on_done(futures[f], out[futures[f]])
     return out
 
 
@@ -105,13 +130,15 @@ def run_demo(
     methods: list[str] | None = None,
     settings: DemoSettings | None = None,
     workers: int = 1,
+    train_sft: bool = False,
 ) -> dict:
     """Run the demo, print the tables, write ``out/results.json``; returns the results dict.
 
     ``workers``: methods trained at once, each in its own process with one torch thread (the
     CLI's default is 2 where the machine has 2 cores); the results equal a one-process run.
+    ``train_sft``: train the SFT start even where laser-rm ships it (seed 0 of the default
+    settings; ``laser.bench.policy.SHIPPED_DIR``: the same bytes, about 2 minutes saved).
     """
-    from laser.bench.policy import build_tiny_policy, evaluate_accuracy
     from laser.bench.rms import make_demo_rms
 
     if workers < 1:
@@ -122,43 +149,60 @@ def run_demo(
     rm_names = [rm.name for rm in make_demo_rms(seed=0)]
     methods = methods or method_names(rm_names, feedbacks or [])
     per_seed: list[dict] = []
-    for seed in range(seeds):
-        t0 = time.perf_counter()
-        policy_dir = build_tiny_policy(seed=seed, target=s.sft_target)
-        print(f"[seed {seed}] SFT policy ready in {time.perf_counter() - t0:.1f}s: {policy_dir}", flush=True)
-        train, test = benchmark_sets(s, seed)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        sft = evaluate_accuracy(
-            AutoModelForCausalLM.from_pretrained(policy_dir),
-            AutoTokenizer.from_pretrained(policy_dir),
-            test,
-            max_new_tokens=s.max_new_tokens,
-        )
-        if workers > 1:
-            print(f"[seed {seed}] {len(methods)} methods on {workers} worker processes", flush=True)
-        finished = []
-
-        def on_done(method: str, res: dict, seed=seed, sft=sft, finished=finished) -> None:
-            finished.append(method)
-            acc, wall = res["entry"]["accuracy"], res["entry"]["wall_time_s"]
-            print(
-                f"[seed {seed}] {len(finished):2d}/{len(methods)} {method:<28} avg acc {acc['average']:.3f} "
-                f"(SFT {sft['average']:.3f})  {wall:5.1f}s",
-                flush=True,
-            )
-
-        done = _run_methods(methods, workers, on_done, seed, policy_dir, train, test, rm_names, s, out_dir)
-        result = {"sft": sft, "methods": {}, "selection": {}}
-        for method in methods:  # the table keeps the methods' order, whatever order they finished in
-            result["methods"][method] = done[method]["entry"]
-            if done[method]["selection"] is not None:
-                result["selection"][method] = done[method]["selection"]
-        per_seed.append(result)
+    pool = _start_workers(workers)  # the workers import while the SFT start is trained or loaded
+    try:
+        for seed in range(seeds):
+            per_seed.append(_run_seed(seed, methods, pool, workers, train_sft, rm_names, s, out_dir))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     results = aggregate(per_seed, rm_names, list(range(seeds)))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     print(format_table(results))
     return results
+
+
+def _run_seed(seed: int, methods, pool, workers: int, train_sft: bool, rm_names, s: DemoSettings, out_dir) -> dict:
+    """One seed of the demo: the SFT start, its accuracy, every method's run."""
+    from laser.bench.policy import build_tiny_policy, evaluate_accuracy, shipped_policy
+
+    t0 = time.perf_counter()
+    policy_dir = build_tiny_policy(seed=seed, target=s.sft_target, shipped=not train_sft)
+    how = (
+        "shipped with laser-rm; --train-sft trains it"
+        if not train_sft and policy_dir == shipped_policy(seed=seed, target=s.sft_target)
+        else "trained or cached"
+    )
+    print(f"[seed {seed}] SFT policy ready in {time.perf_counter() - t0:.1f}s ({how}): {policy_dir}", flush=True)
+    train, test = benchmark_sets(s, seed)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sft = evaluate_accuracy(
+        AutoModelForCausalLM.from_pretrained(policy_dir),
+        AutoTokenizer.from_pretrained(policy_dir),
+        test,
+        max_new_tokens=s.max_new_tokens,
+    )
+    if workers > 1:
+        print(f"[seed {seed}] {len(methods)} methods on {workers} worker processes", flush=True)
+    finished = []
+
+    def on_done(method: str, res: dict, seed=seed, sft=sft, finished=finished) -> None:
+        finished.append(method)
+        acc, wall = res["entry"]["accuracy"], res["entry"]["wall_time_s"]
+        print(
+            f"[seed {seed}] {len(finished):2d}/{len(methods)} {method:<28} avg acc {acc['average']:.3f} "
+            f"(SFT {sft['average']:.3f})  {wall:5.1f}s",
+            flush=True,
+        )
+
+    done = _run_methods(methods, pool, on_done, seed, policy_dir, train, test, rm_names, s, out_dir)
+    result = {"sft": sft, "methods": {}, "selection": {}}
+    for method in methods:  # the table keeps the methods' order, whatever order they finished in
+        result["methods"][method] = done[method]["entry"]
+        if done[method]["selection"] is not None:
+            result["selection"][method] = done[method]["selection"]
+    return result
 
 
 def _mean_std(values: list[dict]) -> tuple[dict, dict]:

@@ -35,12 +35,15 @@ from laser.tasks.metrics import example_accuracy
 __all__ = [
     "CHARSET",
     "PRESETS",
+    "SHIPPED_DIR",
     "build_tiny_policy",
     "evaluate_accuracy",
     "generate",
     "make_char_tokenizer",
     "make_tiny_model",
+    "policy_key",
     "sft_targets",
+    "shipped_policy",
     "train_sft",
 ]
 
@@ -102,6 +105,12 @@ PRESETS: dict[str, dict] = {
 }
 _RECIPE_VERSION = 1  # bump when the training recipe or the data change meaning
 _INFO_FILE = "laser_sft.json"
+
+#: SFT starts that ship inside the package, one folder per cache key (``tiny-policy-<key>``): the
+#: demo's default start (``v2``, seed 0, torch 2.13), trained by this file's recipe on one CPU
+#: thread (about 2 minutes on 2 cores); ``tests/bench/test_policy.py`` checks that the folder's key
+#: is the recipe's and (``-m slow``) that training again gives the same bytes
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 
 def make_char_tokenizer(padding_side: str = "right"):
@@ -373,10 +382,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LASER_CACHE_DIR") or Path.home() / ".cache" / "laser-rm")
 
 
+def policy_key(seed: int = 0, target: str = "moderate", **overrides) -> str:
+    """The cache key of a build: a hash of every setting, the recipe version and the torch version."""
+    settings = _settings(seed, target, overrides)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shipped_policy(seed: int = 0, target: str = "moderate", **overrides) -> str | None:
+    """The folder of the SFT start shipped with laser-rm for these settings, or None (see SHIPPED_DIR)."""
+    folder = SHIPPED_DIR / f"tiny-policy-{policy_key(seed, target, **overrides)}"
+    return str(folder) if (folder / _INFO_FILE).exists() else None
+
+
 def build_tiny_policy(
-    cache_dir: str | os.PathLike | None = None, seed: int = 0, target: str = "moderate", **overrides
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    target: str = "moderate",
+    shipped: bool = True,
+    **overrides,
 ) -> str:
-    """Train the embedded policy by SFT, or reuse a cached one, and return its folder.
+    """Train the embedded policy by SFT, or reuse a shipped or cached one, and return its folder.
 
     The folder (``<cache_dir>/tiny-policy-<hash>``) holds ``save_pretrained`` output of the model
     and tokenizer plus ``laser_sft.json`` (settings, SFT stats, test accuracy). The hash covers
@@ -387,6 +412,9 @@ def build_tiny_policy(
         cache_dir: where checkpoints live; ``None`` uses ``default_cache_dir()``.
         seed: seeds data generation, initialisation and batch order.
         target: a key of ``PRESETS`` (``"moderate"`` is the demo default).
+        shipped: return the package's own copy when one has this hash (``SHIPPED_DIR``: the
+            demo's start, ``v2`` seed 0 on torch 2.13) instead of training; False trains it (once:
+            the result is cached like any other build).
         **overrides: replace preset values (hidden, layers, heads, n_train_per_domain, steps, lr,
             batch_size, n_eval_per_domain: test examples per domain for the recorded accuracy).
 
@@ -394,7 +422,9 @@ def build_tiny_policy(
         The folder path, loadable by ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``.
     """
     settings = _settings(seed, target, overrides)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    key = policy_key(seed, target, **overrides)
+    if shipped and (found := shipped_policy(seed, target, **overrides)) is not None:
+        return found
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / f"tiny-policy-{key}"
     if (folder / _INFO_FILE).exists():

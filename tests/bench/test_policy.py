@@ -139,6 +139,54 @@ def test_build_caches_and_a_hit_skips_training(tmp_path, monkeypatch):
     assert model.config.num_hidden_layers == PRESETS["smoke"]["layers"]
 
 
+def test_the_shipped_sft_start_is_the_recipes_and_a_build_returns_it_without_training(tmp_path, monkeypatch):
+    """The package ships the demo's start (v2, seed 0) under its cache key. The key hashes the
+    recipe, the preset and the torch version, so a change to any of them must re-ship the folder
+    (this test fails until then); on torch 2.13 a build returns the shipped folder untrained, and
+    ``shipped=False`` trains instead."""
+    shipped = sorted(tiny.SHIPPED_DIR.glob("tiny-policy-*"))
+    assert [p.name for p in shipped] == ["tiny-policy-15fecb9b2a6e3df1"]
+    info = json.loads((shipped[0] / "laser_sft.json").read_text())
+    settings = info["settings"]
+    assert settings == {**tiny._settings(0, "v2", {}), "torch": "2.13.0"}, "recipe or preset changed: re-ship"
+    key = tiny.hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    assert shipped[0].name == f"tiny-policy-{key}"
+    model = transformers.AutoModelForCausalLM.from_pretrained(shipped[0])
+    assert model.config.hidden_size == PRESETS["v2"]["hidden"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("train_sft called")
+
+    monkeypatch.setattr(tiny, "train_sft", boom)
+    if torch.__version__.split("+")[0] != "2.13.0":
+        assert tiny.shipped_policy(0, "v2") is None  # another torch: another key, trained as before
+        return
+    assert build_tiny_policy(tmp_path, seed=0, target="v2") == str(shipped[0])
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing cached
+    assert tiny.shipped_policy(1, "v2") is None and tiny.shipped_policy(0, "v2", steps=10) is None
+    with pytest.raises(AssertionError, match="train_sft called"):
+        build_tiny_policy(tmp_path, seed=0, target="v2", shipped=False)
+
+
+@pytest.mark.slow
+def test_training_the_shipped_sft_start_again_gives_the_same_bytes(tmp_path):
+    """About 2 minutes: the recipe, run again here (one torch thread, as the demo), writes a
+    model.safetensors byte-equal to the shipped one (run on the CPU that trained it; another
+    instruction set may round differently, which is why the start ships)."""
+    if torch.__version__.split("+")[0] != "2.13.0":
+        pytest.skip("the shipped start is keyed to torch 2.13")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder = Path(build_tiny_policy(tmp_path, seed=0, target="v2", shipped=False))
+    finally:
+        torch.set_num_threads(threads)
+    shipped = Path(tiny.shipped_policy(0, "v2"))
+    assert folder.parent == tmp_path and folder.name == shipped.name
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (folder / name).read_bytes() == (shipped / name).read_bytes(), name
+
+
 def test_build_rejects_unknown_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown target"):
         build_tiny_policy(tmp_path, target="huge")
