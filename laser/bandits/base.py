@@ -73,6 +73,9 @@ class Selector:
 
     name: ClassVar[str] = "selector"
     contextual: ClassVar[bool] = False
+    #: whether the rewards passed to ``update`` change later decisions (False: a fixed rule that only
+    #: counts them, e.g. random, round-robin, a single RM, an offline classifier)
+    learns_from_rewards: ClassVar[bool] = True
     #: names of the constructor arguments that :meth:`load_state_dict` checks for equality.
     _hparam_names: ClassVar[tuple[str, ...]] = ()
 

@@ -22,6 +22,7 @@ class FixedSelector(Selector):
     """
 
     name: ClassVar[str] = "fixed"
+    learns_from_rewards: ClassVar[bool] = False
     _hparam_names: ClassVar[tuple[str, ...]] = ("arm",)
 
     def __init__(self, n_arms: int, arm: int = 0, seed: int = 0) -> None:
@@ -43,6 +44,7 @@ class RandomSelector(Selector):
     """Uniformly random arm among the unmasked ones. Score: its probability 1 / (#available)."""
 
     name: ClassVar[str] = "random"
+    learns_from_rewards: ClassVar[bool] = False
 
     def _score_batch(self, contexts: np.ndarray) -> np.ndarray:
         free = ~self.masked
@@ -64,6 +66,7 @@ class RoundRobinSelector(Selector):
     """
 
     name: ClassVar[str] = "round_robin"
+    learns_from_rewards: ClassVar[bool] = False
 
     def __init__(self, n_arms: int, seed: int = 0) -> None:
         super().__init__(n_arms, seed)

@@ -49,6 +49,7 @@ class ClassifierSelector(Selector):
     """
 
     name: ClassVar[str] = "classifier"
+    learns_from_rewards: ClassVar[bool] = False
     contextual: ClassVar[bool] = True
     _hparam_names: ClassVar[tuple[str, ...]] = ("dim", "l2", "steps", "lr")
 

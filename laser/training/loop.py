@@ -389,7 +389,7 @@ class Trainer:
             "grad_norm": terms.get("grad_norm"),
             "loss_after": terms.get("loss_after"),
             **correct,
-            "feedback": self.feedback,
+            "feedback": self.feedback if self.strategy.reads_feedback else None,  # None: not read
             "n_pairs": terms.get("n_pairs"),
             "score_mean": float(np.nanmean(scores)) if np.isfinite(scores).any() else None,
             "responses_scored": pool.responses_scored.tolist(),

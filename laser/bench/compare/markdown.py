@@ -98,7 +98,9 @@ def step_cost_table(sc: dict | None) -> list[str]:
 
 
 def cost_table(methods: dict) -> list[str]:
-    """The "Cost" section: each method's bandit feedback, RM scorings and training wall time."""
+    """The "Cost" section: each method's bandit feedback ("none read" for a method that learns
+    nothing from it: random, oracle, one RM, the ensembles, the reliability router), RM scorings
+    and training wall time."""
     return [
         "## Cost",
         "",
@@ -107,7 +109,7 @@ def cost_table(methods: dict) -> list[str]:
             [
                 [
                     m,
-                    str(e.get("feedback") or ""),
+                    str(e.get("feedback") or "none read"),
                     f"{e['responses_scored']:.0f}",
                     f"{e['wall_time_s']:.1f} +- {e['wall_time_std']:.1f}",
                 ]

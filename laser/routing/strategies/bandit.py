@@ -22,6 +22,11 @@ class BanditPerBatch(Strategy):
     def __init__(self, selector, name: str, needs_context: bool = True):
         self.selector, self.name, self.needs_context = selector, name, needs_context
 
+    @property
+    def reads_feedback(self) -> bool:
+        """A learning bandit does; random, round-robin, one RM and a classifier only count it."""
+        return bool(getattr(self.selector, "learns_from_rewards", True))
+
     def decide(self, batch, coll) -> list[int]:
         arm, scores = self.selector.select_with_scores(batch.contexts.mean(axis=0))
         batch.extra["ucb"] = np.asarray(scores).tolist()  # exactly what the decision used

@@ -54,6 +54,9 @@ class Strategy:
 
     name = "strategy"
     needs_context = True
+    #: whether ``learn`` uses the engine's feedback (a learning bandit, the online ensemble); the
+    #: loop's log names the feedback only then
+    reads_feedback = False
     selector = None
     per_prompt_refused = "not meaningful with selector.name={name} (it decides how each prompt is scored itself)"
 

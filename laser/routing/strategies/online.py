@@ -30,6 +30,7 @@ class OnlineEnsembleStrategy(ScoreEnsemble):
     """Args: n_arms; eta: the multiplicative-weights step size; seed."""
 
     name = "online_ensemble"
+    reads_feedback = True
 
     def __init__(self, n_arms: int, eta: float = 0.5, seed: int = 0):
         self.selector = OnlineEnsemble(n_arms, eta=eta, seed=seed)
