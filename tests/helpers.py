@@ -64,3 +64,40 @@ def post(url: str, payload: dict) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def start_cheap_serve_rm(tmp_path):
+    """``python -m laser.cli.main serve-rm`` in a child process serving benchmarks/soak_serve_rm.py's
+    cheap RM on a free port; returns ``(proc, url, stderr_path)`` once it prints its banner. Its stderr
+    goes to a file and its stdout is drained: a pipe nobody reads can fill and block the server."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "rm.yaml"
+    cfg.write_text("rewards:\n  - {name: cheap, type: callable, fn: 'soak_serve_rm:cheap_score'}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "benchmarks"), str(repo)])}
+    err = tmp_path / "server.stderr"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "laser.cli.main", "serve-rm", "--config", str(cfg), "--port", str(port)],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+        )
+    line = proc.stdout.readline()
+    if "serving reward models ['cheap']" not in line:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"serve-rm did not start: {line!r}\n{err.read_text()}")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc, f"http://127.0.0.1:{port}", err

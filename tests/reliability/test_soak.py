@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import start_cheap_serve_rm
 
 pytestmark = pytest.mark.reliability
 ITEM = "5 load (serve-rm soak)"
@@ -36,32 +33,9 @@ def load_benchmark():
     return mod
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def serve_rm(tmp_path):
-    cfg = tmp_path / "rm.yaml"
-    cfg.write_text("rewards:\n  - {name: cheap, type: callable, fn: 'soak_serve_rm:cheap_score'}\n")
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO)])}
-    err = tmp_path / "server.stderr"
-    with err.open("w") as err_file:  # a file, not a pipe: a pipe nobody reads can fill and block the server
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "laser.cli.main", "serve-rm", "--config", str(cfg), "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=err_file,
-            text=True,
-        )
-    line = proc.stdout.readline()
-    assert "serving reward models ['cheap']" in line, (line, err.read_text())
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain the rest of stdout
-    url = f"http://127.0.0.1:{port}"
+    proc, url, err = start_cheap_serve_rm(tmp_path)
     with urllib.request.urlopen(url + "/health", timeout=10) as resp:
         assert json.loads(resp.read()) == {"status": "ok", "rms": ["cheap"]}
     yield proc, url, err

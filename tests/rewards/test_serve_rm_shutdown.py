@@ -6,40 +6,18 @@ the request timeout is 60 s, far above the wait below)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import start_cheap_serve_rm
 
 
 def test_usr1_dumps_stacks_and_ctrl_c_stops_the_server_with_a_stalled_client(tmp_path):
-    cfg = tmp_path / "rm.yaml"
-    cfg.write_text("rewards:\n  - {name: cheap, type: callable, fn: 'soak_serve_rm:cheap_score'}\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO)])}
-    err = tmp_path / "server.stderr"
-    with err.open("w") as err_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "laser.cli.main", "serve-rm", "--config", str(cfg), "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=err_file,
-            text=True,
-        )
+    proc, url, err = start_cheap_serve_rm(tmp_path)
     try:
-        line = proc.stdout.readline()
-        assert "serving reward models ['cheap']" in line, (line, err.read_text())
-        url = f"http://127.0.0.1:{port}"
-
         proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + 10
         while "serve_forever" not in err.read_text() and time.monotonic() < deadline:
@@ -49,7 +27,9 @@ def test_usr1_dumps_stacks_and_ctrl_c_stops_the_server_with_a_stalled_client(tmp
         with urllib.request.urlopen(url + "/health", timeout=10) as resp:  # still serving after the dump
             assert json.loads(resp.read())["status"] == "ok"
 
-        stalled = socket.create_connection(("127.0.0.1", port), timeout=5)  # connects, never sends a request
+        stalled = socket.create_connection(
+            ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5
+        )  # connects, never sends a request
         time.sleep(0.5)  # the server accepts it; a handler thread blocks reading the request line
         t = time.monotonic()
         proc.send_signal(signal.SIGINT)
