@@ -3,7 +3,7 @@
 For each seed: the benchmark's SFT start samples ``n`` responses for every training prompt of
 benchmark v2; every RM of a scenario scores them all; pairs become votes
 (:func:`laser.routing.reliability.pair_votes`, clusters = prompts) and the label model
-(:func:`laser.routing.labelmodel.fit_label_model`) estimates each RM's accuracy per domain. Gold
+(:func:`laser.routing.labelfit.fit_label_model`) estimates each RM's accuracy per domain. Gold
 answers are read only to score the outcome: an RM's gold pairwise accuracy on a domain is its
 share of right votes on the pairs where exactly one response is correct.
 
@@ -44,7 +44,7 @@ import numpy as np
 
 from laser.bench.rms import _hash_normal, _hash_uniform, make_demo_rms
 from laser.bench.tasks import DOMAIN_TASKS, solve
-from laser.routing.labelmodel import fit_label_model
+from laser.routing.labelfit import fit_label_model
 from laser.routing.reliability import pair_votes
 from laser.tasks.extract import extract_answer
 

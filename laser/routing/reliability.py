@@ -1,7 +1,7 @@
 """The reliability router: per group of prompts, route to the RM the label model trusts most.
 
 On a share of prompts (the probes) every RM scores the same responses; pairs of responses become
-votes (:func:`pair_votes`), a label model (:mod:`laser.routing.labelmodel`) estimates each RM's
+votes (:func:`pair_votes`), a label model (:mod:`laser.routing.labelfit`) estimates each RM's
 pairwise accuracy per group, and every other prompt of the group is scored by the group's best RM
 only. Framework-free: the caller (a training strategy, a TRL reward function, a server) gives
 group keys, asks :meth:`ReliabilityRouter.plan` which prompts are probes and which arm scores each
@@ -30,7 +30,7 @@ Rules:
   else the label-free majority rule (reported as ``sign_source``).
 * Labelled pairs also veto: a fit whose pick is right on fewer of the labelled pairs it disagrees
   on with the comparator (the anchor, else the RM best on the labelled pairs) is not trusted
-  (:func:`~laser.routing.labelmodel.fit_label_model`). In the shared-error scenario of
+  (:func:`~laser.routing.labelfit.fit_label_model`). In the shared-error scenario of
   ``benchmarks/reliability_offline.py --labelled 20`` (5 seeds x 4 domains) a wrong RM was trusted in
   6 of 20 fits with the anchor alone, 6 of 200 with the anchor and 20 labelled pairs per domain
   (10 draws each), 17 of 200 with the 20 pairs and no anchor, 20 of 20 label-free.
@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from laser.routing.labelmodel import fit_label_model, rank_one_fit, second_moments
+from laser.routing.labelfit import fit_label_model
+from laser.routing.labelmodel import rank_one_fit, second_moments
 
 __all__ = ["GroupFit", "ReliabilityRouter", "pair_votes"]
 

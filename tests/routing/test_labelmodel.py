@@ -1,11 +1,12 @@
-"""The label model (laser.routing.labelmodel): hand-derived numbers, an outside implementation
+"""The label model (laser.routing.labelmodel, laser.routing.labelfit): hand-derived numbers, an outside implementation
 (crowd-kit's one-coin Dawid-Skene), and the negative controls (shared errors, a duplicate RM,
 too few RMs, an anchor at chance)."""
 
 import numpy as np
 import pytest
 
-from laser.routing.labelmodel import check_votes, fit_label_model, moment_se, one_coin_em, rank_one_fit, second_moments
+from laser.routing.labelfit import fit_label_model
+from laser.routing.labelmodel import check_votes, moment_se, one_coin_em, rank_one_fit, second_moments
 
 
 def simulate(rng, acc, m, abstain=0.1):

@@ -4,7 +4,7 @@ Two worlds with the same second moments of the votes (derivation below): in worl
 independent RMs are accurate and the anchor is weak; in world B the three share one error
 component and the anchor is the most accurate. The label model, which reads the votes' second
 moments, gives the same estimates in both, so in world B it trusts a wrong RM; labelled pairs veto
-that pick (:func:`laser.routing.labelmodel.fit_label_model`, the ``labelled`` argument) and the
+that pick (:func:`laser.routing.labelfit.fit_label_model`, the ``labelled`` argument) and the
 router falls back to the anchor.
 
 World B (RMs 0-2 the clique, RM 3 the anchor, RM 4 pure noise): each clique RM copies a shared
@@ -20,7 +20,8 @@ Accuracies ``(1 + mu) / 2``: A = (0.84, 0.84, 0.84, 0.665, 0.5), B = (0.66, 0.66
 
 import numpy as np
 
-from laser.routing.labelmodel import fit_label_model, second_moments
+from laser.routing.labelfit import fit_label_model
+from laser.routing.labelmodel import second_moments
 from laser.routing.reliability import ReliabilityRouter
 
 M = 40_000
