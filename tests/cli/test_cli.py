@@ -128,7 +128,7 @@ def test_two_processes_apply_the_same_broadcast_arm(tmp_path, tiny_model_dir):
     path = write_config(tmp_path, tiny_model_dir, selector__per_prompt=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     cmd = [
-        *two_cpu_processes(port=None),
+        *two_cpu_processes(),  # a free port: two suites at once do not collide on 29500
         "-m",
         "laser.cli.main",
         "train",
