@@ -164,15 +164,12 @@ def run_demo(
 
 def _run_seed(seed: int, methods, pool, workers: int, train_sft: bool, rm_names, s: DemoSettings, out_dir) -> dict:
     """One seed of the demo: the SFT start, its accuracy, every method's run."""
-    from laser.bench.policy import build_tiny_policy, evaluate_accuracy, shipped_policy
+    from laser.bench.policy import SHIPPED_DIR, build_tiny_policy, evaluate_accuracy
 
     t0 = time.perf_counter()
     policy_dir = build_tiny_policy(seed=seed, target=s.sft_target, shipped=not train_sft)
-    how = (
-        "shipped with laser-rm; --train-sft trains it"
-        if not train_sft and policy_dir == shipped_policy(seed=seed, target=s.sft_target)
-        else "trained or cached"
-    )
+    shipped = Path(policy_dir).parent == SHIPPED_DIR
+    how = "shipped with laser-rm; --train-sft trains it" if shipped else "trained or cached"
     print(f"[seed {seed}] SFT policy ready in {time.perf_counter() - t0:.1f}s ({how}): {policy_dir}", flush=True)
     train, test = benchmark_sets(s, seed)
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -382,16 +382,23 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LASER_CACHE_DIR") or Path.home() / ".cache" / "laser-rm")
 
 
+def _key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _shipped(key: str) -> str | None:
+    folder = SHIPPED_DIR / f"tiny-policy-{key}"
+    return str(folder) if (folder / _INFO_FILE).exists() else None
+
+
 def policy_key(seed: int = 0, target: str = "moderate", **overrides) -> str:
     """The cache key of a build: a hash of every setting, the recipe version and the torch version."""
-    settings = _settings(seed, target, overrides)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return _key(_settings(seed, target, overrides))
 
 
 def shipped_policy(seed: int = 0, target: str = "moderate", **overrides) -> str | None:
     """The folder of the SFT start shipped with laser-rm for these settings, or None (see SHIPPED_DIR)."""
-    folder = SHIPPED_DIR / f"tiny-policy-{policy_key(seed, target, **overrides)}"
-    return str(folder) if (folder / _INFO_FILE).exists() else None
+    return _shipped(policy_key(seed, target, **overrides))
 
 
 def build_tiny_policy(
@@ -422,8 +429,8 @@ def build_tiny_policy(
         The folder path, loadable by ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``.
     """
     settings = _settings(seed, target, overrides)
-    key = policy_key(seed, target, **overrides)
-    if shipped and (found := shipped_policy(seed, target, **overrides)) is not None:
+    key = _key(settings)
+    if shipped and (found := _shipped(key)) is not None:
         return found
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / f"tiny-policy-{key}"
